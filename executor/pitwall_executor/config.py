@@ -1,0 +1,117 @@
+"""Configuration: embedded defaults (DESIGN.md §7), a TOML file, and ``PITWALL_*`` env vars.
+
+Precedence, lowest first: built-in defaults, the config file (``$PITWALL_CONFIG``, else
+``./pitwall.toml``, else ``~/.config/pitwall/config.toml``), then environment variables
+(``PITWALL_DB_URL``, ``PITWALL_SANDBOX``, ``PITWALL_LIMITS__TIMEOUT_S`` …; a double
+underscore reaches into a nested section).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pitwall.models import Limits
+
+SandboxKind = Literal["gvisor", "docker", "local"]
+ENV_PREFIX = "PITWALL_"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pitwall"
+
+
+class Config(BaseModel):
+    """Every setting of a Pitwall deployment, with the embedded mode as the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    db_url: str | None = None
+    queue_url: str = "memory://"
+    store_url: str | None = None
+    lake_url: str | None = None
+    sandbox: SandboxKind = "gvisor"
+    runsc: str = "runsc"
+    limits: Limits = Limits()
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    max_bundle_mb: Annotated[int, Field(ge=1, le=1024)] = 16
+    cache_mb: Annotated[int, Field(ge=16)] = 10 * 1024
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'pitwall.db'}"
+
+    @property
+    def lake_dir(self) -> Path:
+        return _local_path(self.lake_url) if self.lake_url else self.data_dir / "lake"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return _local_path(self.store_url) if self.store_url else self.data_dir / "artifacts"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+def _local_path(url: str) -> Path:
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    if "://" in url:
+        raise ValueError(f"{url!r}: only file:// URLs are supported here so far")
+    return Path(url)
+
+
+def _config_file(environ: dict[str, str]) -> Path | None:
+    explicit = environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"PITWALL_CONFIG points at {path}, which does not exist")
+        return path
+    for candidate in (Path("pitwall.toml"), Path.home() / ".config" / "pitwall" / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key.removeprefix(ENV_PREFIX).lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+    """Load the configuration from the file, the environment, then ``overrides``."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    path = _config_file(env)
+    if path is not None:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return Config.model_validate(data)

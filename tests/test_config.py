@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pitwall_executor.config import load_config
+
+
+def test_embedded_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
+    cfg = load_config({"PITWALL_DATA_DIR": str(tmp_path)})
+    assert cfg.database_url == f"sqlite:///{tmp_path}/pitwall.db"
+    assert cfg.queue_url == "memory://" and cfg.sandbox == "gvisor"
+    assert cfg.lake_dir == tmp_path / "lake" and cfg.artifacts_dir == tmp_path / "artifacts"
+
+
+def test_file_then_env_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('db_url = "postgresql+psycopg://a@b/c"\nworkers = 3\n[limits]\ntimeout_s = 30\n'
+                    "memory_mb = 512\n")
+    env = {"PITWALL_CONFIG": str(path), "PITWALL_LIMITS__TIMEOUT_S": "12", "PITWALL_WORKERS": "4"}
+    cfg = load_config(env, workers=5)
+    assert cfg.database_url == "postgresql+psycopg://a@b/c"
+    assert cfg.limits.timeout_s == 12.0 and cfg.limits.memory_mb == 512
+    assert cfg.workers == 5
+
+
+def test_bad_values_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="sandbox"):
+        load_config({"PITWALL_SANDBOX": "chroot", "PITWALL_DATA_DIR": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="PITWALL_CONFIG"):
+        load_config({"PITWALL_CONFIG": str(tmp_path / "missing.toml")})
