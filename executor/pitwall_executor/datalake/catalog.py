@@ -1,0 +1,311 @@
+"""A local, versioned Parquet table: content-addressed files plus immutable JSON snapshots.
+
+Layout under the catalog root::
+
+    <root>/<dataset>/data/<sha256>.parquet      one file per calendar month, never rewritten
+    <root>/<dataset>/_versions/<NNNNNNNN>.json  version N: the full list of its files
+
+A version is committed by creating its JSON file with put-if-absent semantics (a hard link
+from a fsynced temp file), so two writers cannot both commit version N and readers never
+see a half-written snapshot. Data files are named by their hash, so an old version stays
+readable as long as its files are kept: nothing is ever overwritten or deleted here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from pitwall.errors import DataError, EmptyRangeError, UnknownDatasetError
+from pitwall_executor.datalake.generate import BARS_SCHEMA, GENERATOR_VERSION, generate_bars
+from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
+
+__all__ = [
+    "Catalog",
+    "CommitConflictError",
+    "FileEntry",
+    "Snapshot",
+    "SnapshotInfo",
+    "generate_dataset",
+    "generation_properties",
+]
+
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_VERSION_DIGITS = 8
+_MIN_ROW_GROUP_ROWS = 4_096  # below this, per-group overhead outweighs finer pruning
+_MAX_ROW_GROUP_ROWS = 1 << 20
+
+
+class CommitConflictError(DataError):
+    """Another writer committed the same version first; re-read the latest and retry."""
+
+
+@contextmanager
+def _temp_file(directory: Path, suffix: str) -> Iterator[tuple[Path, IO[bytes]]]:
+    """A new hidden file in ``directory``, removed on exit unless renamed away."""
+    path = directory / f".tmp-{uuid.uuid4().hex}{suffix}"
+    try:
+        with path.open("xb") as fh:
+            yield path, fh
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _sync(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes a rename or link durable: the directory entry itself must reach the disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_bars(frame: pl.DataFrame) -> None:
+    """Refuse frames the planner could not trust: wrong schema, unsorted, or empty."""
+    if frame.schema != BARS_SCHEMA:
+        raise DataError(f"bars must have schema {dict(BARS_SCHEMA)}; got {dict(frame.schema)}")
+    if frame.is_empty():
+        raise DataError("refusing to write an empty file; skip months without bars")
+    sym, ts = pl.col("symbol"), pl.col("ts")
+    out_of_order = (sym > sym.shift(-1)) | ((sym == sym.shift(-1)) & (ts >= ts.shift(-1)))
+    if frame.select(out_of_order.any()).item():
+        raise DataError("bars must be sorted by (symbol, ts) without duplicates; sort them first")
+
+
+def _row_group_rows(frame: pl.DataFrame) -> int:
+    """About one symbol's rows per row group, so a symbol's min/max statistics prune.
+
+    When every symbol has the same number of bars (synthetic data, full sessions) the
+    groups align exactly with symbols; otherwise they straddle a little.
+    """
+    per_symbol = -(-frame.height // max(frame["symbol"].n_unique(), 1))
+    return min(max(per_symbol, _MIN_ROW_GROUP_ROWS), _MAX_ROW_GROUP_ROWS)
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {match[0]!r}?" if match else "."
+
+
+class Catalog:
+    """Versioned datasets of minute bars stored under one root directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> catalog = Catalog(Path(tempfile.mkdtemp()))
+    >>> catalog.datasets()
+    []
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def datasets(self) -> list[str]:
+        """Names of the datasets holding at least one version, sorted."""
+        if not self.root.is_dir():
+            return []
+        # "[0-9]*" skips the dot-named temp files of commits in flight.
+        return sorted({p.parent.parent.name for p in self.root.glob("*/_versions/[0-9]*.json")})
+
+    def _dataset_dir(self, dataset: str) -> Path:
+        if not _DATASET_NAME.match(dataset):
+            raise UnknownDatasetError(
+                f"dataset name {dataset!r} is not valid; use letters, digits, '_', '.' and '-'"
+            )
+        return self.root / dataset
+
+    def _version_numbers(self, dataset: str) -> list[int]:
+        versions_dir = self._dataset_dir(dataset) / "_versions"
+        if not versions_dir.is_dir():
+            return []
+        names = (p.stem for p in versions_dir.glob("*.json"))
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def _unknown_dataset(self, dataset: str) -> UnknownDatasetError:
+        existing = self.datasets()
+        listing = f"Datasets: {', '.join(existing)}." if existing else "No dataset exists yet."
+        return UnknownDatasetError(
+            f"dataset {dataset!r} does not exist{_suggest(dataset, existing)} {listing} "
+            "Create one with `pitwall data generate`."
+        )
+
+    def versions(self, dataset: str) -> list[SnapshotInfo]:
+        """Every version of ``dataset``, oldest first."""
+        numbers = self._version_numbers(dataset)
+        if not numbers:
+            raise self._unknown_dataset(dataset)
+        return [self.snapshot(dataset, n).info() for n in numbers]
+
+    def snapshot(self, dataset: str, version: int | None = None) -> Snapshot:
+        """Version ``version`` of ``dataset``, or its latest version if None."""
+        numbers = self._version_numbers(dataset)
+        if not numbers:
+            raise self._unknown_dataset(dataset)
+        if version is None:
+            version = numbers[-1]
+        elif version not in numbers:
+            listed = ", ".join(map(str, numbers))
+            raise UnknownDatasetError(
+                f"dataset {dataset!r} has no version {version}; its versions are {listed}. "
+                f"Omit the version to use the latest ({dataset}@v{numbers[-1]})."
+            )
+        path = self._dataset_dir(dataset) / "_versions" / f"{version:0{_VERSION_DIGITS}d}.json"
+        return Snapshot.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+    def file_path(self, dataset: str, entry: FileEntry) -> Path:
+        """Where the bytes of ``entry`` live."""
+        return self._dataset_dir(dataset) / entry.path
+
+    def write_file(self, dataset: str, frame: pl.DataFrame) -> FileEntry:
+        """Store ``frame`` (bars sorted by symbol, ts) as one immutable Parquet file.
+
+        The file is not part of any version until :meth:`commit` lists it. Writing the same
+        bars twice yields the same file.
+        """
+        _check_bars(frame)
+        data_dir = self._dataset_dir(dataset) / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with _temp_file(data_dir, ".parquet") as (tmp, fh):
+            frame.write_parquet(
+                fh, compression="zstd", statistics=True, row_group_size=_row_group_rows(frame)
+            )
+            _sync(fh)
+            sha = _sha256(tmp)
+            final = data_dir / f"{sha}.parquet"
+            os.replace(tmp, final)  # same name means same bytes, so replacing is harmless
+        _fsync_dir(data_dir)
+        stats = frame.select(
+            pl.col("ts").min().alias("lo"),
+            pl.col("ts").max().alias("hi"),
+            pl.col("symbol").unique().sort().implode().alias("symbols"),
+            pl.col("ts").dt.date().unique().sort().implode().alias("days"),
+        ).row(0, named=True)
+        return FileEntry(
+            path=f"data/{final.name}",
+            sha256=sha,
+            size=final.stat().st_size,
+            rows=frame.height,
+            min_ts=stats["lo"],
+            max_ts=stats["hi"],
+            symbols=tuple(stats["symbols"]),
+            days=tuple(stats["days"]),
+        )
+
+    def commit(
+        self,
+        dataset: str,
+        files: Sequence[FileEntry],
+        *,
+        message: str,
+        properties: Mapping[str, Any] | None = None,
+    ) -> Snapshot:
+        """Make ``files`` (the complete file list) the next version of ``dataset``.
+
+        Raises
+        ------
+        CommitConflictError
+            If another writer committed the same version number meanwhile.
+        DataError
+            If a listed file is missing or its size differs from the entry.
+        """
+        root = self._dataset_dir(dataset)
+        for entry in files:
+            path = root / entry.path
+            if not path.is_file() or path.stat().st_size != entry.size:
+                raise DataError(f"file {entry.path} of {dataset!r} is missing or changed")
+        numbers = self._version_numbers(dataset)
+        parent = numbers[-1] if numbers else None
+        snapshot = Snapshot(
+            dataset=dataset,
+            version=(parent or 0) + 1,
+            files=tuple(sorted(files, key=lambda f: (f.min_ts, f.path))),
+            properties=dict(properties or {}),
+            message=message,
+            parent=parent,
+        )
+        versions_dir = root / "_versions"
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        final = versions_dir / f"{snapshot.version:0{_VERSION_DIGITS}d}.json"
+        with _temp_file(versions_dir, ".json") as (tmp, fh):
+            fh.write(json.dumps(snapshot.to_json(), indent=1).encode())
+            _sync(fh)
+            try:
+                os.link(tmp, final)  # put-if-absent: fails if the version already exists
+            except FileExistsError:
+                raise CommitConflictError(
+                    f"{snapshot.label} was committed by another writer; read the latest "
+                    "version and retry"
+                ) from None
+        _fsync_dir(versions_dir)
+        return snapshot
+
+
+def generation_properties(
+    symbols: Sequence[str], start: dt.date, end: dt.date, seed: int
+) -> dict[str, Any]:
+    """The parameters recorded in a generated version, compared to decide reuse."""
+    return {
+        "kind": "synthetic-1min",
+        "generator_version": GENERATOR_VERSION,
+        "symbols": sorted(symbols),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "seed": seed,
+    }
+
+
+def generate_dataset(
+    catalog: Catalog,
+    dataset: str,
+    *,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    seed: int,
+) -> Snapshot:
+    """Generate synthetic bars into ``dataset`` and commit them as a new version.
+
+    Idempotent: if the latest version was generated with the same parameters it is
+    returned as is and nothing is written (so ``make demo`` twice reuses the data).
+    """
+    params = generation_properties(symbols, start, end, seed)
+    if dataset in catalog.datasets():
+        latest = catalog.snapshot(dataset)
+        if latest.properties.get("generator") == params:
+            return latest
+    files = [catalog.write_file(dataset, f) for f in generate_bars(symbols, start, end, seed=seed)]
+    if not files:
+        raise EmptyRangeError(
+            f"no trading day between {start} and {end}; pick a range with weekdays"
+        )
+    return catalog.commit(
+        dataset,
+        files,
+        message=f"generate {len(params['symbols'])} symbols {start}..{end} seed={seed}",
+        properties={"generator": params},
+    )

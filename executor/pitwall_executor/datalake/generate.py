@@ -1,0 +1,313 @@
+"""Deterministic synthetic 1-minute OHLCV bars for US equities (DESIGN.md §6).
+
+The model, per minute ``t`` of the regular session and symbol ``i``::
+
+    r[i, t] = mu_i + beta_i * f[t] + sigma_i * u(t) * z[i, t]
+
+where ``f`` is a market factor shared by every symbol (so symbols correlate), ``u`` is the
+intraday U-shape of volatility, and each session opens with an overnight gap. Volume
+follows its own U-shape and rises with the size of the minute's move.
+
+Determinism is by construction, not by call order: every random stream is seeded from a
+SHA-256 of (seed, what it is for), never from Python's salted ``hash()``. The market factor
+of a day depends only on (seed, date); a symbol's profile only on (seed, symbol); a
+symbol's shocks of a month only on (seed, symbol, month). So adding symbols does not change
+the existing ones, and the same call always yields the same frames. (The streams are those
+of numpy's PCG64 and normal/exponential samplers; a numpy release that changed them would
+change the data, which the catalog would then see as new bytes.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from pitwall_executor.datalake.market_calendar import (
+    SESSION_MINUTES,
+    session_open_utc,
+    trading_days,
+)
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    FloatArray = NDArray[np.float64]
+
+# Bump when the model changes so catalogs regenerate instead of reusing stale data.
+GENERATOR_VERSION = 1
+
+BARS_SCHEMA = pl.Schema(
+    {
+        "ts": pl.Datetime("us", "UTC"),
+        "symbol": pl.String(),
+        "open": pl.Float64(),
+        "high": pl.Float64(),
+        "low": pl.Float64(),
+        "close": pl.Float64(),
+        "volume": pl.Int64(),
+    }
+)
+
+_MINUTES_PER_YEAR = 252 * SESSION_MINUTES
+_MARKET_VOL = 0.18  # annualised volatility of the intraday market factor
+_OVERNIGHT_SHARE = 0.35  # overnight gap sd as a fraction of a day's intraday sd
+_TICK = 0.01
+
+# Liquid, well-known US tickers first, so small samples look familiar.
+_TICKERS = (
+    "AAPL", "MSFT", "AMZN", "GOOG", "META", "NVDA", "TSLA", "JPM", "JNJ", "V", "PG", "UNH",
+    "HD", "MA", "XOM", "CVX", "ABBV", "PFE", "KO", "PEP", "MRK", "BAC", "WMT", "COST", "DIS",
+    "CSCO", "ADBE", "CRM", "NFLX", "INTC", "AMD", "ORCL", "QCOM", "TXN", "AVGO", "IBM", "ACN",
+    "NKE", "MCD", "SBUX", "T", "VZ", "CMCSA", "TMUS", "WFC", "C", "GS", "MS", "AXP", "BLK",
+    "SCHW", "BA", "CAT", "DE", "HON", "GE", "MMM", "LMT", "RTX", "UPS", "FDX", "UNP", "CSX",
+    "LOW", "TGT", "LLY", "BMY", "AMGN", "GILD", "ABT", "TMO", "DHR", "MDT", "CVS", "CI", "HUM",
+    "ISRG", "SYK", "ZTS", "COP", "SLB", "EOG", "OXY", "PSX", "NEE", "DUK", "SO", "AMT", "PLD",
+    "SPG", "CCI", "EQIX", "LIN", "APD", "SHW", "ECL", "NEM", "FCX", "PYPL", "INTU",
+)  # fmt: skip
+
+
+def sample_symbols(n: int) -> list[str]:
+    """The first ``n`` symbols of the synthetic universe.
+
+    The first 100 are real-looking US tickers; beyond them names are ``S0001``, ``S0002``…
+
+    Examples
+    --------
+    >>> sample_symbols(3)
+    ['AAPL', 'MSFT', 'AMZN']
+    >>> sample_symbols(102)[-2:]
+    ['S0001', 'S0002']
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    extra = [f"S{i:04d}" for i in range(1, n - len(_TICKERS) + 1)]
+    return [*_TICKERS[:n], *extra]
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    """A generator seeded by a stable hash of ``parts`` (same parts, same stream, always)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+
+
+@dataclasses.dataclass(frozen=True)
+class SymbolProfile:
+    """The fixed character of one synthetic symbol (annualised figures)."""
+
+    beta: float
+    idio_vol: float
+    drift: float
+    price0: float
+    volume0: float  # mean shares per minute
+
+    @classmethod
+    def draw(cls, seed: int, symbol: str) -> SymbolProfile:
+        """The profile of ``symbol`` under ``seed``; independent of any other symbol."""
+        rng = _rng("profile", seed, symbol)
+        return cls(
+            beta=float(rng.uniform(0.6, 1.5)),
+            idio_vol=float(rng.uniform(0.12, 0.35)),
+            drift=float(rng.uniform(-0.05, 0.15)),
+            price0=float(np.exp(rng.uniform(np.log(15.0), np.log(600.0)))),
+            volume0=float(np.exp(rng.uniform(np.log(500.0), np.log(50_000.0)))),
+        )
+
+
+def _u_shape(first: float, last: float, base: float, k_open: float, k_close: float) -> FloatArray:
+    """A curve over the session minutes, high at the open and the close, low at midday."""
+    m = np.arange(SESSION_MINUTES, dtype=np.float64)
+    return base + first * np.exp(-m / k_open) + last * np.exp(-(SESSION_MINUTES - 1 - m) / k_close)
+
+
+# Volatility shape scaled so its mean square is 1: the daily variance stays as annualised.
+_VOL_SHAPE = _u_shape(1.6, 0.7, 0.75, 20.0, 25.0)
+_VOL_SHAPE /= np.sqrt(np.mean(_VOL_SHAPE**2))
+# Volume shape with mean 1, plus the closing auction in the last minute.
+_VOLUME_SHAPE = _u_shape(2.5, 2.0, 0.6, 25.0, 20.0)
+_VOLUME_SHAPE[-1] *= 3.0
+_VOLUME_SHAPE /= _VOLUME_SHAPE.mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Market:
+    """The market factor of a block of days: minute returns, gaps, day volatility."""
+
+    minute: FloatArray  # (days, minutes)
+    overnight: FloatArray  # (days,)
+    day_vol: FloatArray  # (days,) multiplier, mean ~1
+
+    @classmethod
+    def draw(cls, seed: int, days: Sequence[dt.date]) -> _Market:
+        minute_sd = _MARKET_VOL / np.sqrt(_MINUTES_PER_YEAR)
+        minute, overnight, day_vol = [], [], []
+        for day in days:
+            rng = _rng("market", seed, day.isoformat())
+            vol = float(np.exp(0.25 * rng.standard_normal() - 0.25**2 / 2))  # vol clustering
+            minute.append(minute_sd * vol * _VOL_SHAPE * rng.standard_normal(SESSION_MINUTES))
+            overnight.append(
+                _OVERNIGHT_SHARE * minute_sd * np.sqrt(SESSION_MINUTES) * rng.standard_normal()
+            )
+            day_vol.append(vol)
+        return cls(np.array(minute), np.array(overnight), np.array(day_vol))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shocks:
+    """Idiosyncratic draws of all symbols for a block of days, stacked (symbols, days, …)."""
+
+    z: FloatArray  # minute shocks
+    gap: FloatArray  # overnight shocks (symbols, days)
+    wick_hi: FloatArray  # how far high/low reach beyond the body, in minute sds
+    wick_lo: FloatArray
+    volume: FloatArray  # minute volume noise
+    volume_day: FloatArray  # day-level volume noise (symbols, days)
+
+    @classmethod
+    def draw(cls, seed: int, symbols: Sequence[str], month: str, n_days: int) -> _Shocks:
+        shape = (n_days, SESSION_MINUTES)
+        draws: dict[str, list[FloatArray]] = {f.name: [] for f in dataclasses.fields(cls)}
+        for symbol in symbols:
+            # One stream per (symbol, month): independent of the other symbols and of how
+            # the range is chunked, so months are reproducible on their own.
+            rng = _rng("bars", seed, symbol, month)
+            draws["z"].append(rng.standard_normal(shape))
+            draws["gap"].append(rng.standard_normal(n_days))
+            draws["wick_hi"].append(rng.exponential(0.5, shape))
+            draws["wick_lo"].append(rng.exponential(0.5, shape))
+            draws["volume"].append(rng.standard_normal(shape))
+            draws["volume_day"].append(rng.standard_normal(n_days))
+        return cls(**{k: np.array(v) for k, v in draws.items()})
+
+
+def _month_blocks(days: list[dt.date]) -> Iterator[list[dt.date]]:
+    """Split ordered days into runs of the same calendar month."""
+    block: list[dt.date] = []
+    for day in days:
+        if block and (day.year, day.month) != (block[0].year, block[0].month):
+            yield block
+            block = []
+        block.append(day)
+    if block:
+        yield block
+
+
+def _timestamps(days: Sequence[dt.date]) -> NDArray[np.int64]:
+    """Epoch microseconds (UTC) of every session minute of ``days``, flattened."""
+    opens = np.array([int(session_open_utc(d).timestamp()) * 1_000_000 for d in days])
+    minutes = np.arange(SESSION_MINUTES, dtype=np.int64) * 60_000_000
+    return (opens[:, None] + minutes[None, :]).ravel()
+
+
+def _to_price(log_price: FloatArray) -> FloatArray:
+    # Rounding and clipping are monotone, so they keep low <= open, close <= high.
+    return np.maximum(np.round(np.exp(log_price), 2), _TICK)
+
+
+class _Simulator:
+    """Carries each symbol's last close across month blocks so prices are continuous."""
+
+    def __init__(self, symbols: Sequence[str], seed: int) -> None:
+        self.symbols = list(symbols)
+        self.seed = seed
+        profiles = [SymbolProfile.draw(seed, s) for s in self.symbols]
+
+        def column(name: str) -> FloatArray:
+            return np.array([getattr(p, name) for p in profiles])[:, None, None]
+
+        self.beta, self.idio_vol = column("beta"), column("idio_vol")
+        self.drift, self.volume0 = column("drift"), column("volume0")
+        self.last_log_close = np.log(column("price0"))[:, 0, 0]
+
+    def month(self, days: list[dt.date]) -> pl.DataFrame:
+        """Bars of every symbol over ``days`` (one calendar month), sorted (symbol, ts)."""
+        n_sym, n_days = len(self.symbols), len(days)
+        market = _Market.draw(self.seed, days)
+        shocks = _Shocks.draw(self.seed, self.symbols, f"{days[0]:%Y-%m}", n_days)
+        idio_sd = self.idio_vol / np.sqrt(_MINUTES_PER_YEAR) * market.day_vol[None, :, None]
+        returns = (
+            self.drift / _MINUTES_PER_YEAR
+            + self.beta * market.minute[None]
+            + idio_sd * _VOL_SHAPE * shocks.z
+        )
+        gap_sd = _OVERNIGHT_SHARE * self.idio_vol[:, :, 0] * np.sqrt(1 / 252)
+        gaps = self.beta[:, :, 0] * market.overnight[None] + gap_sd * shocks.gap
+        steps = returns.copy()
+        steps[:, :, 0] += gaps  # the session's first bar opens away from the last close
+        log_close = self.last_log_close[:, None] + np.cumsum(steps.reshape(n_sym, -1), axis=1)
+        log_close = log_close.reshape(returns.shape)
+        self.last_log_close = log_close[:, -1, -1].copy()
+        log_open = log_close - returns  # previous close, or previous close + gap at the open
+        minute_sd = np.sqrt((self.beta * _MARKET_VOL) ** 2 + self.idio_vol**2)
+        minute_sd = minute_sd / np.sqrt(_MINUTES_PER_YEAR) * _VOL_SHAPE
+        body_hi, body_lo = np.maximum(log_open, log_close), np.minimum(log_open, log_close)
+        log_high = body_hi + minute_sd * shocks.wick_hi
+        log_low = body_lo - minute_sd * shocks.wick_lo
+        # Volume: U-shaped, noisy, and larger on big moves (activity drives volatility).
+        activity = 1.0 + 0.6 * np.abs(returns) / minute_sd
+        volume = (
+            self.volume0
+            * _VOLUME_SHAPE
+            * np.exp(0.3 * shocks.volume_day[:, :, None] + 0.4 * shocks.volume - 0.125)
+            * activity
+        )
+        logs = {"open": log_open, "high": log_high, "low": log_low, "close": log_close}
+        return self._frame(days, logs, volume)
+
+    def _frame(
+        self, days: list[dt.date], logs: dict[str, FloatArray], volume: FloatArray
+    ) -> pl.DataFrame:
+        """Flatten (symbols, days, minutes) arrays into a bars frame, symbol-major."""
+        n_sym = len(self.symbols)
+        ts = np.tile(_timestamps(days), n_sym)
+        per_symbol = len(days) * SESSION_MINUTES
+        index = pl.Series(np.repeat(np.arange(n_sym, dtype=np.uint32), per_symbol))
+        return pl.DataFrame(
+            {
+                "ts": pl.Series(ts).cast(BARS_SCHEMA["ts"]),
+                "symbol": pl.Series(self.symbols, dtype=pl.String).gather(index),
+                **{name: _to_price(log).ravel() for name, log in logs.items()},
+                "volume": np.maximum(np.round(volume), 1).astype(np.int64).ravel(),
+            },
+            schema=BARS_SCHEMA,
+        )
+
+
+def generate_bars(
+    symbols: Sequence[str], start: dt.date, end: dt.date, *, seed: int
+) -> Iterator[pl.DataFrame]:
+    """Synthetic 1-minute bars of ``symbols`` over ``[start, end]``, one frame per month.
+
+    Each frame holds one calendar month (months without a trading day are skipped), is
+    sorted by ``(symbol, ts)`` and has exactly :data:`BARS_SCHEMA`. Memory is bounded by
+    one month of all symbols; prices continue across months.
+
+    Parameters
+    ----------
+    symbols
+        Distinct symbol names, in any order (output is sorted).
+    start, end
+        First and last calendar day, both inclusive.
+    seed
+        Seed of every random stream; same arguments give identical frames.
+
+    Examples
+    --------
+    >>> frames = generate_bars(["AAPL", "MSFT"], dt.date(2024, 1, 2), dt.date(2024, 1, 3), seed=7)
+    >>> next(frames).shape
+    (1560, 7)
+    """
+    if not symbols:
+        raise ValueError("symbols is empty; pass at least one symbol, e.g. sample_symbols(10)")
+    if len(set(symbols)) != len(symbols):
+        raise ValueError("symbols lists a name twice; list each symbol once")
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}; swap them")
+    simulator = _Simulator(sorted(symbols), seed)
+    for block in _month_blocks(trading_days(start, end)):
+        yield simulator.month(block)

@@ -1,0 +1,160 @@
+"""Which files a request needs, and reading exactly those bars.
+
+Planning uses only the snapshot's metadata (no directory listing, no file opened), so the
+API can validate a backtest at submit time in microseconds and reject a misspelt symbol or
+an empty range with a sentence that says what to do instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from pitwall.errors import EmptyRangeError, UnknownSymbolError
+from pitwall_executor.datalake.generate import BARS_SCHEMA
+
+if TYPE_CHECKING:
+    from pitwall_executor.datalake.catalog import Catalog
+    from pitwall_executor.datalake.snapshot import FileEntry, Snapshot
+
+_KEY_COLUMNS = ("ts", "symbol")
+_LISTED_SYMBOLS = 10
+
+
+def _utc_bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """``[start 00:00 UTC, end + 1 day 00:00 UTC)``: whole UTC days, end inclusive."""
+    lo = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
+    return lo, dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def plan(
+    snapshot: Snapshot, symbols: Sequence[str], start: dt.date, end: dt.date
+) -> list[FileEntry]:
+    """Files of ``snapshot`` that may hold bars of ``symbols`` between ``start`` and ``end``.
+
+    A file is kept when its time span overlaps the range, it holds one of the symbols, and
+    one of its trading days falls in the range; the result is in time order. Only metadata
+    is read.
+    """
+    lo, hi = _utc_bounds(start, end)
+    wanted = set(symbols)
+    return [
+        f
+        for f in snapshot.files
+        if f.min_ts < hi
+        and f.max_ts >= lo
+        and not wanted.isdisjoint(f.symbols)
+        and any(start <= d <= end for d in f.days)
+    ]
+
+
+def _time_ordered(files: Sequence[FileEntry]) -> bool:
+    """Whether each file's bars all come before the next file's."""
+    return all(a.max_ts < b.min_ts for a, b in itertools.pairwise(files))
+
+
+def _check_symbols(snapshot: Snapshot, symbols: Sequence[str]) -> None:
+    if not symbols:
+        raise UnknownSymbolError("the universe is empty; list at least one symbol")
+    held = snapshot.symbols
+    unknown = [s for s in dict.fromkeys(symbols) if s not in held]
+    if not unknown:
+        return
+    choices = sorted(held)
+    guesses = [m[0] for s in unknown if (m := difflib.get_close_matches(s, choices, n=1))]
+    names = ", ".join(repr(s) for s in unknown)
+    subject = f"symbol {names} is" if len(unknown) == 1 else f"symbols {names} are"
+    hint = f"; did you mean {', '.join(repr(g) for g in guesses)}?" if guesses else "."
+    listed = ", ".join(choices[:_LISTED_SYMBOLS])
+    more = f", … (first {_LISTED_SYMBOLS})" if len(choices) > _LISTED_SYMBOLS else ""
+    raise UnknownSymbolError(
+        f"{subject} not in dataset {snapshot.label}{hint} "
+        f"It holds {len(choices)} symbols: {listed}{more}"
+    )
+
+
+def _empty_range(snapshot: Snapshot, start: dt.date, end: dt.date) -> EmptyRangeError:
+    first, last = snapshot.first_ts, snapshot.last_ts
+    if first is None or last is None:
+        return EmptyRangeError(f"dataset {snapshot.label} holds no bars; generate or import data")
+    return EmptyRangeError(
+        f"no bars between {start} and {end} in dataset {snapshot.label}: its data runs from "
+        f"{first.date()} to {last.date()} (UTC), on trading days only. "
+        "Pick dates inside that range."
+    )
+
+
+def validate_request(
+    snapshot: Snapshot, symbols: Sequence[str], start: dt.date, end: dt.date
+) -> list[FileEntry]:
+    """Check a request against ``snapshot`` and return the files it will read.
+
+    Cheap (metadata only); meant for the API at submit time and for :func:`load_bars`.
+
+    Raises
+    ------
+    UnknownSymbolError
+        A symbol is not in the dataset (the message suggests the closest one).
+    EmptyRangeError
+        ``end`` is before ``start``, or no trading day of the data falls in the range.
+    """
+    if end < start:
+        raise EmptyRangeError(f"end {end} is before start {start}; swap them")
+    _check_symbols(snapshot, symbols)
+    files = plan(snapshot, symbols, start, end)
+    if not files:
+        raise _empty_range(snapshot, start, end)
+    return files
+
+
+def load_bars(
+    catalog: Catalog,
+    snapshot: Snapshot,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    *,
+    columns: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Bars of ``symbols`` from ``start`` to ``end`` (UTC dates, inclusive) of ``snapshot``.
+
+    Reads only the planned files, pushing the column selection and the symbol and time
+    filters down into the Parquet scan.
+
+    Parameters
+    ----------
+    columns
+        Value columns to return besides ``ts`` and ``symbol`` (default: all of them).
+
+    Returns
+    -------
+    polars.DataFrame
+        Sorted by ``(symbol, ts)``, with the dtypes of :data:`BARS_SCHEMA`.
+    """
+    wanted = [c for c in BARS_SCHEMA if c in _KEY_COLUMNS or columns is None or c in columns]
+    unknown = sorted(set(columns or ()) - set(BARS_SCHEMA))
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; bars have {list(BARS_SCHEMA)}")
+    files = validate_request(snapshot, symbols, start, end)
+    lo, hi = _utc_bounds(start, end)
+    scan = pl.scan_parquet(
+        [catalog.file_path(snapshot.dataset, f) for f in files], hive_partitioning=False
+    )
+    scan = scan.filter(
+        pl.col("symbol").is_in(list(symbols)), pl.col("ts") >= lo, pl.col("ts") < hi
+    ).select(wanted)
+    if _time_ordered(files):
+        # Each file is sorted (symbol, ts) and the files follow each other in time, so a
+        # stable sort by symbol alone yields (symbol, ts): about 3x cheaper than a full sort.
+        frame = scan.sort("symbol", maintain_order=True).collect()
+    else:
+        frame = scan.sort("symbol", "ts").collect()
+    if frame.is_empty():
+        # Metadata is per file; a symbol may still lack bars on the requested days.
+        raise _empty_range(snapshot, start, end)
+    return frame.cast({c: BARS_SCHEMA[c] for c in wanted})

@@ -1,0 +1,144 @@
+"""What a dataset version is: the immutable list of its files and what each one holds.
+
+These records are the whole of the catalog's metadata; the planner prunes files with them
+alone, without opening any file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from pitwall.errors import DataError
+
+_FORMAT = 1  # of the snapshot JSON; bump on an incompatible change
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One immutable data file of a dataset and what it holds."""
+
+    path: str  # relative to the dataset directory, e.g. "data/<sha256>.parquet"
+    sha256: str
+    size: int
+    rows: int
+    min_ts: dt.datetime
+    max_ts: dt.datetime
+    symbols: tuple[str, ...]
+    days: tuple[dt.date, ...]  # UTC dates holding at least one bar
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as stored in a snapshot file."""
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "rows": self.rows,
+            "min_ts": self.min_ts.isoformat(),
+            "max_ts": self.max_ts.isoformat(),
+            "symbols": list(self.symbols),
+            "days": [d.isoformat() for d in self.days],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileEntry:
+        """Read an entry written by :meth:`to_json`."""
+        return cls(
+            path=data["path"],
+            sha256=data["sha256"],
+            size=int(data["size"]),
+            rows=int(data["rows"]),
+            min_ts=dt.datetime.fromisoformat(data["min_ts"]),
+            max_ts=dt.datetime.fromisoformat(data["max_ts"]),
+            symbols=tuple(data["symbols"]),
+            days=tuple(dt.date.fromisoformat(d) for d in data["days"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotInfo:
+    """A version as listed: who it follows, when and why it was made, how big it is."""
+
+    dataset: str
+    version: int
+    parent: int | None
+    created_at: dt.datetime
+    message: str
+    n_files: int
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One version of a dataset: the complete, immutable list of its files."""
+
+    dataset: str
+    version: int
+    files: tuple[FileEntry, ...]
+    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    created_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    message: str = ""
+    parent: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``dataset@vN``, as errors and logs name a pinned version."""
+        return f"{self.dataset}@v{self.version}"
+
+    @functools.cached_property
+    def symbols(self) -> frozenset[str]:
+        """Every symbol held by some file of the version."""
+        return frozenset(s for f in self.files for s in f.symbols)
+
+    @property
+    def first_ts(self) -> dt.datetime | None:
+        """Timestamp of the first bar, or None for a version without files."""
+        return min((f.min_ts for f in self.files), default=None)
+
+    @property
+    def last_ts(self) -> dt.datetime | None:
+        """Timestamp of the last bar, or None for a version without files."""
+        return max((f.max_ts for f in self.files), default=None)
+
+    @property
+    def rows(self) -> int:
+        """Number of bars in the version."""
+        return sum(f.rows for f in self.files)
+
+    def info(self) -> SnapshotInfo:
+        """The summary :meth:`Catalog.versions` lists."""
+        return SnapshotInfo(
+            self.dataset, self.version, self.parent, self.created_at, self.message,
+            len(self.files), self.rows,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as stored in ``_versions/<N>.json``."""
+        return {
+            "format": _FORMAT,
+            "dataset": self.dataset,
+            "version": self.version,
+            "parent": self.parent,
+            "created_at": self.created_at.isoformat(),
+            "message": self.message,
+            "properties": dict(self.properties),
+            "files": [f.to_json() for f in self.files],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Read a snapshot written by :meth:`to_json`."""
+        if data.get("format") != _FORMAT:
+            raise DataError(f"snapshot format {data.get('format')!r} is not supported")
+        return cls(
+            dataset=data["dataset"],
+            version=int(data["version"]),
+            files=tuple(FileEntry.from_json(f) for f in data["files"]),
+            properties=data["properties"],
+            created_at=dt.datetime.fromisoformat(data["created_at"]),
+            message=data["message"],
+            parent=data["parent"],
+        )
