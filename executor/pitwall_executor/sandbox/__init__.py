@@ -1,0 +1,37 @@
+"""Sandbox backends (DESIGN.md §4, §5): run untrusted strategy code with limits."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from pitwall.errors import SandboxError
+from pitwall_executor.sandbox.base import (
+    PYTHON,
+    Mount,
+    SandboxBackend,
+    SandboxOutcome,
+    SandboxRequest,
+    runner_request,
+)
+
+__all__ = ["PYTHON", "Mount", "SandboxBackend", "SandboxOutcome", "SandboxRequest",
+           "make_backend", "runner_request"]
+
+if TYPE_CHECKING:
+    from pitwall_executor.config import Config
+
+
+def make_backend(config: Config) -> SandboxBackend:
+    """The sandbox backend the configuration names."""
+    if config.sandbox == "gvisor":
+        from pitwall_executor.sandbox.gvisor import GVisorBackend
+
+        runsc = shutil.which(config.runsc) or config.runsc
+        return GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+    if config.sandbox == "local":
+        from pitwall_executor.sandbox.local import LocalBackend
+
+        # Reaching here means the operator named the unsandboxed backend explicitly.
+        return LocalBackend(allow_unsandboxed=True)
+    raise SandboxError(f"sandbox {config.sandbox!r} is not available yet; use 'gvisor'")

@@ -1,0 +1,152 @@
+"""The sandbox contract (DESIGN.md §4 ``SandboxBackend``, §5): what to run, what came back.
+
+A backend runs one argv in a fresh sandbox per job, never reused, with the given
+read-only mounts and limits, enforces the wall-clock timeout from outside, and returns
+bounded stdout and stderr. Everything in a :class:`SandboxOutcome` came from untrusted
+code: parse it with limits (``pitwall.channel``), never unpickle it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+from pitwall.errors import SandboxError
+from pitwall.models import Limits
+
+#: ``argv[0]`` meaning "the backend's Python interpreter" (its path differs per backend).
+PYTHON = "python"
+#: Where the job's directories appear inside the sandbox.
+JOB_ROOT = "/job"
+#: The only writable place inside the sandbox; also ``HOME`` and ``TMPDIR``.
+SCRATCH = "/scratch"
+#: Exit code of ``pitwall.runner`` when the strategy raised.
+STRATEGY_FAILED_EXIT = 3
+
+#: Targets a job may not mount over: the interpreter, the system and the scratch dir.
+RESERVED_TARGETS = ("/", "/usr", "/opt", "/proc", "/dev", "/etc", "/bin", "/lib", "/lib64",
+                    "/sbin", SCRATCH, "/tmp")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file shown inside the sandbox at ``target``."""
+
+    source: Path
+    target: str
+    readonly: bool = True
+
+    def __post_init__(self) -> None:
+        target = PurePosixPath(self.target)
+        if not target.is_absolute() or ".." in target.parts:
+            raise SandboxError(
+                f"mount target {self.target!r} must be an absolute path without '..'"
+            )
+        if str(target) in RESERVED_TARGETS:
+            raise SandboxError(f"mount target {self.target!r} is reserved; mount under {JOB_ROOT}")
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    """One job's run: ``argv`` (``argv[0] == PYTHON`` for the backend's interpreter)."""
+
+    job_id: str
+    argv: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    cwd: str = SCRATCH
+
+    def __post_init__(self) -> None:
+        if not self.job_id or not self.argv:
+            raise SandboxError("a sandbox request needs a job id and a non-empty argv")
+
+
+@dataclass(frozen=True)
+class SandboxOutcome:
+    """What a run produced. ``stdout``/``stderr`` are untrusted and already size-capped."""
+
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+    oom: bool | None  # None: the backend cannot tell
+    stdout: bytes
+    stdout_truncated: bool
+    stderr: bytes
+    stderr_truncated: bool
+    duration_s: float
+    start_s: float | None  # from run() to the first byte of output, if any
+    backend_log: str = ""  # the runtime's own diagnostics when it failed
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.cancelled or self.oom)
+
+    @property
+    def reason(self) -> str:
+        """One line for a job's ``reason``: why the run did not succeed."""
+        if self.timed_out:
+            return "the strategy ran past its time limit and was stopped"
+        if self.cancelled:
+            return "the run was cancelled"
+        if self.oom:
+            return "the strategy ran out of memory; use less or raise limits.memory_mb"
+        lines = [ln for ln in self.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        if self.exit_code == 0:
+            return ""
+        last = lines[-1].strip() if lines else f"the sandbox exited with code {self.exit_code}"
+        return last[:500]
+
+
+@runtime_checkable
+class SandboxBackend(Protocol):
+    """Runs one request in a fresh sandbox; ``kill`` may be called from another thread."""
+
+    name: str
+
+    def run(self, request: SandboxRequest) -> SandboxOutcome: ...
+
+    def kill(self, job_id: str) -> None: ...
+
+
+def runner_request(
+    job_id: str,
+    job_dir: Path,
+    limits: Limits,
+    *,
+    bundle_dir: Path | None = None,
+    input_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SandboxRequest:
+    """The request that runs ``pitwall.runner`` over a job's host directories.
+
+    ``bundle_dir`` (default ``job_dir/bundle``) holds the strategy files; ``input_dir``
+    (default ``job_dir/input``) holds ``spec.json`` and ``bars.arrow``. Both are mounted
+    read-only at ``/job/bundle`` and ``/job/input``; nothing else of ``job_dir`` is.
+    """
+    bundle_dir = bundle_dir or job_dir / "bundle"
+    input_dir = input_dir or job_dir / "input"
+    for label, path in (("bundle", bundle_dir), ("input", input_dir)):
+        if not path.is_dir():
+            raise SandboxError(f"the job's {label} dir {path} does not exist; write it first")
+    return SandboxRequest(
+        job_id=job_id,
+        argv=(PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT),
+        mounts=(
+            Mount(bundle_dir.resolve(), f"{JOB_ROOT}/bundle"),
+            Mount(input_dir.resolve(), f"{JOB_ROOT}/input"),
+        ),
+        env=dict(env or {}),
+        limits=limits,
+    )
+
+
+#: Environment every backend sets, whatever the request says (DESIGN.md §5 determinism).
+FIXED_ENV: Mapping[str, str] = {
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TZ": "UTC",
+    "LANG": "C.UTF-8",
+}

@@ -1,0 +1,184 @@
+"""The OCI bundle of a gVisor job: a minimal read-only rootfs and a locked-down config.
+
+The rootfs is a skeleton of empty directories and three symlinks (merged-/usr Debian:
+``/bin -> usr/bin`` ...), never the host's ``/``. What Python needs is bind-mounted
+read-only on top: ``/usr``, the interpreter prefix at ``/opt/python``, the venv's
+site-packages at ``/opt/pitwall/site-packages`` and the SDK at ``/opt/pitwall/sdk``.
+The interpreter's own site-packages (host tools, not the project's) is hidden under an
+empty directory, and ``/tmp`` too: the only writable place is the size-capped tmpfs at
+``/scratch``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pitwall.errors import SandboxError
+from pitwall.models import Limits
+from pitwall_executor.sandbox.base import FIXED_ENV, PYTHON, SCRATCH, Mount
+
+SANDBOX_UID = 65534  # nobody
+PY_PREFIX = "/opt/python"
+SITE_PACKAGES = "/opt/pitwall/site-packages"
+SDK = "/opt/pitwall/sdk"
+_PY_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
+_SKELETON_DIRS = (
+    "usr", "proc", "dev", "etc", "tmp", "job/bundle", "job/input", SCRATCH.lstrip("/"),
+    PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"), SDK.lstrip("/"),
+)
+_SYMLINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
+# Host paths a job must never see, whatever a caller passes as a mount source.
+_FORBIDDEN_SOURCES = tuple(
+    Path(p) for p in ("/root", "/etc", "/proc", "/sys", "/dev", "/run", "/var/run", "/boot")
+)
+_NO_CAPS: dict[str, list[str]] = {
+    k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")
+}
+
+
+@dataclass(frozen=True)
+class PythonLayout:
+    """Host paths of what the sandboxed interpreter needs."""
+
+    prefix: Path  # sys.base_prefix: bin/python3.X, lib/python3.X, lib/libpython
+    site_packages: Path  # the venv's: polars, pyarrow, numpy
+    sdk: Path  # the directory holding the ``pitwall`` package
+
+    @classmethod
+    def of_this_interpreter(cls) -> PythonLayout:
+        import pitwall
+
+        site = next(
+            (Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()),
+            None,
+        )
+        if site is None:
+            raise SandboxError("cannot find this interpreter's site-packages to mount")
+        return cls(Path(sys.base_prefix), site, Path(pitwall.__file__).resolve().parent.parent)
+
+
+def ensure_rootfs(root: Path) -> Path:
+    """Create (idempotently) the read-only skeleton under ``root`` and return its path."""
+    for d in _SKELETON_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for name, target in _SYMLINKS.items():
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(target)
+    passwd = f"nobody:x:{SANDBOX_UID}:{SANDBOX_UID}::{SCRATCH}:/bin/false\n"
+    (root / "etc/passwd").write_text(passwd)
+    (root / "etc/group").write_text(f"nogroup:x:{SANDBOX_UID}:\n")
+    empty = root.parent / "empty"
+    empty.mkdir(exist_ok=True)
+    os.chmod(root, 0o755)
+    return root
+
+
+def check_source(source: Path) -> Path:
+    """Resolve a mount source and refuse the host's secrets and control sockets."""
+    real = source.resolve()
+    if not real.exists():
+        raise SandboxError(f"mount source {source} does not exist")
+    if real == Path("/") or any(real == p or p in real.parents for p in _FORBIDDEN_SOURCES):
+        raise SandboxError(f"mount source {source} is a host system path; copy what the job needs")
+    if real.is_socket():
+        raise SandboxError(f"mount source {source} is a socket; sockets are never mounted")
+    return real
+
+
+def _bind(source: Path, target: str, *, readonly: bool = True) -> dict[str, Any]:
+    mode = "ro" if readonly else "rw"
+    return {"destination": target, "source": str(source), "type": "bind",
+            "options": ["rbind", mode, "nosuid", "nodev"]}
+
+
+def mounts(layout: PythonLayout, empty: Path, job_mounts: tuple[Mount, ...], limits: Limits,
+           ) -> list[dict[str, Any]]:
+    """System mounts, then the job's (read-only unless a mount says otherwise)."""
+    scratch_opts = ["nosuid", "nodev", f"size={limits.scratch_mb}m", "mode=1777"]
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "noexec", "mode=755", "size=64k"]},
+        _bind(Path("/usr"), "/usr"),
+        _bind(layout.prefix, PY_PREFIX),
+        _bind(empty, f"{PY_PREFIX}/lib/{_PY_VERSION}/site-packages"),
+        _bind(layout.site_packages, SITE_PACKAGES),
+        _bind(layout.sdk, SDK),
+        _bind(empty, "/tmp"),
+        {"destination": SCRATCH, "type": "tmpfs", "source": "tmpfs", "options": scratch_opts},
+        *(_bind(check_source(m.source), m.target, readonly=m.readonly) for m in job_mounts),
+    ]
+
+
+def environment(extra: Mapping[str, str]) -> list[str]:
+    """The whole environment of the sandboxed process: nothing leaks from the host."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": SCRATCH,
+        "TMPDIR": SCRATCH,
+        "PYTHONPATH": f"{SDK}:{SITE_PACKAGES}",
+        # The pyenv interpreter finds libpython through an absolute RUNPATH on the host.
+        "LD_LIBRARY_PATH": f"{PY_PREFIX}/lib",
+        **extra,
+        **FIXED_ENV,
+    }
+    return [f"{k}={v}" for k, v in sorted(env.items())]
+
+
+def interpreter_argv(argv: tuple[str, ...]) -> list[str]:
+    """Replace the symbolic ``PYTHON`` by the mounted interpreter's path."""
+    head = f"{PY_PREFIX}/bin/{_PY_VERSION}" if argv[0] == PYTHON else argv[0]
+    return [head, *argv[1:]]
+
+
+def rlimits(limits: Limits) -> list[dict[str, Any]]:
+    # gVisor enforces these inside the sandbox: fork fails with EAGAIN past NPROC
+    # (graceful), before the host pids cgroup (the backstop) would kill the sandbox.
+    scratch = limits.scratch_mb * 1024 * 1024
+    values = {"RLIMIT_NOFILE": 1024, "RLIMIT_NPROC": limits.pids, "RLIMIT_FSIZE": scratch,
+              "RLIMIT_CORE": 0}
+    return [{"type": k, "hard": v, "soft": v} for k, v in values.items()]
+
+
+def resources(limits: Limits) -> dict[str, Any]:
+    period = 100_000
+    return {
+        "memory": {"limit": limits.memory_mb * 1024 * 1024},
+        # A backstop only: on the ptrace platform each sandbox process costs ~5 host tasks
+        # (stub threads) on top of ~50 for the sentry and gofer (measured), and hitting
+        # pids.max makes the sentry panic. The graceful limit is RLIMIT_NPROC inside.
+        "pids": {"limit": 64 + 8 * limits.pids},
+        "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period},
+    }
+
+
+def config(*, rootfs: Path, argv: list[str], env: list[str], cwd: str,
+           mount_list: list[dict[str, Any]], limits: Limits, cgroup: str) -> dict[str, Any]:
+    """The OCI ``config.json`` of one job."""
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID, "additionalGids": []},
+            "args": argv,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": _NO_CAPS,
+            "rlimits": rlimits(limits),
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": True},
+        "hostname": "sandbox",
+        "mounts": mount_list,
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
+            "cgroupsPath": cgroup,
+            "resources": resources(limits),
+        },
+    }
