@@ -1,0 +1,174 @@
+"""Performance metrics with the conventions of empyrical, always finite (JSON-safe).
+
+The pure functions take a NumPy array of *daily* simple returns and agree with empyrical
+(``empyrical.sharpe_ratio`` and friends) wherever empyrical returns a finite number.
+Where empyrical returns NaN or ±inf (fewer than two days, zero dispersion, no downside),
+they return the documented finite value instead, because metrics are stored as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from pitwall.engine.execution import EngineResult
+from pitwall.models import Metrics
+
+Returns = npt.NDArray[np.float64]
+
+TRADING_DAYS = 252
+
+
+def total_return(returns: Returns) -> float:
+    """Compounded return of the whole series (``empyrical.cum_returns_final``); 0.0 if empty."""
+    if len(returns) == 0:
+        return 0.0
+    return _finite(float(np.prod(1.0 + returns)) - 1.0)
+
+
+def cagr(returns: Returns, *, periods_per_year: int = TRADING_DAYS) -> float:
+    """``ending_value ** (1 / years) − 1`` with ``years = len / periods_per_year`` (empyrical).
+
+    0.0 for an empty series; −1.0 when the equity is wiped out.
+    """
+    if len(returns) == 0:
+        return 0.0
+    ending = float(np.prod(1.0 + returns))
+    if ending <= 0.0:
+        return -1.0
+    years = len(returns) / periods_per_year
+    # log space avoids an OverflowError for a short, wild series; _finite caps the result.
+    with np.errstate(over="ignore"):
+        return _finite(float(np.expm1(np.log(ending) / years)))
+
+
+def annual_volatility(returns: Returns, *, periods_per_year: int = TRADING_DAYS) -> float:
+    """Sample standard deviation (ddof=1) × √periods_per_year; 0.0 under two returns."""
+    if len(returns) < 2 or _constant(returns):
+        return 0.0
+    return _finite(float(np.std(returns, ddof=1)) * math.sqrt(periods_per_year))
+
+
+def sharpe(
+    returns: Returns, *, risk_free: float = 0.0, periods_per_year: int = TRADING_DAYS
+) -> float:
+    """Annualised Sharpe ratio; ``risk_free`` is per period (daily), as in empyrical.
+
+    0.0 when it is undefined: fewer than two returns, or zero dispersion.
+    """
+    excess = returns - risk_free
+    if len(excess) < 2 or _constant(excess):
+        return 0.0
+    ratio = float(np.mean(excess)) / float(np.std(excess, ddof=1))
+    return _finite(ratio * math.sqrt(periods_per_year))
+
+
+def downside_risk(
+    returns: Returns, *, required_return: float = 0.0, periods_per_year: int = TRADING_DAYS
+) -> float:
+    """√mean(min(r − required, 0)²) × √periods_per_year (empyrical's downside deviation)."""
+    if len(returns) == 0:
+        return 0.0
+    shortfall = np.minimum(returns - required_return, 0.0)
+    return _finite(math.sqrt(float(np.mean(shortfall**2))) * math.sqrt(periods_per_year))
+
+
+def sortino(
+    returns: Returns, *, required_return: float = 0.0, periods_per_year: int = TRADING_DAYS
+) -> float:
+    """Annualised mean excess return / :func:`downside_risk` (empyrical's Sortino ratio).
+
+    0.0 when it is undefined: fewer than two returns, or no return below ``required_return``.
+    """
+    risk = downside_risk(returns, required_return=required_return,
+                         periods_per_year=periods_per_year)
+    if len(returns) < 2 or risk == 0.0:
+        return 0.0
+    mean_excess = float(np.mean(returns - required_return)) * periods_per_year
+    return _finite(mean_excess / risk)
+
+
+def max_drawdown(returns: Returns) -> float:
+    """Largest peak-to-trough fall of compounded returns, as a negative fraction (empyrical).
+
+    The starting value counts as a peak, so a loss on the first day is a drawdown.
+    0.0 for an empty or never-falling series.
+    """
+    if len(returns) == 0:
+        return 0.0
+    wealth = np.concatenate(([1.0], np.cumprod(1.0 + returns)))
+    peak = np.maximum.accumulate(wealth)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = np.where(peak > 0, wealth / peak - 1.0, -1.0)
+    return _finite(float(drawdown.min()))
+
+
+def daily_returns(result: EngineResult) -> Returns:
+    """Returns of the last equity of each UTC date; the first against the starting capital.
+
+    After a wipe-out (equity 0) the remaining days return 0.
+    """
+    daily = (
+        result.equity.group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True)
+        .agg(pl.col("equity").last())
+        .sort("day")
+        .get_column("equity")
+        .to_numpy()
+    )
+    previous = np.concatenate(([result.capital], daily[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(previous > 0, daily / previous - 1.0, 0.0)
+    return np.asarray(returns, dtype=np.float64)
+
+
+def compute_metrics(
+    result: EngineResult, *, risk_free: float = 0.0, periods_per_year: int = TRADING_DAYS
+) -> Metrics:
+    """All metrics of a run (conventions in ``docs/engine-conventions.md``).
+
+    ``turnover`` is the mean over days of the notional traded that day divided by the
+    equity at each trade, × ``periods_per_year``; ``exposure`` is the mean over bars of
+    the gross exposure at the close.
+    """
+    returns = daily_returns(result)
+    frame = result.equity
+    daily_turnover = (
+        frame.group_by(pl.col("ts").dt.date(), maintain_order=True)
+        .agg(pl.col("turnover").sum())
+        .get_column("turnover")
+    )
+    return Metrics(
+        total_return=total_return(returns),
+        cagr=cagr(returns, periods_per_year=periods_per_year),
+        annual_volatility=annual_volatility(returns, periods_per_year=periods_per_year),
+        sharpe=sharpe(returns, risk_free=risk_free, periods_per_year=periods_per_year),
+        sortino=sortino(returns, required_return=risk_free, periods_per_year=periods_per_year),
+        max_drawdown=max_drawdown(returns),
+        turnover=_finite(_mean(daily_turnover) * periods_per_year),
+        exposure=_finite(_mean(frame.get_column("gross_exposure"))),
+        n_days=len(returns),
+        n_bars=frame.height,
+        final_equity=_finite(result.final_equity),
+    )
+
+
+def _mean(values: pl.Series) -> float:
+    return float(values.to_numpy().mean()) if len(values) else 0.0
+
+
+def _constant(values: Returns) -> bool:
+    """All equal: the sample deviation is exactly 0 (a float mean may leave a ~1e-18 residue)."""
+    return bool(values.max() == values.min())
+
+
+def _finite(value: float) -> float:
+    """NaN → 0.0 and ±inf → ±largest float, so every metric is valid JSON."""
+    if math.isnan(value):
+        return 0.0
+    if math.isinf(value):
+        return math.copysign(sys.float_info.max, value)
+    return value

@@ -1,0 +1,41 @@
+"""Helpers for the engine tests: tiny bar frames written out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+T0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
+
+
+def minute(i: int, day: int = 0) -> dt.datetime:
+    """The ``i``-th one-minute bar of trading day ``day`` (days are calendar days here)."""
+    return T0 + dt.timedelta(days=day, minutes=i)
+
+
+def make_bars(prices: dict[str, list[tuple[float, float] | None]]) -> pl.DataFrame:
+    """Bars from ``{symbol: [(open, close) or None for a missing bar, ...]}``, one per minute."""
+    rows = []
+    for symbol in sorted(prices):
+        for i, oc in enumerate(prices[symbol]):
+            if oc is None:
+                continue
+            o, c = oc
+            rows.append({"ts": minute(i), "symbol": symbol, "open": o, "high": max(o, c),
+                         "low": min(o, c), "close": c, "volume": 100})
+    return pl.DataFrame(
+        rows,
+        schema={"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, "open": pl.Float64,
+                "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+                "volume": pl.Int64},
+    )
+
+
+def make_weights(rows: list[tuple[int, str, float]]) -> pl.DataFrame:
+    """Weights from ``[(bar index, symbol, weight), ...]``."""
+    return pl.DataFrame(
+        {"ts": [minute(i) for i, _, _ in rows], "symbol": [s for _, s, _ in rows],
+         "weight": [w for _, _, w in rows]},
+        schema={"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, "weight": pl.Float64},
+    )
