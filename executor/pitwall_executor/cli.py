@@ -1,0 +1,221 @@
+"""The ``pitwall`` command line: data, runs and jobs on the configured stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from pitwall.bundle import build_bundle
+from pitwall.errors import PitwallError
+from pitwall.models import BacktestSpec, Costs, JobStatus, JobView, Limits
+from pitwall_executor.config import Config, load_config
+from pitwall_executor.stack import Stack
+
+METRIC_LABELS = {
+    "total_return": ("Total return", "{:+.2%}"), "cagr": ("CAGR", "{:+.2%}"),
+    "annual_volatility": ("Annual volatility", "{:.2%}"), "sharpe": ("Sharpe", "{:.3f}"),
+    "sortino": ("Sortino", "{:.3f}"), "max_drawdown": ("Max drawdown", "{:.2%}"),
+    "turnover": ("Turnover (annual)", "{:.2f}x"), "exposure": ("Exposure (mean gross)", "{:.2%}"),
+    "n_days": ("Days", "{}"), "n_bars": ("Bars", "{}"), "final_equity": ("Final equity", "{:,.2f}"),
+}
+
+
+def _config(ctx: click.Context) -> Config:
+    cfg = ctx.obj
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+@click.group()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides PITWALL_DATA_DIR.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """Pitwall: sandboxed, reproducible backtests on minute bars."""
+    try:
+        ctx.obj = load_config(data_dir=data_dir)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from exc
+
+
+@main.group()
+def data() -> None:
+    """Datasets: generate sample bars, list versions."""
+
+
+@data.command("generate")
+@click.option("--dataset", default="sample", show_default=True)
+@click.option("--symbols", "n_symbols", type=click.IntRange(1, 10_000), default=20,
+              show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_context
+def data_generate(ctx: click.Context, dataset: str, n_symbols: int, start: dt.datetime,
+                  end: dt.datetime, seed: int) -> None:
+    """Write deterministic synthetic 1-minute bars as a new dataset version (reused if equal)."""
+    from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+    from pitwall_executor.datalake.generate import sample_symbols
+
+    if end < start:
+        raise click.BadParameter(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}")
+    catalog = Catalog(_config(ctx).lake_dir)
+    snap = generate_dataset(catalog, dataset, symbols=sample_symbols(n_symbols),
+                            start=start.date(), end=end.date(), seed=seed)
+    rows = sum(f.rows for f in snap.files)
+    click.echo(f"dataset {dataset}@v{snap.version}: {len(snap.symbols)} symbols, {rows:,} bars, "
+               f"{len(snap.files)} files in {catalog.root / dataset}")
+
+
+@data.command("versions")
+@click.argument("dataset")
+@click.pass_context
+def data_versions(ctx: click.Context, dataset: str) -> None:
+    """List the versions of DATASET."""
+    from pitwall_executor.datalake.catalog import Catalog
+
+    try:
+        infos = Catalog(_config(ctx).lake_dir).versions(dataset)
+    except PitwallError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for info in infos:
+        click.echo(f"v{info.version}\t{info.created_at}\t{info.message}")
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{item!r}: write parameters as name=value",
+                                     param_hint="--param")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+@main.command("run")
+@click.argument("strategy", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--symbols", required=True, help="Comma-separated universe, e.g. AAPL,MSFT.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--dataset", default="sample", show_default=True)
+@click.option("--version", "data_version", type=int, default=None, help="Pin a dataset version.")
+@click.option("--param", "params", multiple=True, help="Strategy parameter name=value (repeat).")
+@click.option("--capital", type=float, default=1_000_000.0, show_default=True)
+@click.option("--commission-bps", type=float, default=0.0, show_default=True)
+@click.option("--slippage-bps", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
+@click.option("--memory-mb", type=int, default=None, help="Memory limit of the sandbox.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.pass_context
+def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
+        dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
+        commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
+        memory_mb: int | None, as_json: bool) -> None:
+    """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
+    cfg = _config(ctx)
+    overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
+    try:
+        limits = Limits.model_validate(
+            {**cfg.limits.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+        spec = BacktestSpec(
+            dataset=dataset, version=data_version,
+            universe=[s.strip() for s in symbols.split(",") if s.strip()],
+            start=start.date(), end=end.date(), capital=capital,
+            costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
+            params=_parse_params(params), seed=seed, limits=limits,
+        )
+    except ValidationError as exc:
+        raise click.ClickException(_validation_message(exc)) from exc
+    bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py")
+    view = run_embedded(cfg, spec, bundle)
+    if as_json:
+        click.echo(view.model_dump_json(indent=2))
+    else:
+        _print_job(view, cfg)
+    if view.status is not JobStatus.COMPLETED:
+        sys.exit(1)
+
+
+def run_embedded(cfg: Config, spec: BacktestSpec, bundle: bytes) -> JobView:
+    """Submit a job and run it with an in-process worker until it ends."""
+    from pitwall_executor.worker import Worker
+
+    stack = Stack.from_config(cfg)
+    researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
+    try:
+        job_id = stack.submit(spec, bundle, researcher=researcher)
+    except PitwallError as exc:
+        raise click.ClickException(str(exc)) from exc
+    Worker(stack).run_one(timeout=5.0)
+    return stack.store.get(job_id)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid backtest: " + "; ".join(parts)
+
+
+def _print_job(view: JobView, cfg: Config) -> None:
+    click.echo(f"job {view.id}: {view.status.value}"
+               + (f" — {view.reason}" if view.reason else ""))
+    if view.metrics is not None:
+        width = max(len(label) for label, _ in METRIC_LABELS.values())
+        for key, (label, fmt) in METRIC_LABELS.items():
+            click.echo(f"  {label:<{width}}  {fmt.format(getattr(view.metrics, key))}")
+    out = cfg.artifacts_dir / view.id / f"attempt-{view.attempt}"
+    report = out / "report.html"
+    if report.exists():
+        click.echo(f"report: {report}")
+    elif (out / "log.txt").exists():
+        click.echo(f"log: {out / 'log.txt'}")
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]), default=None)
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_context
+def jobs_list(ctx: click.Context, status: str | None, limit: int) -> None:
+    """List recent jobs."""
+    stack = Stack.from_config(_config(ctx))
+    for view in stack.store.list_jobs(status=JobStatus(status) if status else None, limit=limit):
+        sharpe = f"{view.metrics.sharpe:.3f}" if view.metrics else "-"
+        click.echo(f"{view.id}  {view.status.value:<9}  {view.created_at:%Y-%m-%d %H:%M:%S}  "
+                   f"sharpe={sharpe}  {view.reason or ''}")
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str) -> None:
+    """Show one job with its metrics."""
+    cfg = _config(ctx)
+    stack = Stack.from_config(cfg)
+    try:
+        _print_job(stack.store.get(job_id), cfg)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    main()
