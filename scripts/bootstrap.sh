@@ -30,6 +30,6 @@ cd "$root"
 stamp=.venv/.pitwall-synced
 if [ ! -f "$stamp" ] || [ uv.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "creating the Python environment (.venv) from uv.lock"
-  "$UV" sync --frozen --python "$(command -v python3)" >/dev/null
+  "$UV" sync --frozen --quiet --python "$(command -v python3)"
   touch "$stamp"
 fi

@@ -14,18 +14,11 @@ import click
 from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
+from pitwall.engine.report import format_metrics
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, Costs, JobStatus, JobView, Limits
 from pitwall_executor.config import Config, load_config
 from pitwall_executor.stack import Stack
-
-METRIC_LABELS = {
-    "total_return": ("Total return", "{:+.2%}"), "cagr": ("CAGR", "{:+.2%}"),
-    "annual_volatility": ("Annual volatility", "{:.2%}"), "sharpe": ("Sharpe", "{:.3f}"),
-    "sortino": ("Sortino", "{:.3f}"), "max_drawdown": ("Max drawdown", "{:.2%}"),
-    "turnover": ("Turnover (annual)", "{:.2f}x"), "exposure": ("Exposure (mean gross)", "{:.2%}"),
-    "n_days": ("Days", "{}"), "n_bars": ("Bars", "{}"), "final_equity": ("Final equity", "{:,.2f}"),
-}
 
 
 def _config(ctx: click.Context) -> Config:
@@ -175,9 +168,10 @@ def _print_job(view: JobView, cfg: Config) -> None:
     click.echo(f"job {view.id}: {view.status.value}"
                + (f" — {view.reason}" if view.reason else ""))
     if view.metrics is not None:
-        width = max(len(label) for label, _ in METRIC_LABELS.values())
-        for key, (label, fmt) in METRIC_LABELS.items():
-            click.echo(f"  {label:<{width}}  {fmt.format(getattr(view.metrics, key))}")
+        rows = format_metrics(view.metrics)
+        width = max(len(label) for label, _ in rows)
+        for label, text in rows:
+            click.echo(f"  {label:<{width}}  {text}")
     out = cfg.artifacts_dir / view.id / f"attempt-{view.attempt}"
     report = out / "report.html"
     if report.exists():

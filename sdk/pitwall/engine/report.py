@@ -78,6 +78,21 @@ def write_equity_parquet(result: EngineResult, path: Path) -> None:
     )
 
 
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "total_return": ("Total return", "{:+.2%}"), "cagr": ("CAGR", "{:+.2%}"),
+    "annual_volatility": ("Annual volatility", "{:.2%}"), "sharpe": ("Sharpe", "{:.3f}"),
+    "sortino": ("Sortino", "{:.3f}"), "max_drawdown": ("Max drawdown", "{:.2%}"),
+    "turnover": ("Turnover (annual)", "{:.2f}x"), "exposure": ("Exposure (mean gross)", "{:.2%}"),
+    "n_days": ("Days", "{}"), "n_bars": ("Bars", "{}"), "final_equity": ("Final equity", "{:,.2f}"),
+}
+
+
+def format_metrics(metrics: Metrics) -> list[tuple[str, str]]:
+    """The metrics as (label, formatted value) rows, in reading order."""
+    return [(label, fmt.format(getattr(metrics, key))) for key, (label, fmt) in
+            METRIC_LABELS.items()]
+
+
 def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, Any]) -> str:
     """A self-contained page: equity and drawdown charts, the metrics and the manifest."""
     figure = _figure(result)
@@ -97,7 +112,7 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
             "<h1>Backtest report</h1>",
             plot,
             "<h2>Metrics</h2>",
-            _table(metrics.model_dump(mode="json")),
+            _table(dict(format_metrics(metrics)), ordered=True),
             "<h2>Manifest</h2>",
             _table(manifest),
             "</body></html>",
@@ -128,14 +143,17 @@ def _figure(result: EngineResult) -> go.Figure:
                              fill="tozeroy"), row=2, col=1)
     fig.update_yaxes(title_text="equity", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".1%", row=2, col=1)
+    # Hide weekends and the hours between sessions (13:30–21:00 UTC covers EST and EDT).
+    fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]},
+                                  {"bounds": [21, 13.5], "pattern": "hour"}])
     fig.update_layout(height=600, showlegend=False, margin={"l": 60, "r": 20, "t": 20})
     return fig
 
 
-def _table(rows: dict[str, Any]) -> str:
+def _table(rows: dict[str, Any], *, ordered: bool = False) -> str:
     """Two-column table; keys and values are escaped, non-strings shown as sorted JSON."""
     cells = []
-    for key in sorted(rows, key=str):
+    for key in rows if ordered else sorted(rows, key=str):
         value = rows[key]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True,
                                                                default=str)
