@@ -10,7 +10,8 @@ from pitwall_executor.artifacts import LocalArtifactStore
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.planner import validate_request
-from pitwall_executor.queue import JobQueue, MemoryQueue
+from pitwall_executor.queue import JobQueue
+from pitwall_executor.redis_queue import make_queue
 from pitwall_executor.sandbox import SandboxBackend, make_backend
 from pitwall_executor.store import MetadataStore
 
@@ -29,12 +30,10 @@ class Stack:
     @classmethod
     def from_config(cls, config: Config) -> Stack:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        if config.queue_url != "memory://":
-            raise ValueError(f"queue_url {config.queue_url!r}: only memory:// is available so far")
         return cls(
             config=config,
             store=MetadataStore(config.database_url),
-            queue=MemoryQueue(),
+            queue=make_queue(config.queue_url),
             catalog=Catalog(config.lake_dir),
             artifacts=LocalArtifactStore(config.artifacts_dir),
         )
