@@ -29,9 +29,13 @@ def make_backend(config: Config) -> SandboxBackend:
 
         runsc = shutil.which(config.runsc) or config.runsc
         return GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+    if config.sandbox == "docker":
+        from pitwall_executor.sandbox.docker import DockerBackend
+
+        return DockerBackend(config.data_dir / "sandbox-docker")
     if config.sandbox == "local":
         from pitwall_executor.sandbox.local import LocalBackend
 
         # Reaching here means the operator named the unsandboxed backend explicitly.
         return LocalBackend(allow_unsandboxed=True)
-    raise SandboxError(f"sandbox {config.sandbox!r} is not available yet; use 'gvisor'")
+    raise SandboxError(f"sandbox {config.sandbox!r} is not available yet; use 'gvisor' or 'docker'")
