@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
@@ -109,6 +109,29 @@ class SandboxBackend(Protocol):
     def run(self, request: SandboxRequest) -> SandboxOutcome: ...
 
     def kill(self, job_id: str) -> None: ...
+
+
+class SandboxSession(Protocol):
+    """A started sandbox with a live stdin/stdout channel (event mode, warm pool).
+
+    ``stdin``/``stdout`` are the binary pipes of the sandboxed process; stderr is
+    captured with the request's cap. ``wait`` enforces the wall-clock limit from outside
+    and returns the same :class:`SandboxOutcome` as ``run`` (``stdout`` empty: the caller
+    consumed it). ``kill`` may be called from any thread and ends the sandbox within 1 s.
+    """
+
+    stdin: BinaryIO
+    stdout: BinaryIO
+
+    def wait(self) -> SandboxOutcome: ...
+
+    def kill(self) -> None: ...
+
+
+class InteractiveBackend(SandboxBackend, Protocol):
+    """A backend that can also hand out a live session instead of a finished run."""
+
+    def start(self, request: SandboxRequest) -> SandboxSession: ...
 
 
 def runner_request(
