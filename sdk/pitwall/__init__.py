@@ -5,4 +5,25 @@ from __future__ import annotations
 from pitwall.strategy import default_params, vectorized
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "default_params", "vectorized"]
+__all__ = ["Client", "__version__", "backtest", "default_params", "load_ipython_extension",
+           "vectorized"]
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext pitwall`` registers the ``%%backtest`` cell magic."""
+    from pitwall.magic import load_ipython_extension as load
+
+    load(shell)
+
+
+def __getattr__(name: str) -> object:
+    # Heavy or optional parts load on first use: the sandbox runner imports `pitwall` too.
+    if name == "Client":
+        from pitwall.client import Client
+
+        return Client
+    if name == "backtest":
+        from pitwall.local import backtest
+
+        return backtest
+    raise AttributeError(f"module 'pitwall' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""``pitwall.Client``: the Backtest API from Python (a notebook, a script, a sweep driver).
+
+>>> client = Client("http://127.0.0.1:8765", token="...")       # doctest: +SKIP
+>>> job = client.submit(bundle, spec)                            # doctest: +SKIP
+>>> client.wait(job).metrics.sharpe                              # doctest: +SKIP
+
+The URL and token default to ``PITWALL_API_URL`` and ``PITWALL_TOKEN``; inside JupyterLab
+the Pitwall server extension sets both for the kernels it starts.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from pitwall.errors import PitwallError
+from pitwall.models import BacktestSpec, JobStatus, JobView, ProgressEvent
+
+if TYPE_CHECKING:
+    import httpx
+    import polars as pl
+
+
+class ApiError(PitwallError):
+    """The Backtest API refused a request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class Client:
+    """A small synchronous client of the Backtest API."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *,
+                 timeout: float = 30.0) -> None:
+        import httpx
+
+        self.url = (url or os.environ.get("PITWALL_API_URL") or "").rstrip("/")
+        if not self.url:
+            raise PitwallError("no Backtest API URL: pass url= or set PITWALL_API_URL "
+                               "(inside JupyterLab the Pitwall extension sets it)")
+        token = token or os.environ.get("PITWALL_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  follow_redirects=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                message = body.get("message") or body.get("error") or resp.text
+            except ValueError:
+                message = resp.text
+            raise ApiError(resp.status_code, str(message))
+        if not resp.content:
+            return None
+        return resp.json() if "json" in resp.headers.get("content-type", "") else resp.content
+
+    def submit(self, bundle: bytes, spec: BacktestSpec) -> str:
+        """Submit a bundle with its spec; return the job id."""
+        resp = self._http.post("/v1/backtests", files={
+            "bundle": ("bundle.zip", bundle, "application/zip"),
+            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+        })
+        return str(self._check(resp)["id"])
+
+    def get(self, job_id: str) -> JobView:
+        return JobView.model_validate(self._check(self._http.get(f"/v1/backtests/{job_id}")))
+
+    def list(self, *, status: JobStatus | None = None, limit: int = 50,
+             ) -> builtins.list[JobView]:
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status.value
+        body = self._check(self._http.get("/v1/backtests", params=params))
+        items = body["items"] if isinstance(body, dict) else body
+        return [JobView.model_validate(item) for item in items]
+
+    def cancel(self, job_id: str) -> JobView:
+        self._check(self._http.post(f"/v1/backtests/{job_id}/cancel"))
+        return self.get(job_id)
+
+    def logs(self, job_id: str) -> str:
+        body = self._check(self._http.get(f"/v1/backtests/{job_id}/logs"))
+        return body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+
+    def events(self, job_id: str, *, after: int = 0) -> builtins.list[ProgressEvent]:
+        """Events after ``after`` (a snapshot; the WebSocket streams them live)."""
+        body = self._check(self._http.get(f"/v1/backtests/{job_id}/events",
+                                          params={"after": after}))
+        items = body["items"] if isinstance(body, dict) else body
+        return [ProgressEvent.model_validate(item) for item in items]
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass: TimeoutError)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.get(job_id)
+            if view.status.terminal:
+                return view
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {view.status.value} after {timeout} s")
+            time.sleep(poll)
+
+    def report_url(self, job_id: str) -> str:
+        """A signed, expiring URL of the job's HTML report."""
+        resp = self._http.get(f"/v1/backtests/{job_id}/report")
+        if resp.status_code in (301, 302, 303, 307):
+            location = resp.headers["location"]
+            return location if "://" in location else self.url + location
+        self._check(resp)
+        raise ApiError(resp.status_code, "the API did not redirect to the report")
+
+    def artifact(self, job_id: str, name: str) -> bytes:
+        resp = self._http.get(f"/v1/backtests/{job_id}/artifacts/{name}")
+        body = self._check(resp)
+        return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    def equity(self, job_id: str) -> pl.DataFrame:
+        """The job's equity curve as a Polars frame."""
+        import io
+
+        import polars as pl
+
+        return pl.read_parquet(io.BytesIO(self.artifact(job_id, "equity.parquet")))
