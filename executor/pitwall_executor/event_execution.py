@@ -1,0 +1,130 @@
+"""One attempt of an event-driven job (``spec.engine == "event"``), DESIGN.md §2 step 4.
+
+Like the vectorized path, but the sandbox never receives a file of bars: its input dir
+holds only ``spec.json``. The worker starts a live sandbox session and the trusted
+feeder (:mod:`pitwall_executor.feeder`) streams the bars in lock-step while the broker
+fills and accounts; metrics and the report are the engine's, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pitwall import __version__ as sdk_version
+from pitwall.bundle import Bundle, load_bundle
+from pitwall.engine.metrics import metrics_for_spec
+from pitwall.engine.report import write_report
+from pitwall.errors import PitwallError, StrategyOutputError
+from pitwall.events.broker import BrokerCosts
+from pitwall.events.market import Market
+from pitwall.models import BacktestSpec, JobStatus
+from pitwall_executor.datalake.planner import load_bars, validate_request
+from pitwall_executor.execution import AttemptResult, interpret_outcome
+from pitwall_executor.feeder import FeedStats, StrategyStopped, run_lockstep
+from pitwall_executor.sandbox import runner_request
+from pitwall_executor.stack import Stack
+
+
+def prepare_event_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Path,
+                         ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The bars (kept in the worker) and the sandbox's input dir: ``spec.json`` only."""
+    snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
+    files = validate_request(snapshot, spec.universe, spec.start, spec.end)
+    bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
+                     lake=stack.lake)
+    if stack.lake is not None:
+        stack.lake.release()
+    input_dir = workdir / "input"
+    input_dir.mkdir(parents=True)
+    (input_dir / "spec.json").write_text(json.dumps({
+        "kind": "event", "entrypoint": bundle.entrypoint, "params": spec.params,
+        "seed": spec.seed, "symbols": list(spec.universe), "capital": spec.capital,
+    }))
+    bundle.extract(workdir / "bundle")
+    for path in (workdir, input_dir, workdir / "bundle"):
+        path.chmod(0o755)
+    (input_dir / "spec.json").chmod(0o444)
+    data = {"dataset": spec.dataset, "version": snapshot.version,
+            "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
+    return bars, data
+
+
+def feed_session(stack: Stack, job_id: str, workdir: Path, spec: BacktestSpec, bars: pl.DataFrame,
+                 progress: Any) -> tuple[Any, Any, FeedStats | None]:
+    """Start the sandbox, feed it, and wait for it; ``(outcome, result, stats)``.
+
+    ``result`` is None when the strategy stopped (raised, timed out, was cancelled):
+    the outcome then says why.
+    """
+    market = Market.from_bars(bars, spec.universe)
+    backend: Any = stack.backend  # an InteractiveBackend (checked by the caller)
+    session = backend.start(runner_request(job_id, workdir, spec.limits))
+    result = stats = None
+    try:
+        result, stats = run_lockstep(
+            session.stdin, session.stdout, market, capital=spec.capital,
+            costs=BrokerCosts.from_costs(spec.costs),
+            progress=lambda f: progress(0.1 + 0.7 * f, "feeding bars"))
+    except StrategyStopped:
+        pass
+    except BaseException:
+        session.kill()  # a protocol violation: stop the sandbox before reporting it
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            session.stdin.close()
+        outcome = session.wait()
+    return outcome, result, stats
+
+
+def run_event_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None,
+                      ) -> AttemptResult:
+    """Run one attempt of an event-driven job end to end; never raises for a strategy's fault."""
+    job = stack.store.get(job_id)
+    spec = job.spec
+    workdir = stack.config.jobs_dir / job_id / f"attempt-{attempt}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    out_dir = stack.artifacts.attempt_dir(job_id, attempt)
+    progress = on_progress or (lambda _p, _m: None)
+    if not callable(getattr(stack.backend, "start", None)):
+        return AttemptResult(JobStatus.FAILED, f"the {stack.backend.name} sandbox backend cannot "
+                             "run event-driven strategies (no live session); use gvisor")
+    try:
+        bundle = load_bundle(stack.store.bundle(job.bundle_sha256),
+                             max_bytes=stack.config.max_bundle_mb * 2**20)
+        bars, data = prepare_event_inputs(stack, spec, bundle, workdir)
+        progress(0.1, f"loaded {bars.height} bars")
+        outcome, result, stats = feed_session(stack, job_id, workdir, spec, bars, progress)
+        (out_dir / "log.txt").write_bytes(outcome.stderr)
+        ended = interpret_outcome(outcome, spec)
+        if ended is not None:
+            return AttemptResult(ended.status, ended.reason, files=(out_dir / "log.txt",))
+        if result is None or stats is None:
+            return AttemptResult(JobStatus.FAILED, "the strategy process stopped answering the "
+                                 "feeder; see the job's log", files=(out_dir / "log.txt",))
+        progress(0.85, "strategy finished; reporting")
+        metrics = metrics_for_spec(result, bars, spec)
+        manifest = {
+            "job_id": job_id, "attempt": attempt, "bundle_sha256": job.bundle_sha256,
+            "entrypoint": bundle.entrypoint, "sdk_version": sdk_version, "spec": spec.model_dump(
+                mode="json"), "data": data, "sandbox": stack.backend.name, "engine": "event",
+            "lockstep": {"bars": stats.bars, "round_trips": stats.round_trips,
+                         "seconds": round(stats.seconds, 3)},
+        }
+        paths = write_report(out_dir, result=result, metrics=metrics, manifest=manifest,
+                             bars=bars, benchmark=spec.benchmark)
+        return AttemptResult(JobStatus.COMPLETED, metrics=metrics,
+                             files=(*paths.files, out_dir / "log.txt"))
+    except StrategyOutputError as exc:
+        return AttemptResult(JobStatus.FAILED, f"invalid strategy output: {exc}")
+    except PitwallError as exc:
+        return AttemptResult(JobStatus.FAILED, str(exc))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
