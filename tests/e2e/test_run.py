@@ -160,7 +160,9 @@ def s(bars):
     log = (artifacts(data_dir, view) / "log.txt").read_text()
     assert "NET: blocked" in log and "NET: connected" not in log
     assert accepted == []
-    assert log.count("WRITE: denied") == 4 and "WRITE: wrote" not in log
+    # The lookahead audit re-runs the strategy once per cut: 1 + 5 runs, each denied.
+    assert log.count("SCRATCH: ok") == 6
+    assert log.count("WRITE: denied") == 4 * 6 and "WRITE: wrote" not in log
     assert "SCRATCH: ok" in log
     assert not Path("/escape.txt").exists()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
-from engine_bars import make_bars, make_weights
+from engine_bars import make_bars, make_weights, minute
 
 from pitwall.engine import compute_metrics, run_vectorized, write_report
 from pitwall.engine.report import PLOT_DIV_ID
-from pitwall.models import Costs
+from pitwall.models import AuditFinding, Costs, LookaheadAudit
 
 PAYLOAD = "<script>alert('pwned')</script>"
 MANIFEST = {
@@ -35,13 +35,24 @@ _write(Path(sys.argv[1]))
 """
 
 
-def _write(out: Path) -> list[Path]:
+EVIL_SYMBOL = "<img src=x onerror=alert(1)>"
+FLAGGED = LookaheadAudit(
+    status="flagged", tolerance=1e-12, cuts_checked=[minute(2)],
+    first=AuditFinding(cut=minute(2), ts=minute(1), symbol=EVIL_SYMBOL, full=0.5,
+                       truncated=0.25, n_differences=3),
+    notes=[f"cut x: not checked, ValueError: {PAYLOAD}"],
+)
+
+
+def _write(out: Path, audit: LookaheadAudit | None = FLAGGED) -> list[Path]:
     bars = make_bars({"A": [(10, 11), (11, 12), (12, 11), (11, 13)],
-                      "B": [(5, 5), (5, 6), (6, 6), (6, 5)]})
-    weights = make_weights([(0, "A", 0.6), (0, "B", 0.4), (2, "B", -0.2)])
+                      EVIL_SYMBOL: [(5, 5), (5, 6), (6, 6), (6, 5)]})
+    weights = make_weights([(0, "A", 0.6), (0, EVIL_SYMBOL, 0.4), (2, EVIL_SYMBOL, -0.2)])
     result = run_vectorized(bars, weights, capital=1e5, costs=Costs(commission_bps=1))
-    paths = write_report(out, result=result, metrics=compute_metrics(result), manifest=MANIFEST)
-    return [paths.metrics_json, paths.equity_parquet, paths.report_html]
+    metrics = compute_metrics(result).model_copy(update={"lookahead": audit})
+    paths = write_report(out, result=result, metrics=metrics, manifest=MANIFEST, bars=bars,
+                         benchmark=EVIL_SYMBOL)
+    return list(paths.files)
 
 
 def _digests(paths: list[Path]) -> list[str]:
@@ -59,11 +70,15 @@ def test_two_writes_are_byte_identical_even_across_processes(tmp_path: Path) -> 
 
 
 def test_artifact_contents(tmp_path: Path) -> None:
-    metrics_json, parquet, report = _write(tmp_path)
+    metrics_json, parquet, positions, trades, report = _write(tmp_path)
+    assert pl.read_parquet(trades).height == pl.read_parquet(trades).unique().height > 0
+    assert pl.read_parquet(positions).height > 0
     text = metrics_json.read_text()
     data = json.loads(text)
     assert list(data) == sorted(data)
     assert data["n_bars"] == 4
+    assert data["lookahead"]["status"] == "flagged"
+    assert data["lookahead"]["first"]["ts"] == "2024-01-02T14:31:00Z"
     equity = pl.read_parquet(parquet)
     assert equity.columns == ["ts", "equity", "gross_exposure", "net_exposure", "turnover", "cost"]
     assert equity.schema["ts"] == pl.Datetime("us", "UTC")
@@ -76,7 +91,27 @@ def test_artifact_contents(tmp_path: Path) -> None:
 
 
 def test_strategy_strings_are_escaped(tmp_path: Path) -> None:
-    page = _write(tmp_path)[2].read_text()
-    assert PAYLOAD not in page
+    page = _write(tmp_path)[-1].read_text()
+    assert PAYLOAD not in page and EVIL_SYMBOL not in page
     assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in page
     assert "evil&lt;script&gt;" in page
+    # the symbol in the trades table, the audit banner and the benchmark note
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 3
+    # a symbol never reaches the figures' JSON, and their JSON cannot close a script
+    for script in page.split("<script>")[2:]:
+        body = script.split("</script>")[0]
+        assert "<" not in body and "onerror" not in body
+
+
+def test_page_sections_and_banners(tmp_path: Path) -> None:
+    page = _write(tmp_path / "flagged")[-1].read_text()
+    assert 'class="banner flagged"' in page and "lookahead audit flagged" in page
+    for div in ("pitwall-equity", "pitwall-exposure", "pitwall-monthly"):
+        assert f'id="{div}"' in page
+    assert "<h2>Trades</h2>" in page and "<h2>Manifest</h2>" in page
+    assert '"name":"benchmark"' in page  # the benchmark trace
+    passed = LookaheadAudit(status="passed", tolerance=1e-12, cuts_checked=[minute(2)])
+    page = _write(tmp_path / "passed", passed)[-1].read_text()
+    assert 'class="banner passed"' in page and "audit passed" in page
+    page = _write(tmp_path / "none", None)[-1].read_text()
+    assert 'class="banner not_run"' in page

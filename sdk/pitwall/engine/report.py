@@ -1,8 +1,16 @@
-"""Run artifacts: ``metrics.json``, ``equity.parquet`` and a self-contained ``report.html``.
+"""Run artifacts: ``metrics.json``, Parquet files and a self-contained ``report.html``.
 
-All three are deterministic: the same inputs give the same bytes, so a re-run of a
-manifest can be checked with a hash. Every string a strategy could control (parameters,
-names, any manifest value) is HTML-escaped before it reaches the page.
+* ``metrics.json``: the metrics (and the lookahead audit's verdict), sorted keys;
+* ``equity.parquet``: one row per bar; ``positions.parquet`` and ``trades.parquet`` when
+  the engine's result carries them;
+* ``report.html``: one page, plotly.js inlined (nothing fetched): the lookahead banner,
+  the metrics, equity vs benchmark with drawdown, exposure, rolling Sharpe, monthly
+  returns, the trades (first rows) and the manifest.
+
+All are deterministic: the same inputs give the same bytes, so a re-run of a manifest can
+be checked with a hash. Every string a strategy or a researcher could control (parameters,
+entrypoint, symbols, any manifest value) is HTML-escaped, and the figures' JSON is
+embedded with ``<``, ``>`` and ``&`` as Unicode escapes so it cannot close its script.
 """
 
 from __future__ import annotations
@@ -13,17 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 
+from pitwall.engine import charts
+from pitwall.engine.audit import describe
 from pitwall.engine.execution import EngineResult
-from pitwall.models import Metrics
+from pitwall.models import LookaheadAudit, Metrics
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-# A fixed div id: plotly would otherwise put a random UUID in the page.
+# Fixed div ids: plotly would otherwise put a random UUID in the page.
 PLOT_DIV_ID = "pitwall-equity"
+#: Rows of the trades table shown on the page (all of them are in trades.parquet).
+MAX_TRADE_ROWS = 200
 
 
 @dataclass(frozen=True)
@@ -33,28 +45,62 @@ class ReportPaths:
     metrics_json: Path
     equity_parquet: Path
     report_html: Path
+    positions_parquet: Path | None = None
+    trades_parquet: Path | None = None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file written."""
+        return tuple(p for p in (self.metrics_json, self.equity_parquet, self.positions_parquet,
+                                 self.trades_parquet, self.report_html) if p is not None)
 
 
 def write_report(
-    out_dir: Path, *, result: EngineResult, metrics: Metrics, manifest: dict[str, Any]
+    out_dir: Path, *, result: EngineResult, metrics: Metrics, manifest: dict[str, Any],
+    bars: pl.DataFrame | None = None, benchmark: str | None = None,
 ) -> ReportPaths:
-    """Write ``metrics.json``, ``equity.parquet`` and ``report.html`` into ``out_dir``.
+    """Write the metrics, the Parquet files and ``report.html`` into ``out_dir``.
 
     ``manifest`` is shown as a table (bundle hash, dataset@version, parameters, seed, SDK
-    version…); its values may come from the strategy and are escaped.
+    version…); its values may come from the strategy and are escaped. With ``bars`` the
+    equity chart shows a benchmark: buy-and-hold of ``benchmark`` (a symbol), else of the
+    universe in equal weight.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    trades, positions = _frame(result, "trades"), _frame(result, "positions")
     paths = ReportPaths(
         metrics_json=out_dir / "metrics.json",
         equity_parquet=out_dir / "equity.parquet",
         report_html=out_dir / "report.html",
+        positions_parquet=out_dir / "positions.parquet" if positions is not None else None,
+        trades_parquet=out_dir / "trades.parquet" if trades is not None else None,
     )
     paths.metrics_json.write_text(metrics_json(metrics), encoding="utf-8")
-    write_equity_parquet(result, paths.equity_parquet)
-    paths.report_html.write_text(
-        render_html(result=result, metrics=metrics, manifest=manifest), encoding="utf-8"
-    )
+    write_parquet(result.equity, paths.equity_parquet)
+    if positions is not None and paths.positions_parquet is not None:
+        write_parquet(positions, paths.positions_parquet)
+    if trades is not None and paths.trades_parquet is not None:
+        write_parquet(trades, paths.trades_parquet)
+    bench = None
+    if bars is not None:
+        bench = charts.benchmark_equity(bars, result.equity.get_column("ts"), result.capital,
+                                        benchmark)
+    page = render_html(result=result, metrics=metrics, manifest=manifest, benchmark=bench,
+                       benchmark_symbol=benchmark, trades=trades)
+    paths.report_html.write_text(page, encoding="utf-8")
     return paths
+
+
+def _frame(result: EngineResult, name: str) -> pl.DataFrame | None:
+    """``result.trades()`` / ``result.positions()`` when the engine provides them."""
+    method = getattr(result, name, None)
+    if not callable(method):
+        return None
+    try:
+        frame = method()
+    except ValueError:  # a result built without a ledger
+        return None
+    return frame if isinstance(frame, pl.DataFrame) else None
 
 
 def metrics_json(metrics: Metrics) -> str:
@@ -63,91 +109,161 @@ def metrics_json(metrics: Metrics) -> str:
                       allow_nan=False) + "\n"
 
 
-def write_equity_parquet(result: EngineResult, path: Path) -> None:
-    """The per-bar equity frame as Parquet with no time-dependent metadata."""
-    table = result.equity.to_arrow()
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """A frame as Parquet with no time-dependent metadata (same frame, same bytes)."""
     # Polars may attach its own schema metadata; keep only the column schema.
-    table = table.replace_schema_metadata(None)
-    pq.write_table(
-        table,
-        path,
-        compression="zstd",
-        store_schema=False,
-        write_statistics=True,
-        use_dictionary=False,
-    )
+    table = frame.to_arrow().replace_schema_metadata(None)
+    pq.write_table(table, path, compression="zstd", store_schema=False,
+                   write_statistics=True, use_dictionary=False)
+
+
+def write_equity_parquet(result: EngineResult, path: Path) -> None:
+    """The per-bar equity frame as Parquet (see :func:`write_parquet`)."""
+    write_parquet(result.equity, path)
 
 
 METRIC_LABELS: dict[str, tuple[str, str]] = {
     "total_return": ("Total return", "{:+.2%}"), "cagr": ("CAGR", "{:+.2%}"),
     "annual_volatility": ("Annual volatility", "{:.2%}"), "sharpe": ("Sharpe", "{:.3f}"),
-    "sortino": ("Sortino", "{:.3f}"), "max_drawdown": ("Max drawdown", "{:.2%}"),
+    "sortino": ("Sortino", "{:.3f}"), "calmar": ("Calmar", "{:.3f}"),
+    "max_drawdown": ("Max drawdown", "{:.2%}"),
+    "max_drawdown_days": ("Max drawdown duration (days)", "{:g}"),
+    "win_rate": ("Win rate", "{:.2%}"), "profit_factor": ("Profit factor", "{:.3f}"),
     "turnover": ("Turnover (annual)", "{:.2f}x"), "exposure": ("Exposure (mean gross)", "{:.2%}"),
+    "n_trades": ("Trades", "{}"), "beta": ("Beta", "{:.3f}"),
+    "alpha": ("Alpha (annual)", "{:+.2%}"),
     "n_days": ("Days", "{}"), "n_bars": ("Bars", "{}"), "final_equity": ("Final equity", "{:,.2f}"),
 }
 
 
 def format_metrics(metrics: Metrics) -> list[tuple[str, str]]:
-    """The metrics as (label, formatted value) rows, in reading order."""
-    return [(label, fmt.format(getattr(metrics, key))) for key, (label, fmt) in
-            METRIC_LABELS.items()]
+    """The metrics as (label, formatted value) rows: known ones in reading order, then the rest."""
+    values = {k: v for k, v in metrics.model_dump().items() if k != "lookahead"}
+    rows = [(label, fmt.format(values.pop(key))) for key, (label, fmt) in METRIC_LABELS.items()
+            if key in values and isinstance(values[key], int | float)]
+    rows += [(key.replace("_", " ").capitalize(), f"{value:.6g}" if isinstance(value, float)
+              else str(value)) for key, value in sorted(values.items()) if value is not None]
+    return rows
 
 
-def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, Any]) -> str:
-    """A self-contained page: equity and drawdown charts, the metrics and the manifest."""
-    figure = _figure(result)
-    plot = figure.to_html(
-        full_html=False, include_plotlyjs=True, div_id=PLOT_DIV_ID,
-        config={"displaylogo": False},
-    )
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            "<title>Pitwall backtest report</title>",
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-            "td.num{text-align:right;font-family:monospace}</style>",
-            "</head><body>",
-            "<h1>Backtest report</h1>",
-            plot,
-            "<h2>Metrics</h2>",
-            _table(dict(format_metrics(metrics)), ordered=True),
-            "<h2>Manifest</h2>",
-            _table(manifest),
-            "</body></html>",
-            "",
-        ]
-    )
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1.5em;"
+    "color:#222}h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}"
+    "table{border-collapse:collapse;font-size:14px}"
+    "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
+    "td.num{text-align:right;font-family:monospace}"
+    ".banner{padding:.8em 1em;border-radius:6px;margin:1em 0;font-weight:600}"
+    ".passed{background:#e6f4ea;border:1px solid #34a853}"
+    ".flagged{background:#fce8e6;border:1px solid #d93025}"
+    ".not_run{background:#f1f3f4;border:1px solid #9aa0a6}"
+    ".warn{background:#fef7e0;border:1px solid #f9ab00}"
+    ".metrics{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:6px}"
+    ".metric{border:1px solid #ddd;border-radius:6px;padding:6px 10px}"
+    ".metric .v{font-size:20px;font-family:monospace}.metric .k{font-size:12px;color:#666}"
+    ".note{color:#666;font-size:13px}"
+)
 
 
-def _figure(result: EngineResult) -> go.Figure:
-    try:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-    except ImportError as exc:  # pragma: no cover - plotly is a dependency of the SDK
-        raise ImportError(
-            "report.html needs plotly; install it with `pip install plotly`"
-        ) from exc
-    frame = result.equity
-    # ISO strings make the embedded JSON independent of plotly's datetime encoding.
-    x = frame.get_column("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_list()
-    equity = frame.get_column("equity").to_numpy()
-    peak = np.maximum.accumulate(np.concatenate(([result.capital], equity)))[1:]
-    drawdown = np.where(peak > 0, equity / peak - 1.0, 0.0)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3],
-                        vertical_spacing=0.05)
-    fig.add_trace(go.Scatter(x=x, y=equity.tolist(), name="equity", mode="lines"),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=x, y=drawdown.tolist(), name="drawdown", mode="lines",
-                             fill="tozeroy"), row=2, col=1)
-    fig.update_yaxes(title_text="equity", row=1, col=1)
-    fig.update_yaxes(title_text="drawdown", tickformat=".1%", row=2, col=1)
-    # Hide weekends and the hours between sessions (13:30–21:00 UTC covers EST and EDT).
-    fig.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]},
-                                  {"bounds": [21, 13.5], "pattern": "hour"}])
-    fig.update_layout(height=600, showlegend=False, margin={"l": 60, "r": 20, "t": 20})
-    return fig
+def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, Any],
+                benchmark: Any = None, benchmark_symbol: str | None = None,
+                trades: pl.DataFrame | None = None) -> str:
+    """The self-contained page (see the module docstring)."""
+    from plotly.offline import get_plotlyjs
+
+    label = (f"buy & hold {benchmark_symbol}" if benchmark_symbol
+             else "equal-weight buy & hold of the universe")
+    data = charts.chart_data(result, benchmark)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<title>Pitwall backtest report</title>", f"<style>{_CSS}</style>",
+        f"<script>{get_plotlyjs()}</script>", "</head><body>",
+        "<h1>Backtest report</h1>",
+        _audit_banner(metrics.lookahead), _leverage_banner(result),
+        '<div class="metrics">', *(
+            f'<div class="metric"><div class="v">{html.escape(v)}</div>'
+            f'<div class="k">{html.escape(k)}</div></div>' for k, v in format_metrics(metrics)),
+        "</div>",
+        "<h2>Equity and drawdown</h2>",
+        f'<p class="note">Benchmark: {html.escape(label)}, bought at the first open, no costs.'
+        + (" One point per day (the last close; drawdown: the day's worst)." if data.daily
+           else "") + "</p>",
+        _plot(charts.equity_figure(data, "benchmark"),
+              PLOT_DIV_ID),
+        "<h2>Exposure</h2>", _plot(charts.exposure_figure(data), "pitwall-exposure"),
+        *_rolling_sharpe(result),
+        "<h2>Monthly returns</h2>", _plot(charts.monthly_figure(result), "pitwall-monthly"),
+        *_trades_section(trades, result),
+        "<h2>Manifest</h2>", _table(manifest),
+        "</body></html>", "",
+    ]
+    return "\n".join(parts)
+
+
+def _audit_banner(audit: LookaheadAudit | None) -> str:
+    if audit is None:
+        return ('<div class="banner not_run">Lookahead audit: not run for this run (turned '
+                "off in the spec, or an event-driven run, which is point-in-time by "
+                "construction).</div>")
+    icon = {"passed": "&#10004;", "flagged": "&#9888;", "not_run": "&#8212;"}[audit.status]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in audit.notes)
+    cuts = ", ".join(c.isoformat() for c in audit.cuts_checked) or "none"
+    return (f'<div class="banner {audit.status}" id="lookahead-audit">{icon} '
+            f"{html.escape(describe(audit))}"
+            f'<div class="note">Cuts checked: {html.escape(cuts)}; tolerance '
+            f"{audit.tolerance:g} (relative to max(1, |w|)).</div>"
+            + (f'<ul class="note">{notes}</ul>' if notes else "") + "</div>")
+
+
+def _leverage_banner(result: EngineResult) -> str:
+    clipped = int(getattr(result, "leverage_clipped_bars", 0) or 0)
+    if clipped == 0:
+        return ""
+    return (f'<div class="banner warn">The targets exceeded the leverage limits at {clipped} '
+            "bars and were scaled down to them (leverage policy: clip).</div>")
+
+
+def _rolling_sharpe(result: EngineResult) -> list[str]:
+    made = charts.rolling_sharpe_figure(result)
+    if made is None:
+        return ["<h2>Rolling Sharpe</h2>",
+                '<p class="note">Too few days for a rolling Sharpe ratio.</p>']
+    fig, window = made
+    return [f"<h2>Rolling Sharpe ({window} trading days)</h2>",
+            _plot(fig, "pitwall-rolling-sharpe")]
+
+
+def _trades_section(trades: pl.DataFrame | None, result: EngineResult) -> list[str]:
+    if trades is None:
+        return []
+    shown = trades.head(MAX_TRADE_ROWS)
+    note = (f"{trades.height} trades ({result.n_trades} rebalances above the trade threshold)"
+            + (f"; the first {MAX_TRADE_ROWS} are shown, all are in trades.parquet"
+               if trades.height > MAX_TRADE_ROWS else ""))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    rows = []
+    for row in shown.iter_rows():
+        cells = "".join(_cell(v) for v in row)
+        rows.append(f"<tr>{cells}</tr>")
+    return ["<h2>Trades</h2>", f'<p class="note">{html.escape(note)}</p>',
+            f"<table><tr>{head}</tr>", *rows, "</table>"]
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f'<td class="num">{value:,.4f}</td>'
+    if isinstance(value, int):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _plot(fig: go.Figure, div_id: str) -> str:
+    """A figure as a div and a script; its JSON cannot end the script element."""
+    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 30, "b": 30})
+    spec = fig.to_json(engine="json")
+    safe = spec.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (f'<div id="{div_id}"></div><script>(function(){{var f={safe};'
+            f'Plotly.newPlot("{div_id}",f.data,f.layout,{{"displaylogo":false,'
+            f'"responsive":true}});}})();</script>')
 
 
 def _table(rows: dict[str, Any], *, ordered: bool = False) -> str:
@@ -162,4 +278,3 @@ def _table(rows: dict[str, Any], *, ordered: bool = False) -> str:
             f"<tr><th>{html.escape(str(key))}</th><td{css}>{html.escape(text)}</td></tr>"
         )
     return "<table>\n" + "\n".join(cells) + "\n</table>"
-

@@ -1,0 +1,201 @@
+"""The lookahead audit, trusted side: choose cuts, decode the re-runs, compare (DESIGN §1.2).
+
+A vectorized strategy sees its whole frame, so nothing stops it from reading the future
+by mistake (a full-sample z-score, a centered window, ``shift(-1)``). The audit re-runs it
+inside the same sandbox on ``bars[ts <= cut]`` for a few cuts (:func:`choose_cuts`) and
+compares the weights up to each cut with the full run's. An honest strategy decides at
+``t`` from bars up to ``t`` only, so removing later bars cannot change its weights.
+
+What is compared is what the engine executes: the *effective* target of every bar up to
+the cut (a missing row keeps the previous target, 0 before the first). Two targets ``a``
+and ``b`` differ when ``|a − b| > TOLERANCE · max(1, |a|, |b|)``: weights are fractions of
+equity, so this is 1e-12 absolute for ordinary weights and 1e-12 relative for large ones,
+far above float noise of a deterministic computation and far below any real signal.
+
+The audit is for honest mistakes. A hostile strategy can detect that its data was cut
+and behave; it still cannot forge its PnL, which the trusted engine computes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from pitwall.channel import FrameKind, decode_error, decode_frames, decode_result
+from pitwall.engine.grid import BarGrid, FloatGrid, build_grid, target_grid
+from pitwall.engine.validate import validate_weights
+from pitwall.errors import StrategyOutputError
+from pitwall.models import AuditFinding, LookaheadAudit
+
+TOLERANCE = 1e-12
+#: Cuts spread evenly over the run, at 1/5, 2/5, 3/5 and 4/5 of its timestamps …
+SPREAD_CUTS = 4
+# … plus one at the second-to-last timestamp, which catches a one-bar peek at the end.
+
+#: One re-run's output: its weights, or why it has none (raised, skipped, missing).
+CutOutput: TypeAlias = pa.Table | str
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def choose_cuts(bars: pl.DataFrame, *, spread: int = SPREAD_CUTS) -> list[int]:
+    """The cut timestamps (µs since the epoch, UTC) of a run, deterministic in its bars.
+
+    With ``T`` distinct timestamps: those at index ``⌊T·i/(spread+1)⌋`` for
+    ``i = 1..spread`` and at ``T − 2``; never the last (that would be the full run),
+    never the first two. Empty when the run has fewer than four timestamps.
+    """
+    ts = bars.get_column("ts").unique().sort().dt.epoch("us").to_list()
+    n = len(ts)
+    if n < 4:
+        return []
+    picks = {n * i // (spread + 1) for i in range(1, spread + 1)} | {n - 2}
+    return [int(ts[i]) for i in sorted(p for p in picks if 2 <= p <= n - 2)]
+
+
+def cut_datetime(cut_us: int) -> dt.datetime:
+    """A cut as an aware UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=cut_us)
+
+
+def split_run(stdout: bytes, *, n_cuts: int, max_bytes: int) -> tuple[pa.Table, list[CutOutput]]:
+    """Decode a run with an audit: the full run's weights, then one output per cut.
+
+    Same bounds as a plain run (the whole output within ``max_bytes``, frames checked by
+    :func:`pitwall.channel.decode_frames`). The full run must come first as a RESULT; a
+    cut's ERROR frame or a missing frame becomes a reason string, so a re-run that fails
+    never fails the job.
+    """
+    if len(stdout) > max_bytes:
+        raise StrategyOutputError(f"the strategy's result exceeds {max_bytes} bytes; "
+                                  "return one row per (ts, symbol) you trade, not more")
+    frames = decode_frames(stdout, max_frames=1 + n_cuts, max_payload=max_bytes)
+    if not frames:
+        raise StrategyOutputError("the strategy produced no result; return a frame of weights")
+    if frames[0].kind is FrameKind.ERROR:
+        err = decode_error(frames[0].payload)
+        raise StrategyOutputError(f"{err.get('error', 'error')}: {err.get('message', '')}")
+    if frames[0].kind is not FrameKind.RESULT:
+        raise StrategyOutputError("the strategy's first frame is not its result")
+    outputs: list[CutOutput] = []
+    for frame in frames[1:]:
+        if frame.kind is FrameKind.RESULT:
+            try:
+                outputs.append(decode_result(frame.payload))
+            except StrategyOutputError as exc:
+                outputs.append(f"unreadable result ({exc})")
+        elif frame.kind is FrameKind.ERROR:
+            err = decode_error(frame.payload)
+            outputs.append(f"{err.get('error', 'error')}: {err.get('message', '')}"[:500])
+        else:
+            outputs.append("unexpected frame kind")
+    outputs += ["no result (the runner stopped early)"] * (n_cuts - len(outputs))
+    return decode_result(frames[0].payload), outputs
+
+
+def audit_weights(
+    bars: pl.DataFrame,
+    full: pl.DataFrame,
+    cuts: Sequence[int],
+    outputs: Sequence[CutOutput],
+    universe: Sequence[str],
+    *,
+    tolerance: float = TOLERANCE,
+) -> LookaheadAudit:
+    """Compare each re-run with the full run's validated weights ``full``; the verdict.
+
+    ``bars`` are the full run's bars (sorted by ``symbol, ts``, as the engine needs them);
+    the re-run of cut ``c`` saw ``bars[ts <= c]``, and its output is validated against
+    exactly those bars before it is compared.
+
+    Example
+    -------
+    >>> import datetime as dt, polars as pl
+    >>> ts = [dt.datetime(2024, 1, 2, 14, 30 + i, tzinfo=dt.UTC) for i in range(6)]
+    >>> close = [1.0, 2, 3, 4, 5, 6]
+    >>> bars = pl.DataFrame({"ts": ts, "symbol": ["A"] * 6, "open": close, "close": close})
+    >>> leaky = lambda b: b.select("ts", "symbol", weight=pl.col("close") / pl.col("close").max())
+    >>> cuts = choose_cuts(bars)
+    >>> outs = [leaky(bars.filter(pl.col("ts") <= cut_datetime(c))).to_arrow() for c in cuts]
+    >>> verdict = audit_weights(bars, leaky(bars), cuts, outs, ["A"])
+    >>> verdict.status, verdict.first.ts.minute, verdict.first.symbol
+    ('flagged', 30, 'A')
+    """
+    notes: list[str] = []
+    checked: list[dt.datetime] = []
+    findings: list[AuditFinding] = []
+    invalid = False
+    grid = build_grid(bars)
+    full_targets = target_grid(grid, bars, full)
+    for cut_us, output in zip(cuts, outputs, strict=True):
+        cut = cut_datetime(cut_us)
+        if isinstance(output, str):
+            notes.append(f"cut {cut.isoformat()}: not checked, {output}")
+            continue
+        cut_bars = bars.filter(pl.col("ts") <= cut)
+        try:
+            weights = validate_weights(output, cut_bars, universe)
+        except StrategyOutputError as exc:
+            invalid = True
+            notes.append(f"cut {cut.isoformat()}: the re-run returned invalid weights "
+                         f"although the full run's were valid ({exc})")
+            continue
+        checked.append(cut)
+        finding = _compare(cut, grid, full_targets, cut_bars, weights, tolerance)
+        if finding is not None:
+            findings.append(finding)
+    first = min(findings, key=lambda f: (f.ts, f.cut)) if findings else None
+    if first is not None or invalid:
+        status = "flagged"
+    elif checked:
+        status = "passed"
+    else:
+        status = "not_run"
+        if not cuts:
+            notes.append("the run has fewer than four timestamps; nothing to cut")
+    return LookaheadAudit(status=status, tolerance=tolerance, cuts_checked=checked,
+                          first=first, notes=notes)
+
+
+def _compare(cut: dt.datetime, grid: BarGrid, full_targets: FloatGrid, cut_bars: pl.DataFrame,
+             weights: pl.DataFrame, tolerance: float) -> AuditFinding | None:
+    """The earliest bar (then the first symbol) whose effective target differs, if any.
+
+    Targets are compared on the engine's grid, as it will execute them: forward-filled,
+    0 before a symbol's first weight, and only where the symbol has a bar.
+    """
+    cut_grid = build_grid(cut_bars)
+    b = target_grid(cut_grid, cut_bars, weights)
+    index = {s: i for i, s in enumerate(grid.symbols)}
+    rows = np.array([index[s] for s in cut_grid.symbols], dtype=np.int64)
+    a = full_targets[rows, : cut_grid.shape[1]]
+    scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+    differs = (np.abs(a - b) > tolerance * scale) & cut_grid.present
+    if not differs.any():
+        return None
+    col = int(np.flatnonzero(differs.any(axis=0))[0])
+    row = int(np.flatnonzero(differs[:, col])[0])
+    return AuditFinding(cut=cut, ts=cut_datetime(int(cut_grid.ts[col])),
+                        symbol=cut_grid.symbols[row], full=float(a[row, col]),
+                        truncated=float(b[row, col]), n_differences=int(differs.sum()))
+
+
+def describe(audit: LookaheadAudit) -> str:
+    """One sentence for a job's reason, the CLI and the report banner."""
+    if audit.status == "passed":
+        return (f"lookahead audit passed: the weights did not change when the data was cut "
+                f"at {len(audit.cuts_checked)} points")
+    if audit.status == "not_run":
+        return "lookahead audit not run: " + ("; ".join(audit.notes) or "no cut was checked")
+    if audit.first is None:
+        return "lookahead audit flagged: " + "; ".join(audit.notes)
+    f = audit.first
+    return (f"lookahead audit flagged: the weight of {f.symbol} at {f.ts.isoformat()} is "
+            f"{f.full:.6g} with all the data but {f.truncated:.6g} when the data ends at "
+            f"{f.cut.isoformat()}; the strategy reads bars after the time it decides "
+            f"({f.n_differences} differing bars at that cut)")
