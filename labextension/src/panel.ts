@@ -42,9 +42,9 @@ export class BacktestsPanel extends Widget {
     this.title.caption = 'Pitwall backtests';
     this.addClass('pitwall-panel');
     this.node.innerHTML =
-      '<h3>Backtests</h3><table class="pitwall-jobs"><tbody></tbody></table>' +
+      '<h3>Backtests</h3><div class="pitwall-jobs"></div>' +
       '<div class="pitwall-detail"></div><div class="pitwall-equity"></div>';
-    this.list = this.node.querySelector('tbody') as HTMLElement;
+    this.list = this.node.querySelector('.pitwall-jobs') as HTMLElement;
     this.detail = this.node.querySelector('.pitwall-detail') as HTMLElement;
     this.chart = this.node.querySelector('.pitwall-equity') as HTMLElement;
     this.list.addEventListener('click', event => void this.onClick(event));
@@ -90,11 +90,11 @@ export class BacktestsPanel extends Widget {
           job.status === 'COMPLETED' ? `<button data-action="report" data-id="${job.id}">Report</button>` : '',
           TERMINAL.has(job.status) ? `<button data-action="rerun" data-id="${job.id}">Rerun</button>` : ''
         ].join('');
-        const cls = job.id === this.selected ? ' class="pitwall-selected"' : '';
+        const cls = job.id === this.selected ? ' pitwall-selected' : '';
         return (
-          `<tr data-id="${job.id}"${cls}><td class="pitwall-id">${job.id.slice(0, 8)}</td>` +
-          `<td class="pitwall-status" data-status="${job.status}">${job.status}</td>` +
-          `<td><progress max="100" value="${pct}"></progress></td><td>${actions}</td></tr>`
+          `<div class="pitwall-job${cls}" data-id="${job.id}"><span class="pitwall-id">${job.id.slice(0, 8)}</span>` +
+          `<span class="pitwall-status" data-status="${job.status}">${job.status}</span>` +
+          `<progress max="100" value="${pct}"></progress><span class="pitwall-actions">${actions}</span></div>`
         );
       })
       .join('');
@@ -131,7 +131,7 @@ export class BacktestsPanel extends Widget {
 
   private async onClick(event: MouseEvent): Promise<void> {
     const target = event.target as HTMLElement;
-    const id = target.dataset.id ?? (target.closest('tr') as HTMLElement | null)?.dataset.id;
+    const id = target.dataset.id ?? (target.closest('.pitwall-job') as HTMLElement | null)?.dataset.id;
     if (!id) {
       return;
     }
