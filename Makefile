@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(shell command -v uv || echo /opt/pitwall-tools/bin/uv)
 export PITWALL_DATA_DIR ?= $(CURDIR)/var
 DEMO_SYMBOLS ?= AAPL,MSFT,AMZN,GOOG,META,NVDA,JPM,XOM,JNJ,PG
 DEMO_START ?= 2024-01-02
 DEMO_END ?= 2024-06-28
 
-.PHONY: demo test bootstrap services lint typecheck pytest bench clean
+.PHONY: demo test bootstrap services labextension wheel lab lint typecheck pytest bench clean
 
 demo: bootstrap
 	$(PY) -m pitwall_executor.cli data generate --dataset sample --symbols 20 \
@@ -15,13 +16,29 @@ demo: bootstrap
 	$(PY) -m pitwall_executor.cli run examples/sma_crossover.py --dataset sample \
 		--symbols $(DEMO_SYMBOLS) --start $(DEMO_START) --end $(DEMO_END) --param fast=30 --param slow=240
 
-test: bootstrap services lint typecheck pytest
+test: bootstrap services labextension wheel lint typecheck pytest
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 services:
 	@bash scripts/services.sh
+
+labextension: bootstrap
+	@bash scripts/dev_labextension.sh
+
+# The wheel carries the built labextension and the server config: `pip install` of it
+# needs no Node.js (tests/jupyter/test_wheel.py installs it in a venv without Node.js).
+wheel: labextension
+	@rm -rf dist
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HATCH_BUILD_HOOKS_ENABLE=1 $(UV) build --wheel --quiet
+
+LAB_PORT ?= 8888
+lab: labextension
+	$(PY) -m pitwall_executor.cli data generate --dataset sample --symbols 20 \
+		--start 2024-01-01 --end 2024-06-30 --seed 7
+	$(VENV)/bin/jupyter lab --port $(LAB_PORT) --notebook-dir notebooks \
+		--ServerApp.jpserver_extensions='{"pitwall_server": True}'
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

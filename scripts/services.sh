@@ -78,3 +78,5 @@ start_postgres() {
 start_redis
 start_postgres
 start_docker
+need_pkg chromium chromium
+log "chromium: $(command -v chromium)"

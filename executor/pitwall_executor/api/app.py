@@ -1,0 +1,131 @@
+"""The tornado application of the Backtest API: the one handler table, and its server.
+
+``make_app(stack)`` is all an embedding needs (``pitwall serve``, ``pitwall api``,
+tests); :func:`start_server` binds it to a port on the current IOLoop.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+from pitwall_executor.api.context import ApiContext
+from pitwall_executor.api.errors import ApiError
+from pitwall_executor.api.events import EventsSocket
+from pitwall_executor.api.handlers import (
+    ApiHandler,
+    ArtifactHandler,
+    BacktestHandler,
+    BacktestsHandler,
+    CancelHandler,
+    LogsHandler,
+    NotFoundHandler,
+    ReportHandler,
+)
+from pitwall_executor.api.models import HealthResponse
+from pitwall_executor.api.openapi import openapi_document
+from pitwall_executor.api.signing import load_secret
+from pitwall_executor.stack import Stack
+
+access_log = logging.getLogger("pitwall.api.access")
+_ID = r"([^/]+)"
+
+
+class HealthHandler(ApiHandler):
+    """``GET /healthz``: 200 when the API runs and the database answers, else 503."""
+
+    route = "/healthz"
+    auth_required = False
+
+    async def get(self) -> None:
+        await self.ctx.run(self.ctx.stack.store.ping)
+        self.write_json(HealthResponse(status="ok", database="ok"))
+
+
+class MetricsHandler(ApiHandler):
+    """``GET /metrics``: Prometheus text; job gauges are left out while the DB is down."""
+
+    route = "/metrics"
+    auth_required = False
+
+    async def get(self) -> None:
+        try:
+            counts: dict[str, int] | None = await self.ctx.run(
+                self.ctx.stack.store.count_by_status)
+        except Exception:  # the scrape must still answer; pitwall_db_up says why gauges vanished
+            counts = None
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.ctx.metrics.render(counts))
+
+
+class OpenApiHandler(ApiHandler):
+    """``GET /v1/openapi.json``."""
+
+    route = "/v1/openapi.json"
+    auth_required = False
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(openapi_document())
+
+
+HANDLERS: list[tuple[str, type[tornado.web.RequestHandler]]] = [
+    (r"/v1/backtests", BacktestsHandler),
+    (rf"/v1/backtests/{_ID}", BacktestHandler),
+    (rf"/v1/backtests/{_ID}/cancel", CancelHandler),
+    (rf"/v1/backtests/{_ID}/logs", LogsHandler),
+    (rf"/v1/backtests/{_ID}/report", ReportHandler),
+    (rf"/v1/backtests/{_ID}/events", EventsSocket),
+    (rf"/v1/artifacts/{_ID}/{_ID}", ArtifactHandler),
+    (r"/v1/openapi.json", OpenApiHandler),
+    (r"/healthz", HealthHandler),
+    (r"/metrics", MetricsHandler),
+]
+
+
+def make_app(stack: Stack, *, secret: bytes | None = None, db_threads: int = 16,
+             report_ttl_s: float = 300.0, events_poll_s: float = 0.25) -> tornado.web.Application:
+    """The API over ``stack``; the secret signing report URLs defaults to one in data_dir."""
+    ctx = ApiContext(
+        stack=stack, secret=secret if secret is not None else load_secret(stack.config.data_dir),
+        pool=ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="pitwall-api-db"),
+        report_ttl_s=report_ttl_s, events_poll_s=events_poll_s,
+    )
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        route = getattr(handler, "route", "unmatched")
+        status = handler.get_status()
+        seconds = handler.request.request_time()
+        ctx.metrics.observe(route, handler.request.method or "?", status, seconds)
+        level = logging.DEBUG if status < 400 else logging.INFO
+        access_log.log(level, "%d %s %s %.1fms", status, handler.request.method,
+                       handler.request.uri, 1000 * seconds)
+
+    return tornado.web.Application(
+        HANDLERS, pitwall=ctx, log_function=log_request,
+        default_handler_class=NotFoundHandler, compress_response=False,
+    )
+
+
+def api_context(app: tornado.web.Application) -> ApiContext:
+    """The context of an app made by :func:`make_app` (for embedding and tests)."""
+    ctx = app.settings["pitwall"]
+    assert isinstance(ctx, ApiContext)
+    return ctx
+
+
+def start_server(app: tornado.web.Application, port: int, *, address: str = "127.0.0.1",
+                 **kwargs: Any) -> HTTPServer:
+    """Listen on ``address:port`` on the current IOLoop (port 0 picks a free one)."""
+    ctx = api_context(app)
+    # The server-wide cap; the submit handler lowers it per request to the bundle limit.
+    server = HTTPServer(app, max_body_size=4 * ctx.max_bundle_bytes + (4 << 20), **kwargs)
+    server.listen(port, address)
+    return server
+
+
+__all__ = ["HANDLERS", "ApiError", "api_context", "make_app", "start_server"]

@@ -1,0 +1,59 @@
+"""What every handler shares: the stack, the DB thread pool, the secret, the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pitwall_executor.api.metrics import ApiMetrics
+from pitwall_executor.auth import Researcher, authenticate, token_digest
+from pitwall_executor.stack import Stack
+
+T = TypeVar("T")
+AUTH_CACHE_S = 30.0
+
+
+@dataclass
+class ApiContext:
+    """Shared state of one API process."""
+
+    stack: Stack
+    secret: bytes
+    pool: ThreadPoolExecutor
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    report_ttl_s: float = 300.0
+    events_poll_s: float = 0.25
+    max_page: int = 200
+    _auth_cache: dict[str, tuple[Researcher, float]] = field(default_factory=dict)
+    _auth_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def max_bundle_bytes(self) -> int:
+        return self.stack.config.max_bundle_mb * 2**20
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call on the DB pool so the IOLoop never waits on the database."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def authenticate(self, token: str) -> Researcher | None:
+        """The token's researcher; cached for a few seconds to spare the DB a query per call."""
+        digest = token_digest(token)
+        now = time.monotonic()
+        with self._auth_lock:
+            hit = self._auth_cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        who = await self.run(authenticate, self.stack.store, token)
+        if who is not None:
+            with self._auth_lock:
+                if len(self._auth_cache) > 10_000:
+                    self._auth_cache.clear()
+                self._auth_cache[digest] = (who, now + AUTH_CACHE_S)
+        return who

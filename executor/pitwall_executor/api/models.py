@@ -1,0 +1,47 @@
+"""Wire models of the Backtest API that are not shared with the SDK (verb-noun names)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from pitwall.models import JobStatus, JobView
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreateBacktestResponse(_Model):
+    """A submission was accepted and queued."""
+
+    id: str
+    status: JobStatus
+
+
+class ListBacktestsResponse(_Model):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    items: list[JobView]
+    next_cursor: str | None = None
+
+
+class FieldError(_Model):
+    """What is wrong with one field of the request."""
+
+    field: str
+    message: str
+
+
+class ErrorResponse(_Model):
+    """Every error the API returns: a code, a sentence saying what to do, and field errors."""
+
+    error: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class HealthResponse(_Model):
+    """Liveness of the API and reachability of the metadata database."""
+
+    status: str
+    database: str

@@ -1,0 +1,133 @@
+"""The OpenAPI 3.1 document of the API, served at ``/v1/openapi.json``.
+
+Schemas come from the pydantic models' JSON Schema (one source with the handlers);
+the paths below list exactly the statuses the handlers answer, and a schemathesis run
+against the live server (tests/api/test_openapi.py) keeps the two honest.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from pitwall.models import BacktestSpec, JobStatus, JobView, ProgressEvent
+from pitwall_executor.api.models import (
+    CreateBacktestResponse,
+    ErrorResponse,
+    HealthResponse,
+    ListBacktestsResponse,
+)
+
+_MESSAGES = {
+    400: "Bad input; `fields` names each wrong field and says what to do.",
+    401: "Missing or invalid bearer token.",
+    403: "Not allowed (an admin-only filter, or an invalid or expired signed link).",
+    404: "No such job, or the job is not yours (the two are not told apart).",
+    409: "The job already ended; there is nothing to cancel.",
+    413: "The bundle is larger than the configured limit.",
+    415: "The request body is not multipart/form-data.",
+    503: "The metadata database is unreachable; retry shortly.",
+}
+
+
+def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _op(summary: str, ok: dict[str, Any], errors: tuple[int, ...], *, auth: bool = True,
+        **extra: Any) -> dict[str, Any]:
+    err = {"$ref": "#/components/schemas/ErrorResponse"}
+    op: dict[str, Any] = {"summary": summary, "responses": {
+        **ok, **{str(code): _json(err, _MESSAGES[code]) for code in errors}}}
+    op["security"] = [{"bearer": []}] if auth else []
+    op.update(extra)
+    return op
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str,
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema, "description": description}
+
+
+JOB_ID = _param("id", "path", {"type": "string"}, "The job id returned by the submission.")
+
+
+def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    job_errors = (401, 404, 503)
+    text = {"description": "Plain text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    list_params = [
+        _param("status", "query", {"type": "string", "enum": [s.value for s in JobStatus]},
+               "Only jobs in this status."),
+        _param("researcher", "query", {"type": "string"},
+               "Only this researcher's jobs (admins; others may only name themselves)."),
+        _param("since", "query", {"type": "string", "format": "date-time"},
+               "Created at or after this time."),
+        _param("until", "query", {"type": "string", "format": "date-time"},
+               "Created before this time."),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200,
+                                  "default": 50}, "Page size."),
+        _param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page."),
+    ]
+    submit_body = {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["bundle", "spec"], "properties": {
+            "bundle": {"type": "string", "format": "binary",
+                       "description": "The strategy bundle zip (pitwall.bundle.build_bundle)."},
+            "spec": refs["BacktestSpec"]}},
+        "encoding": {"spec": {"contentType": "application/json"}}}}}
+    return {
+        "/v1/backtests": {
+            "post": _op("Submit a backtest", {"202": _json(refs["CreateBacktestResponse"],
+                                                          "Accepted and queued")},
+                        (400, 401, 413, 415, 503), requestBody=submit_body),
+            "get": _op("List backtests, newest first",
+                       {"200": _json(refs["ListBacktestsResponse"], "One page of jobs")},
+                       (400, 401, 403, 503), parameters=list_params),
+        },
+        "/v1/backtests/{id}": {"get": _op(
+            "Status, progress and metrics of a job", {"200": _json(refs["JobView"], "The job")},
+            job_errors, parameters=[JOB_ID])},
+        "/v1/backtests/{id}/cancel": {"post": _op(
+            "Cancel a job", {"202": _json(refs["JobView"], "Cancelled, or cancel requested")},
+            (401, 404, 409, 503), parameters=[JOB_ID])},
+        "/v1/backtests/{id}/logs": {"get": _op(
+            "The strategy's log", {"200": text}, job_errors, parameters=[JOB_ID])},
+        "/v1/backtests/{id}/report": {"get": _op(
+            "Redirect to a signed, expiring URL of the HTML report",
+            {"302": {"description": "Location is the signed URL"}}, job_errors,
+            parameters=[JOB_ID])},
+        "/v1/backtests/{id}/events": {"get": _op(
+            "WebSocket of the job's events (ProgressEvent JSON messages)",
+            {"101": {"description": "Switching to the WebSocket protocol"}},
+            (400, 401, 404, 503), parameters=[JOB_ID, _param(
+                "after", "query", {"type": "integer", "minimum": 0},
+                "Resume after this event seq.")], **{"x-websocket": True})},
+        "/healthz": {"get": _op("Liveness and database reachability",
+                                {"200": _json(refs["HealthResponse"], "Healthy")}, (503,),
+                                auth=False)},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": text}, (), auth=False)},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The whole OpenAPI document (computed once)."""
+    models: list[tuple[type[BaseModel], Any]] = [
+        (BacktestSpec, "validation"), (JobView, "serialization"),
+        (ProgressEvent, "serialization"), (CreateBacktestResponse, "serialization"),
+        (ListBacktestsResponse, "serialization"), (ErrorResponse, "serialization"),
+        (HealthResponse, "serialization"),
+    ]
+    keys, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    refs = {model.__name__: dict(ref) for (model, _mode), ref in keys.items()}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Pitwall Backtest API", "version": "1",
+                 "description": "Submit sandboxed backtests, follow them, fetch results."},
+        "paths": _paths(refs),
+        "components": {"schemas": schema.get("$defs", {}),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

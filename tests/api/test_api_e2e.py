@@ -1,0 +1,54 @@
+"""The whole path over HTTP: the SMA example → POST → worker thread → gVisor → COMPLETED."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+from apikit import ROOT, Api, spec_json, start_api
+
+from pitwall.bundle import build_bundle
+
+SMA = ROOT / "examples" / "sma_crossover.py"
+
+
+@pytest.fixture
+def serve(tmp_path: Path, lake: Path) -> Iterator[Api]:
+    running = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db", workers=1)
+    try:
+        yield running
+    finally:
+        running.server.stop()
+        running.stack.store.close()
+
+
+def test_the_sma_example_runs_in_gvisor_through_the_api(serve: Api) -> None:
+    bundle = build_bundle({"sma_crossover.py": SMA.read_bytes()}, entrypoint="sma_crossover.py")
+    spec = spec_json(universe=["AAPL", "MSFT", "AMZN"], start="2024-03-04", end="2024-03-15",
+                     params={"fast": 5, "slow": 60})
+    res = serve.submit(spec=spec, bundle=bundle)
+    assert res.status_code == 202, res.text
+    job = res.json()["id"]
+    deadline = time.monotonic() + 120
+    while (view := serve.get(f"/v1/backtests/{job}").json())["status"] in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, f"job still {view['status']} after 120 s"
+        time.sleep(0.5)
+    assert view["status"] == "COMPLETED", view["reason"]
+    assert view["progress"] == 1.0
+
+    rows = serve.stack.store.artifacts(job)
+    on_disk = json.loads(Path(urlparse(rows["metrics.json"]["uri"]).path).read_text())
+    assert view["metrics"]["n_bars"] == 10 * 390 and view["metrics"]["sharpe"] != 0
+    for key, value in view["metrics"].items():  # the API shows exactly what was written
+        assert on_disk[key] == value, key
+    report = serve.get(f"/v1/backtests/{job}/report")  # follows the signed redirect
+    assert report.status_code == 200 and "Plotly.newPlot" in report.text
+    assert report.url.startswith(serve.url + "/v1/artifacts/") and "sig=" in report.url
+    assert serve.get(f"/v1/backtests/{job}/logs").status_code == 200
+    metrics = requests.get(serve.url + "/metrics", timeout=10).text
+    assert 'pitwall_jobs{status="COMPLETED"} 1' in metrics
