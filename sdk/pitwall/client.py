@@ -11,7 +11,6 @@ the Pitwall server extension sets both for the kernels it starts.
 from __future__ import annotations
 
 import builtins
-import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -126,9 +125,17 @@ class Client:
         raise ApiError(resp.status_code, "the API did not redirect to the report")
 
     def artifact(self, job_id: str, name: str) -> bytes:
+        """One result file of the job (equity.parquet, metrics.json, trades.parquet, …)."""
         resp = self._http.get(f"/v1/backtests/{job_id}/artifacts/{name}")
-        body = self._check(resp)
-        return body if isinstance(body, bytes) else json.dumps(body).encode()
+        if resp.status_code in (301, 302, 303, 307):
+            resp = self._http.get(resp.headers["location"])  # the signature is the credential
+        if resp.status_code >= 400:
+            self._check(resp)
+        return resp.content
+
+    def rerun(self, job_id: str) -> str:
+        """Run a job again from its manifest (same bundle, pinned data); the new job id."""
+        return str(self._check(self._http.post(f"/v1/backtests/{job_id}/rerun"))["id"])
 
     def equity(self, job_id: str) -> pl.DataFrame:
         """The job's equity curve as a Polars frame."""

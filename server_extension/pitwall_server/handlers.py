@@ -38,13 +38,20 @@ class PitwallHandler(APIHandler):
                            headers={"Authorization": f"Bearer {token}", **(headers or {})},
                            follow_redirects=False, request_timeout=60)
 
-    async def api(self, path: str, **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
+    async def api(self, path: str, *, follow: bool = False,
+                  **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
+        """Call the API; with ``follow``, fetch the signed URL a 302 points at (same API)."""
         try:
             resp = await AsyncHTTPClient().fetch(self._request(path, **kwargs))
         except HTTPClientError as exc:
             if exc.response is None:
                 raise
             resp = exc.response
+        location = resp.headers.get("Location")
+        if follow and resp.code in (301, 302, 303, 307) and location:
+            signed = "/" + location.split("://", 1)[-1].split("/", 1)[-1] if "://" in location \
+                else location
+            return await self.api(signed)
         return resp.code, resp.body or b"", dict(resp.headers)
 
     def refuse(self, status: int, message: str, cell: int | None = None) -> None:
@@ -137,7 +144,8 @@ class EquityHandler(PitwallHandler):
     async def get(self, job_id: str) -> None:
         import polars as pl
 
-        code, data, _ = await self.api(f"/v1/backtests/{job_id}/artifacts/equity.parquet")
+        code, data, _ = await self.api(f"/v1/backtests/{job_id}/artifacts/equity.parquet",
+                                       follow=True)
         if code != 200:
             self.set_status(code)
             self.finish(data)
@@ -156,12 +164,7 @@ class ReportHandler(PitwallHandler):
 
     @tornado.web.authenticated
     async def get(self, job_id: str) -> None:
-        code, data, headers = await self.api(f"/v1/backtests/{job_id}/report")
-        if code in (301, 302, 303, 307) and "Location" in headers:
-            location = headers["Location"]
-            path = location.split("://", 1)[-1].split("/", 1)[-1] if "://" in location \
-                else location.lstrip("/")
-            code, data, headers = await self.api("/" + path)
+        code, data, headers = await self.api(f"/v1/backtests/{job_id}/report", follow=True)
         self.set_status(code)
         self.set_header("Content-Type", headers.get("Content-Type", "text/html"))
         self.finish(data)

@@ -22,9 +22,11 @@ from pitwall_executor.api.handlers import (
     BacktestHandler,
     BacktestsHandler,
     CancelHandler,
+    JobArtifactHandler,
     LogsHandler,
     NotFoundHandler,
     ReportHandler,
+    RerunHandler,
 )
 from pitwall_executor.api.models import HealthResponse
 from pitwall_executor.api.openapi import openapi_document
@@ -79,6 +81,8 @@ HANDLERS: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (rf"/v1/backtests/{_ID}/cancel", CancelHandler),
     (rf"/v1/backtests/{_ID}/logs", LogsHandler),
     (rf"/v1/backtests/{_ID}/report", ReportHandler),
+    (rf"/v1/backtests/{_ID}/artifacts/([A-Za-z0-9_.-]{{1,64}})", JobArtifactHandler),
+    (rf"/v1/backtests/{_ID}/rerun", RerunHandler),
     (rf"/v1/backtests/{_ID}/events", EventsSocket),
     (rf"/v1/artifacts/{_ID}/{_ID}", ArtifactHandler),
     (r"/v1/openapi.json", OpenApiHandler),

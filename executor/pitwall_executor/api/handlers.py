@@ -263,19 +263,44 @@ class LogsHandler(ApiHandler):
         self.finish(data)
 
 
-class ReportHandler(ApiHandler):
+class JobArtifactHandler(ApiHandler):
+    """``GET /v1/backtests/{id}/artifacts/{name}``: 302 to a signed URL that expires."""
+
+    route = "/v1/backtests/{id}/artifacts/{name}"
+
+    async def get(self, job_id: str, name: str = "report.html") -> None:
+        view = await self.visible_job(job_id)
+        rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
+        if name not in rows:
+            have = ", ".join(sorted(rows)) or "none yet"
+            raise ApiError(404, "not_found", f"job {job_id} has no {name} (it is "
+                           f"{view.status.value}; its artifacts: {have})")
+        url = sign_url(self.ctx.secret, job_id, name, ttl_s=self.ctx.report_ttl_s)
+        self.redirect(url, status=302)
+
+
+class ReportHandler(JobArtifactHandler):
     """``GET /v1/backtests/{id}/report``: 302 to a signed URL of report.html that expires."""
 
     route = "/v1/backtests/{id}/report"
 
-    async def get(self, job_id: str) -> None:
+
+class RerunHandler(ApiHandler):
+    """``POST /v1/backtests/{id}/rerun``: a new job from the manifest of this one.
+
+    Same bundle, same spec with the data version it pinned: the rerun reads the bytes
+    the first run read, whatever was ingested since.
+    """
+
+    route = "/v1/backtests/{id}/rerun"
+
+    async def post(self, job_id: str) -> None:
         view = await self.visible_job(job_id)
-        rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
-        if "report.html" not in rows:
-            raise ApiError(404, "not_found", f"job {job_id} has no report (it is "
-                           f"{view.status.value}); reports exist for COMPLETED jobs")
-        url = sign_url(self.ctx.secret, job_id, "report.html", ttl_s=self.ctx.report_ttl_s)
-        self.redirect(url, status=302)
+        bundle = await self.ctx.run(self.ctx.stack.store.bundle, view.bundle_sha256)
+        new_id = await self.ctx.run(self.ctx.stack.submit, view.spec, bundle,
+                                    researcher=self.researcher.name)
+        self.set_header("Location", f"/v1/backtests/{new_id}")
+        self.write_json(CreateBacktestResponse(id=new_id, status=JobStatus.PENDING), 202)
 
 
 class ArtifactHandler(ApiHandler):

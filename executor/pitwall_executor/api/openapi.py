@@ -99,6 +99,17 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "Redirect to a signed, expiring URL of the HTML report",
             {"302": {"description": "Location is the signed URL"}}, job_errors,
             parameters=[JOB_ID])},
+        "/v1/backtests/{id}/artifacts/{name}": {"get": _op(
+            "Redirect to a signed, expiring URL of one artifact (equity.parquet, "
+            "metrics.json, trades.parquet, log.txt, report.html…)",
+            {"302": {"description": "Location is the signed URL"}}, job_errors,
+            parameters=[JOB_ID, _param("name", "path", {"type": "string",
+                                                        "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                                       "The artifact's file name.")])},
+        "/v1/backtests/{id}/rerun": {"post": _op(
+            "Run the job again from its manifest (same bundle, pinned data version)",
+            {"202": _json(refs["CreateBacktestResponse"], "Accepted and queued")},
+            (400, 401, 404, 503), parameters=[JOB_ID])},
         "/v1/backtests/{id}/events": {"get": _op(
             "WebSocket of the job's events (ProgressEvent JSON messages)",
             {"101": {"description": "Switching to the WebSocket protocol"}},
