@@ -20,7 +20,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +28,8 @@ from typing import IO, Any
 import polars as pl
 
 from pitwall.errors import DataError, EmptyRangeError, UnknownDatasetError
-from pitwall_executor.datalake.generate import BARS_SCHEMA, GENERATOR_VERSION, generate_bars
+from pitwall_executor.datalake.bars_file import BarsFileWriter
+from pitwall_executor.datalake.generate import GENERATOR_VERSION, generate_month_chunks
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _VERSION_DIGITS = 8
-_MIN_ROW_GROUP_ROWS = 4_096  # below this, per-group overhead outweighs finer pruning
-_MAX_ROW_GROUP_ROWS = 1 << 20
 
 
 class CommitConflictError(DataError):
@@ -82,28 +81,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _check_bars(frame: pl.DataFrame) -> None:
-    """Refuse frames the planner could not trust: wrong schema, unsorted, or empty."""
-    if frame.schema != BARS_SCHEMA:
-        raise DataError(f"bars must have schema {dict(BARS_SCHEMA)}; got {dict(frame.schema)}")
-    if frame.is_empty():
-        raise DataError("refusing to write an empty file; skip months without bars")
-    sym, ts = pl.col("symbol"), pl.col("ts")
-    out_of_order = (sym > sym.shift(-1)) | ((sym == sym.shift(-1)) & (ts >= ts.shift(-1)))
-    if frame.select(out_of_order.any()).item():
-        raise DataError("bars must be sorted by (symbol, ts) without duplicates; sort them first")
-
-
-def _row_group_rows(frame: pl.DataFrame) -> int:
-    """About one symbol's rows per row group, so a symbol's min/max statistics prune.
-
-    When every symbol has the same number of bars (synthetic data, full sessions) the
-    groups align exactly with symbols; otherwise they straddle a little.
-    """
-    per_symbol = -(-frame.height // max(frame["symbol"].n_unique(), 1))
-    return min(max(per_symbol, _MIN_ROW_GROUP_ROWS), _MAX_ROW_GROUP_ROWS)
 
 
 def _suggest(name: str, choices: Sequence[str]) -> str:
@@ -187,33 +164,38 @@ class Catalog:
         The file is not part of any version until :meth:`commit` lists it. Writing the same
         bars twice yields the same file.
         """
-        _check_bars(frame)
+        return self.write_frames(dataset, [frame])
+
+    def write_frames(self, dataset: str, frames: Iterable[pl.DataFrame]) -> FileEntry:
+        """Stream ``frames`` (together sorted by symbol, ts) into one immutable Parquet file.
+
+        Memory is bounded by one frame plus one row group, so a month of 1,000+ symbols can
+        arrive in symbol chunks. Row groups hold whole symbols (see ``bars_file``).
+        """
         data_dir = self._dataset_dir(dataset) / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         with _temp_file(data_dir, ".parquet") as (tmp, fh):
-            frame.write_parquet(
-                fh, compression="zstd", statistics=True, row_group_size=_row_group_rows(frame)
-            )
+            writer = BarsFileWriter(fh)
+            for frame in frames:
+                writer.add(frame)
+            stats = writer.close()
             _sync(fh)
             sha = _sha256(tmp)
             final = data_dir / f"{sha}.parquet"
             os.replace(tmp, final)  # same name means same bytes, so replacing is harmless
         _fsync_dir(data_dir)
-        stats = frame.select(
-            pl.col("ts").min().alias("lo"),
-            pl.col("ts").max().alias("hi"),
-            pl.col("symbol").unique().sort().implode().alias("symbols"),
-            pl.col("ts").dt.date().unique().sort().implode().alias("days"),
-        ).row(0, named=True)
+        assert stats.min_ts is not None and stats.max_ts is not None
         return FileEntry(
             path=f"data/{final.name}",
             sha256=sha,
             size=final.stat().st_size,
-            rows=frame.height,
-            min_ts=stats["lo"],
-            max_ts=stats["hi"],
-            symbols=tuple(stats["symbols"]),
-            days=tuple(stats["days"]),
+            rows=stats.rows,
+            min_ts=stats.min_ts,
+            max_ts=stats.max_ts,
+            symbols=tuple(stats.symbols),
+            days=tuple(sorted(stats.days)),
+            row_group_symbols=tuple(stats.row_group_symbols),
+            row_group_continues=tuple(stats.row_group_continues),
         )
 
     def commit(
@@ -287,18 +269,30 @@ def generate_dataset(
     start: dt.date,
     end: dt.date,
     seed: int,
+    chunk_symbols: int = 256,
+    progress: Callable[[int], None] | None = None,
 ) -> Snapshot:
     """Generate synthetic bars into ``dataset`` and commit them as a new version.
 
     Idempotent: if the latest version was generated with the same parameters it is
     returned as is and nothing is written (so ``make demo`` twice reuses the data).
+    Streams month by month in chunks of ``chunk_symbols`` symbols, so memory stays bounded
+    (about 1.8 MB per chunk symbol) at any size; ``progress`` is called with the rows of
+    each chunk written.
     """
     params = generation_properties(symbols, start, end, seed)
     if dataset in catalog.datasets():
         latest = catalog.snapshot(dataset)
         if latest.properties.get("generator") == params:
             return latest
-    files = [catalog.write_file(dataset, f) for f in generate_bars(symbols, start, end, seed=seed)]
+    def counted(chunks: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        for chunk in chunks:
+            yield chunk
+            if progress is not None:
+                progress(chunk.height)
+
+    months = generate_month_chunks(symbols, start, end, seed=seed, chunk_symbols=chunk_symbols)
+    files = [catalog.write_frames(dataset, counted(chunks)) for chunks in months]
     if not files:
         raise EmptyRangeError(
             f"no trading day between {start} and {end}; pick a range with weekdays"

@@ -6,6 +6,7 @@ alone, without opening any file.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import functools
@@ -29,6 +30,26 @@ class FileEntry:
     max_ts: dt.datetime
     symbols: tuple[str, ...]
     days: tuple[dt.date, ...]  # UTC dates holding at least one bar
+    # First symbol of each row group (groups hold whole symbols, sorted), so the planner
+    # can name the row groups a request needs without opening the file. Empty if unknown.
+    row_group_symbols: tuple[str, ...] = ()
+    row_group_continues: tuple[int, ...] = ()  # groups that begin mid-symbol (rare)
+
+    def row_groups_for(self, symbols: frozenset[str] | set[str]) -> list[int]:
+        """Indices of the row groups that may hold any of ``symbols`` (all if unknown)."""
+        firsts = self.row_group_symbols
+        if not firsts:
+            return []
+        keep: set[int] = set()
+        for symbol in symbols:
+            lo, hi = bisect.bisect_left(firsts, symbol), bisect.bisect_right(firsts, symbol)
+            if hi > lo:  # groups starting with the symbol (several only if it is huge)
+                keep.update(range(lo, hi))
+                if lo in self.row_group_continues:  # it began in the group before
+                    keep.add(lo - 1)
+            elif lo > 0:  # packed inside the group that starts before it
+                keep.add(lo - 1)
+        return sorted(keep)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as stored in a snapshot file."""
@@ -41,6 +62,10 @@ class FileEntry:
             "max_ts": self.max_ts.isoformat(),
             "symbols": list(self.symbols),
             "days": [d.isoformat() for d in self.days],
+            **({"row_group_symbols": list(self.row_group_symbols)} if self.row_group_symbols
+               else {}),
+            **({"row_group_continues": list(self.row_group_continues)}
+               if self.row_group_continues else {}),
         }
 
     @classmethod
@@ -55,6 +80,8 @@ class FileEntry:
             max_ts=dt.datetime.fromisoformat(data["max_ts"]),
             symbols=tuple(data["symbols"]),
             days=tuple(dt.date.fromisoformat(d) for d in data["days"]),
+            row_group_symbols=tuple(data.get("row_group_symbols", ())),
+            row_group_continues=tuple(data.get("row_group_continues", ())),
         )
 
 

@@ -1,0 +1,240 @@
+"""Which file layout serves both access patterns: the benchmark behind decision 0002.
+
+Three layouts of the same generated bars (see ``bench/layout_data.py``), two patterns:
+
+- (a) few symbols, the whole span (1 symbol all columns; 5 symbols, close+volume);
+- (b) the whole cross-section (520 symbols), one day and one month, all columns.
+
+For each layout and query: the Polars read (the path ``load_bars`` takes: prune files from
+metadata, then ``scan_parquet`` with predicate + projection pushdown), rows/s, and what a
+remote reader would fetch: bytes, files and ranged requests, counted by reading the same
+row groups and columns through a counting file wrapper with ``pyarrow.parquet``. DuckDB
+reads the same files side by side; the ratio Pitwall/DuckDB is printed per query.
+
+    .venv/bin/python bench/data_layout.py                 # 100M rows (written once, ~6 min)
+    .venv/bin/python bench/data_layout.py --rows 5000000  # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+
+from layout_data import bucket_of, ensure
+from pitwall_executor.datalake import Catalog
+from pitwall_executor.datalake.market_calendar import trading_days
+from pitwall_executor.datalake.planner import load_bars, plan
+
+ALL = ["open", "high", "low", "close", "volume"]
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    symbols: list[str]
+    start: dt.date
+    end: dt.date
+    columns: list[str]
+
+
+class CountingFile(io.RawIOBase):
+    """A read-only file that counts the bytes and the read calls (ranged GETs) it serves."""
+
+    def __init__(self, path: Path, tally: dict[str, int]) -> None:
+        self._fh = path.open("rb")
+        self._tally = tally
+        tally["files"] += 1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._tally["bytes"] += len(data)
+        self._tally["requests"] += 1
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _groups(meta: pq.FileMetaData, symbols: set[str], lo: dt.datetime, hi: dt.datetime
+            ) -> list[int]:
+    """Row groups whose symbol and ts statistics overlap the request."""
+    names = meta.schema.names
+    si, ti = names.index("symbol"), names.index("ts")
+    keep = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        s, t = rg.column(si).statistics, rg.column(ti).statistics
+        if t.max < lo or t.min >= hi:
+            continue
+        if any(s.min <= x <= s.max for x in symbols):
+            keep.append(i)
+    return keep
+
+
+def remote_bytes(paths: Sequence[Path], q: Query, lo: dt.datetime, hi: dt.datetime
+                 ) -> dict[str, float]:
+    """Bytes, files and requests a ranged reader needs; and the ideal bytes for the rows."""
+    tally = {"files": 0, "bytes": 0, "requests": 0}
+    cols = ["ts", "symbol", *q.columns]
+    wanted, read_rows, matched, chunk_bytes = set(q.symbols), 0, 0, 0
+    for path in paths:
+        with CountingFile(path, tally) as fh:
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            groups = _groups(pf.metadata, wanted, lo, hi)
+            if not groups:
+                continue
+            table = pf.read_row_groups(groups, columns=cols)
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        read_rows += frame.height
+        matched += frame.filter(pl.col("symbol").is_in(q.symbols), pl.col("ts") >= lo,
+                                pl.col("ts") < hi).height
+        idx = [pf.metadata.schema.names.index(c) for c in cols]
+        chunk_bytes += sum(pf.metadata.row_group(g).column(c).total_compressed_size
+                           for g in groups for c in idx)
+    ideal = chunk_bytes * matched / max(read_rows, 1)  # bytes of the requested rows/columns
+    return {**tally, "ideal": ideal, "rows": matched}
+
+
+def _bounds(q: Query) -> tuple[dt.datetime, dt.datetime]:
+    lo = dt.datetime.combine(q.start, dt.time(), tzinfo=dt.UTC)
+    return lo, dt.datetime.combine(q.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def polars_read(paths: Sequence[Path], q: Query) -> pl.DataFrame:
+    """The generic Polars path for the other layouts (same pushdowns as load_bars)."""
+    lo, hi = _bounds(q)
+    return (pl.scan_parquet(list(paths), hive_partitioning=False)
+            .filter(pl.col("symbol").is_in(q.symbols), pl.col("ts") >= lo, pl.col("ts") < hi)
+            .select(["ts", "symbol", *q.columns]).sort("symbol", "ts").collect())
+
+
+def duckdb_read(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], q: Query) -> Any:
+    lo, hi = _bounds(q)
+    cols = ", ".join(["ts", "symbol", *q.columns])
+    return con.sql(
+        f"SELECT {cols} FROM read_parquet($paths) WHERE symbol IN (SELECT unnest($syms)) "
+        "AND ts >= $lo AND ts < $hi ORDER BY symbol, ts",
+        params={"paths": [str(p) for p in paths], "syms": q.symbols, "lo": lo, "hi": hi},
+    ).to_arrow_table()
+
+
+class Layouts:
+    """File pruning per layout, from each layout's own metadata (no directory listing)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.catalog = Catalog(out / "ym_sorted")
+        self.snapshot = self.catalog.snapshot("bars")
+        self.ym = json.loads((out / "ym_symbol" / "manifest.json").read_text())
+        self.bk = json.loads((out / "bucket_year" / "manifest.json").read_text())
+
+    def files(self, layout: str, q: Query) -> list[Path]:
+        months = {(d.year, d.month) for d in _days(q.start, q.end)}
+        if layout == "ym_sorted":
+            return [self.catalog.file_path("bars", f)
+                    for f in plan(self.snapshot, q.symbols, q.start, q.end)]
+        if layout == "ym_symbol":
+            syms = set(q.symbols)
+            return [self.out / "ym_symbol" / e["path"] for e in self.ym
+                    if e["symbol"] in syms and (e["year"], e["month"]) in months]
+        buckets = {bucket_of(s) for s in q.symbols}
+        years = {y for y, _ in months}
+        return [self.out / "bucket_year" / e["path"] for e in self.bk
+                if e["bucket"] in buckets and e["year"] in years]
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _median(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm the page cache and the planner
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _reader(layouts: Layouts, layout: str, paths: list[Path], q: Query
+            ) -> Callable[[], object]:
+    """Pitwall's own path for its layout (load_bars); the same Polars scan for the others."""
+    if layout == "ym_sorted":
+        return lambda: load_bars(layouts.catalog, layouts.snapshot, q.symbols, q.start, q.end,
+                                 columns=q.columns)
+    return lambda: polars_read(paths, q)
+
+
+def queries(meta: dict[str, Any]) -> list[Query]:
+    syms: list[str] = meta["symbols"]
+    start, end = dt.date.fromisoformat(meta["start"]), dt.date.fromisoformat(meta["end"])
+    mid = start + (end - start) / 2
+    day = trading_days(mid, end)[0]
+    month_end = min(dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
+                    - dt.timedelta(days=1), end)
+    return [
+        Query("a: 1 sym, all span, all cols", syms[:1], start, end, ALL),
+        Query("a: 5 sym, all span, close+vol", syms[100:105], start, end, ["close", "volume"]),
+        Query(f"b: {len(syms)} sym, 1 day, all cols", syms, day, day, ALL),
+        Query(f"b: {len(syms)} sym, 1 month, all cols", syms, day.replace(day=1), month_end,
+              ALL),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/pitwall-layout-bench"))
+    args = parser.parse_args()
+    out = ensure(args.rows, args.scratch)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"data: {meta['rows']:,} rows, {len(meta['symbols'])} symbols, "
+          f"{meta['start']}..{meta['end']} in {out}")
+    layouts = Layouts(out)
+    con = duckdb.connect()
+    head = (f"{'query':<34} {'layout':<12} {'ms':>8} {'Mrows/s':>8} {'files':>6} {'reqs':>6} "
+            f"{'MB read':>8} {'read/ideal':>10} {'duckdb ms':>9} {'pw/duck':>7}")
+    print(head)
+    for q in queries(meta):
+        lo, hi = _bounds(q)
+        for layout in ("ym_symbol", "ym_sorted", "bucket_year"):
+            paths = layouts.files(layout, q)
+            secs = _median(_reader(layouts, layout, paths, q), args.repeat)
+            duck = _median(lambda p=paths, q=q: duckdb_read(con, p, q), args.repeat)
+            io_ = remote_bytes(paths, q, lo, hi)
+            print(f"{q.name:<34} {layout:<12} {secs * 1e3:8.1f} {io_['rows'] / secs / 1e6:8.1f} "
+                  f"{io_['files']:6.0f} {io_['requests']:6.0f} {io_['bytes'] / 1e6:8.2f} "
+                  f"{io_['bytes'] / max(io_['ideal'], 1):10.2f} {duck * 1e3:9.1f} "
+                  f"{secs / duck:7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
