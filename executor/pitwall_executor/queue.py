@@ -31,6 +31,8 @@ class JobQueue(Protocol):
     def heartbeat(self, claim: Claim) -> None: ...
     def ack(self, claim: Claim) -> None: ...
     def requeue_stale(self, *, older_than: float) -> list[str]: ...
+    def release(self, claim: Claim) -> None: ...
+    def queued_ids(self) -> list[str]: ...
 
 
 @dataclass
@@ -38,6 +40,7 @@ class _Lease:
     job_id: str
     worker: str
     deliveries: int
+    priority: int
     beat: float = field(default_factory=time.monotonic)
 
 
@@ -66,9 +69,9 @@ class MemoryQueue:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            _prio, seq, job_id, deliveries = heapq.heappop(self._heap)
+            prio, seq, job_id, deliveries = heapq.heappop(self._heap)
             token = f"{job_id}:{seq}"
-            self._leases[token] = _Lease(job_id, worker, deliveries + 1)
+            self._leases[token] = _Lease(job_id, worker, deliveries + 1, prio)
             return Claim(job_id=job_id, token=token, deliveries=deliveries + 1)
 
     def heartbeat(self, claim: Claim) -> None:
@@ -87,8 +90,20 @@ class MemoryQueue:
             stale = [t for t, lease in self._leases.items() if now - lease.beat > older_than]
             leases = [self._leases.pop(t) for t in stale]
         for lease in leases:
-            self._push(lease.job_id, 0, lease.deliveries)
+            self._push(lease.job_id, lease.priority, lease.deliveries)
         return [lease.job_id for lease in leases]
+
+    def release(self, claim: Claim) -> None:
+        """Give a claim back unchanged (same priority and delivery count), behind its peers."""
+        with self._cond:
+            lease = self._leases.pop(claim.token, None)
+        if lease is not None:
+            self._push(lease.job_id, lease.priority, lease.deliveries - 1)
+
+    def queued_ids(self) -> list[str]:
+        """Every job waiting or claimed and not yet acked."""
+        with self._cond:
+            return [e[2] for e in self._heap] + [lease.job_id for lease in self._leases.values()]
 
     def __len__(self) -> int:
         with self._cond:

@@ -149,7 +149,40 @@ class RedisQueue:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.xack(key, GROUP, entry_id)
             pipe.xdel(key, entry_id)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.ResponseError as exc:
+                # Redis lost its data (restart) and the group is gone: nothing to ack.
+                if "NOGROUP" not in str(exc):
+                    raise
+
+    def release(self, claim: Claim) -> None:
+        """Give a claim back unchanged, at the tail of its lane (e.g. its researcher is
+        at quota): the same delivery count, so it does not look like a failure."""
+        lane, entry_id, _ = _parse_token(claim.token)
+        try:
+            self._release(keys=[self.key(lane)], args=[GROUP, entry_id])
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.enqueue(claim.job_id, priority=0 if lane == HIGH else 1)
+
+    def queued_ids(self) -> list[str]:
+        """Every job with an entry in a stream: waiting, or delivered and not yet acked."""
+        ids: list[str] = []
+        for lane in LANES:
+            last = "-"
+            while True:
+                page: Any = self.client.xrange(self.key(lane), min=last, count=1000)
+                ids.extend(str(fields[FIELD_JOB]) for _, fields in page if FIELD_JOB in fields)
+                if len(page) < 1000:
+                    break
+                last = f"({page[-1][0]}"
+        return ids
+
+    def publish(self, job_id: str, message: str) -> None:
+        """Publish a job event on ``<prefix>:events:<job_id>`` (Redis pub/sub)."""
+        self.client.publish(f"{self.prefix}:events:{job_id}", message)
 
     def requeue_stale(self, *, older_than: float) -> list[str]:
         min_idle_ms = max(0, math.floor(older_than * 1000))

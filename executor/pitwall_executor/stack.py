@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from pitwall.bundle import load_bundle
 from pitwall.models import BacktestSpec
 from pitwall_executor.artifacts import LocalArtifactStore
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
+from pitwall_executor.datalake.lake_files import LakeFiles
 from pitwall_executor.datalake.planner import validate_request
 from pitwall_executor.queue import JobQueue
 from pitwall_executor.redis_queue import make_queue
 from pitwall_executor.sandbox import SandboxBackend, make_backend
 from pitwall_executor.store import MetadataStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,16 +31,19 @@ class Stack:
     catalog: Catalog
     artifacts: LocalArtifactStore
     _backend: SandboxBackend | None = field(default=None, repr=False)
+    lake: LakeFiles | None = None  # local paths of lake files (via the cache for s3://)
 
     @classmethod
     def from_config(cls, config: Config) -> Stack:
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        lake = LakeFiles.from_config(config)
         return cls(
             config=config,
             store=MetadataStore(config.database_url),
             queue=make_queue(config.queue_url),
-            catalog=Catalog(config.lake_dir),
+            catalog=lake.catalog(config.lake_dir),
             artifacts=LocalArtifactStore(config.artifacts_dir),
+            lake=lake,
         )
 
     @property
@@ -51,13 +59,41 @@ class Stack:
         Raises :class:`pitwall.errors.BundleError` or :class:`pitwall.errors.DataError`
         and writes nothing when the bundle or the data request is bad.
         """
+        pinned, sha256 = self._check(spec, bundle)
+        job_id = self.store.create_job(
+            spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=sha256,
+            data_version=pinned.version,
+        )
+        self._enqueue(job_id, 0)
+        return job_id
+
+    def submit_sweep(self, spec: BacktestSpec, bundle: bytes, grid: dict[str, list[Any]], *,
+                     researcher: str) -> str:
+        """One run of ``bundle`` per point of ``grid`` (parameter → values), as child jobs
+        of a sweep whose id is returned; the children queue behind interactive runs.
+
+        Raises :class:`pitwall_executor.sweeps.SweepError` for a bad grid, and the errors
+        of :meth:`submit` for a bad bundle or data request; writes nothing then.
+        """
+        from pitwall_executor.sweeps import SWEEP_PRIORITY
+
+        pinned, sha256 = self._check(spec, bundle)
+        parent, children = self.store.create_sweep(
+            spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=sha256,
+            data_version=pinned.version, grid=grid)
+        for child in children:
+            self._enqueue(child, SWEEP_PRIORITY)
+        return parent
+
+    def _check(self, spec: BacktestSpec, bundle: bytes) -> tuple[BacktestSpec, str]:
         checked = load_bundle(bundle, max_bytes=self.config.max_bundle_mb * 2**20)
         snapshot = self.catalog.snapshot(spec.dataset, spec.version)
         validate_request(snapshot, spec.universe, spec.start, spec.end)
-        pinned = spec.model_copy(update={"version": snapshot.version})
-        job_id = self.store.create_job(
-            spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=checked.sha256,
-            data_version=snapshot.version,
-        )
-        self.queue.enqueue(job_id)
-        return job_id
+        return spec.model_copy(update={"version": snapshot.version}), checked.sha256
+
+    def _enqueue(self, job_id: str, priority: int) -> None:
+        try:
+            self.queue.enqueue(job_id, priority=priority)
+        except Exception as exc:  # the job is committed PENDING: recovery will enqueue it
+            log.warning("job %s is saved but could not be queued (%s); the recovery loop "
+                        "re-enqueues it", job_id, exc)
