@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +47,28 @@ class Costs(_Model):
 
     commission_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
     slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # Currency per share traded (qty = notional / fill price).
+    commission_per_share: Annotated[float, Field(ge=0, le=100)] = 0.0
+    # "fixed": pay half of ``spread_bps``; "range": pay half the fill bar's high − low.
+    spread_model: Literal["fixed", "range"] = "fixed"
+    spread_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # Annual rate on short notional, accrued over the time a short is held (ACT/365).
+    borrow_bps: Annotated[float, Field(ge=0, le=100_000)] = 0.0
+
+
+class Execution(_Model):
+    """How the trusted engine executes targets: leverage limits and a rebalance threshold.
+
+    ``max_gross`` bounds ``Σ|w|`` and ``max_net`` bounds ``|Σw|`` of the targets at every
+    bar; ``leverage_policy`` says whether an excess is scaled down ("clip") or fails the
+    run ("refuse"). A symbol whose drifted weight is within ``rebalance_threshold`` of its
+    target is not traded.
+    """
+
+    max_gross: Annotated[float, Field(gt=0, le=1000)] | None = None
+    max_net: Annotated[float, Field(gt=0, le=1000)] | None = None
+    leverage_policy: Literal["clip", "refuse"] = "clip"
+    rebalance_threshold: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class Limits(_Model):
@@ -76,9 +98,16 @@ class BacktestSpec(_Model):
     engine: EngineKind = EngineKind.VECTORIZED
     capital: Annotated[float, Field(gt=0, le=1e15)] = 1_000_000.0
     costs: Costs = Costs()
+    execution: Execution = Execution()
+    # Symbol of the universe whose buy-and-hold is the benchmark for beta and alpha.
+    benchmark: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    # Annual risk-free rate; the metrics use risk_free / 252 per day.
+    risk_free: Annotated[float, Field(ge=-1, le=1)] = 0.0
     params: dict[str, ParamValue] = Field(default_factory=dict)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     limits: Limits = Limits()
+    # Re-run a vectorized strategy on truncated data and compare (lookahead audit).
+    audit: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> BacktestSpec:
@@ -86,14 +115,48 @@ class BacktestSpec(_Model):
             raise ValueError(f"end {self.end} is before start {self.start}; swap them")
         if len(set(self.universe)) != len(self.universe):
             raise ValueError("universe lists a symbol twice; list each symbol once")
+        if self.benchmark is not None and self.benchmark not in self.universe:
+            raise ValueError(f"benchmark {self.benchmark!r} is not in the universe; add it "
+                             "(a strategy may give it weight 0)")
         if self.bar_size != "1min":
             raise ValueError(f"bar_size {self.bar_size!r} is not available; use '1min'")
         return self
 
 
+class AuditFinding(_Model):
+    """Where a truncated re-run of the strategy first disagreed with the full run.
+
+    ``full`` and ``truncated`` are the effective target weights of ``symbol`` at ``ts``
+    (forward-filled as the engine reads them); ``n_differences`` counts the differing
+    ``(ts, symbol)`` bars up to ``cut``.
+    """
+
+    cut: dt.datetime
+    ts: dt.datetime
+    symbol: str
+    full: float
+    truncated: float
+    n_differences: int
+
+
+class LookaheadAudit(_Model):
+    """Verdict of the lookahead audit of a vectorized run (docs/lookahead-audit.md).
+
+    ``status``: ``passed`` (every checked cut agreed), ``flagged`` (``first`` is the
+    earliest disagreement), or ``not_run`` (no cut could be checked; ``notes`` say why).
+    """
+
+    status: Literal["passed", "flagged", "not_run"]
+    tolerance: float
+    cuts_checked: list[dt.datetime] = Field(default_factory=list)
+    first: AuditFinding | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
 class Metrics(_Model):
     """Performance figures of the trusted engine (conventions: docs/engine-conventions.md)."""
 
+    lookahead: LookaheadAudit | None = None  # filled in by the worker's audit step
     total_return: float
     cagr: float
     annual_volatility: float
@@ -105,6 +168,15 @@ class Metrics(_Model):
     n_days: int
     n_bars: int
     final_equity: float
+    calmar: float = 0.0
+    max_drawdown_days: int = 0
+    win_rate: float = 0.0
+    profit_factor: float = 0.0
+    n_trades: int = 0
+    beta: float = 0.0
+    alpha: float = 0.0
+    # Bars whose targets exceeded max_gross/max_net and were scaled down ("clip" policy).
+    leverage_clipped_bars: int = 0
 
 
 class JobView(_Model):

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pitwall.engine.fills import Path, simulate
+from pitwall.engine.charges import borrow_fraction, cost_rate, limit_leverage
+from pitwall.engine.fills import simulate
 from pitwall.engine.grid import BarGrid, build_grid, target_grid
+from pitwall.engine.ledger import Ledger, positions, trades
+from pitwall.engine.threshold import simulate_threshold
 from pitwall.errors import DataError
-from pitwall.models import Costs
+from pitwall.models import Costs, Execution
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,13 +40,29 @@ class EngineResult:
     ``gross_exposure`` and ``net_exposure`` (positions / equity at the close),
     ``turnover`` (notional traded at the open / equity before the trade) and ``cost``
     (currency paid at the open). ``n_trades`` counts the ``(bar, symbol)`` rebalances
-    larger than ``TRADE_EPSILON`` of equity.
+    larger than ``TRADE_EPSILON`` of equity. ``leverage_clipped_bars`` counts the bars
+    whose targets were scaled down to the leverage limits. :meth:`trades` and
+    :meth:`positions` build the per-symbol frames on demand.
     """
 
     equity: pl.DataFrame
     capital: float
     n_trades: int
     total_cost: float
+    leverage_clipped_bars: int = 0
+    ledger: Ledger | None = None
+
+    def trades(self) -> pl.DataFrame:
+        """``ts, symbol, qty, price, notional, cost`` for every (bar, symbol) that traded."""
+        if self.ledger is None:
+            raise ValueError("this result carries no ledger; run it with run_vectorized")
+        return trades(self.ledger)
+
+    def positions(self) -> pl.DataFrame:
+        """``ts, symbol, qty, price, value, weight`` for every (bar, symbol) held at the close."""
+        if self.ledger is None:
+            raise ValueError("this result carries no ledger; run it with run_vectorized")
+        return positions(self.ledger)
 
     @property
     def final_equity(self) -> float:
@@ -52,12 +71,18 @@ class EngineResult:
 
 
 def run_vectorized(
-    bars: pl.DataFrame, weights: pl.DataFrame, *, capital: float, costs: Costs
+    bars: pl.DataFrame,
+    weights: pl.DataFrame,
+    *,
+    capital: float,
+    costs: Costs,
+    execution: Execution | None = None,
 ) -> EngineResult:
     """Execute target weights on bars and mark the portfolio at every close.
 
     ``weights`` should be the output of :func:`pitwall.engine.validate_weights`. See the
-    module docstring for the conventions.
+    module docstring for the conventions. ``execution`` sets leverage limits (clipped or
+    refused with :class:`~pitwall.errors.StrategyOutputError`) and a rebalance threshold.
 
     Example
     -------
@@ -72,12 +97,20 @@ def run_vectorized(
     """
     if not capital > 0 or not np.isfinite(capital):
         raise ValueError(f"capital must be a positive number, got {capital}")
+    execution = execution or Execution()
     grid = build_grid(bars)
     _check_prices(grid)
-    target = target_grid(grid, bars, weights)
-    rate = (costs.commission_bps + costs.slippage_bps) / 1e4
-    path = simulate(grid, target, rate=rate)
-    return _result(grid, path, capital=capital, rate=rate)
+    limited = limit_leverage(grid, target_grid(grid, bars, weights), execution)
+    rate = cost_rate(grid, bars, costs)
+    borrow = borrow_fraction(grid, costs)
+    if execution.rebalance_threshold > 0 and grid.shape[1] > 1:
+        path = simulate_threshold(grid, limited.target, rate=rate, borrow=borrow,
+                                  threshold=execution.rebalance_threshold)
+    else:
+        path = simulate(grid, limited.target, rate=rate, borrow=borrow)
+    ledger = Ledger(grid=grid, executed=limited.target[:, :-1], path=path, rate=rate,
+                    capital=capital)
+    return _result(ledger, clipped=limited.clipped_bars)
 
 
 def _check_prices(grid: BarGrid) -> None:
@@ -92,9 +125,10 @@ def _check_prices(grid: BarGrid) -> None:
         raise DataError("bars hold a non-positive or non-finite price; fix the dataset")
 
 
-def _result(grid: BarGrid, path: Path, *, capital: float, rate: float) -> EngineResult:
+def _result(ledger: Ledger, *, clipped: int) -> EngineResult:
     """Scale the unit path by the capital and label it with the bars' timestamps."""
-    cost = capital * path.pre * rate * path.turnover
+    grid, path, capital = ledger.grid, ledger.path, ledger.capital
+    cost = capital * path.pre * (path.fee if path.fee is not None else 0.0)
     equity = pl.DataFrame(
         {
             "ts": pl.Series("ts", grid.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
@@ -106,5 +140,6 @@ def _result(grid: BarGrid, path: Path, *, capital: float, rate: float) -> Engine
         }
     )
     return EngineResult(
-        equity=equity, capital=capital, n_trades=path.n_trades, total_cost=float(cost.sum())
+        equity=equity, capital=capital, n_trades=path.n_trades, total_cost=float(cost.sum()),
+        leverage_clipped_bars=clipped, ledger=ledger,
     )

@@ -25,6 +25,8 @@ import numpy.typing as npt
 from pitwall.engine.grid import BarGrid, BoolGrid, FloatGrid, last_present
 
 FloatArray = npt.NDArray[np.float64]
+# A cost rate per traded notional: one number, or one per grid cell (per-share, spread).
+Rate = float | FloatGrid
 
 # A rebalance smaller than this fraction of equity is float noise, not a trade.
 TRADE_EPSILON = 1e-12
@@ -48,18 +50,31 @@ class Path:
     gross: FloatArray  # Σ|position| / equity at the close
     net: FloatArray  # Σ position / equity at the close
     n_trades: int
+    fee: FloatArray | None = None  # cost / pre (None: no cost at all)
+    held: FloatGrid | None = None  # (N, T−1) weights of post held after each bar's trade
+    book_gap: FloatArray | None = None  # (T−1) book return from each open to the next
+    trades: FloatGrid | None = None  # (N, T−1) trades / pre, when the solver recorded them
 
 
-def simulate(grid: BarGrid, target: FloatGrid, *, rate: float) -> Path:
-    """Run the constant-mix recursion for forward-filled ``target`` weights on ``grid``."""
+def simulate(
+    grid: BarGrid, target: FloatGrid, *, rate: Rate, borrow: FloatArray | None = None
+) -> Path:
+    """Run the constant-mix recursion for forward-filled ``target`` weights on ``grid``.
+
+    ``rate`` is the cost per traded notional, a number or an ``(N, T)`` grid (column
+    ``t`` applies to the trade at bar ``t``'s open). ``borrow[t]`` is the fraction of short
+    notional charged for holding from bar ``t``'s open to the next (``None``: no borrow).
+    """
     if grid.shape[1] == 1:
         one, zero = np.ones(1), np.zeros(1)
         return Path(pre=one, post=one, close=one, turnover=zero, gross=zero, net=zero,
                     n_trades=0)
     executed = target[:, :-1]  # decided at the close of t−1, traded at the open of t
     opens, closes = grid.open[:, 1:], grid.close[:, 1:]
+    rate = rate if isinstance(rate, float) else rate[:, 1:]
+    borrow = None if borrow is None else borrow[1:]
     if grid.cells is None:
-        return _pass(executed, executed, opens, closes, None, rate)
+        return _pass(executed, executed, opens, closes, None, rate, borrow)
     present = grid.present[:, 1:]
     # Before its first bar a symbol's prices are NaN; 1.0 is a neutral gross return there.
     opens = np.where(np.isnan(opens), 1.0, opens)
@@ -71,8 +86,9 @@ def simulate(grid: BarGrid, target: FloatGrid, *, rate: float) -> Path:
     frozen_value = np.take_along_axis(traded * (closes / opens), since, axis=1)
     frozen = ~present & (last >= 0) & (frozen_value != 0.0)
     if not bool(frozen.any()):
-        return _pass(traded, traded, opens, closes, present, rate)
-    return _frozen_passes(traded, opens, closes, present, frozen, frozen_value, since, rate)
+        return _pass(traded, traded, opens, closes, present, rate, borrow)
+    return _frozen_passes(traded, opens, closes, present, frozen, frozen_value, since, rate,
+                          borrow)
 
 
 def _frozen_passes(
@@ -83,7 +99,8 @@ def _frozen_passes(
     frozen: BoolGrid,
     frozen_value: FloatGrid,
     since: npt.NDArray[np.int64],
-    rate: float,
+    rate: Rate,
+    borrow: FloatArray | None,
 ) -> Path:
     """Iterate to the fixed point where frozen weights agree with the path they imply.
 
@@ -100,7 +117,7 @@ def _frozen_passes(
         ratio = np.divide(post[since], post[None, :], out=np.zeros(since.shape),
                           where=post[None, :] > 0)
         held[frozen] = (frozen_value * ratio)[frozen]
-        path = _pass(held, traded, opens, closes, present, rate)
+        path = _pass(held, traded, opens, closes, present, rate, borrow)
         change = np.abs(path.post[1:] - post)
         post = path.post[1:]
         if bool((change <= _TOLERANCE * np.abs(post)).all()):
@@ -119,6 +136,7 @@ class _Columns:
     marked: FloatArray  # Σh·M: positions at the close / P
     marked_abs: FloatArray  # Σ|h|·M
     held: FloatArray  # Σh
+    fee: FloatArray  # Σ rate·|trade|: cost / pre
     n_trades: int = 0
 
 
@@ -128,7 +146,8 @@ def _pass(
     opens: FloatGrid,
     closes: FloatGrid,
     present: BoolGrid | None,
-    rate: float,
+    rate: Rate,
+    borrow: FloatArray | None,
 ) -> Path:
     """One evaluation of the recursion for given held weights (exact when none is frozen).
 
@@ -138,10 +157,13 @@ def _pass(
     """
     n, m = held.shape  # m = T − 1 bars that can hold something
     sums = _Columns(book_gap=np.zeros(m), keep=np.zeros(m), turnover=np.zeros(m),
-                    marked=np.zeros(m), marked_abs=np.zeros(m), held=np.zeros(m))
+                    marked=np.zeros(m), marked_abs=np.zeros(m), held=np.zeros(m),
+                    fee=np.zeros(m))
     width = max(1, _BLOCK_CELLS // max(n, 1))
     for j0 in range(0, m, width):
-        _block(held, traded, opens, closes, present, rate, j0, min(m, j0 + width), sums)
+        j1 = min(m, j0 + width)
+        block_rate = rate if isinstance(rate, float) else rate[:, j0:j1]
+        _block(held, traded, opens, closes, present, (block_rate, borrow), j0, j1, sums)
     growth = sums.keep.copy()
     growth[1:] *= 1.0 + sums.book_gap[:-1]
     post = np.cumprod(growth)
@@ -161,6 +183,9 @@ def _pass(
             gross=np.concatenate((zero, gross)),
             net=np.concatenate((zero, net)),
             n_trades=sums.n_trades,
+            fee=np.concatenate((zero, sums.fee)),
+            held=held,
+            book_gap=sums.book_gap,
         )
     )
 
@@ -171,12 +196,16 @@ def _block(
     opens: FloatGrid,
     closes: FloatGrid,
     present: BoolGrid | None,
-    rate: float,
+    charges: tuple[Rate, FloatArray | None],
     j0: int,
     j1: int,
     sums: _Columns,
 ) -> None:
-    """Fill ``sums`` for bars ``j0..j1−1``, reading one bar back for the drift into ``j0``."""
+    """Fill ``sums`` for bars ``j0..j1−1``, reading one bar back for the drift into ``j0``.
+
+    ``charges`` is the block's cost rate and the whole path's borrow fractions.
+    """
+    rate, borrow = charges
     m = held.shape[1]
     lo = max(j0 - 1, 0)
     lead = 1 if j0 == 0 else 0  # the first bar drifts from cash: d = 0
@@ -185,6 +214,10 @@ def _block(
     gross_gap = opens[:, lo + 1 : min(j1, m - 1) + 1] / opens[:, lo : min(j1, m - 1)]
     g = gross_gap.shape[1]
     book_gap = np.einsum("ij,ij->j", h[:, :g], gross_gap) - hsum[:g]
+    if borrow is not None:
+        # Cash pays borrow on the short notional held until the next open.
+        short = (np.abs(h[:, :g]).sum(axis=0) - hsum[:g]) / 2.0
+        book_gap -= borrow[lo : lo + g] * short
     sums.book_gap[lo : lo + g] = book_gap
     width = j1 - j0
     trade = np.zeros((held.shape[0], width))
@@ -196,8 +229,9 @@ def _block(
     np.subtract(target, trade, out=trade)
     if present is not None:
         trade *= present[:, j0:j1]  # no trade without a bar
-    keep, turnover, n_trades = keep_fraction(target, trade, rate)
+    keep, turnover, n_trades, fee = keep_fraction(target, trade, rate)
     sums.keep[j0:j1] = keep
+    sums.fee[j0:j1] = fee
     sums.turnover[j0:j1] = turnover
     sums.n_trades += n_trades
     intrabar = closes[:, j0:j1] / opens[:, j0:j1]
@@ -208,8 +242,8 @@ def _block(
 
 
 def keep_fraction(
-    target: FloatGrid, trade: FloatGrid, rate: float
-) -> tuple[FloatArray, FloatArray, int]:
+    target: FloatGrid, trade: FloatGrid, rate: Rate
+) -> tuple[FloatArray, FloatArray, int, FloatArray]:
     """Solve, per bar, the fraction ``k`` of equity kept after paying for the rebalance.
 
     Holding the target ``a`` of post-cost equity ``k·E`` from drifted weights ``d`` trades
@@ -217,12 +251,15 @@ def keep_fraction(
     ``f`` is convex and piecewise linear; Newton from ``k = 1`` with a slope at least the
     left derivative moves monotonically down to the root and lands on it. ``trade`` holds
     ``a − d`` on entry (zero where no trade is allowed) and is overwritten. Returns ``k``,
-    the turnover ``Σ|a·k − d|`` and the number of cells that traded.
+    the turnover ``Σ|a·k − d|``, the number of cells that traded and the fee ``Σ r·|a·k − d|``
+    (``= 1 − k``, summed directly to keep its relative precision). ``rate`` is a number or
+    a grid shaped like ``trade``.
     """
     m = trade.shape[1]
-    if rate == 0.0:
+    if isinstance(rate, float) and rate == 0.0:
         np.abs(trade, out=trade)
-        return np.ones(m), trade.sum(axis=0), int(np.count_nonzero(trade > TRADE_EPSILON))
+        turnover = trade.sum(axis=0)
+        return np.ones(m), turnover, int(np.count_nonzero(trade > TRADE_EPSILON)), np.zeros(m)
     keep = np.ones(m)
     keep -= _newton_step(trade, target, keep, rate)
     # trade(k) = (a − d) − a·(1 − k): move every bar to the first Newton iterate.
@@ -230,13 +267,14 @@ def keep_fraction(
     size = np.abs(trade)
     turnover = size.sum(axis=0)
     # Where no trade changed sign on the way, the first step landed on the root.
-    cols = np.flatnonzero(keep + rate * turnover - 1.0 > _TOLERANCE)
+    cols = np.flatnonzero(keep + _rate_sum(rate, size) - 1.0 > _TOLERANCE)
     if cols.size:
         sub_target = target[:, cols]
         sub_trade = trade[:, cols]
         sub_keep = keep[cols]
+        sub_rate = rate if isinstance(rate, float) else rate[:, cols]
         for _ in range(_MAX_NEWTON_STEPS):
-            step = _newton_step(sub_trade, sub_target, sub_keep, rate)
+            step = _newton_step(sub_trade, sub_target, sub_keep, sub_rate)
             if not bool((step > 0).any()):
                 break
             sub_keep -= step
@@ -244,19 +282,27 @@ def keep_fraction(
         keep[cols] = sub_keep
         size[:, cols] = np.abs(sub_trade)
         turnover[cols] = size[:, cols].sum(axis=0)
-    return keep, turnover, int(np.count_nonzero(size > TRADE_EPSILON))
+    fee = rate * turnover if isinstance(rate, float) else _rate_sum(rate, size)
+    return keep, turnover, int(np.count_nonzero(size > TRADE_EPSILON)), fee
+
+
+def _rate_sum(rate: Rate, size: FloatGrid) -> FloatArray:
+    """``Σᵢ rateᵢ·sizeᵢ`` per bar."""
+    if isinstance(rate, float):
+        return np.asarray(rate * size.sum(axis=0), dtype=np.float64)
+    return np.asarray(np.einsum("ij,ij->j", rate, size), dtype=np.float64)
 
 
 def _newton_step(
-    trade: FloatGrid, target: FloatGrid, keep: FloatArray, rate: float
+    trade: FloatGrid, target: FloatGrid, keep: FloatArray, rate: Rate
 ) -> FloatArray:
     """How far one Newton step moves ``k`` down from ``keep`` (``trade = a·keep − d``).
 
     A zero trade has sign 0, so the slope used is at least the left derivative, which
     keeps the iterate at or above the root. Past ruin (slope ≤ 0) it moves ``k`` to 0.
     """
-    excess = keep + rate * np.abs(trade).sum(axis=0) - 1.0
-    slope = 1.0 + rate * np.einsum("ij,ij->j", target, np.sign(trade))
+    excess = keep + _rate_sum(rate, np.abs(trade)) - 1.0
+    slope = 1.0 + _rate_sum(rate, target * np.sign(trade))
     ok = slope > 0
     step = np.where(ok, excess / np.where(ok, slope, 1.0), keep)
     return np.where(excess > _TOLERANCE, np.minimum(step, keep), 0.0)
@@ -268,10 +314,12 @@ def _apply_ruin(path: Path) -> Path:
     if not bool(bad.any()):
         return path
     first = int(np.argmax(bad))
+    fee = np.zeros_like(path.pre) if path.fee is None else path.fee
     arrays = [a.copy() for a in (path.pre, path.post, path.close, path.turnover)]
-    arrays += [path.gross.copy(), path.net.copy()]
+    arrays += [path.gross.copy(), path.net.copy(), fee.copy()]
     for arr in arrays:
         arr[first:] = 0.0
-    pre, post, close, turnover, gross, net = arrays
+    pre, post, close, turnover, gross, net, fee = arrays
     return Path(pre=pre, post=post, close=close, turnover=turnover, gross=gross, net=net,
-                n_trades=path.n_trades)
+                n_trades=path.n_trades, fee=fee, held=path.held, book_gap=path.book_gap,
+                trades=path.trades)

@@ -16,7 +16,8 @@ import numpy.typing as npt
 import polars as pl
 
 from pitwall.engine.execution import EngineResult
-from pitwall.models import Metrics
+from pitwall.errors import DataError
+from pitwall.models import BacktestSpec, Metrics
 
 Returns = npt.NDArray[np.float64]
 
@@ -107,6 +108,107 @@ def max_drawdown(returns: Returns) -> float:
     return _finite(float(drawdown.min()))
 
 
+def calmar(returns: Returns, *, periods_per_year: int = TRADING_DAYS) -> float:
+    """:func:`cagr` / ``|max_drawdown|`` (empyrical ``calmar_ratio``); 0.0 without a drawdown."""
+    drawdown = max_drawdown(returns)
+    if drawdown >= 0.0:
+        return 0.0
+    return _finite(cagr(returns, periods_per_year=periods_per_year) / abs(drawdown))
+
+
+def max_drawdown_days(returns: Returns) -> int:
+    """The longest run of consecutive days that closed below the previous peak.
+
+    A drawdown still open on the last day counts up to that day. The starting capital
+    is a peak (as in :func:`max_drawdown`). 0 for a series that never falls.
+    """
+    if len(returns) == 0:
+        return 0
+    wealth = np.concatenate(([1.0], np.cumprod(1.0 + returns)))
+    peak_day = np.maximum.accumulate(
+        np.where(wealth >= np.maximum.accumulate(wealth), np.arange(len(wealth)), 0)
+    )
+    # Days since the last peak; its maximum is the longest stretch under water.
+    return int((np.arange(len(wealth)) - peak_day).max())
+
+
+def win_rate(returns: Returns) -> float:
+    """Share of days with a positive return among the days with a non-zero one (0.0 if none)."""
+    moved = returns[returns != 0.0]
+    return float(np.mean(moved > 0.0)) if len(moved) else 0.0
+
+
+def profit_factor(returns: Returns) -> float:
+    """Σ positive daily returns / |Σ negative daily returns|.
+
+    0.0 with no positive day; with gains and no losing day, the largest float.
+    """
+    gains = float(returns[returns > 0.0].sum())
+    losses = -float(returns[returns < 0.0].sum())
+    if gains == 0.0:
+        return 0.0
+    return _finite(gains / losses) if losses > 0.0 else sys.float_info.max
+
+
+def beta(returns: Returns, benchmark: Returns) -> float:
+    """``cov(r, b) / var(b)`` with population moments (empyrical ``beta``); 0.0 if undefined."""
+    if len(returns) < 2:
+        return 0.0
+    residual = benchmark - np.mean(benchmark)
+    variance = float(np.mean(residual**2))
+    if variance < 1e-30:
+        return 0.0
+    return _finite(float(np.mean(residual * returns)) / variance)
+
+
+def alpha(
+    returns: Returns,
+    benchmark: Returns,
+    *,
+    risk_free: float = 0.0,
+    periods_per_year: int = TRADING_DAYS,
+) -> float:
+    """Annualised Jensen's alpha (empyrical).
+
+    ``(1 + mean((r − rf) − β·(b − rf))) ** periods_per_year − 1``; 0.0 under two returns.
+    """
+    if len(returns) < 2:
+        return 0.0
+    b = beta(returns, benchmark)
+    series = (returns - risk_free) - b * (benchmark - risk_free)
+    with np.errstate(over="ignore"):
+        return _finite(float(np.power(1.0 + np.mean(series), periods_per_year)) - 1.0)
+
+
+def benchmark_returns(bars: pl.DataFrame, symbol: str, days: pl.Series) -> Returns:
+    """Daily returns of buying ``symbol`` at its first open and holding it, on ``days``.
+
+    Each day's value is the last close of that UTC date (the previous one where the
+    symbol has no bar that day); the first day's return is against the first open, the
+    same start as the strategy's capital.
+    """
+    own = bars.filter(pl.col("symbol") == symbol)
+    if own.height == 0:
+        raise DataError(f"the benchmark {symbol!r} has no bars in this run; add it to the "
+                        "universe")
+    first_open = float(own.get_column("open")[0])
+    closes = (
+        own.group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True)
+        .agg(pl.col("close").last())
+    )
+    aligned = (
+        pl.DataFrame({"day": days}).join(closes, on="day", how="left", maintain_order="left")
+        .get_column("close").fill_null(strategy="forward").fill_null(first_open).to_numpy()
+    )
+    previous = np.concatenate(([first_open], aligned[:-1]))
+    return np.asarray(aligned / previous - 1.0, dtype=np.float64)
+
+
+def trading_days(result: EngineResult) -> pl.Series:
+    """The UTC dates of a run, in order (one per daily return)."""
+    return result.equity.get_column("ts").dt.date().unique(maintain_order=True).alias("day")
+
+
 def daily_returns(result: EngineResult) -> Returns:
     """Returns of the last equity of each UTC date; the first against the starting capital.
 
@@ -126,15 +228,23 @@ def daily_returns(result: EngineResult) -> Returns:
 
 
 def compute_metrics(
-    result: EngineResult, *, risk_free: float = 0.0, periods_per_year: int = TRADING_DAYS
+    result: EngineResult,
+    *,
+    risk_free: float = 0.0,
+    periods_per_year: int = TRADING_DAYS,
+    benchmark: Returns | None = None,
 ) -> Metrics:
     """All metrics of a run (conventions in ``docs/engine-conventions.md``).
 
     ``turnover`` is the mean over days of the notional traded that day divided by the
     equity at each trade, × ``periods_per_year``; ``exposure`` is the mean over bars of
-    the gross exposure at the close.
+    the gross exposure at the close. ``risk_free`` is per day. ``benchmark`` holds the
+    benchmark's daily returns on the same days (:func:`benchmark_returns`); without it
+    beta and alpha are 0.0.
     """
     returns = daily_returns(result)
+    if benchmark is not None and len(benchmark) != len(returns):
+        raise ValueError(f"benchmark has {len(benchmark)} daily returns, the run {len(returns)}")
     frame = result.equity
     daily_turnover = (
         frame.group_by(pl.col("ts").dt.date(), maintain_order=True)
@@ -153,7 +263,24 @@ def compute_metrics(
         n_days=len(returns),
         n_bars=frame.height,
         final_equity=_finite(result.final_equity),
+        calmar=calmar(returns, periods_per_year=periods_per_year),
+        max_drawdown_days=max_drawdown_days(returns),
+        win_rate=win_rate(returns),
+        profit_factor=profit_factor(returns),
+        n_trades=result.n_trades,
+        beta=0.0 if benchmark is None else beta(returns, benchmark),
+        alpha=0.0 if benchmark is None else alpha(
+            returns, benchmark, risk_free=risk_free, periods_per_year=periods_per_year),
+        leverage_clipped_bars=result.leverage_clipped_bars,
     )
+
+
+def metrics_for_spec(result: EngineResult, bars: pl.DataFrame, spec: BacktestSpec) -> Metrics:
+    """:func:`compute_metrics` with the spec's risk-free rate (annual / 252) and benchmark."""
+    bench = None
+    if spec.benchmark is not None:
+        bench = benchmark_returns(bars, spec.benchmark, trading_days(result))
+    return compute_metrics(result, risk_free=spec.risk_free / TRADING_DAYS, benchmark=bench)
 
 
 def _mean(values: pl.Series) -> float:

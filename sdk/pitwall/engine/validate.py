@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import polars as pl
 import pyarrow as pa
 
+from pitwall.engine.validate_fast import check_sorted_rows
 from pitwall.errors import StrategyOutputError
 from pitwall.strategy import WEIGHTS_SCHEMA
 
@@ -130,6 +131,8 @@ def _weight_column(frame: pl.DataFrame) -> pl.Expr:
 def _check_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str]) -> None:
     """Find the first row failing any check; raise naming it."""
     if frame.height == 0:
+        return
+    if check_sorted_rows(frame, bars, universe):
         return
     keys = bars.select("ts", "symbol").with_columns(_is_bar=pl.lit(True))
     w = pl.col("weight")
