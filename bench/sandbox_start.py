@@ -53,6 +53,108 @@ def median(fn: Callable[[], float], n: int) -> float:
     return statistics.median(fn() for _ in range(n))
 
 
+
+# --- issue 5: the real job path (runner + strategy), warm pool, steady CPU-bound code ---
+COLD = "gVisor cold job, to the first strategy line"
+HOST_RUNNER = "host   same job (runner), first strategy line"
+WARM = "gVisor warm pool job, to the first strategy line"
+CPU_IN = "gVisor CPU-bound loop (in-process timer)"
+CPU_OUT = "host   CPU-bound loop (in-process timer)"
+STRATEGY = """import os
+os.write(2, b"first line\\n")
+import polars as pl
+import pitwall
+
+@pitwall.vectorized
+def s(bars):
+    return bars.select("ts", "symbol", weight=pl.lit(0.0))
+"""
+# The sandbox gets one CPU (--cpu-num-from-quota): give BLAS one thread on both sides.
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+# Pure-Python and NumPy work timed inside the process, so start-up is not in it.
+CPU = ("import time, numpy as np; t = time.perf_counter(); "
+       "x = sum(i * i for i in range(3_000_000)); "
+       "a = np.random.default_rng(0).random((300, 300)); [a @ a for _ in range(20)]; "
+       "import os; os.write(2, repr(time.perf_counter() - t).encode())")
+
+
+def make_job(root: Path) -> Path:
+    import datetime as dt
+
+    import polars as pl
+
+    job = root / f"job-{len(list(root.glob('job-*')))}"
+    for d in ("bundle", "input"):
+        (job / d).mkdir(parents=True)
+    (job / "bundle" / "strategy.py").write_text(STRATEGY)
+    t0 = dt.datetime(2024, 1, 2, 14, 30)
+    pl.DataFrame({"ts": [t0 + dt.timedelta(minutes=i) for i in range(390)], "symbol": "AAA",
+                  "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0},
+                 ).with_columns(pl.col("ts").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+                                ).write_ipc(job / "input" / "bars.arrow")
+    (job / "input" / "spec.json").write_text('{"entrypoint": "strategy.py:s", "params": {}, '
+                                             '"seed": 1}')
+    for p in (root, job, job / "bundle", job / "input"):
+        p.chmod(0o755)
+    return job
+
+
+def host_runner(job: Path) -> float:
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-S", "-m", "pitwall.runner", str(job)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            env={"PYTHONPATH": SDK + ":" + _site_packages(), "TZ": "UTC"})
+    assert proc.stderr is not None
+    proc.stderr.read(1)
+    first = time.monotonic() - start
+    proc.wait()
+    return first
+
+
+def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]:
+    from pitwall_executor.sandbox.base import runner_request
+    from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
+
+    jobs = state / "jobs-bench"
+    jobs.mkdir()
+    job = make_job(jobs)
+    limits = Limits()
+
+    def cold() -> float:
+        out = backend.run(runner_request("bench", job, limits))
+        assert out.ok and out.start_s is not None, out
+        return out.start_s
+
+    pool = WarmPool(backend, 1, limits, state / "pool")
+    pooled = PooledBackend(backend, pool)
+
+    def warm() -> float:
+        assert pool.wait_ready(1, timeout=60)
+        out = pooled.run(runner_request("bench", job, limits))
+        assert out.ok and out.start_s is not None, out
+        return out.start_s
+
+    def cpu_in() -> float:
+        out = backend.run(SandboxRequest("bench", (PYTHON, "-S", "-c", CPU), env=ONE_THREAD,
+                                         limits=limits))
+        assert out.ok, out
+        return float(out.stderr)
+
+    def cpu_out() -> float:
+        res = subprocess.run([sys.executable, "-S", "-c", CPU], capture_output=True, check=True,
+                             env={"PYTHONPATH": _site_packages(), **ONE_THREAD})
+        return float(res.stderr)
+
+    try:
+        rows = {HOST_RUNNER: median(lambda: host_runner(job), n), COLD: median(cold, n),
+                WARM: median(warm, n)}
+    finally:
+        pool.close()
+    rows[CPU_OUT] = median(cpu_out, n)
+    rows[CPU_IN] = median(cpu_in, n)
+    return rows
+
+
 def main(n: int = 7) -> None:
     with tempfile.TemporaryDirectory(prefix="pitwall-bench-") as state:
         backend = GVisorBackend(Path(state))
@@ -62,13 +164,20 @@ def main(n: int = 7) -> None:
             "host   runner imports (polars, numpy)": median(lambda: host(IMPORTS), n),
             "gVisor runner imports (polars, numpy)": median(lambda: sandbox(backend, IMPORTS), n),
         }
+        rows.update(runner_rows(backend, Path(state), n))
     for name, seconds in rows.items():
-        print(f"{name:40s} {seconds * 1000:8.1f} ms  (median of {n})")
+        print(f"{name:48s} {seconds * 1000:8.1f} ms  (median of {n})")
     bare = rows["gVisor python -c pass"] / rows["host   python -c pass"]
     heavy = rows["gVisor runner imports (polars, numpy)"] / rows[
         "host   runner imports (polars, numpy)"]
     print(f"ratio gVisor / host, bare python:      {bare:5.1f}x")
     print(f"ratio gVisor / host, with the imports: {heavy:5.1f}x")
+    cold = rows[COLD] / rows[HOST_RUNNER]
+    print(f"ratio cold gVisor job / host job, to the first strategy line: {cold:5.2f}x"
+          "  (target <= 2x, and <= 1.5 s)")
+    print(f"warm pool, to the first strategy line: {rows[WARM] * 1000:.1f} ms  (target <= 150 ms)")
+    print(f"ratio steady CPU-bound code, gVisor / host: {rows[CPU_IN] / rows[CPU_OUT]:5.2f}x"
+          "  (target <= 1.1x)")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ files are never referenced (and are removed by the worker that lost).
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class LocalArtifactStore:
@@ -20,6 +23,9 @@ class LocalArtifactStore:
         self.root = root
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
+        # The worker writes only here: an id that could name a path elsewhere is a bug.
+        if not _SAFE_ID.fullmatch(job_id) or ".." in job_id or attempt < 0:
+            raise ValueError(f"refusing artifact path for job {job_id!r} attempt {attempt}")
         path = self.root / job_id / f"attempt-{attempt}"
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pitwall.strategy import default_params, vectorized
 
 __version__ = "0.1.0"
-__all__ = ["Client", "__version__", "backtest", "default_params", "load_ipython_extension",
-           "vectorized"]
+__all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",
+           "load_ipython_extension", "vectorized"]
 
 
 def load_ipython_extension(shell: object) -> None:
@@ -22,6 +22,10 @@ def __getattr__(name: str) -> object:
         from pitwall.client import Client
 
         return Client
+    if name == "Strategy":  # imports numpy: keep it off the sandbox's cold start
+        from pitwall.events.strategy import Strategy
+
+        return Strategy
     if name == "backtest":
         from pitwall.local import backtest
 

@@ -7,10 +7,19 @@ stdout. Before any strategy code is imported, fd 1 is moved to a private descrip
 fd 1 becomes a copy of fd 2, so the strategy's ``print()`` goes to the log. On an
 exception the traceback goes to stderr, an ERROR frame to the channel, and the exit code
 is :data:`STRATEGY_FAILED`.
+
+Determinism: before every call of the strategy, ``random`` and NumPy are seeded from
+``spec.seed`` and the simulated clock (:mod:`pitwall.clock`) is set to the frame's last
+bar. When ``spec.json`` holds an ``"audit"`` plan, the full RESULT frame is followed by
+one frame per cut of the lookahead audit (:mod:`pitwall.lookahead`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import importlib
+import importlib.abc
 import importlib.util
 import io
 import json
@@ -18,11 +27,18 @@ import os
 import random
 import re
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from pitwall.channel import FrameKind, encode_frame
+from pitwall.clock import SimulatedClock
+from pitwall.lookahead import AuditPlan, run_cuts
+
+# The real monotonic clock (the simulated clock leaves it real; captured to be explicit).
+_monotonic = time.monotonic
 
 STRATEGY_FAILED = 3
 _MODULE_FILE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
@@ -46,12 +62,48 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, str | None]:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed ``random`` now and NumPy's global generator now or when it is first imported.
+
+    Importing NumPy only to seed it cost every cold sandbox ~0.2 s (gVisor); a strategy
+    that never imports it should not pay, and one that does gets the same seeded state.
+    """
     random.seed(seed)
-    try:
-        import numpy as np
-    except ImportError:  # numpy is optional for a strategy; polars does not need it
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed)
         return
-    np.random.seed(seed)
+    for finder in sys.meta_path:
+        if isinstance(finder, _SeedNumpyOnImport):
+            finder.seed = seed
+            return
+    sys.meta_path.insert(0, _SeedNumpyOnImport(seed))
+
+
+class _SeedNumpyOnImport(importlib.abc.MetaPathFinder):
+    """Import hook: seeds ``numpy.random`` right after ``numpy`` is first executed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "numpy":
+            return None
+        sys.meta_path.remove(self)  # find the real numpy once, then get out of the way
+        spec = importlib.util.find_spec("numpy")
+        if spec is None or spec.loader is None:
+            return spec
+        real, hook = spec.loader, self
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return real.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                real.exec_module(module)
+                module.random.seed(hook.seed)
+
+        spec.loader = _Loader()
+        return spec
 
 
 def load_strategy(bundle: Path, entrypoint: str) -> Any:
@@ -69,15 +121,47 @@ def load_strategy(bundle: Path, entrypoint: str) -> Any:
     return find_strategy(vars(module), name)
 
 
-def run_job(job: Path) -> bytes:
-    """Run the job's strategy and return its output as an Arrow IPC stream."""
+def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
+    """Run the job's strategy: its output as an Arrow IPC stream, and the audit to follow.
+
+    The second item, when the spec asks for a lookahead audit, writes one frame per cut
+    (:mod:`pitwall.lookahead`) once the full result is on the channel.
+    """
     import polars as pl
 
+    started = _monotonic()
     spec = json.loads((job / "input" / "spec.json").read_text())
-    seed_everything(int(spec.get("seed", 0)))
-    fn = load_strategy(job / "bundle", str(spec["entrypoint"]))
     bars = pl.read_ipc(job / "input" / "bars.arrow")
-    result = fn(bars, **dict(spec.get("params") or {}))
+    seed, params = int(spec.get("seed", 0)), dict(spec.get("params") or {})
+    clock = SimulatedClock()
+    clock.set(_last_ts(bars))
+    clock.install()  # before the strategy module is imported: it sees the simulated clock
+    seed_everything(seed)
+    fn = load_strategy(job / "bundle", str(spec["entrypoint"]))
+    payload = call_strategy(fn, bars, params, seed=seed, clock=clock)
+    plan = AuditPlan.from_spec(spec)
+    if plan is None:
+        return payload, None
+    full_seconds = _monotonic() - started
+
+    def audit(channel: IO[bytes], used_bytes: int) -> None:
+        def call(frame: pl.DataFrame) -> bytes:
+            return call_strategy(fn, frame, params, seed=seed, clock=clock)
+
+        run_cuts(plan, bars, call, channel, started=started, full_seconds=full_seconds,
+                 used_bytes=used_bytes)
+
+    return payload, audit
+
+
+def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
+                  clock: SimulatedClock) -> bytes:
+    """One call of the strategy, re-seeded and with the clock at the frame's last bar."""
+    import polars as pl
+
+    clock.set(_last_ts(bars))
+    seed_everything(seed)
+    result = fn(bars, **params)
     if not isinstance(result, pl.DataFrame):
         raise TypeError(
             f"the strategy returned {type(result).__name__}; return a polars DataFrame "
@@ -88,13 +172,60 @@ def run_job(job: Path) -> bytes:
     return buf.getvalue()
 
 
+def _last_ts(bars: Any) -> dt.datetime:
+    """The simulated "now" of a vectorized run: the ts of the last bar it is given."""
+    last = bars.get_column("ts").max() if bars.height else None
+    return last if isinstance(last, dt.datetime) else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# --- warm pool (issue 5): ``python -m pitwall.runner --warm /job`` ---
+WARM_FLAG = "--warm"
+#: The line a warm runner writes on the channel once its imports are done.
+READY_LINE = b"pitwall-warm-ready\n"
+GO_LINE = b"go\n"
+_PRELOAD = ("numpy", "polars", "pyarrow", "pitwall.strategy")
+
+
+def preload() -> None:
+    """Import what strategies use before a job exists (the warm pool's whole point)."""
+    for name in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def wait_for_go(channel: IO[bytes]) -> bool:
+    """Say "ready" on the channel, then block until the worker says "go" on stdin.
+
+    The job's files are written into the (empty, read-only) mounts only after the
+    sandbox started; they are read after "go". EOF instead of "go": the pool is shutting
+    down, exit quietly.
+    """
+    channel.write(READY_LINE)
+    channel.flush()
+    line = sys.stdin.buffer.readline(64)
+    os.close(0)  # the strategy gets no stdin, as in a cold run
+    return line == GO_LINE
+# --- end warm pool ---
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m pitwall.runner JOB_DIR``; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
+    warm = bool(args) and args[0] == WARM_FLAG
+    if warm:
+        args = args[1:]
+        preload()
     channel = take_result_channel()
     job = Path(args[0] if args else "/job")
+    if warm and not wait_for_go(channel):
+        return 0
     try:
-        payload = run_job(job)
+        if json.loads((job / "input" / "spec.json").read_text()).get("kind") == "event":
+            from pitwall.events.serve import serve  # lock-step event mode
+
+            serve(job, channel)
+            return 0
+        payload, audit = run_job(job)
     except BaseException as exc:  # a strategy may raise anything, even SystemExit
         traceback.print_exc()
         sys.stderr.flush()
@@ -102,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         channel.write(encode_frame(FrameKind.ERROR, json.dumps(err).encode()))
         channel.flush()
         return STRATEGY_FAILED
-    channel.write(encode_frame(FrameKind.RESULT, payload))
+    frame = encode_frame(FrameKind.RESULT, payload)
+    channel.write(frame)
     channel.flush()
+    if audit is not None:
+        del payload
+        audit(channel, len(frame))
     return 0
 
 

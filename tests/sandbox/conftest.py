@@ -47,9 +47,12 @@ def leftovers(backend: GVisorBackend) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _nothing_left(backend: GVisorBackend) -> Iterator[None]:
+    # Cgroups are host-wide: other test sessions on this machine make (and may leak) their
+    # own pitwall-* groups. Only what appeared during this test counts.
+    before = set(leftovers(backend))
     yield
     # runsc tears its cgroups down asynchronously after the sandbox exits: allow it 5 s.
     deadline = time.monotonic() + 5.0
-    while (left := leftovers(backend)) and time.monotonic() < deadline:
+    while (left := sorted(set(leftovers(backend)) - before)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []

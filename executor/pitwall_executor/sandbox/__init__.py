@@ -28,7 +28,13 @@ def make_backend(config: Config) -> SandboxBackend:
         from pitwall_executor.sandbox.gvisor import GVisorBackend
 
         runsc = shutil.which(config.runsc) or config.runsc
-        return GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+        gvisor = GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+        if config.pool_size == 0:
+            return gvisor
+        from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
+
+        pool = WarmPool(gvisor, config.pool_size, config.limits, config.data_dir / "sandbox-pool")
+        return PooledBackend(gvisor, pool)
     if config.sandbox == "docker":
         from pitwall_executor.sandbox.docker import DockerBackend
 

@@ -48,7 +48,7 @@ JOB_LABEL = "pitwall.job"
 _SKELETON_LABEL = "pitwall.skeleton"
 _POLL_S = 0.02
 _GRACE_S = 0.5
-_OOM_SETTLE_S = 1.0
+_OOM_SETTLE_S = 3.0  # the engine can report OOM seconds after the exit on a loaded host
 
 
 def _skeleton_tar() -> bytes:
@@ -167,6 +167,11 @@ class DockerBackend:
     @property
     def image_id(self) -> str:
         """The image every container starts from (``sha256:...``), for the run's manifest."""
+        return self._image_id
+
+    @property
+    def image(self) -> str:
+        """The run manifest's "image" (same as :attr:`image_id`)."""
         return self._image_id
 
     @property

@@ -1,0 +1,270 @@
+"""A warm pool of gVisor sandboxes (DESIGN.md §5): start-up paid before the job exists.
+
+Each slot is a sandbox started with ``python -m pitwall.runner --warm /job``: it imports
+NumPy, polars and pyarrow, says "ready" on its channel and blocks on stdin. Its
+``/job/bundle`` and ``/job/input`` are the slot's *own* empty host directories, mounted
+read-only (a mount cannot be added to a running sandbox). To serve a job the pool
+hard-links the job's files into them (a copy across file systems), starts the job's
+wall clock and writes "go"; the runner then reads them exactly as in a cold run. A slot
+serves one job and is destroyed with its directories; a background thread refills the
+pool. Measured (bench/sandbox_start.py): filling the mounts costs well under a
+millisecond, while shipping the bars over the pipe costs a copy through gVisor per MB
+and doubles the bars in the sandbox's memory; hence the mount design.
+
+Isolation: a slot's directories exist only for that slot and hold nothing until its one
+job is handed over, so a sandbox never sees another job's files. Only requests built by
+:func:`runner_request` whose baked-in limits (memory, pids, CPUs, scratch) match the
+pool's are served warm; anything else runs cold on the wrapped backend, unchanged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from pitwall.models import Limits
+from pitwall.runner import GO_LINE, READY_LINE, WARM_FLAG
+from pitwall_executor.sandbox.base import JOB_ROOT, PYTHON, Mount, SandboxOutcome, SandboxRequest
+from pitwall_executor.sandbox.capture import HeadBuffer
+from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
+
+log = logging.getLogger(__name__)
+RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT)
+_DIRS = ("bundle", "input")
+_BAKED = ("memory_mb", "pids", "cpus", "scratch_mb")  # fixed when the sandbox starts
+_RETRY_S = 2.0
+
+
+class _Slot:
+    """One pre-started sandbox, its private mount dirs and its stdout drain."""
+
+    def __init__(self, backend: GVisorBackend, root: Path, limits: Limits) -> None:
+        self.dir = root / f"slot-{uuid.uuid4().hex[:12]}"
+        for name in _DIRS:
+            (self.dir / name).mkdir(parents=True)
+            (self.dir / name).chmod(0o755)
+        self.dir.chmod(0o755)
+        argv = (PYTHON, "-S", "-m", "pitwall.runner", WARM_FLAG, JOB_ROOT)
+        mounts = tuple(Mount(self.dir / name, f"{JOB_ROOT}/{name}") for name in _DIRS)
+        request = SandboxRequest(f"warm-{self.dir.name}", argv, mounts, {}, limits)
+        self.session: GVisorSession = backend.launch(request, arm=False)
+        self.ready = threading.Event()
+        self._sink: HeadBuffer | None = None
+        self._go = threading.Event()
+        self.first_byte_at: float | None = None
+        self._drain = threading.Thread(target=self._read, daemon=True, name="warm-drain")
+        self._drain.start()
+
+    def _read(self) -> None:
+        stdout = self.session.stdout
+        fd = stdout.fileno()
+        try:
+            line = b""
+            while len(line) < len(READY_LINE) and (byte := os.read(fd, 1)):
+                line += byte  # unbuffered: not a byte of the job's output is read ahead
+            if line != READY_LINE:
+                return  # died while importing: the slot is useless
+            self.ready.set()
+            self._go.wait()
+            if self._sink is None:
+                return  # destroyed without a job
+            while chunk := os.read(fd, 64 * 1024):
+                if self.first_byte_at is None:
+                    self.first_byte_at = time.monotonic()
+                self._sink.feed(chunk)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stdout.close()
+
+    def serve(self, request: SandboxRequest) -> SandboxOutcome:
+        """Run the job: fill the mounts, start its clock, say go, collect the outcome."""
+        taken = time.monotonic()
+        session = self.session
+        session.arm(request.limits.timeout_s)
+        try:
+            for mount in request.mounts:
+                _fill(mount.source, self.dir / mount.target.rsplit("/", 1)[1])
+            self._sink = HeadBuffer(request.limits.output_mb * 1024 * 1024)
+            self._go.set()
+            session.stdin.write(GO_LINE)
+            session.stdin.flush()
+        except OSError:
+            pass  # the sandbox died meanwhile: its outcome says how
+        finally:
+            self._go.set()
+        outcome = session.wait()
+        self._drain.join(timeout=5)
+        self.destroy()
+        sink = self._sink or HeadBuffer(0)
+        first = [t for t in (self.first_byte_at, session.first_stderr_at) if t is not None]
+        return dataclasses.replace(
+            outcome, stdout=sink.getvalue(), stdout_truncated=sink.truncated,
+            duration_s=time.monotonic() - taken,
+            start_s=(min(first) - taken) if first else None,
+        )
+
+    def destroy(self) -> None:
+        """Kill the sandbox if it still runs, then remove its directories."""
+        if not self._done():
+            self.session.kill()
+            self.session.wait()
+        self._go.set()
+        self._drain.join(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _done(self) -> bool:
+        try:
+            self.session.wait(0)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _fill(source: Path, dest: Path) -> None:
+    """Hard-link (or copy) a job dir's contents into a slot's dir; links stay links."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, symlinks=True, copy_function=link, dirs_exist_ok=True)
+
+
+def _remove_dead_pools(root: Path) -> None:
+    """Remove the dirs of pools whose process is gone (they may hold old jobs' files)."""
+    for d in root.glob("pool-*") if root.is_dir() else ():
+        pid = d.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class WarmPool:
+    """Keeps ``size`` warm sandboxes with ``limits`` baked in; refills in the background."""
+
+    def __init__(self, backend: GVisorBackend, size: int, limits: Limits, root: Path) -> None:
+        self._backend, self.size, self.limits = backend, size, limits
+        _remove_dead_pools(root)
+        # One dir per pool: several worker processes may share a data dir.
+        self._root = root / f"pool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._root.mkdir(parents=True)
+        root.chmod(0o755)
+        self._root.chmod(0o755)
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._filler = threading.Thread(target=self._fill_loop, daemon=True, name="warm-pool")
+        self._filler.start()
+        atexit.register(self.close)
+
+    def fits(self, request: SandboxRequest) -> bool:
+        targets = sorted(m.target for m in request.mounts)
+        return (request.argv == RUNNER_ARGV and not request.env
+                and targets == [f"{JOB_ROOT}/{d}" for d in _DIRS]
+                and all(getattr(request.limits, k) == getattr(self.limits, k) for k in _BAKED))
+
+    def take(self) -> _Slot | None:
+        """A ready slot (removed from the pool), or None; wakes the refill thread."""
+        with self._lock:
+            slot = next((s for s in self._slots if s.ready.is_set() and s.session.alive), None)
+            if slot is not None:
+                self._slots.remove(slot)
+        self._wake.set()
+        return slot
+
+    def ready_count(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._slots if s.ready.is_set() and s.session.alive)
+
+    def wait_ready(self, n: int, timeout: float) -> bool:
+        """Block until ``n`` slots are ready (benchmarks and tests)."""
+        deadline = time.monotonic() + timeout
+        while self.ready_count() < n:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _fill_loop(self) -> None:
+        while not self._closed.is_set():
+            with self._lock:
+                dead = [s for s in self._slots if not s.session.alive]
+                self._slots = [s for s in self._slots if s.session.alive]
+                missing = self.size - len(self._slots)
+            for slot in dead:
+                slot.destroy()
+            if missing > 0:
+                try:
+                    slot = _Slot(self._backend, self._root, self.limits)
+                except Exception:  # the runtime failed: log, back off, try again
+                    log.exception("warm pool: starting a sandbox failed")
+                    self._closed.wait(_RETRY_S)
+                    continue
+                with self._lock:
+                    self._slots.append(slot)
+                slot.ready.wait(30)  # one start at a time: they compete for the CPUs
+                continue
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def close(self) -> None:
+        """Destroy every idle slot; idempotent."""
+        self._closed.set()
+        self._wake.set()
+        self._filler.join(timeout=35)
+        with self._lock:
+            slots, self._slots = self._slots, []
+        for slot in slots:
+            slot.destroy()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+class PooledBackend:
+    """A :class:`GVisorBackend` whose runner requests are served by a :class:`WarmPool`
+    when a fitting slot is ready, and cold otherwise; same contract as the backend."""
+
+    def __init__(self, backend: GVisorBackend, pool: WarmPool) -> None:
+        self.inner, self.pool = backend, pool
+        self.name = backend.name
+        self._active: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+
+    def run(self, request: SandboxRequest) -> SandboxOutcome:
+        slot = self.pool.take() if self.pool.fits(request) else None
+        if slot is None:
+            return self.inner.run(request)
+        with self._lock:
+            self._active[request.job_id] = slot
+        try:
+            return slot.serve(request)
+        finally:
+            with self._lock:
+                self._active.pop(request.job_id, None)
+
+    @property
+    def image(self) -> str:
+        return self.inner.image
+
+    def start(self, request: SandboxRequest) -> GVisorSession:
+        return self.inner.start(request)
+
+    def kill(self, job_id: str) -> None:
+        with self._lock:
+            slot = self._active.get(job_id)
+        if slot is not None:
+            slot.session.kill()
+        self.inner.kill(job_id)
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,114 @@
+"""The warm pool: pre-started sandboxes, one job each, refilled, isolated, same results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_gvisor_sandbox import FAST, SMA, make_job
+
+from pitwall.channel import FrameKind, decode_frames, decode_result
+from pitwall_executor.sandbox.base import runner_request
+from pitwall_executor.sandbox.gvisor import GVisorBackend
+from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
+
+pytestmark = pytest.mark.sandbox
+
+PROBE = SMA.replace(
+    'print("computing", fast, slow)',
+    'import os, sys, numpy\n'
+    '    print("seen", sorted(os.listdir("/job/bundle")), numpy.random.rand(), file=sys.stderr)',
+)
+
+
+@pytest.fixture
+def pooled(backend: GVisorBackend, tmp_path_factory: pytest.TempPathFactory,
+           ) -> PooledBackend:
+    root = tmp_path_factory.mktemp("pool")
+    root.chmod(0o755)
+    pool = WarmPool(backend, 1, FAST, root / "slots")
+    yield PooledBackend(backend, pool)  # type: ignore[misc]
+    pool.close()
+
+
+def job(tmp_path: Path, name: str, source: str) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    d.chmod(0o755)
+    make_job(d, source, {"fast": 2, "slow": 5})
+    for sub in ("bundle", "input"):
+        (d / sub).chmod(0o755)
+    return d
+
+
+def test_warm_run_matches_cold_and_each_slot_serves_one_job(
+    pooled: PooledBackend, backend: GVisorBackend, tmp_path: Path
+) -> None:
+    a = job(tmp_path, "a", PROBE)
+    (a / "bundle" / "only_in_a.py").write_text("")
+    b = job(tmp_path, "b", PROBE)
+    cold = backend.run(runner_request("cold", a, FAST))
+    assert pooled.pool.wait_ready(1, timeout=30)
+    warm = pooled.run(runner_request("warm-a", a, FAST))
+    assert warm.ok, warm.stderr.decode()
+    assert warm.start_s is not None and warm.start_s < 1.0
+    [wf], [cf] = decode_frames(warm.stdout), decode_frames(cold.stdout)
+    assert wf.kind is FrameKind.RESULT
+    assert decode_result(wf.payload).equals(decode_result(cf.payload))
+    seen_cold = [ln for ln in cold.stderr.decode().splitlines() if ln.startswith("seen")]
+    seen_warm = [ln for ln in warm.stderr.decode().splitlines() if ln.startswith("seen")]
+    assert seen_warm == seen_cold  # same files, same seeded NumPy draw
+    assert pooled.pool.wait_ready(1, timeout=30)  # refilled in the background
+    second = pooled.run(runner_request("warm-b", b, FAST))
+    assert second.ok and "only_in_a.py" not in second.stderr.decode()
+    assert "'strategy.py'" in second.stderr.decode()
+
+
+def test_pool_falls_back_cold_for_other_limits_and_times_out(
+    pooled: PooledBackend, tmp_path: Path
+) -> None:
+    assert pooled.pool.wait_ready(1, timeout=30)
+    a = job(tmp_path, "a", SMA)
+    big = FAST.model_copy(update={"memory_mb": FAST.memory_mb * 2})
+    assert not pooled.pool.fits(runner_request("x", a, big))
+    assert pooled.run(runner_request("x", a, big)).ok
+    slow = job(tmp_path, "slow", SMA.replace('print("computing", fast, slow)',
+                                             "import time; time.sleep(60)"))
+    t0 = time.monotonic()
+    out = pooled.run(runner_request("slow", slow, FAST.model_copy(update={"timeout_s": 1.0})))
+    assert out.timed_out and time.monotonic() - t0 < 4
+
+
+def test_the_job_path_uses_the_pool_and_records_the_image(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from pitwall.bundle import build_bundle
+    from pitwall.models import BacktestSpec
+    from pitwall_executor.config import load_config
+    from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+    from pitwall_executor.stack import Stack
+    from pitwall_executor.worker import Worker
+
+    tmp_path.chmod(0o755)
+    generate_dataset(Catalog(tmp_path / "lake"), "sample", symbols=["AAA"],
+                     start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 5), seed=3)
+    stack = Stack.from_config(load_config(environ={}, data_dir=tmp_path, sandbox="gvisor",
+                                          pool_size=1, limits=FAST))
+    backend = stack.backend
+    assert isinstance(backend, PooledBackend)
+    try:
+        assert backend.pool.wait_ready(1, timeout=60)
+        bundle = build_bundle({"strategy.py": SMA}, entrypoint="strategy.py:sma_cross")
+        spec = BacktestSpec(dataset="sample", universe=["AAA"], start=dt.date(2024, 3, 4),
+                            end=dt.date(2024, 3, 5), audit=False, limits=FAST)
+        job_id = stack.submit(spec, bundle, researcher="t")
+        assert backend.pool.ready_count() == 1
+        Worker(stack).run_one(timeout=5)
+        view = stack.store.get(job_id)
+        assert view.status.value == "COMPLETED", view.reason
+        assert backend.pool.ready_count() == 0 or backend.pool.wait_ready(1, 60)  # refilling
+        report = (stack.artifacts.attempt_dir(job_id, 1) / "report.html").read_text()
+        assert backend.image.startswith("sha256:") and backend.image in report
+    finally:
+        backend.close()
