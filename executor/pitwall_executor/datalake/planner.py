@@ -7,6 +7,7 @@ an empty range with a sentence that says what to do instead.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import itertools
@@ -19,7 +20,10 @@ from pitwall.errors import EmptyRangeError, UnknownSymbolError
 from pitwall_executor.datalake.generate import BARS_SCHEMA
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pitwall_executor.datalake.catalog import Catalog
+    from pitwall_executor.datalake.lake_files import LakeFiles
     from pitwall_executor.datalake.snapshot import FileEntry, Snapshot
 
 _KEY_COLUMNS = ("ts", "symbol")
@@ -112,6 +116,58 @@ def validate_request(
     return files
 
 
+def scan_bars(
+    paths: Sequence[Path | str],
+    symbols: Sequence[str],
+    lo: dt.datetime,
+    hi: dt.datetime,
+    columns: Sequence[str],
+) -> pl.LazyFrame:
+    """The lazy scan :func:`load_bars` collects: bars of ``symbols`` in ``[lo, hi)``.
+
+    The symbol and time filters and the column selection are pushed into the Parquet scan
+    (check with ``.explain()``), so row groups whose statistics exclude the request are
+    skipped and unselected columns are never decoded.
+    """
+    return (
+        pl.scan_parquet([str(p) for p in paths], hive_partitioning=False)
+        .filter(pl.col("symbol").is_in(list(symbols)), pl.col("ts") >= lo, pl.col("ts") < hi)
+        .select(columns)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPlan:
+    """What a request reads: files, the row groups in each, and the columns."""
+
+    files: tuple[FileEntry, ...]
+    row_groups: tuple[tuple[int, ...], ...]  # per file; empty when the file lacks the index
+    columns: tuple[str, ...]
+
+    @property
+    def n_row_groups(self) -> int:
+        """Row groups to fetch, counting a file without an index as one."""
+        return sum(len(g) or 1 for g in self.row_groups)
+
+
+def plan_read(
+    snapshot: Snapshot,
+    symbols: Sequence[str],
+    start: dt.date,
+    end: dt.date,
+    columns: Sequence[str] | None = None,
+) -> ReadPlan:
+    """Files and row groups of ``snapshot`` a request needs, from metadata alone.
+
+    Row groups come from each file's ``row_group_symbols`` index (groups hold whole symbols),
+    so a remote reader can fetch exactly those byte ranges after reading the footer.
+    """
+    files = validate_request(snapshot, symbols, start, end)
+    wanted = set(symbols)
+    cols = tuple(c for c in BARS_SCHEMA if c in _KEY_COLUMNS or columns is None or c in columns)
+    return ReadPlan(tuple(files), tuple(tuple(f.row_groups_for(wanted)) for f in files), cols)
+
+
 def load_bars(
     catalog: Catalog,
     snapshot: Snapshot,
@@ -120,6 +176,7 @@ def load_bars(
     end: dt.date,
     *,
     columns: Sequence[str] | None = None,
+    lake: LakeFiles | None = None,
 ) -> pl.DataFrame:
     """Bars of ``symbols`` from ``start`` to ``end`` (UTC dates, inclusive) of ``snapshot``.
 
@@ -130,6 +187,9 @@ def load_bars(
     ----------
     columns
         Value columns to return besides ``ts`` and ``symbol`` (default: all of them).
+    lake
+        Where the files come from (an s3:// lake through the worker cache); default: read
+        them in place under the catalog's root.
 
     Returns
     -------
@@ -142,12 +202,9 @@ def load_bars(
         raise ValueError(f"unknown columns {unknown}; bars have {list(BARS_SCHEMA)}")
     files = validate_request(snapshot, symbols, start, end)
     lo, hi = _utc_bounds(start, end)
-    scan = pl.scan_parquet(
-        [catalog.file_path(snapshot.dataset, f) for f in files], hive_partitioning=False
-    )
-    scan = scan.filter(
-        pl.col("symbol").is_in(list(symbols)), pl.col("ts") >= lo, pl.col("ts") < hi
-    ).select(wanted)
+    paths = (lake.local_paths(snapshot.dataset, files) if lake is not None
+             else [catalog.file_path(snapshot.dataset, f) for f in files])
+    scan = scan_bars(paths, symbols, lo, hi, wanted)
     if _time_ordered(files):
         # Each file is sorted (symbol, ts) and the files follow each other in time, so a
         # stable sort by symbol alone yields (symbol, ts): about 3x cheaper than a full sort.

@@ -1,0 +1,173 @@
+"""The worker cache: reading a job's bars cold from an S3-compatible server vs warm from the
+cache, and the warm read against reading exactly the needed bytes with pyarrow.
+
+Starts moto's S3 server on loopback, generates two datasets in the current layout, pushes
+them with :func:`push_dataset`, then times :func:`load_bars` through :class:`LakeFiles`:
+
+* ``year``: one symbol × one year of minute bars (12 monthly files of 20 symbols);
+* ``xsec``: the cross-section, 500 symbols × one month (one file).
+
+Cold = cache emptied before each run (the S3 client stays connected, as in a worker);
+warm = the files are cached. Median of N; prints the ratios. The peer for the warm
+one-symbol read is ``pyarrow.parquet`` reading only that symbol's row groups of the same
+cached files (exactly the needed bytes). Run: ``.venv/bin/python bench/data_cache.py [N]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pitwall_executor.datalake.cache import FileCache
+from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.datalake.generate import sample_symbols
+from pitwall_executor.datalake.lake_files import LakeFiles, push_dataset
+from pitwall_executor.datalake.planner import load_bars, validate_request
+from pitwall_executor.datalake.s3 import S3ObjectStore
+from pitwall_executor.datalake.snapshot import Snapshot
+
+YEAR = (dt.date(2023, 1, 1), dt.date(2023, 12, 31))
+MONTH = (dt.date(2023, 3, 1), dt.date(2023, 3, 31))
+
+
+def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (workdir / "moto.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
+                             "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("moto_server did not start; run `make bootstrap`")
+
+
+def median_s(fn: Callable[[], object], n: int, before: Callable[[], object] | None = None
+             ) -> float:
+    times = []
+    for _ in range(n):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def pyarrow_exact(paths: list[Path], symbol: str) -> pa.Table:
+    """Only ``symbol``'s row groups of each file, chosen from the footer statistics."""
+    tables = []
+    for path in paths:
+        pf = pq.ParquetFile(path)
+        col = pf.schema_arrow.get_field_index("symbol")
+        groups = [i for i in range(pf.num_row_groups)
+                  if (st := pf.metadata.row_group(i).column(col).statistics) is not None
+                  and st.min <= symbol <= st.max]
+        tables.append(pf.read_row_groups(groups))
+    return pa.concat_tables(tables)
+
+
+def needed_bytes(paths: list[Path], symbol: str) -> int:
+    total = 0
+    for path in paths:
+        md = pq.ParquetFile(path).metadata
+        col = md.schema.to_arrow_schema().get_field_index("symbol")
+        for i in range(md.num_row_groups):
+            st = md.row_group(i).column(col).statistics
+            if st is not None and st.min <= symbol <= st.max:
+                group = md.row_group(i)
+                total += sum(group.column(j).total_compressed_size
+                             for j in range(group.num_columns))
+    return total
+
+
+def case(name: str, lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbols: list[str],
+         span: tuple[dt.date, dt.date], n: int) -> tuple[float, float]:
+    assert lake.cache is not None
+    cache = lake.cache
+
+    def read() -> None:
+        load_bars(catalog, snap, symbols, *span, lake=lake)
+        lake.release()
+
+    read()  # first touch: imports, connections
+    cold = median_s(read, n, before=cache.evict_all)
+    warm = median_s(read, n)
+    files = validate_request(snap, symbols, *span)
+    mib = sum(f.size for f in files) / 2**20
+    print(f"{name:<34} {len(files):>3} files {mib:7.1f} MiB   cold {cold * 1e3:8.1f} ms   "
+          f"warm {warm * 1e3:7.1f} ms   cold/warm {cold / warm:6.1f}x (target >= 10x)")
+    return cold, warm
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        proc, endpoint = start_moto(work)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        store = S3ObjectStore.from_url("s3://pitwall-bench/lake", endpoint_url=endpoint)
+        try:
+            store.ensure_bucket()
+            local = Catalog(work / "lake")
+            t0 = time.perf_counter()
+            year = generate_dataset(local, "year", symbols=sample_symbols(20), start=YEAR[0],
+                                    end=YEAR[1], seed=1)
+            xsec = generate_dataset(local, "xsec", symbols=sample_symbols(500), start=MONTH[0],
+                                    end=MONTH[1], seed=2)
+            push_dataset(local, "year", store)
+            push_dataset(local, "xsec", store)
+            print(f"generated and pushed in {time.perf_counter() - t0:.1f} s; median of {n}")
+            lake = LakeFiles(store, FileCache(work / "cache", 4 << 30))
+            remote = lake.catalog(work / "mirror")
+            symbol = sorted(year.symbols)[0]
+            case(f"one symbol x one year ({symbol})", lake, remote, remote.snapshot("year"),
+                 [symbol], YEAR, n)
+            xsyms = sorted(xsec.symbols)
+            case("cross-section 500 symbols x 1 month", lake, remote, remote.snapshot("xsec"),
+                 xsyms, MONTH, n)
+            warm_vs_pyarrow(lake, remote, remote.snapshot("year"), symbol, n)
+        finally:
+            store.close()
+            proc.terminate()
+            proc.wait()
+
+
+def warm_vs_pyarrow(lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbol: str,
+                    n: int) -> None:
+    files = validate_request(snap, [symbol], *YEAR)
+    paths = lake.local_paths(snap.dataset, files)
+    lake.release()
+    n = max(n, 21)  # millisecond timings: more samples
+    pitwall = median_s(lambda: (load_bars(catalog, snap, [symbol], *YEAR, lake=lake),
+                                lake.release()), n)
+    lookup = median_s(lambda: (lake.local_paths(snap.dataset, files), lake.release()), n)
+    peer = median_s(lambda: pyarrow_exact(paths, symbol), n)
+    rows = pyarrow_exact(paths, symbol).num_rows
+    need = needed_bytes(paths, symbol)
+    total = sum(p.stat().st_size for p in paths)
+    print(f"warm one symbol x one year: {rows:,} rows; load_bars {pitwall * 1e3:.1f} ms "
+          f"(target <= 15 ms), of which cache lookup {lookup * 1e3:.2f} ms; pyarrow reading "
+          f"exactly its row groups ({need / 2**20:.2f} of {total / 2**20:.2f} MiB) "
+          f"{peer * 1e3:.1f} ms; ratio {pitwall / peer:.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
