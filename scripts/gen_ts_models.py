@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pitwall.models import BacktestSpec, JobView, Metrics, ProgressEvent
 from pydantic import BaseModel
+
+from pitwall.models import BacktestSpec, JobView, Metrics, ProgressEvent
 
 OUT = Path(__file__).resolve().parents[1] / "labextension" / "src" / "models.ts"
 MODELS: list[type[BaseModel]] = [BacktestSpec, JobView, Metrics, ProgressEvent]

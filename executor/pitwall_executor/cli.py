@@ -14,9 +14,11 @@ import click
 from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
+from pitwall.engine.audit import describe
 from pitwall.engine.report import format_metrics
 from pitwall.errors import PitwallError
-from pitwall.models import BacktestSpec, Costs, JobStatus, JobView, Limits
+from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
+from pitwall_executor.cli_data import register as register_data_commands
 from pitwall_executor.config import Config, load_config
 from pitwall_executor.stack import Stack
 
@@ -59,12 +61,24 @@ def data_generate(ctx: click.Context, dataset: str, n_symbols: int, start: dt.da
 
     if end < start:
         raise click.BadParameter(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}")
+    from tqdm import tqdm
+
     catalog = Catalog(_config(ctx).lake_dir)
-    snap = generate_dataset(catalog, dataset, symbols=sample_symbols(n_symbols),
-                            start=start.date(), end=end.date(), seed=seed)
+    # disable=None: a progress bar on a terminal, nothing in logs and CI.
+    with tqdm(unit="bars", unit_scale=True, file=sys.stderr, desc=dataset, disable=None) as bar:
+
+        def advance(rows: int) -> None:
+            bar.update(rows)
+
+        snap = generate_dataset(catalog, dataset, symbols=sample_symbols(n_symbols),
+                                start=start.date(), end=end.date(), seed=seed,
+                                progress=advance)
     rows = sum(f.rows for f in snap.files)
     click.echo(f"dataset {dataset}@v{snap.version}: {len(snap.symbols)} symbols, {rows:,} bars, "
                f"{len(snap.files)} files in {catalog.root / dataset}")
+
+
+register_data_commands(data)  # diff, vacuum, pin, import (cli_data.py)
 
 
 @data.command("versions")
@@ -111,11 +125,13 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
 @click.option("--memory-mb", type=int, default=None, help="Memory limit of the sandbox.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option("--engine", type=click.Choice(["vectorized", "event"]), default="vectorized",
+              show_default=True, help="event: a pitwall.Strategy fed bar by bar in lock-step.")
 @click.pass_context
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
-        memory_mb: int | None, as_json: bool) -> None:
+        memory_mb: int | None, as_json: bool, engine: str = "vectorized") -> None:
     """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
     cfg = _config(ctx)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
@@ -128,11 +144,12 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             universe=[s.strip() for s in symbols.split(",") if s.strip()],
             start=start.date(), end=end.date(), capital=capital,
             costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
-            params=_parse_params(params), seed=seed, limits=limits,
+            params=_parse_params(params), seed=seed, limits=limits, engine=EngineKind(engine),
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc
-    bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py")
+    bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py",
+                          kind=engine)
     view = run_embedded(cfg, spec, bundle)
     if as_json:
         click.echo(view.model_dump_json(indent=2))
@@ -172,6 +189,8 @@ def _print_job(view: JobView, cfg: Config) -> None:
         width = max(len(label) for label, _ in rows)
         for label, text in rows:
             click.echo(f"  {label:<{width}}  {text}")
+        if view.metrics.lookahead is not None:  # the audit's verdict, one sentence
+            click.echo(describe(view.metrics.lookahead))
     out = cfg.artifacts_dir / view.id / f"attempt-{view.attempt}"
     report = out / "report.html"
     if report.exists():
@@ -210,6 +229,23 @@ def jobs_show(ctx: click.Context, job_id: str) -> None:
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
 
+
+from pitwall_executor import cli_serve  # noqa: E402  (registers serve, api, admin)
+
+main.add_command(cli_serve.serve)
+main.add_command(cli_serve.api)
+main.add_command(cli_serve.admin)
+from pitwall_executor import cli_worker  # noqa: E402
+
+main.add_command(cli_worker.worker)
+from pitwall_executor import cli_lake  # noqa: E402  (data push, data cache)
+
+data.add_command(cli_lake.push)
+data.add_command(cli_lake.cache)
+
+from pitwall_executor.cli_image import image as _image  # noqa: E402
+
+main.add_command(_image)
 
 if __name__ == "__main__":
     main()

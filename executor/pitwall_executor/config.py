@@ -42,6 +42,18 @@ class Config(BaseModel):
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     max_bundle_mb: Annotated[int, Field(ge=1, le=1024)] = 16
     cache_mb: Annotated[int, Field(ge=16)] = 10 * 1024
+    # For an s3:// lake_url: an S3-compatible endpoint (MinIO, moto…) and region; None = AWS.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # Warm sandboxes kept per worker process (gvisor backend); 0 turns the pool off.
+    pool_size: Annotated[int, Field(ge=0, le=64)] = 0
+    # A run the lookahead audit flags fails instead of completing with a warning.
+    audit_fail: bool = False
+    # Orchestration (workers, recovery, quota): see pitwall_executor.worker_main.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # worker deaths before FAILED
+    max_running_per_researcher: Annotated[int, Field(ge=1)] | None = None  # None: no quota
+    stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 15.0  # heartbeat silence = dead
+    grace_s: Annotated[float, Field(ge=0, le=24 * 3600)] = 30.0  # SIGTERM: finish or hand back
 
     @property
     def database_url(self) -> str:
@@ -49,7 +61,15 @@ class Config(BaseModel):
 
     @property
     def lake_dir(self) -> Path:
+        if self.lake_url and self.lake_url.startswith("s3://"):
+            # A bucket lake: its catalog metadata is mirrored here, its data files cached.
+            return self.data_dir / "lake-mirror" / self.lake_url.removeprefix("s3://")
         return _local_path(self.lake_url) if self.lake_url else self.data_dir / "lake"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The worker's file cache of an s3:// lake (bounded by ``cache_mb``)."""
+        return self.data_dir / "cache"
 
     @property
     def artifacts_dir(self) -> Path:

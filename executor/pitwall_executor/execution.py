@@ -17,12 +17,13 @@ import polars as pl
 
 from pitwall import __version__ as sdk_version
 from pitwall.bundle import Bundle, load_bundle
+from pitwall.engine.audit import audit_weights, choose_cuts, describe, split_run
 from pitwall.engine.execution import EngineResult, run_vectorized
-from pitwall.engine.metrics import compute_metrics
+from pitwall.engine.metrics import metrics_for_spec
 from pitwall.engine.report import write_report
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import PitwallError, StrategyOutputError
-from pitwall.models import BacktestSpec, JobStatus, Metrics
+from pitwall.models import BacktestSpec, EngineKind, JobStatus, LookaheadAudit, Metrics
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.sandbox import SandboxOutcome, runner_request
 from pitwall_executor.sandbox.results import decode_weights
@@ -46,13 +47,17 @@ def prepare_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Pa
     """Steps 1–2: the exact slice of bars the job may see, and the bundle, on disk."""
     snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
     files = validate_request(snapshot, spec.universe, spec.start, spec.end)
-    bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end)
+    bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
+                     lake=stack.lake)
+    if stack.lake is not None:
+        stack.lake.release()  # the bars are in memory: the cache may evict the files again
     input_dir = workdir / "input"
     input_dir.mkdir(parents=True)
     # The sandbox gets only this slice, never the lake: it cannot read past `end`.
     bars.write_ipc(input_dir / "bars.arrow", compression="uncompressed")
     (input_dir / "spec.json").write_text(json.dumps({
         "entrypoint": bundle.entrypoint, "params": spec.params, "seed": spec.seed,
+        "audit": audit_plan(spec, bars),
     }))
     bundle.extract(workdir / "bundle")
     for path in (workdir, input_dir, workdir / "bundle"):
@@ -93,17 +98,53 @@ def last_error_line(stderr: bytes) -> str:
     return lines[-1][:500] if lines else "no output"
 
 
-def account(bars: pl.DataFrame, outcome: SandboxOutcome, spec: BacktestSpec) -> EngineResult:
+# --- lookahead audit (issue 4): cuts in spec.json, one re-run per cut in the same sandbox ---
+# Share of the wall-clock limit the runner may use for the full run plus its re-runs.
+AUDIT_TIME_SHARE = 0.6
+
+
+def audit_plan(spec: BacktestSpec, bars: pl.DataFrame) -> dict[str, Any] | None:
+    """What the runner needs for the audit: the cuts and its budgets; None without audit."""
+    if not spec.audit or spec.engine != EngineKind.VECTORIZED:
+        return None
+    cuts = choose_cuts(bars)
+    if not cuts:
+        return None
+    return {"cuts": cuts, "max_bytes": spec.limits.output_mb * 2**20,
+            "max_seconds": AUDIT_TIME_SHARE * spec.limits.timeout_s}
+
+
+def decode_and_audit(bars: pl.DataFrame, outcome: SandboxOutcome, spec: BacktestSpec,
+                     ) -> tuple[pl.DataFrame, LookaheadAudit | None]:
+    """The validated weights of the full run and, if the job has one, the audit's verdict."""
+    max_bytes = spec.limits.output_mb * 2**20
+    plan = audit_plan(spec, bars)
+    if plan is None:
+        weights = decode_weights(outcome.stdout, max_bytes=max_bytes)
+        return validate_weights(weights, bars, spec.universe), None
+    table, outputs = split_run(outcome.stdout, n_cuts=len(plan["cuts"]), max_bytes=max_bytes)
+    clean = validate_weights(table, bars, spec.universe)
+    return clean, audit_weights(bars, clean, plan["cuts"], outputs, spec.universe)
+# --- end lookahead audit ---
+
+
+def account(bars: pl.DataFrame, outcome: SandboxOutcome, spec: BacktestSpec,
+            ) -> tuple[EngineResult, LookaheadAudit | None]:
     """Step 5: validate the untrusted weights, then fill and account them, trusted."""
-    weights = decode_weights(outcome.stdout, max_bytes=spec.limits.output_mb * 2**20)
-    clean = validate_weights(weights, bars, spec.universe)
-    return run_vectorized(bars, clean, capital=spec.capital, costs=spec.costs)
+    clean, audit = decode_and_audit(bars, outcome, spec)
+    result = run_vectorized(bars, clean, capital=spec.capital, costs=spec.costs,
+                            execution=spec.execution)
+    return result, audit
 
 
 def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None) -> AttemptResult:
     """Run one attempt of a job end to end; never raises for a strategy's fault."""
     job = stack.store.get(job_id)
     spec = job.spec
+    if spec.engine == EngineKind.EVENT:  # lock-step feeder over a live sandbox session
+        from pitwall_executor.event_execution import run_event_attempt
+
+        return run_event_attempt(stack, job_id, attempt, on_progress)
     workdir = stack.config.jobs_dir / job_id / f"attempt-{attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -120,15 +161,24 @@ def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None
         if ended is not None:
             return AttemptResult(ended.status, ended.reason, files=(out_dir / "log.txt",))
         progress(0.7, "strategy finished; accounting")
-        result = account(bars, outcome, spec)
-        metrics = compute_metrics(result)
+        result, audit = account(bars, outcome, spec)
+        metrics = metrics_for_spec(result, bars, spec)
+        if audit is not None:
+            metrics = metrics.model_copy(update={"lookahead": audit})
         manifest = {
             "job_id": job_id, "attempt": attempt, "bundle_sha256": job.bundle_sha256,
             "entrypoint": bundle.entrypoint, "sdk_version": sdk_version, "spec": spec.model_dump(
-                mode="json"), "data": data, "sandbox": stack.backend.name,
+                mode="json"), "data": data,
+            "sandbox": {"backend": stack.backend.name,
+                        "image": getattr(stack.backend, "image", None)},
+            "lookahead_audit": describe(audit) if audit is not None else "not run",
         }
-        paths = write_report(out_dir, result=result, metrics=metrics, manifest=manifest)
-        files = (paths.metrics_json, paths.equity_parquet, paths.report_html, out_dir / "log.txt")
+        paths = write_report(out_dir, result=result, metrics=metrics, manifest=manifest,
+                             bars=bars, benchmark=spec.benchmark)
+        files = (*paths.files, out_dir / "log.txt")
+        if audit is not None and audit.status == "flagged" and stack.config.audit_fail:
+            # Metrics belong to completed jobs only; the report stays with the attempt.
+            return AttemptResult(JobStatus.FAILED, describe(audit), files=files)
         return AttemptResult(JobStatus.COMPLETED, metrics=metrics, files=files)
     except StrategyOutputError as exc:
         return AttemptResult(JobStatus.FAILED, f"invalid strategy output: {exc}")

@@ -98,7 +98,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def page(lab: Lab) -> Iterator[object]:
+def page(lab: Lab, request: pytest.FixtureRequest) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -109,5 +109,10 @@ def page(lab: Lab) -> Iterator[object]:
         context = browser.new_context(viewport={"width": 1500, "height": 950})
         tab = context.new_page()
         tab.set_default_timeout(60_000)
+        # Browser console errors are printed, so a failing test shows what the page said.
+        tab.on("console", lambda msg: print(f"[browser {msg.type}] {msg.text}")
+               if msg.type in ("error", "warning") else None)
+        tab.on("pageerror", lambda exc: print(f"[browser pageerror] {exc}"))
         yield tab
+        tab.screenshot(path=str(ARTIFACTS / f"last-{request.node.name}.png"), full_page=True)
         browser.close()
