@@ -51,14 +51,15 @@ def test_run_backtest_button_shows_the_api_result(page: Any, lab: Lab) -> None:
     open_notebook(page, lab, "sma_crossover.ipynb")
     job_id = run_backtest(page, cell_index=1)  # the strategy cell
     page.wait_for_selector(status(job_id, "COMPLETED"), timeout=180_000)
-    page.wait_for_selector(".pitwall-equity .js-plotly-plot .scatterlayer path")
+    page.wait_for_selector(".pitwall-equity.js-plotly-plot .scatterlayer .js-line",
+                           state="attached")
     page.screenshot(path=str(ARTIFACTS / "run-backtest-completed.png"), full_page=True)
     job = json.loads(lab.api(f"v1/backtests/{job_id}"))
     assert job["status"] == "COMPLETED"
     assert job["spec"]["universe"] == ["AAPL", "MSFT"]
     shown = page.locator("[data-metric='sharpe']").inner_text()
     assert shown == f"{job['metrics']['sharpe']:.3f}"
-    points = page.evaluate("() => document.querySelector('.pitwall-equity .js-plotly-plot')"
+    points = page.evaluate("() => document.querySelector('.pitwall-equity.js-plotly-plot')"
                            ".data[0].y.length")
     assert points > 100
 
