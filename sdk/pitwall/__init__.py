@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pitwall.strategy import default_params, vectorized
+
+if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for editors and mypy
+    from pitwall.client import Client
+    from pitwall.events.strategy import Strategy
+    from pitwall.local import backtest
 
 __version__ = "0.1.0"
 __all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",

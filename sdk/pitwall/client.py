@@ -10,13 +10,17 @@ the Pitwall server extension sets both for the kernels it starts.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
+import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pitwall.errors import PitwallError
-from pitwall.models import BacktestSpec, JobStatus, JobView, ProgressEvent
+from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
 
 if TYPE_CHECKING:
     import httpx
@@ -77,6 +81,27 @@ class Client:
         })
         return str(self._check(resp)["id"])
 
+    def submit_sweep(self, bundle: bytes, spec: BacktestSpec,
+                     grid: dict[str, builtins.list[Any]]) -> str:
+        """Submit one run per point of ``grid`` (parameter → values, overriding
+        ``spec.params``); return the sweep's id. ``get``/``wait`` show its aggregate state."""
+        resp = self._http.post("/v1/sweeps", files={
+            "bundle": ("bundle.zip", bundle, "application/zip"),
+            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+            "grid": ("grid.json", json.dumps(grid).encode(), "application/json"),
+        })
+        return str(self._check(resp)["id"])
+
+    def sweep_results(self, sweep_id: str) -> pl.DataFrame:
+        """The sweep's results table: one row per child in grid order, with ``job_id``,
+        ``status``, ``reason``, one column per grid parameter and one per scalar metric
+        (null until the child completes)."""
+        import polars as pl
+
+        body = self._check(self._http.get(f"/v1/sweeps/{sweep_id}"))
+        return pl.DataFrame([_flat_row(row) for row in body["rows"]], strict=False,
+                            infer_schema_length=None)
+
     def get(self, job_id: str) -> JobView:
         return JobView.model_validate(self._check(self._http.get(f"/v1/backtests/{job_id}")))
 
@@ -95,14 +120,45 @@ class Client:
 
     def logs(self, job_id: str) -> str:
         body = self._check(self._http.get(f"/v1/backtests/{job_id}/logs"))
+        if body is None:  # an empty log is an empty body
+            return ""
         return body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
 
-    def events(self, job_id: str, *, after: int = 0) -> builtins.list[ProgressEvent]:
-        """Events after ``after`` (a snapshot; the WebSocket streams them live)."""
-        body = self._check(self._http.get(f"/v1/backtests/{job_id}/events",
-                                          params={"after": after}))
-        items = body["items"] if isinstance(body, dict) else body
-        return [ProgressEvent.model_validate(item) for item in items]
+    def events(self, job_id: str, *, after: int = 0, idle: float = 1.0,
+               ) -> builtins.list[ProgressEvent]:
+        """Events after ``after``: a snapshot read from the events WebSocket, which ends
+        when the server closes it (an ended job) or sends nothing for ``idle`` seconds."""
+        # On a thread of its own: a notebook cell already runs inside an event loop.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._read_events(job_id, after, idle)).result()
+
+    async def _read_events(self, job_id: str, after: int, idle: float,
+                           ) -> builtins.list[ProgressEvent]:
+        from tornado.httpclient import HTTPClientError, HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        url = "ws" + self.url.removeprefix("http") + f"/v1/backtests/{job_id}/events"
+        request = HTTPRequest(f"{url}?after={after}", headers=dict(self._http.headers))
+        try:
+            conn = await websocket_connect(request)
+        except HTTPClientError as exc:  # refused before the upgrade: a JSON error body
+            body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
+            with contextlib.suppress(ValueError, AttributeError):
+                body = str(json.loads(body).get("message") or body)
+            raise ApiError(exc.code, body) from exc
+        out: builtins.list[ProgressEvent] = []
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(conn.read_message(), idle)
+                except TimeoutError:
+                    break
+                if message is None:  # the server closed the stream: the job has ended
+                    break
+                out.append(ProgressEvent.model_validate_json(message))
+        finally:
+            conn.close()
+        return out
 
     def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass: TimeoutError)."""
@@ -144,3 +200,11 @@ class Client:
         import polars as pl
 
         return pl.read_parquet(io.BytesIO(self.artifact(job_id, "equity.parquet")))
+
+
+def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    metrics = row.get("metrics") or {}
+    scalars = {k: metrics.get(k) for k in Metrics.model_fields if k != "lookahead"}
+    flat: dict[str, Any] = {"job_id": row["job_id"], "status": row["status"],
+                            "reason": row.get("reason")}
+    return {**flat, **row["params"], **scalars}
