@@ -118,6 +118,8 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dataset", default="sample", show_default=True)
 @click.option("--version", "data_version", type=int, default=None, help="Pin a dataset version.")
 @click.option("--param", "params", multiple=True, help="Strategy parameter name=value (repeat).")
+@click.option("--grid", "grid", multiple=True,
+              help="Sweep axis name=v1,v2 (repeat): one run per combination, then a table.")
 @click.option("--capital", type=float, default=1_000_000.0, show_default=True)
 @click.option("--commission-bps", type=float, default=0.0, show_default=True)
 @click.option("--slippage-bps", type=float, default=0.0, show_default=True)
@@ -131,7 +133,8 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
-        memory_mb: int | None, as_json: bool, engine: str = "vectorized") -> None:
+        memory_mb: int | None, as_json: bool, engine: str = "vectorized",
+        grid: tuple[str, ...] = ()) -> None:
     """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
     cfg = _config(ctx)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
@@ -150,6 +153,12 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         raise click.ClickException(_validation_message(exc)) from exc
     bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py",
                           kind=engine)
+    if grid:  # a sweep: every combination of the --grid values, then the results table
+        from pitwall_executor import cli_sweep
+
+        sweep, rows = cli_sweep.run_sweep_embedded(cfg, spec, bundle, cli_sweep.parse_grid(grid))
+        cli_sweep.print_results(sweep, rows)
+        sys.exit(0 if all(r.status is JobStatus.COMPLETED for r in rows) else 1)
     view = run_embedded(cfg, spec, bundle)
     if as_json:
         click.echo(view.model_dump_json(indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class Stack:
     artifacts: LocalArtifactStore
     _backend: SandboxBackend | None = field(default=None, repr=False)
     lake: LakeFiles | None = None  # local paths of lake files (via the cache for s3://)
+    # Worker threads of one process (pitwall serve --workers N) race to build the backend.
+    _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_config(cls, config: Config) -> Stack:
@@ -49,9 +52,10 @@ class Stack:
     @property
     def backend(self) -> SandboxBackend:
         # Built on first use: submitting a job must not need a sandbox runtime.
-        if self._backend is None:
-            self._backend = make_backend(self.config)
-        return self._backend
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = make_backend(self.config)
+            return self._backend
 
     def submit(self, spec: BacktestSpec, bundle: bytes, *, researcher: str) -> str:
         """Validate everything that can be checked before running, then queue the job.

@@ -491,6 +491,7 @@ def _view(row: Any) -> JobView:
         reason=row["reason"], progress=row["progress"],
         metrics=Metrics.model_validate_json(metrics) if metrics else None,
         bundle_sha256=row["bundle_sha256"], data_version=row["data_version"],
+        kind="sweep" if row["kind"] == "sweep" else "backtest", parent_id=row["parent_id"],
     )
 
 

@@ -62,6 +62,8 @@ export interface JobView {
   metrics?: Metrics | null;
   bundle_sha256: string;
   data_version?: number | null;
+  kind?: "backtest" | "sweep";
+  parent_id?: string | null;
 }
 
 export interface Limits {

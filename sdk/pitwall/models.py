@@ -195,6 +195,9 @@ class JobView(_Model):
     metrics: Metrics | None = None
     bundle_sha256: str
     data_version: int | None = None
+    # "sweep": a parent whose status and progress aggregate its children (never run itself).
+    kind: Literal["backtest", "sweep"] = "backtest"
+    parent_id: str | None = None  # the sweep this job is a child of
 
 
 class ProgressEvent(_Model):

@@ -40,10 +40,12 @@ def test_schemathesis_finds_no_mismatch_against_the_live_server(sqlite_api: Api)
     api = sqlite_api
     job = api.submit().json()["id"]
     api.complete(job)
+    # One worker: with two, Hypothesis builds strategies on two threads and CPython 3.11's
+    # ast is not thread-safe ("AST constructor recursion depth mismatch", a flaky Runtime Error).
     res = subprocess.run(
         [str(SCHEMATHESIS), "run", f"{api.url}/v1/openapi.json",
          "--header", f"Authorization: Bearer {api.tokens['alice']}",
-         "--checks", CHECKS, "--max-examples", "8", "--workers", "2", "--seed", "7",
+         "--checks", CHECKS, "--max-examples", "8", "--workers", "1", "--seed", "7",
          "--phases", "examples,coverage,fuzzing", "--no-color"],
         capture_output=True, text=True, timeout=240, check=False,
     )

@@ -31,6 +31,7 @@ from pitwall_executor.api.handlers import (
 from pitwall_executor.api.models import HealthResponse
 from pitwall_executor.api.openapi import openapi_document
 from pitwall_executor.api.signing import load_secret
+from pitwall_executor.api.sweeps import SweepHandler, SweepsHandler
 from pitwall_executor.stack import Stack
 
 access_log = logging.getLogger("pitwall.api.access")
@@ -84,6 +85,8 @@ HANDLERS: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (rf"/v1/backtests/{_ID}/artifacts/([A-Za-z0-9_.-]{{1,64}})", JobArtifactHandler),
     (rf"/v1/backtests/{_ID}/rerun", RerunHandler),
     (rf"/v1/backtests/{_ID}/events", EventsSocket),
+    (r"/v1/sweeps", SweepsHandler),
+    (rf"/v1/sweeps/{_ID}", SweepHandler),
     (rf"/v1/artifacts/{_ID}/{_ID}", ArtifactHandler),
     (r"/v1/openapi.json", OpenApiHandler),
     (r"/healthz", HealthHandler),

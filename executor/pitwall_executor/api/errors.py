@@ -22,6 +22,7 @@ from pitwall.errors import (
 )
 from pitwall_executor.api.models import ErrorResponse, FieldError
 from pitwall_executor.store import JobNotFoundError
+from pitwall_executor.sweeps import SweepError
 
 DB_DOWN = ("the metadata database is unreachable; the job store is temporarily unavailable. "
            "Retry in a few seconds; no submitted job is lost")
@@ -83,6 +84,9 @@ def _is_db_down(exc: BaseException) -> bool:
 def _input_error(exc: BaseException) -> ApiError | None:
     if isinstance(exc, ValidationError):
         return _validation(exc, "spec")
+    if isinstance(exc, SweepError):
+        return ApiError(400, "invalid_grid", f"grid: {exc}",
+                        [FieldError(field="grid", message=str(exc))])
     if isinstance(exc, BundleError):
         return ApiError(400, "invalid_bundle", f"bundle: {exc}",
                         [FieldError(field="bundle", message=str(exc))])

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -172,6 +173,22 @@ class BacktestsHandler(ApiHandler):
         self.write_json(CreateBacktestResponse(id=job_id, status=JobStatus.PENDING), 202)
 
     def _parts(self, body: bytes) -> tuple[bytes, bytes]:
+        return self._required(self._multipart(body))
+
+    def _required(self, part: Callable[[str], bytes | None]) -> tuple[bytes, bytes]:
+        """The 'bundle' and 'spec' parts; a 400 naming the one that is missing."""
+        bundle = part("bundle")
+        if bundle is None:
+            raise bad_request("bundle", "missing; send the bundle zip as the multipart part "
+                              "'bundle' (build it with pitwall.bundle.build_bundle)")
+        spec = part("spec")
+        if spec is None:
+            raise bad_request("spec", "missing; send the BacktestSpec as JSON in the multipart "
+                              "part 'spec'")
+        return bundle, spec
+
+    def _multipart(self, body: bytes) -> Callable[[str], bytes | None]:
+        """A lookup of the body's multipart parts by name (file or plain field)."""
         args: dict[str, list[bytes]] = {}
         files: dict[str, list[httputil.HTTPFile]] = {}
         try:
@@ -186,15 +203,7 @@ class BacktestsHandler(ApiHandler):
                 return bytes(files[name][0].body)
             return args[name][0] if args.get(name) else None
 
-        bundle = part("bundle")
-        if bundle is None:
-            raise bad_request("bundle", "missing; send the bundle zip as the multipart part "
-                              "'bundle' (build it with pitwall.bundle.build_bundle)")
-        spec = part("spec")
-        if spec is None:
-            raise bad_request("spec", "missing; send the BacktestSpec as JSON in the multipart "
-                              "part 'spec'")
-        return bundle, spec
+        return part
 
     async def get(self) -> None:
         ctx = self.ctx

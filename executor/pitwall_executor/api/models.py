@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from pitwall.models import JobStatus, JobView
+from pitwall_executor.sweeps import SweepRow
 
 
 class _Model(BaseModel):
@@ -23,6 +24,21 @@ class ListBacktestsResponse(_Model):
 
     items: list[JobView]
     next_cursor: str | None = None
+
+
+class CreateSweepResponse(_Model):
+    """A sweep was accepted: its id (the parent job) and one queued child per grid point."""
+
+    id: str
+    status: JobStatus
+    children: list[str]
+
+
+class SweepResultsResponse(_Model):
+    """A sweep (its aggregate status and progress) and its results table, in grid order."""
+
+    sweep: JobView
+    rows: list[SweepRow]
 
 
 class FieldError(_Model):

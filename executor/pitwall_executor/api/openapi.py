@@ -16,9 +16,11 @@ from pydantic.json_schema import models_json_schema
 from pitwall.models import BacktestSpec, JobStatus, JobView, ProgressEvent
 from pitwall_executor.api.models import (
     CreateBacktestResponse,
+    CreateSweepResponse,
     ErrorResponse,
     HealthResponse,
     ListBacktestsResponse,
+    SweepResultsResponse,
 )
 
 _MESSAGES = {
@@ -78,7 +80,30 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                        "description": "The strategy bundle zip (pitwall.bundle.build_bundle)."},
             "spec": refs["BacktestSpec"]}},
         "encoding": {"spec": {"contentType": "application/json"}}}}}
+    scalar = {"type": ["string", "number", "boolean", "null"]}
+    value = {"anyOf": [scalar, {"type": "array", "items": scalar}]}  # as BacktestSpec.params
+    grid = {"type": "object", "minProperties": 1,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": "array", "minItems": 1, "items": value},
+            "description": "Parameter → list of values; one child run per combination "
+                           "(at most 1000 runs). Each point overrides spec.params."}
+    sweep_body = {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["bundle", "spec", "grid"], "properties": {
+            "bundle": {"type": "string", "format": "binary",
+                       "description": "The strategy bundle zip (pitwall.bundle.build_bundle)."},
+            "spec": refs["BacktestSpec"], "grid": grid}},
+        "encoding": {"spec": {"contentType": "application/json"},
+                     "grid": {"contentType": "application/json"}}}}}
     return {
+        "/v1/sweeps": {"post": _op(
+            "Submit a parameter sweep: one child backtest per point of the grid",
+            {"202": _json(refs["CreateSweepResponse"], "Accepted; every child is queued")},
+            (400, 401, 413, 415, 503), requestBody=sweep_body)},
+        "/v1/sweeps/{id}": {"get": _op(
+            "A sweep's aggregate status and progress, and its results table (one row per "
+            "child: parameters, status, metrics)",
+            {"200": _json(refs["SweepResultsResponse"], "The sweep and its results")},
+            job_errors, parameters=[JOB_ID])},
         "/v1/backtests": {
             "post": _op("Submit a backtest", {"202": _json(refs["CreateBacktestResponse"],
                                                           "Accepted and queued")},
@@ -130,7 +155,8 @@ def openapi_document() -> dict[str, Any]:
         (BacktestSpec, "validation"), (JobView, "serialization"),
         (ProgressEvent, "serialization"), (CreateBacktestResponse, "serialization"),
         (ListBacktestsResponse, "serialization"), (ErrorResponse, "serialization"),
-        (HealthResponse, "serialization"),
+        (HealthResponse, "serialization"), (CreateSweepResponse, "serialization"),
+        (SweepResultsResponse, "serialization"),
     ]
     keys, schema = models_json_schema(models, ref_template="#/components/schemas/{model}")
     refs = {model.__name__: dict(ref) for (model, _mode), ref in keys.items()}

@@ -1,0 +1,156 @@
+"""Sweeps over HTTP: a grid fans out to child jobs; the parent aggregates; a results table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from apikit import ROOT, Api, bundle_bytes, spec_json, start_api
+
+from pitwall.bundle import build_bundle
+from pitwall.client import ApiError, Client
+from pitwall.models import BacktestSpec
+from pitwall_executor.sweeps import MAX_SWEEP_RUNS
+
+SMA = ROOT / "examples" / "sma_crossover.py"
+GRID = {"fast": [5, 10], "slow": [60, 120]}
+
+
+def post_sweep(api: Api, grid: Any, who: str = "alice", spec: str | None = None,
+               bundle: bytes | None = None) -> requests.Response:
+    raw = grid if isinstance(grid, str) else json.dumps(grid)
+    files = {"bundle": ("bundle.zip", bundle_bytes() if bundle is None else bundle,
+                        "application/zip"),
+             "spec": ("spec.json", spec_json() if spec is None else spec, "application/json"),
+             "grid": ("grid.json", raw, "application/json")}
+    return api.post("/v1/sweeps", who, files=files)
+
+
+@pytest.fixture
+def serve(tmp_path: Path, lake: Path) -> Iterator[Api]:
+    running = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db", workers=2)
+    try:
+        yield running
+    finally:
+        running.server.stop()
+        running.stack.store.close()
+
+
+def test_a_2x2_sweep_of_the_sma_example_runs_in_gvisor(serve: Api) -> None:
+    bundle = build_bundle({"sma_crossover.py": SMA.read_bytes()}, entrypoint="sma_crossover.py")
+    spec = spec_json(universe=["AAPL", "MSFT"], start="2024-03-04", end="2024-03-08",
+                     params={"fast": 30, "slow": 240})
+    res = post_sweep(serve, GRID, spec=spec, bundle=bundle)
+    assert res.status_code == 202, res.text
+    parent, children = res.json()["id"], res.json()["children"]
+    assert len(children) == 4 and parent not in children
+    assert res.headers["Location"] == f"/v1/sweeps/{parent}"
+    deadline = time.monotonic() + 240
+    seen_progress = set()
+    while (view := serve.get(f"/v1/backtests/{parent}").json())["status"] in ("PENDING",
+                                                                                 "RUNNING"):
+        assert time.monotonic() < deadline, f"sweep still {view['status']} after 240 s"
+        seen_progress.add(view["progress"])
+        time.sleep(0.5)
+    assert view["status"] == "COMPLETED", view["reason"]
+    assert view["kind"] == "sweep" and view["parent_id"] is None and view["progress"] == 1.0
+    assert seen_progress <= {0.0, 0.25, 0.5, 0.75}, seen_progress
+
+    body = serve.get(f"/v1/sweeps/{parent}").json()
+    assert body["sweep"]["id"] == parent and body["sweep"]["status"] == "COMPLETED"
+    rows = body["rows"]
+    assert [r["params"] for r in rows] == [{"fast": 5, "slow": 60}, {"fast": 5, "slow": 120},
+                                           {"fast": 10, "slow": 60}, {"fast": 10, "slow": 120}]
+    assert sorted(r["job_id"] for r in rows) == sorted(children)
+    sharpes = set()
+    for row in rows:
+        child = serve.get(f"/v1/backtests/{row['job_id']}").json()
+        assert child["status"] == row["status"] == "COMPLETED", child["reason"]
+        assert child["kind"] == "backtest" and child["parent_id"] == parent
+        assert child["spec"]["params"] == row["params"]  # the grid point overrode the spec's
+        assert row["metrics"] == child["metrics"] and child["metrics"]["n_bars"] == 5 * 390
+        sharpes.add(row["metrics"]["sharpe"])
+    assert len(sharpes) > 1, "different parameters gave identical results"
+    with Client(serve.url, serve.tokens["alice"]) as client:  # the SDK's table is the same
+        table = client.sweep_results(parent)
+    assert table["job_id"].to_list() == [r["job_id"] for r in rows]
+    assert table.select("fast", "slow").rows() == [(5, 60), (5, 120), (10, 60), (10, 120)]
+    for name in ("sharpe", "total_return", "max_drawdown", "n_trades"):
+        assert table[name].to_list() == [r["metrics"][name] for r in rows], name
+
+
+def _assert_400_on_grid(api: Api, res: requests.Response) -> None:
+    assert res.status_code == 400, res.text
+    assert [f["field"] for f in res.json()["fields"]] == ["grid"], res.text
+    assert api.counts() == (0, 0)  # no job and no bundle row left behind
+    assert api.files() == set()
+
+
+@pytest.mark.parametrize("grid", [
+    {}, [5, 10], "not json", 5, {"fast": []}, {"fast": 5}, {"not a name": [1]},
+    {"fast": [{"nested": "object"}]}, {"a": list(range(100)), "b": list(range(11))},
+], ids=["empty", "list", "not-json", "number", "no-values", "not-a-list", "bad-name",
+        "unknown-type", "too-many-runs"])
+def test_a_bad_grid_is_a_400_naming_grid_and_leaves_nothing(api: Api, grid: Any) -> None:
+    if isinstance(grid, dict) and "a" in grid:
+        assert len(grid["a"]) * len(grid["b"]) > MAX_SWEEP_RUNS
+    _assert_400_on_grid(api, post_sweep(api, grid))
+
+
+def test_a_missing_grid_and_an_oversized_bundle_are_refused(api: Api) -> None:
+    files = {"bundle": ("bundle.zip", bundle_bytes(), "application/zip"),
+             "spec": ("spec.json", spec_json(), "application/json")}
+    _assert_400_on_grid(api, api.post("/v1/sweeps", files=files))
+    big = post_sweep(api, GRID, bundle=b"x" * (api.stack.config.max_bundle_mb * 2**20 + 10))
+    assert big.status_code == 413, big.text
+    bad_spec = post_sweep(api, GRID, spec=spec_json(dataset="nope"))
+    assert bad_spec.status_code == 400 and bad_spec.json()["fields"][0]["field"] == "spec.dataset"
+    assert api.counts() == (0, 0)
+
+
+def test_only_the_owner_reads_a_sweep(api: Api) -> None:
+    res = post_sweep(api, GRID)
+    assert res.status_code == 202, res.text
+    parent = res.json()["id"]
+    mine = api.get(f"/v1/sweeps/{parent}")
+    assert mine.status_code == 200 and len(mine.json()["rows"]) == 4
+    assert {r["status"] for r in mine.json()["rows"]} == {"PENDING"}
+    assert api.get(f"/v1/sweeps/{parent}", "bob").status_code == 404
+    assert api.get(f"/v1/backtests/{parent}", "bob").status_code == 404
+    child = res.json()["children"][0]
+    assert api.get(f"/v1/backtests/{child}", "bob").status_code == 404
+    assert api.get(f"/v1/sweeps/{parent}", "root").status_code == 200  # the admin sees all
+    single = api.submit().json()["id"]
+    assert api.get(f"/v1/sweeps/{single}").status_code == 404  # a backtest is not a sweep
+    assert api.get("/v1/sweeps").status_code == 405
+
+
+def test_the_client_submits_a_sweep_and_reads_its_table(api: Api) -> None:
+    spec = BacktestSpec.model_validate_json(spec_json(params={"fast": 1, "other": "kept"}))
+    with Client(api.url, api.tokens["alice"]) as client:
+        parent = client.submit_sweep(bundle_bytes(), spec, GRID)
+        view = client.get(parent)
+        table = client.sweep_results(parent)
+        with pytest.raises(ApiError) as err:
+            client.submit_sweep(bundle_bytes(), spec, {"fast": []})
+    assert view.kind == "sweep" and view.status.value == "PENDING" and view.progress == 0.0
+    assert table.height == 4 and table["status"].to_list() == ["PENDING"] * 4
+    assert table["fast"].to_list() == [5, 5, 10, 10] and table["sharpe"].null_count() == 4
+    child = api.stack.store.get(table["job_id"][0])
+    assert child.parent_id == parent and child.spec.params == {"fast": 5, "other": "kept",
+                                                              "slow": 60}
+    assert err.value.status == 400 and "grid" in err.value.message
+    assert api.counts()[0] == 5  # the refused sweep left no row
+
+
+def test_the_openapi_document_lists_the_sweep_routes(api: Api) -> None:
+    doc = requests.get(api.url + "/v1/openapi.json", timeout=10).json()
+    assert "grid" in doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"][
+        "multipart/form-data"]["schema"]["required"]
+    assert {"CreateSweepResponse", "SweepResultsResponse", "SweepRow"} <= set(
+        doc["components"]["schemas"])
