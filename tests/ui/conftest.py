@@ -66,13 +66,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
            str(tmp_path_factory.mktemp("jupyter-config"))}
     env.pop("PITWALL_API_URL", None)
     env.pop("PITWALL_TOKEN", None)
+    log_path = ARTIFACTS / "jupyterlab.log"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
          f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
          f"--ServerApp.root_dir={notebooks}", "--PitwallExtension.default_start=2024-03-04",
          "--PitwallExtension.default_end=2024-03-15",
          '--ServerApp.jpserver_extensions={"pitwall_server": True}'],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     lab = Lab(url=url, token=TOKEN, notebooks=notebooks, data_dir=data_dir)
@@ -83,8 +86,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
                 proc.kill()
+                proc.wait()
+                out = log_path.read_text(errors="replace")
                 pytest.fail(f"JupyterLab with the Pitwall extension did not start:\n{out[-3000:]}")
             time.sleep(0.5)
     try:
@@ -95,6 +99,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 @pytest.fixture
