@@ -9,7 +9,6 @@ fills and accounts; metrics and the report are the engine's, unchanged.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,12 @@ from pitwall.errors import PitwallError, StrategyOutputError
 from pitwall.events.broker import BrokerCosts
 from pitwall.events.market import Market
 from pitwall.models import BacktestSpec, JobStatus
-from pitwall_executor.datalake.planner import load_bars, validate_request
-from pitwall_executor.execution import AttemptResult, interpret_outcome
+from pitwall_executor.execution import (
+    AttemptResult,
+    interpret_outcome,
+    load_slice,
+    stage_inputs,
+)
 from pitwall_executor.feeder import FeedStats, StrategyStopped, run_lockstep
 from pitwall_executor.sandbox import runner_request
 from pitwall_executor.stack import Stack
@@ -33,25 +36,13 @@ from pitwall_executor.stack import Stack
 
 def prepare_event_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Path,
                          ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The bars (kept in the worker) and the sandbox's input dir: ``spec.json`` only."""
-    snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
-    files = validate_request(snapshot, spec.universe, spec.start, spec.end)
-    bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
-                     lake=stack.lake)
-    if stack.lake is not None:
-        stack.lake.release()
-    input_dir = workdir / "input"
-    input_dir.mkdir(parents=True)
-    (input_dir / "spec.json").write_text(json.dumps({
+    """The bars (kept in the worker: the feeder sends them bar by bar) and the sandbox's
+    input dir, which holds ``spec.json`` only."""
+    bars, data = load_slice(stack, spec)
+    stage_inputs(workdir, bundle, {
         "kind": "event", "entrypoint": bundle.entrypoint, "params": spec.params,
         "seed": spec.seed, "symbols": list(spec.universe), "capital": spec.capital,
-    }))
-    bundle.extract(workdir / "bundle")
-    for path in (workdir, input_dir, workdir / "bundle"):
-        path.chmod(0o755)
-    (input_dir / "spec.json").chmod(0o444)
-    data = {"dataset": spec.dataset, "version": snapshot.version,
-            "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
+    }, None)
     return bars, data
 
 

@@ -42,30 +42,43 @@ class AttemptResult:
     files: tuple[Path, ...] = ()
 
 
-def prepare_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Path,
-                   ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Steps 1–2: the exact slice of bars the job may see, and the bundle, on disk."""
+def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Step 1: the exact bars the job may see, and the data part of its manifest."""
     snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
     files = validate_request(snapshot, spec.universe, spec.start, spec.end)
     bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
                      lake=stack.lake)
     if stack.lake is not None:
         stack.lake.release()  # the bars are in memory: the cache may evict the files again
+    data = {"dataset": spec.dataset, "version": snapshot.version,
+            "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
+    return bars, data
+
+
+def stage_inputs(workdir: Path, bundle: Bundle, runner_spec: dict[str, Any],
+                 bars: pl.DataFrame | None) -> None:
+    """Step 2: the bundle and the sandbox's read-only input dir (spec, and bars if any)."""
     input_dir = workdir / "input"
     input_dir.mkdir(parents=True)
-    # The sandbox gets only this slice, never the lake: it cannot read past `end`.
-    bars.write_ipc(input_dir / "bars.arrow", compression="uncompressed")
-    (input_dir / "spec.json").write_text(json.dumps({
-        "entrypoint": bundle.entrypoint, "params": spec.params, "seed": spec.seed,
-        "audit": audit_plan(spec, bars),
-    }))
+    if bars is not None:
+        # The sandbox gets only this slice, never the lake: it cannot read past `end`.
+        bars.write_ipc(input_dir / "bars.arrow", compression="uncompressed")
+    (input_dir / "spec.json").write_text(json.dumps(runner_spec))
     bundle.extract(workdir / "bundle")
     for path in (workdir, input_dir, workdir / "bundle"):
         path.chmod(0o755)
     for path in input_dir.iterdir():
         path.chmod(0o444)
-    data = {"dataset": spec.dataset, "version": snapshot.version,
-            "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
+
+
+def prepare_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Path,
+                   ) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Steps 1–2 of a vectorized job: the slice as Arrow IPC, the bundle, on disk."""
+    bars, data = load_slice(stack, spec)
+    stage_inputs(workdir, bundle, {
+        "entrypoint": bundle.entrypoint, "params": spec.params, "seed": spec.seed,
+        "audit": audit_plan(spec, bars),
+    }, bars)
     return bars, data
 
 
