@@ -147,7 +147,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                      start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 15), seed=5)
     # Credentials in the worker's environment must never reach a sandbox.
     os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET
-    os.environ["PITWALL_DB_PASSWORD"] = SECRET
+    os.environ["DATABASE_PASSWORD"] = SECRET
     config = load_config(environ={}, data_dir=root, sandbox="gvisor")
     attacks, benign = Stack.from_config(config), Stack.from_config(config)
     bundle = build_bundle({"strategy.py": BENIGN}, entrypoint="strategy.py")
@@ -164,4 +164,4 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     env.stop.set()
     thread.join(timeout=60)
     os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
-    os.environ.pop("PITWALL_DB_PASSWORD", None)
+    os.environ.pop("DATABASE_PASSWORD", None)

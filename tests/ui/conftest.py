@@ -62,10 +62,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     notebooks = tmp_path_factory.mktemp("notebooks")
     shutil.copy(ROOT / "notebooks" / "sma_crossover.ipynb", notebooks)
     port = _free_port()
-    env = {**os.environ, "PITWALL_DATA_DIR": str(data_dir), "JUPYTER_CONFIG_DIR":
-           str(tmp_path_factory.mktemp("jupyter-config"))}
-    env.pop("PITWALL_API_URL", None)
-    env.pop("PITWALL_TOKEN", None)
+    # Only this lab's Pitwall settings: nothing another test left in the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITWALL_")}
+    env.update({"PITWALL_DATA_DIR": str(data_dir),
+                "JUPYTER_CONFIG_DIR": str(tmp_path_factory.mktemp("jupyter-config"))})
     log_path = ARTIFACTS / "jupyterlab.log"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
