@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitwall.errors import DataError
-from pitwall_executor.datalake.objectstore import ChecksumMismatchError, sha256_file
+from pitwall_executor.datalake.objectstore import (
+    ChecksumMismatchError,
+    fsync_dir,
+    sha256_file,
+)
 
 __all__ = ["CacheFullError", "FileCache", "Pin"]
 
@@ -113,14 +117,6 @@ def _size(n: float) -> str:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileCache:
@@ -224,7 +220,7 @@ class FileCache:
                 problem = self._fill_once(key, tmp, size, fill)
                 if problem is None:
                     os.replace(tmp, path)
-                    _fsync_dir(self._data)
+                    fsync_dir(self._data)
                     return
                 problems.append(problem)
             finally:

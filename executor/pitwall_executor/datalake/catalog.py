@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import polars as pl
 from pitwall.errors import DataError, EmptyRangeError, UnknownDatasetError
 from pitwall_executor.datalake.bars_file import BarsFileWriter
 from pitwall_executor.datalake.generate import GENERATOR_VERSION, generate_month_chunks
+from pitwall_executor.datalake.objectstore import fsync_dir, sha256_file
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
 
 __all__ = [
@@ -64,23 +64,6 @@ def _temp_file(directory: Path, suffix: str) -> Iterator[tuple[Path, IO[bytes]]]
 def _sync(fh: IO[bytes]) -> None:
     fh.flush()
     os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes a rename or link durable: the directory entry itself must reach the disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _suggest(name: str, choices: Sequence[str]) -> str:
@@ -180,10 +163,10 @@ class Catalog:
                 writer.add(frame)
             stats = writer.close()
             _sync(fh)
-            sha = _sha256(tmp)
+            sha = sha256_file(tmp)
             final = data_dir / f"{sha}.parquet"
             os.replace(tmp, final)  # same name means same bytes, so replacing is harmless
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
         assert stats.min_ts is not None and stats.max_ts is not None
         return FileEntry(
             path=f"data/{final.name}",
@@ -243,7 +226,7 @@ class Catalog:
                     f"{snapshot.label} was committed by another writer; read the latest "
                     "version and retry"
                 ) from None
-        _fsync_dir(versions_dir)
+        fsync_dir(versions_dir)
         return snapshot
 
 

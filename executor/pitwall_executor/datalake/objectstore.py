@@ -127,7 +127,8 @@ def mismatch(what: str, expected: str, actual: str) -> ChecksumMismatchError:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` durable (the entry itself reaches the disk)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -193,7 +194,7 @@ class LocalObjectStore:
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return actual
 
     def exists(self, key: str) -> bool:
