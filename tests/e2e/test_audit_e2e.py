@@ -9,17 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-
-from pitwall_executor.cli import main
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 from audit_strategies import LEAKY  # noqa: E402
 
 SMA = ROOT / "examples" / "sma_crossover.py"
-SYMBOLS = ["AAPL", "MSFT", "AMZN"]
 ARGS = ["--symbols", ",".join(SYMBOLS), "--start", "2024-03-04", "--end", "2024-03-08"]
 
 RANDOM_AND_CLOCK = """import datetime, random, time
@@ -38,16 +34,7 @@ def s(bars):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pitwall")
-    root.chmod(0o755)
-    generate_dataset(Catalog(root / "lake"), "sample", symbols=SYMBOLS, start=dt.date(2024, 3, 1),
-                     end=dt.date(2024, 3, 15), seed=11)
-    return root
-
-
-def pitwall(data_dir: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["--data-dir", str(data_dir), *args],
-                              catch_exceptions=False)
+    return sample_data_dir(tmp_path_factory, end=dt.date(2024, 3, 15))
 
 
 def run_json(data_dir: Path, strategy: Path, *extra: str) -> dict[str, object]:

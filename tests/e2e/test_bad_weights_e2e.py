@@ -10,22 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
 
-from pitwall_executor.cli import main
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset
-
-SYMBOLS = ["AAPL", "MSFT", "AMZN"]
 ARGS = ["--symbols", ",".join(SYMBOLS), "--start", "2024-03-04", "--end", "2024-03-08"]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pitwall")
-    root.chmod(0o755)
-    generate_dataset(Catalog(root / "lake"), "sample", symbols=SYMBOLS, start=dt.date(2024, 3, 1),
-                     end=dt.date(2024, 3, 15), seed=11)
-    return root
+    return sample_data_dir(tmp_path_factory, end=dt.date(2024, 3, 15))
 
 
 BAD_WEIGHTS = {
@@ -51,8 +43,7 @@ def test_bad_weights_fail_the_job_naming_the_first_bad_row(data_dir: Path, tmp_p
               f"    return bars.select('ts', 'symbol', {expr})\n")
     path = tmp_path / "strategy.py"
     path.write_text(source)
-    res = CliRunner().invoke(main, ["--data-dir", str(data_dir), "run", str(path), *ARGS,
-                                    "--json"], catch_exceptions=False)
+    res = pitwall(data_dir, "run", str(path), *ARGS, "--json")
     view = json.loads(res.output)
     assert view["status"] == "FAILED" and view["metrics"] is None
     assert str(view["reason"]).startswith("invalid strategy output: ")

@@ -11,32 +11,20 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner, Result
+from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
 
 from pitwall.models import JobStatus
-from pitwall_executor.cli import main
 from pitwall_executor.config import load_config
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.store import MetadataStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SMA = ROOT / "examples" / "sma_crossover.py"
-SYMBOLS = ["AAPL", "MSFT", "AMZN"]
 ARGS = ["--symbols", ",".join(SYMBOLS), "--start", "2024-03-04", "--end", "2024-03-15"]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pitwall")
-    root.chmod(0o755)
-    generate_dataset(Catalog(root / "lake"), "sample", symbols=SYMBOLS, start=dt.date(2024, 3, 1),
-                     end=dt.date(2024, 3, 29), seed=11)
-    return root
-
-
-def pitwall(data_dir: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["--data-dir", str(data_dir), *args],
-                              catch_exceptions=False)
+    return sample_data_dir(tmp_path_factory, end=dt.date(2024, 3, 29))
 
 
 def job_rows(data_dir: Path) -> int:
