@@ -81,6 +81,14 @@ class RedisServer:
             self.proc.wait()
             self.proc = None
 
+    def run_id(self) -> str:
+        """The server's run id: a new one after every start."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            return str(client.info("server")["run_id"])
+        finally:
+            client.close()
+
     def restart(self) -> None:
         self.kill()
         self.start()
