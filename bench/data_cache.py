@@ -8,7 +8,8 @@ them with :func:`push_dataset`, then times :func:`load_bars` through :class:`Lak
 * ``xsec``: the cross-section, 500 symbols × one month (one file).
 
 Cold = cache emptied before each run (the S3 client stays connected, as in a worker);
-warm = the files are cached. Median of N; prints the ratios. The peer for the warm
+warm = the files are cached. Cold and warm runs alternate (so both see the same load on a
+shared box); prints the medians and the median of the per-pair ratios. The peer for the warm
 one-symbol read is ``pyarrow.parquet`` reading only that symbol's row groups of the same
 cached files (exactly the needed bytes). Run: ``.venv/bin/python bench/data_cache.py [N]``.
 """
@@ -97,6 +98,25 @@ def needed_bytes(paths: list[Path], symbol: str) -> int:
     return total
 
 
+def paired(first: Callable[[], object], second: Callable[[], object], n: int,
+           before_first: Callable[[], object] | None = None
+           ) -> tuple[float, float, float]:
+    """Run ``first`` and ``second`` alternately ``n`` times (the box is shared, so both
+    see the same load); return their medians and the median of the per-pair ratios."""
+    a, b = [], []
+    for _ in range(n):
+        if before_first is not None:
+            before_first()
+        start = time.perf_counter()
+        first()
+        a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        second()
+        b.append(time.perf_counter() - start)
+    ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
+    return statistics.median(a), statistics.median(b), ratio
+
+
 def case(name: str, lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbols: list[str],
          span: tuple[dt.date, dt.date], n: int) -> tuple[float, float]:
     assert lake.cache is not None
@@ -107,17 +127,18 @@ def case(name: str, lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbols: 
         lake.release()
 
     read()  # first touch: imports, connections
-    cold = median_s(read, n, before=cache.evict_all)
-    warm = median_s(read, n)
+    # Each pair: empty the cache, read cold (from S3), then read the same again warm.
+    cold, warm, ratio = paired(read, read, n, before_first=cache.evict_all)
     files = validate_request(snap, symbols, *span)
     mib = sum(f.size for f in files) / 2**20
     print(f"{name:<34} {len(files):>3} files {mib:7.1f} MiB   cold {cold * 1e3:8.1f} ms   "
-          f"warm {warm * 1e3:7.1f} ms   cold/warm {cold / warm:6.1f}x (target >= 10x)")
+          f"warm {warm * 1e3:7.1f} ms   cold/warm {ratio:6.1f}x (median of {n} pairs; "
+          "target >= 10x)", flush=True)
     return cold, warm
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         proc, endpoint = start_moto(work)
@@ -155,18 +176,26 @@ def warm_vs_pyarrow(lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbol: s
     files = validate_request(snap, [symbol], *YEAR)
     paths = lake.local_paths(snap.dataset, files)
     lake.release()
-    n = max(n, 21)  # millisecond timings: more samples
-    pitwall = median_s(lambda: (load_bars(catalog, snap, [symbol], *YEAR, lake=lake),
-                                lake.release()), n)
-    lookup = median_s(lambda: (lake.local_paths(snap.dataset, files), lake.release()), n)
-    peer = median_s(lambda: pyarrow_exact(paths, symbol), n)
+    n = max(n, 41)  # millisecond timings: more samples
+
+    def read() -> None:
+        load_bars(catalog, snap, [symbol], *YEAR, lake=lake)
+        lake.release()
+
+    def lookup_only() -> None:
+        lake.local_paths(snap.dataset, files)
+        lake.release()
+
+    pitwall, peer, ratio = paired(read, lambda: pyarrow_exact(paths, symbol), n)
+    lookup = median_s(lookup_only, n)
     rows = pyarrow_exact(paths, symbol).num_rows
     need = needed_bytes(paths, symbol)
     total = sum(p.stat().st_size for p in paths)
     print(f"warm one symbol x one year: {rows:,} rows; load_bars {pitwall * 1e3:.1f} ms "
           f"(target <= 15 ms), of which cache lookup {lookup * 1e3:.2f} ms; pyarrow reading "
           f"exactly its row groups ({need / 2**20:.2f} of {total / 2**20:.2f} MiB) "
-          f"{peer * 1e3:.1f} ms; ratio {pitwall / peer:.2f}x (target <= 1.5x)")
+          f"{peer * 1e3:.1f} ms; ratio {ratio:.2f}x (median of {n} pairs; target <= 1.5x); "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

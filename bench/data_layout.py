@@ -5,11 +5,16 @@ Three layouts of the same generated bars (see ``bench/layout_data.py``), two pat
 - (a) few symbols, the whole span (1 symbol all columns; 5 symbols, close+volume);
 - (b) the whole cross-section (520 symbols), one day and one month, all columns.
 
-For each layout and query: the Polars read (the path ``load_bars`` takes: prune files from
-metadata, then ``scan_parquet`` with predicate + projection pushdown), rows/s, and what a
-remote reader would fetch: bytes, files and ranged requests, counted by reading the same
-row groups and columns through a counting file wrapper with ``pyarrow.parquet``. DuckDB
-reads the same files side by side; the ratio Pitwall/DuckDB is printed per query.
+For each layout and query: the read time (``ym_sorted``: Pitwall's ``load_bars``, which
+reads exactly the symbols' column chunks via the snapshot's chunk index, no footer; the
+others: a Polars ``scan_parquet`` with predicate + projection pushdown), rows/s, and what a
+remote reader fetches: bytes, files and ranged requests. For ``ym_sorted`` they are counted
+along the path ``load_bars`` takes: the ranged reader (``planner.read_indexed``), or for a
+one-day cross-section a footer-reading scan; the row under it counts the other path. For
+the other layouts, by reading the same row groups and columns through a counting file
+wrapper with ``pyarrow.parquet``. "read/ideal" = bytes
+fetched / compressed bytes of exactly the requested rows and columns. DuckDB reads the same
+files side by side; the ratio Pitwall/DuckDB is printed per query.
 
     .venv/bin/python bench/data_layout.py                 # 100M rows (written once, ~6 min)
     .venv/bin/python bench/data_layout.py --rows 5000000  # a quick run
@@ -25,6 +30,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +40,10 @@ import pyarrow.parquet as pq
 
 from layout_data import bucket_of, ensure
 from pitwall_executor.datalake import Catalog
+from pitwall_executor.datalake.chunk_index import NAMES
 from pitwall_executor.datalake.market_calendar import trading_days
-from pitwall_executor.datalake.planner import load_bars, plan
+from pitwall_executor.datalake.planner import load_bars, plan, read_indexed, uses_index
+from pitwall_executor.datalake.snapshot import FileEntry
 
 ALL = ["open", "high", "low", "close", "volume"]
 
@@ -119,6 +127,38 @@ def remote_bytes(paths: Sequence[Path], q: Query, lo: dt.datetime, hi: dt.dateti
                            for g in groups for c in idx)
     ideal = chunk_bytes * matched / max(read_rows, 1)  # bytes of the requested rows/columns
     return {**tally, "ideal": ideal, "rows": matched}
+
+
+def indexed_bytes(entries: Sequence[FileEntry], paths: Sequence[Path], q: Query,
+                  lo: dt.datetime, hi: dt.datetime) -> dict[str, float]:
+    """Bytes and requests of Pitwall's ranged read (chunk index, no footer) of ``q``."""
+    tally = {"files": 0, "bytes": 0, "requests": 0}
+
+    def counting(path: Path) -> Callable[[Sequence[tuple[int, int]]], list[bytes]]:
+        def fetch(ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+            tally["files"] += 1
+            with path.open("rb") as fh:
+                out = []
+                for start, end in ranges:
+                    fh.seek(start)
+                    out.append(fh.read(end - start))
+                    tally["requests"] += 1
+                    tally["bytes"] += end - start
+            return out
+        return fetch
+
+    cols = ["ts", "symbol", *q.columns]
+    frame = read_indexed(entries, [counting(p) for p in paths], q.symbols, lo, hi, cols)
+    wanted, read_rows, chunk_bytes = set(q.symbols), 0, 0
+    idx = [NAMES.index(c) for c in cols]
+    for entry in entries:
+        index = entry.index
+        assert index is not None
+        for g in entry.row_groups_for(wanted.intersection(entry.symbols)):
+            read_rows += index.rows[g]
+            chunk_bytes += sum(index.chunk(g, c)[1] - index.chunk(g, c)[0] for c in idx)
+    ideal = chunk_bytes * frame.height / max(read_rows, 1)
+    return {**tally, "ideal": ideal, "rows": frame.height}
 
 
 def _bounds(q: Query) -> tuple[dt.datetime, dt.datetime]:
@@ -213,6 +253,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/pitwall-layout-bench"))
+    parser.add_argument("--layouts", default="ym_symbol,ym_sorted,bucket_year",
+                        help="comma-separated subset to time")
     args = parser.parse_args()
     out = ensure(args.rows, args.scratch)
     meta = json.loads((out / "meta.json").read_text())
@@ -225,15 +267,29 @@ def main() -> None:
     print(head)
     for q in queries(meta):
         lo, hi = _bounds(q)
-        for layout in ("ym_symbol", "ym_sorted", "bucket_year"):
+        for layout in args.layouts.split(","):
             paths = layouts.files(layout, q)
             secs = _median(_reader(layouts, layout, paths, q), args.repeat)
-            duck = _median(lambda p=paths, q=q: duckdb_read(con, p, q), args.repeat)
-            io_ = remote_bytes(paths, q, lo, hi)
+            duck = _median(partial(duckdb_read, con, paths, q), args.repeat)
+            indexed = False
+            if layout == "ym_sorted":
+                entries = plan(layouts.snapshot, q.symbols, q.start, q.end)
+                indexed = uses_index(entries, q.symbols, lo, hi)  # what load_bars does
+            if indexed:
+                io_ = indexed_bytes(entries, paths, q, lo, hi)
+            else:
+                io_ = remote_bytes(paths, q, lo, hi)
             print(f"{q.name:<34} {layout:<12} {secs * 1e3:8.1f} {io_['rows'] / secs / 1e6:8.1f} "
                   f"{io_['files']:6.0f} {io_['requests']:6.0f} {io_['bytes'] / 1e6:8.2f} "
                   f"{io_['bytes'] / max(io_['ideal'], 1):10.2f} {duck * 1e3:9.1f} "
                   f"{secs / duck:7.2f}", flush=True)
+            if layout == "ym_sorted":  # the same files read the other way, for comparison
+                io_ = (remote_bytes(paths, q, lo, hi) if indexed
+                       else indexed_bytes(entries, paths, q, lo, hi))
+                alt = "(footer)" if indexed else "(index)"
+                print(f"{'':<34} {alt:<12} {'':>8} {'':>8} {io_['files']:6.0f} "
+                      f"{io_['requests']:6.0f} {io_['bytes'] / 1e6:8.2f} "
+                      f"{io_['bytes'] / max(io_['ideal'], 1):10.2f}", flush=True)
 
 
 if __name__ == "__main__":

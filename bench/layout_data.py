@@ -1,7 +1,7 @@
 """Scratch data for bench/data_layout.py: one generated stream written in three layouts.
 
-Written once under ``/tmp/pitwall-layout-bench/<rows>/`` and reused (a ``.complete`` marker
-says the write finished). Memory is bounded by one month of 256 symbols.
+Written once under ``/tmp/pitwall-layout-bench/<rows>-<DATA_VERSION>/`` and reused (a
+``.complete`` marker says the write finished). Memory is bounded by one month of 256 symbols.
 
 Layouts:
 
@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pitwall_executor.datalake import Catalog, sample_symbols
+from pitwall_executor.datalake.bars_file import WRITER_OPTIONS
 from pitwall_executor.datalake.generate import generate_month_chunks
 from pitwall_executor.datalake.market_calendar import SESSION_MINUTES, trading_days
 
@@ -35,6 +36,7 @@ N_SYMBOLS = 520
 BUCKETS = 16
 FIRST_DAY = dt.date(2023, 1, 1)
 SEED = 11
+DATA_VERSION = "v2"  # bump when the writer changes (v2: chunk index, delta-encoded ts)
 
 
 def bucket_of(symbol: str) -> int:
@@ -67,7 +69,7 @@ class _BucketWriters:
         if b not in self.writers:
             path = self.root / f"bucket={b:02d}" / f"{year}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.writers[b] = pq.ParquetWriter(path, table.schema, compression="zstd")
+            self.writers[b] = pq.ParquetWriter(path, table.schema, **WRITER_OPTIONS)
             self.manifest.append({"path": str(path.relative_to(self.root)), "bucket": b,
                                   "year": year})
         self.writers[b].write_table(table, row_group_size=table.num_rows)
@@ -92,7 +94,7 @@ def _tee(chunks: Iterator[pl.DataFrame], out: Path, buckets: _BucketWriters,
             offset += n
             path = out / "ym_symbol" / f"{year}" / f"{month:02d}" / f"{symbol}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(part, path, compression="zstd")
+            pq.write_table(part, path, **WRITER_OPTIONS)  # same encodings in every layout
             manifest.append({"path": str(path.relative_to(out / "ym_symbol")), "symbol": symbol,
                              "year": year, "month": month})
             buckets.write(year, symbol, part)
@@ -102,7 +104,7 @@ def _tee(chunks: Iterator[pl.DataFrame], out: Path, buckets: _BucketWriters,
 
 def ensure(rows: int, scratch: Path) -> Path:
     """The scratch dir holding ``rows``+ bars in every layout, written if missing."""
-    out = scratch / str(rows)
+    out = scratch / f"{rows}-{DATA_VERSION}"
     if (out / ".complete").exists():
         return out
     if out.exists():

@@ -62,7 +62,7 @@ class MetricsHandler(ApiHandler):
         except Exception:  # the scrape must still answer; pitwall_db_up says why gauges vanished
             counts = None
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.ctx.metrics.render(counts))
+        self.finish(self.ctx.metrics.render(counts, self.ctx.stack.lake))
 
 
 class OpenApiHandler(ApiHandler):

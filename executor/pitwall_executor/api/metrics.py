@@ -1,7 +1,10 @@
 """Prometheus metrics of the API: requests by route and status, latency, jobs by status.
 
 A few dozen lines of text format rather than a dependency: the API has one process
-and three metric families.
+and three metric families. With an ``s3://`` lake the worker cache's counters follow (hit
+ratio, bytes saved, evictions, ...): every worker process on the host adds to them in
+``<data_dir>/cache/stats.bin`` (``FileCache``), which the API reads at each scrape, so
+they are right in split mode as well (API and workers sharing the data dir).
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pitwall_executor.datalake.lake_files import LakeFiles
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -38,8 +45,13 @@ class ApiMetrics:
             self._requests[(route, method, status)] += 1
             self._latency[(route, method)].observe(seconds)
 
-    def render(self, jobs_by_status: dict[str, int] | None) -> str:
-        """The Prometheus text exposition of everything measured so far."""
+    def render(self, jobs_by_status: dict[str, int] | None,
+               lake: LakeFiles | None = None) -> str:
+        """The Prometheus text exposition of everything measured so far.
+
+        ``lake``: the stack's lake; when it reads through the worker cache, the cache's
+        counters (shared by all its processes) are appended.
+        """
         out = ["# HELP pitwall_http_requests_total API requests by route, method and status.",
                "# TYPE pitwall_http_requests_total counter"]
         with self._lock:
@@ -65,4 +77,7 @@ class ApiMetrics:
                     "# TYPE pitwall_jobs gauge"]
             for name in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
                 out.append(f'pitwall_jobs{{status="{name}"}} {jobs_by_status.get(name, 0)}')
-        return "\n".join(out) + "\n"
+        text = "\n".join(out) + "\n"
+        if lake is not None and lake.cache is not None:
+            text += lake.cache.metrics_text()
+        return text

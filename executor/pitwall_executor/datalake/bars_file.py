@@ -6,6 +6,13 @@ one symbol per group for minute bars (~8k rows a month), several small symbols p
 together for sparse data (daily bars), so a symbol's min/max statistics prune groups and a
 reader fetches about exactly the bytes it needs. Frames arrive one after another (a month
 in symbol chunks), so 100M-row datasets stream through a bounded heap.
+
+Encodings (measured on a 520-symbol month, decision 0002): ``ts`` and ``volume`` delta-encoded
+without a dictionary (a month of 1-minute ``ts`` shrinks from 68 KB to 0.4 KB a symbol; the
+file from 83 to 47 MB), prices dictionary-encoded; statistics only on ``ts`` and ``symbol``
+(the only columns anything prunes on; footer 418 -> 300 KB); page CRCs on, so a ranged
+reader can check what it fetched. The byte offset of every column chunk is recorded
+(:class:`~pitwall_executor.datalake.chunk_index.ChunkIndex`) so readers skip the footer.
 """
 
 from __future__ import annotations
@@ -19,10 +26,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pitwall.errors import DataError
+from pitwall_executor.datalake.chunk_index import ChunkIndex
 from pitwall_executor.datalake.generate import BARS_SCHEMA
 
 MIN_ROW_GROUP_ROWS = 4_096  # below this, per-group overhead outweighs finer pruning
 MAX_ROW_GROUP_ROWS = 1 << 20
+WRITER_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "write_statistics": ["ts", "symbol"],
+    "use_dictionary": ["symbol", "open", "high", "low", "close"],
+    "column_encoding": {"ts": "DELTA_BINARY_PACKED", "volume": "DELTA_BINARY_PACKED"},
+    "write_page_checksum": True,
+}
 
 
 @dataclasses.dataclass
@@ -36,6 +51,7 @@ class FileStats:
     days: set[dt.date] = dataclasses.field(default_factory=set)
     row_group_symbols: list[str] = dataclasses.field(default_factory=list)  # first of each
     row_group_continues: list[int] = dataclasses.field(default_factory=list)  # start mid-symbol
+    chunk_index: ChunkIndex | None = None  # set by close()
 
 
 def check_sorted(frame: pl.DataFrame) -> None:
@@ -51,7 +67,7 @@ def check_sorted(frame: pl.DataFrame) -> None:
 
 
 class BarsFileWriter:
-    """Appends sorted bar frames to one Parquet file (zstd, statistics on).
+    """Appends sorted bar frames to one Parquet file (:data:`WRITER_OPTIONS`).
 
     Each frame must be sorted by ``(symbol, ts)`` and start after the previous one ends.
     """
@@ -109,9 +125,7 @@ class BarsFileWriter:
             return
         table = pa.concat_tables(self._pending).combine_chunks()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(
-                self._sink, table.schema, compression="zstd", write_statistics=True
-            )
+            self._writer = pq.ParquetWriter(self._sink, table.schema, **WRITER_OPTIONS)
         for start in range(0, table.num_rows, MAX_ROW_GROUP_ROWS):
             part = table.slice(start, MAX_ROW_GROUP_ROWS)
             self._writer.write_table(part, row_group_size=part.num_rows)
@@ -128,4 +142,5 @@ class BarsFileWriter:
         if self._writer is None:
             raise DataError("refusing to write an empty file; skip months without bars")
         self._writer.close()
+        self.stats.chunk_index = ChunkIndex.from_metadata(self._writer.writer.metadata)
         return self.stats

@@ -23,6 +23,7 @@ import fcntl
 import os
 import re
 import struct
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class FileCache:
         self._data.mkdir(parents=True, exist_ok=True)
         self._locks.mkdir(parents=True, exist_ok=True)
         self._stats = self.root / "stats.bin"
+        self._batch = threading.local()  # counter deltas of a counting_batch(), per thread
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -317,7 +319,33 @@ class FileCache:
 
     # -- metrics -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def counting_batch(self) -> Iterator[None]:
+        """Add up this thread's counter updates and write them once, at the end.
+
+        A job's warm lookups (one per file) then cost one locked write of ``stats.bin``
+        rather than one each. Nested batches join the outer one.
+        """
+        if getattr(self._batch, "deltas", None) is not None:
+            yield
+            return
+        self._batch.deltas = {}
+        try:
+            yield
+        finally:
+            deltas, self._batch.deltas = self._batch.deltas, None
+            if deltas:
+                self._write_counts(deltas)
+
     def _count(self, **deltas: int) -> None:
+        pending: dict[str, int] | None = getattr(self._batch, "deltas", None)
+        if pending is None:
+            self._write_counts(deltas)
+            return
+        for name, delta in deltas.items():
+            pending[name] = pending.get(name, 0) + delta
+
+    def _write_counts(self, deltas: dict[str, int]) -> None:
         with self._locked("stats.lock"):
             fd = os.open(self._stats, os.O_RDWR | os.O_CREAT, 0o644)
             try:

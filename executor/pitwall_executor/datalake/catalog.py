@@ -179,6 +179,7 @@ class Catalog:
             days=tuple(sorted(stats.days)),
             row_group_symbols=tuple(stats.row_group_symbols),
             row_group_continues=tuple(stats.row_group_continues),
+            chunk_index=stats.chunk_index.encode() if stats.chunk_index is not None else "",
         )
 
     def commit(

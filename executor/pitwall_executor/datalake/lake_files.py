@@ -85,7 +85,8 @@ class LakeFiles:
         unique = list({e.sha256: e for e in entries}.values())
         self.cache.check_fits(sum(e.size for e in unique),
                               f"this job's data ({dataset}, {len(unique)} files)")
-        pins = self._acquire_all(dataset, unique)
+        with self.cache.counting_batch():
+            pins = self._acquire_all(dataset, unique)
         with self._lock:
             self._pins = pins
         by_hash = {e.sha256: p.path for e, p in zip(unique, pins, strict=True)}

@@ -11,12 +11,15 @@ import dataclasses
 import datetime as dt
 import difflib
 import itertools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from pitwall.errors import EmptyRangeError, UnknownSymbolError
+from pitwall_executor.datalake.chunk_index import Fetch, GroupRead, read_groups
 from pitwall_executor.datalake.generate import BARS_SCHEMA
 
 if TYPE_CHECKING:
@@ -180,8 +183,10 @@ def load_bars(
 ) -> pl.DataFrame:
     """Bars of ``symbols`` from ``start`` to ``end`` (UTC dates, inclusive) of ``snapshot``.
 
-    Reads only the planned files, pushing the column selection and the symbol and time
-    filters down into the Parquet scan.
+    Reads only the planned files: with chunk indexes (every file written since they exist),
+    exactly the column chunks of the symbols' row groups and no footer
+    (:func:`read_indexed`); otherwise a Polars scan with the column selection and the
+    symbol and time filters pushed down.
 
     Parameters
     ----------
@@ -204,14 +209,110 @@ def load_bars(
     lo, hi = _utc_bounds(start, end)
     paths = (lake.local_paths(snapshot.dataset, files) if lake is not None
              else [catalog.file_path(snapshot.dataset, f) for f in files])
-    scan = scan_bars(paths, symbols, lo, hi, wanted)
+    if uses_index(files, symbols, lo, hi):
+        frame = read_indexed(files, [_file_fetch(p) for p in paths], symbols, lo, hi, wanted)
+    else:  # files written before chunk indexes: Polars reads their footers
+        frame = _scan_sorted(files, scan_bars(paths, symbols, lo, hi, wanted))
+    if frame.is_empty():
+        # Metadata is per file; a symbol may still lack bars on the requested days.
+        raise _empty_range(snapshot, start, end)
+    schema = pl.Schema({c: BARS_SCHEMA[c] for c in wanted})
+    return frame if frame.schema == schema else frame.cast(schema)
+
+
+def uses_index(files: Sequence[FileEntry], symbols: Sequence[str], lo: dt.datetime,
+                  hi: dt.datetime) -> bool:
+    """Whether to read by chunk index rather than with a Polars scan.
+
+    The index reads whole row groups (symbol-months) and skips footers: a win unless the
+    request takes most of a file's groups and then only a slice of its days (a one-day
+    cross-section), where the scan's late materialization (decode the other columns only
+    for rows passing the ``ts`` filter) decodes far less. Files without an index: scan.
+    """
+    wanted = set(symbols)
+    for f in files:
+        if not f.chunk_index:
+            return False
+        if (f.min_ts < lo or f.max_ts >= hi) and 2 * len(
+                f.row_groups_for(wanted.intersection(f.symbols))) > len(f.row_group_symbols):
+            return False
+    return True
+
+
+def _file_fetch(path: Path | str) -> Fetch:
+    """Ranged reads of a local file (one open, one pread per range)."""
+    def fetch(ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return [os.pread(fd, end - start, start) for start, end in ranges]
+        finally:
+            os.close(fd)
+    return fetch
+
+
+def read_indexed(
+    files: Sequence[FileEntry],
+    fetches: Sequence[Fetch],
+    symbols: Sequence[str],
+    lo: dt.datetime,
+    hi: dt.datetime,
+    columns: Sequence[str],
+    *,
+    verify_pages: bool = False,
+) -> pl.DataFrame:
+    """Bars of ``symbols`` in ``[lo, hi)`` from files with chunk indexes, sorted (symbol, ts).
+
+    Reads exactly the column chunks of the row groups holding the symbols (one ranged read
+    per run of adjacent chunks through ``fetches``, one per file) and no footer. Groups
+    holding one symbol each are laid out symbol by symbol, file by file, so the result
+    needs neither a symbol filter nor a sort; packed groups (daily bars) are filtered and
+    sorted.
+    """
+    wanted = set(symbols)
+    picks: list[tuple[str, int, int]] = []  # (first symbol, file position, group)
+    reads: list[GroupRead] = []
+    single = True
+    for i, entry in enumerate(files):
+        index = entry.index
+        assert index is not None
+        groups = entry.row_groups_for(wanted.intersection(entry.symbols))
+        single = single and entry.single_symbol_groups(groups)
+        picks += [(entry.row_group_symbols[g], len(reads), g) for g in groups]
+        reads.append(GroupRead(index, groups, fetches[i]))
+    ordered = _time_ordered(files)
+    if single and ordered:
+        picks.sort()  # symbol by symbol, file by file: already sorted by (symbol, ts)
+    if not picks:
+        return pl.DataFrame(schema={c: BARS_SCHEMA[c] for c in columns})
+    # A one-symbol group's symbol column is known from the index: build it rather than
+    # decode ~100k dictionary-encoded strings (the costliest column to read).
+    decoded = [c for c in columns if c != "symbol"] if single else list(columns)
+    table = read_groups(reads, decoded, order=[(i, g) for _s, i, g in picks],
+                        verify_pages=verify_pages)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if single:
+        counts = [reads[i].index.rows[g] for _s, i, g in picks]
+        which = np.repeat(np.arange(len(picks), dtype=np.int32), counts)
+        names = pl.Series("symbol", [s for s, _i, _g in picks], pl.String)
+        frame = frame.insert_column(1, names.gather(which)).select(columns)
+    conditions = []
+    if any(f.min_ts < lo or f.max_ts >= hi for f in files):
+        conditions += [pl.col("ts") >= lo, pl.col("ts") < hi]
+    if not single:
+        conditions.append(pl.col("symbol").is_in(list(wanted)))
+    if conditions:
+        frame = frame.filter(*conditions)
+    if single and ordered:
+        return frame
+    return frame.sort("symbol", maintain_order=True) if ordered else frame.sort("symbol", "ts")
+
+
+def _scan_sorted(files: Sequence[FileEntry], scan: pl.LazyFrame) -> pl.DataFrame:
     if _time_ordered(files):
         # Each file is sorted (symbol, ts) and the files follow each other in time, so a
         # stable sort by symbol alone yields (symbol, ts): about 3x cheaper than a full sort.
         frame = scan.sort("symbol", maintain_order=True).collect()
     else:
         frame = scan.sort("symbol", "ts").collect()
-    if frame.is_empty():
-        # Metadata is per file; a symbol may still lack bars on the requested days.
-        raise _empty_range(snapshot, start, end)
-    return frame.cast({c: BARS_SCHEMA[c] for c in wanted})
+    return frame

@@ -14,8 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from pitwall.errors import DataError
+from pitwall_executor.datalake.chunk_index import ChunkIndex
 
-_FORMAT = 1  # of the snapshot JSON; bump on an incompatible change
+# Of the snapshot JSON; bump on an incompatible change. Additions are optional keys that
+# older snapshots lack (row_group_symbols, row_group_continues, chunk_index), so every
+# format-1 snapshot stays readable; an entry without a chunk index is read via its footer.
+_FORMAT = 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_index(text: str) -> ChunkIndex:
+    return ChunkIndex.decode(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,35 @@ class FileEntry:
     # can name the row groups a request needs without opening the file. Empty if unknown.
     row_group_symbols: tuple[str, ...] = ()
     row_group_continues: tuple[int, ...] = ()  # groups that begin mid-symbol (rare)
+    # Byte offsets of every column chunk (ChunkIndex.encode), so a reader fetches exactly
+    # the chunks it needs without reading the footer. Empty for files written before it.
+    chunk_index: str = dataclasses.field(default="", repr=False)
+
+    @property
+    def index(self) -> ChunkIndex | None:
+        """The decoded chunk index (cached per process), or None if the entry lacks one."""
+        if not self.chunk_index:
+            return None
+        index = _decode_index(self.chunk_index)
+        if index.n_groups != len(self.row_group_symbols):
+            raise DataError(f"file {self.path}: chunk index and row-group index disagree")
+        return index
+
+    def single_symbol_groups(self, groups: list[int]) -> bool:
+        """Whether each of ``groups`` holds exactly one symbol (needs no symbol filter)."""
+        firsts, syms = self.row_group_symbols, self.symbols
+        position = {s: i for i, s in enumerate(syms)} if len(groups) > 8 else None
+        for g in groups:
+            a = position[firsts[g]] if position else syms.index(firsts[g])
+            if g + 1 < len(firsts):
+                b = position[firsts[g + 1]] if position else syms.index(firsts[g + 1])
+                # the next group may begin with this group's last symbol, spilling over
+                b += (g + 1) in self.row_group_continues
+            else:
+                b = len(syms)
+            if b - a != 1:
+                return False
+        return True
 
     def row_groups_for(self, symbols: frozenset[str] | set[str]) -> list[int]:
         """Indices of the row groups that may hold any of ``symbols`` (all if unknown)."""
@@ -66,6 +104,7 @@ class FileEntry:
                else {}),
             **({"row_group_continues": list(self.row_group_continues)}
                if self.row_group_continues else {}),
+            **({"chunk_index": self.chunk_index} if self.chunk_index else {}),
         }
 
     @classmethod
@@ -82,6 +121,7 @@ class FileEntry:
             days=tuple(dt.date.fromisoformat(d) for d in data["days"]),
             row_group_symbols=tuple(data.get("row_group_symbols", ())),
             row_group_continues=tuple(data.get("row_group_continues", ())),
+            chunk_index=str(data.get("chunk_index", "")),
         )
 
 
