@@ -1,14 +1,21 @@
 """Start-up cost of the gVisor sandbox, against bare Python on the host (DESIGN.md §5).
 
 Measures, median of N runs, from "start" to "strategy code running": the time until the
-first byte the child writes (a marker it prints as its first statement), for
-``python -c`` and for the runner's imports (``pitwall`` → polars, numpy), on the host
-(plain subprocess) and in gVisor (``GVisorBackend``). Run:
-``.venv/bin/python bench/sandbox_start.py [N]``.
+first byte the child writes (a marker it prints as its first statement), for a shell
+(the sandbox's own boot), ``python -c`` and the runner's imports (``pitwall`` → polars,
+numpy), on the host (plain subprocess) and in gVisor (``GVisorBackend``). Host and
+sandbox runs alternate (round robin) so a change of machine load hits both alike.
+
+Both sides get compiled bytecode: the sandbox its read-only ``PYTHONPYCACHEPREFIX`` tree
+(``sandbox/pycache.py``), the host a private prefix filled by the warm-up run (the
+venv itself is never written). One row shows the sandbox without bytecode, as before
+the tree existed. Run: ``.venv/bin/python bench/sandbox_start.py [N]``.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,10 +34,20 @@ BARE = "import os; os.write(2, b'up\\n')"
 IMPORTS = "import pitwall.runner, pitwall.strategy, numpy; import os; os.write(2, b'up\\n')"
 
 
+_HOST_PYCACHE = tempfile.mkdtemp(prefix="pitwall-bench-host-pyc-")
+atexit.register(shutil.rmtree, _HOST_PYCACHE, True)
+
+
+def host_env(**extra: str) -> dict[str, str]:
+    """The host side's environment: the same paths and bytecode policy as the sandbox's."""
+    return {"PYTHONPATH": SDK + ":" + _site_packages(), "PYTHONPYCACHEPREFIX": _HOST_PYCACHE,
+            "TZ": "UTC", **extra}
+
+
 def host(code: str) -> float:
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-S", "-c", code], stderr=subprocess.PIPE,
-                            env={"PYTHONPATH": SDK + ":" + _site_packages()})
+                            env=host_env())
     assert proc.stderr is not None
     proc.stderr.read(1)
     first = time.monotonic() - start
@@ -38,10 +55,27 @@ def host(code: str) -> float:
     return first
 
 
-def sandbox(backend: GVisorBackend, code: str) -> float:
-    out = backend.run(SandboxRequest("bench", (PYTHON, "-S", "-c", code), limits=Limits()))
+def host_shell() -> float:
+    start = time.monotonic()
+    proc = subprocess.Popen(["/bin/sh", "-c", "echo up >&2"], stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    proc.stderr.read(1)
+    first = time.monotonic() - start
+    proc.wait()
+    return first
+
+
+def sandbox(backend: GVisorBackend, code: str, env: dict[str, str] | None = None) -> float:
+    argv = ("/bin/sh", "-c", "echo up >&2") if code == SHELL else (PYTHON, "-S", "-c", code)
+    out = backend.run(SandboxRequest("bench", argv, env=env or {}, limits=Limits()))
     assert out.exit_code == 0 and out.start_s is not None, out
     return out.start_s
+
+
+SHELL = "<shell>"
+#: No bytecode tree (an empty value unsets it): the stdlib's own __pycache__ is used, and
+#: the venv (uv compiles nothing by default) is compiled from source in every job: before.
+NO_PYC = {"PYTHONPYCACHEPREFIX": ""}
 
 
 def _site_packages() -> str:
@@ -51,6 +85,18 @@ def _site_packages() -> str:
 def median(fn: Callable[[], float], n: int) -> float:
     fn()  # warm the page cache
     return statistics.median(fn() for _ in range(n))
+
+
+def interleaved(fns: dict[str, Callable[[], float]], n: int) -> dict[str, float]:
+    """Median of ``n`` runs of each, in rounds (one run of each per round) after a
+    warm-up round: host and sandbox see the same machine load."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(n + 1):
+        for name, fn in fns.items():
+            value = fn()
+            if i:
+                samples[name].append(value)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 
@@ -70,12 +116,26 @@ def s(bars):
     return bars.select("ts", "symbol", weight=pl.lit(0.0))
 """
 # The sandbox gets one CPU (--cpu-num-from-quota): give BLAS one thread on both sides.
-ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-# Pure-Python and NumPy work timed inside the process, so start-up is not in it.
-CPU = ("import time, numpy as np; t = time.perf_counter(); "
-       "x = sum(i * i for i in range(3_000_000)); "
-       "a = np.random.default_rng(0).random((300, 300)); [a @ a for _ in range(20)]; "
-       "import os; os.write(2, repr(time.perf_counter() - t).encode())")
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "POLARS_MAX_THREADS": "1"}
+# Pure-Python and NumPy work timed inside the process, so start-up is not in it: steady
+# state, the fastest of 5 repetitions after one warm-up (as ``timeit``: on a shared
+# machine the other repetitions measure the neighbours' load) (the first touches fresh pages and,
+# in gVisor, runs while the sandbox is still settling: its clock is not calibrated for
+# the first second, so every clock read is a system call then).
+CPU = """
+import os, time
+import numpy as np
+a = np.random.default_rng(0).random((300, 300))
+def work():
+    t = time.perf_counter()
+    sum(i * i for i in range(1_000_000))
+    for _ in range(10):
+        a @ a
+    return time.perf_counter() - t
+work()
+os.write(2, repr(min(work() for _ in range(5))).encode())
+"""
 
 
 def make_job(root: Path) -> Path:
@@ -103,7 +163,7 @@ def host_runner(job: Path) -> float:
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-S", "-m", "pitwall.runner", str(job)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            env={"PYTHONPATH": SDK + ":" + _site_packages(), "TZ": "UTC"})
+                            env=host_env())
     assert proc.stderr is not None
     proc.stderr.read(1)
     first = time.monotonic() - start
@@ -142,28 +202,31 @@ def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]
 
     def cpu_out() -> float:
         res = subprocess.run([sys.executable, "-S", "-c", CPU], capture_output=True, check=True,
-                             env={"PYTHONPATH": _site_packages(), **ONE_THREAD})
+                             env=host_env(**ONE_THREAD))
         return float(res.stderr)
 
     try:
-        rows = {HOST_RUNNER: median(lambda: host_runner(job), n), COLD: median(cold, n),
-                WARM: median(warm, n)}
+        rows = interleaved({HOST_RUNNER: lambda: host_runner(job), COLD: cold}, n)
+        rows[WARM] = median(warm, n)
     finally:
         pool.close()
-    rows[CPU_OUT] = median(cpu_out, n)
-    rows[CPU_IN] = median(cpu_in, n)
+    rows.update(interleaved({CPU_OUT: cpu_out, CPU_IN: cpu_in}, n))
     return rows
 
 
 def main(n: int = 7) -> None:
+    print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}")
     with tempfile.TemporaryDirectory(prefix="pitwall-bench-") as state:
         backend = GVisorBackend(Path(state))
-        rows = {
-            "host   python -c pass": median(lambda: host(BARE), n),
-            "gVisor python -c pass": median(lambda: sandbox(backend, BARE), n),
-            "host   runner imports (polars, numpy)": median(lambda: host(IMPORTS), n),
-            "gVisor runner imports (polars, numpy)": median(lambda: sandbox(backend, IMPORTS), n),
-        }
+        rows = interleaved({
+            "host   sh -c echo": host_shell,
+            "gVisor sh -c echo (the sandbox's own boot)": lambda: sandbox(backend, SHELL),
+            "host   python -c pass": lambda: host(BARE),
+            "gVisor python -c pass": lambda: sandbox(backend, BARE),
+            "host   runner imports (polars, numpy)": lambda: host(IMPORTS),
+            "gVisor runner imports (polars, numpy)": lambda: sandbox(backend, IMPORTS),
+            "gVisor runner imports, no bytecode": lambda: sandbox(backend, IMPORTS, NO_PYC),
+        }, n)
         rows.update(runner_rows(backend, Path(state), n))
     for name, seconds in rows.items():
         print(f"{name:48s} {seconds * 1000:8.1f} ms  (median of {n})")
@@ -172,12 +235,16 @@ def main(n: int = 7) -> None:
         "host   runner imports (polars, numpy)"]
     print(f"ratio gVisor / host, bare python:      {bare:5.1f}x")
     print(f"ratio gVisor / host, with the imports: {heavy:5.1f}x")
+    nopyc = (rows["gVisor runner imports, no bytecode"]
+             / rows["gVisor runner imports (polars, numpy)"])
+    print(f"gVisor imports without / with the bytecode tree: {nopyc:5.2f}x")
     cold = rows[COLD] / rows[HOST_RUNNER]
     print(f"ratio cold gVisor job / host job, to the first strategy line: {cold:5.2f}x"
           "  (target <= 2x, and <= 1.5 s)")
     print(f"warm pool, to the first strategy line: {rows[WARM] * 1000:.1f} ms  (target <= 150 ms)")
     print(f"ratio steady CPU-bound code, gVisor / host: {rows[CPU_IN] / rows[CPU_OUT]:5.2f}x"
           "  (target <= 1.1x)")
+    print(f"load after: {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
 if __name__ == "__main__":

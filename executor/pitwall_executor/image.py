@@ -5,8 +5,9 @@ reachable, so :func:`build_image` assembles an equivalent root file system from 
 this host already has: the interpreter (``sys.base_prefix``, stdlib without tests or
 site-packages), the pinned distributions of the project's ``.venv`` that the Dockerfile
 installs (and their dependencies), the SDK, the shared libraries all of it links to
-(``ldd``), and the skeleton of ``sandbox/oci.py``; it is written as one reproducible tar
-(sorted, root-owned, mtime 0) and loaded with ``docker import``. The layout is the
+(``ldd``), the compiled bytecode of every module (at ``/opt/pitwall/pycache``, as
+the backends mount it), and the skeleton of ``sandbox/oci.py``; it is written as one
+reproducible tar (sorted, root-owned, mtime 0) and loaded with ``docker import``. The layout is the
 gVisor backend's (``/opt/python``, ``/opt/pitwall/site-packages``, ``/opt/pitwall/sdk``)
 so the same runner command works in both.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import py_compile
 import re
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from pitwall_executor.sandbox import oci
+from pitwall_executor.sandbox import oci, pycache
 
 #: What the Dockerfile installs (pinned by uv.lock there); the offline build takes
 #: those present in this host's .venv and says which are missing.
@@ -118,6 +120,25 @@ def rootfs_entries(layout: oci.PythonLayout) -> tuple[dict[str, Path], list[str]
     return files, missing
 
 
+def bytecode(files: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Compile every module of the image into ``out`` as the sandbox's bytecode tree:
+    map of path-in-image (under ``oci.PYCACHE``, where ``PYTHONPYCACHEPREFIX`` points)
+    → compiled file. Unchecked-hash ``.pyc`` files: the image is immutable and its tar
+    entries' mtimes are normalised, so a timestamp check would reject every one."""
+    tree: dict[str, Path] = {}
+    for arc, source in files.items():
+        if not arc.endswith(".py"):
+            continue
+        cfile = pycache.cache_path(out, arc)
+        try:
+            py_compile.compile(str(source), cfile=str(cfile), dfile=arc, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except (py_compile.PyCompileError, OSError, ValueError):
+            continue  # fails the same way in a job
+        tree[f"{oci.PYCACHE}/{cfile.relative_to(out).as_posix()}"] = cfile
+    return tree
+
+
 def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -136,6 +157,7 @@ def write_rootfs(tar_path: Path, layout: oci.PythonLayout) -> list[str]:
         for path in sorted(skeleton.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(skeleton)), recursive=False,
                     filter=_normalise)
+        files = {**files, **bytecode(files, Path(tmp) / "pycache")}
         for arc in sorted(files):
             tar.add(files[arc], arcname=arc.lstrip("/"), recursive=False, filter=_normalise)
         ver = f"python{sys.version_info.major}.{sys.version_info.minor}"

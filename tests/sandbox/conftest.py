@@ -1,16 +1,18 @@
-"""Fixtures for the gVisor sandbox tests: a real runsc, never mocked, never skipped."""
+"""Fixtures for the sandbox tests: a real runsc and a real Docker engine (runtime runsc),
+never mocked, never skipped."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
+from sandbox_helpers import Backend, docker_leftovers, leftovers
 
+from pitwall_executor.sandbox.docker import DockerBackend
 from pitwall_executor.sandbox.gvisor import RUNSC, GVisorBackend
 
 
@@ -22,37 +24,41 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> GVisorBackend:
     return GVisorBackend(tmp_path_factory.mktemp("gvisor-state"))
 
 
-def leftovers(backend: GVisorBackend) -> list[str]:
-    """Everything a finished run could have left behind on the host."""
-    found: list[str] = []
-    state = str(backend.runsc_root.parent)
-    listing = subprocess.run(["runsc", "--root", str(backend.runsc_root), "list", "-quiet"],
-                             capture_output=True, text=True, check=True).stdout.split()
-    found += [f"container {c}" for c in listing]
-    found += [f"state file {p.name}" for p in backend.runsc_root.iterdir()]
-    found += [f"job dir {p.name}" for p in (backend.runsc_root.parent / "jobs").iterdir()]
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and proc.name != str(os.getpid()):
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if state in cmd:
-                found.append(f"process {proc.name}: {cmd[:120]}")
-    found += [f"mount {ln}" for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-              if state in ln]
-    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/pitwall-*")]
-    return found
-
-
 @pytest.fixture(autouse=True)
 def _nothing_left(backend: GVisorBackend) -> Iterator[None]:
-    # Cgroups are host-wide: other test sessions on this machine make (and may leak) their
-    # own pitwall-* groups. Only what appeared during this test counts.
+    # Only what appeared during this test counts.
     before = set(leftovers(backend))
     yield
     # runsc tears its cgroups down asynchronously after the sandbox exits: allow it 5 s.
     deadline = time.monotonic() + 5.0
     while (left := sorted(set(leftovers(backend)) - before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
+
+
+@pytest.fixture(scope="session")
+def docker_backend(tmp_path_factory: pytest.TempPathFactory) -> DockerBackend:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"these tests need the Docker engine with the runsc runtime ({exc}); "
+                    "run `make services` — they are never skipped")
+    return DockerBackend(tmp_path_factory.mktemp("docker-state"), client=client)
+
+
+@pytest.fixture(params=["gvisor", pytest.param("docker", marks=pytest.mark.docker)])
+def sandbox(request: pytest.FixtureRequest, backend: GVisorBackend) -> Iterator[Backend]:
+    """Each backend in turn: the same policy, proven the same way on both."""
+    if request.param == "gvisor":
+        yield backend
+        return
+    engine: DockerBackend = request.getfixturevalue("docker_backend")
+    # Other sessions on this engine (another worktree's tests) may run containers of
+    # their own: only what appeared during this test counts.
+    before = set(docker_leftovers(engine))
+    yield engine
+    deadline = time.monotonic() + 5.0
+    while (left := sorted(set(docker_leftovers(engine)) - before)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []

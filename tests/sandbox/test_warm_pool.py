@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_gvisor_sandbox import FAST, SMA, make_job
+from sandbox_helpers import FAST, SMA, make_job
 
 from pitwall.channel import FrameKind, decode_frames, decode_result
 from pitwall_executor.sandbox.base import runner_request
@@ -24,11 +25,11 @@ PROBE = SMA.replace(
 
 @pytest.fixture
 def pooled(backend: GVisorBackend, tmp_path_factory: pytest.TempPathFactory,
-           ) -> PooledBackend:
+           ) -> Iterator[PooledBackend]:
     root = tmp_path_factory.mktemp("pool")
     root.chmod(0o755)
     pool = WarmPool(backend, 1, FAST, root / "slots")
-    yield PooledBackend(backend, pool)  # type: ignore[misc]
+    yield PooledBackend(backend, pool)
     pool.close()
 
 

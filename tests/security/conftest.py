@@ -97,7 +97,8 @@ class Env:
 
 def job_leftovers(env: Env, job_id: str) -> list[str]:
     """What a finished job could have left on the host (by its id in container names)."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", job_id)[:40]
+    # As GVisorBackend names a container: pitwall-<owner pid>-<start>-<slug[:32]>-<random>.
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "-", job_id)[:32]
     runsc_root = env.root / "sandbox" / "runsc"
     found: list[str] = []
     listing = subprocess.run([RUNSC, "--root", str(runsc_root), "list", "-quiet"],
@@ -115,7 +116,7 @@ def job_leftovers(env: Env, job_id: str) -> list[str]:
                 found.append(f"process {proc.name}: {cmd[:120]}")
     found += [f"mount {ln}" for ln in Path("/proc/self/mountinfo").read_text().splitlines()
               if slug in ln]
-    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pitwall-{slug}*")]
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/pitwall-*-{slug}-*")]
     workdir = env.attacks.config.jobs_dir / job_id
     found += [f"job dir {p}" for p in workdir.glob("attempt-*")]
     return found

@@ -14,9 +14,14 @@ disk). The wall-clock timeout and ``kill`` are enforced from outside with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
+import logging
+import math
+import os
 import re
+import socket
 import tarfile
 import tempfile
 import threading
@@ -24,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import docker
 import docker.errors
@@ -32,19 +37,22 @@ from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import oci
+from pitwall_executor.sandbox import oci, owner, pycache
 from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest
-from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer
+from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
-    from docker.types.daemon import CancellableStream
 
     from pitwall.models import Limits
 
+log = logging.getLogger(__name__)
 BASE_IMAGE = "pitwall-sandbox-base:1"
 RUNTIME = "runsc"
 JOB_LABEL = "pitwall.job"
+#: The worker process that started the container (``owner.Owner.token``) and its host.
+OWNER_LABEL = "pitwall.owner"
+HOST_LABEL = "pitwall.host"
 _SKELETON_LABEL = "pitwall.skeleton"
 _POLL_S = 0.02
 _GRACE_S = 0.5
@@ -101,27 +109,32 @@ class _Run:
     exited: threading.Event = field(default_factory=threading.Event)
 
 
-class _AttachReader(threading.Thread):
-    """Drains the container's multiplexed stdout/stderr into the capped buffers."""
+class _SocketWriter(io.RawIOBase):
+    """The container's stdin: the write half of the attach socket. ``close`` half-closes
+    it, and the engine closes the container's stdin (``StdinOnce``): the process sees EOF."""
 
-    def __init__(self, stream: CancellableStream[tuple[bytes | None, bytes | None]],
-                 out: HeadBuffer, err: HeadTailBuffer) -> None:
-        super().__init__(daemon=True, name="sandbox-attach")
-        self.stream = stream
-        self._out, self._err = out, err
-        self.first_byte_at: float | None = None
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
 
-    def run(self) -> None:
-        try:
-            for stdout, stderr in self.stream:
-                if self.first_byte_at is None:
-                    self.first_byte_at = time.monotonic()
-                if stdout:
-                    self._out.feed(stdout)
-                if stderr:
-                    self._err.feed(stderr)
-        except Exception:  # the stream was closed under us: the run is over
-            pass
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:  # the feeder writes frames with os.write
+        return self._sock.fileno()
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed sandbox stdin")
+        view = memoryview(data).cast("B")
+        self._sock.sendall(view)
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+        super().close()
 
 
 class DockerBackend:
@@ -150,6 +163,8 @@ class DockerBackend:
         self._empty = self._state / "empty"
         self._empty.mkdir(parents=True, exist_ok=True)
         self._layout = layout or oci.PythonLayout.of_this_interpreter()
+        self._pycache = pycache.default_dir(self._layout)
+        pycache.build(self._layout, self._pycache)
         if image is None:
             self._image_id = ensure_base_image(self._client)
         else:
@@ -163,6 +178,28 @@ class DockerBackend:
             self._image_id = found
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self.destroy_orphans()
+
+    def destroy_orphans(self) -> list[str]:
+        """Remove (forcibly) the containers of dead worker processes of this host; names.
+
+        A worker killed with SIGKILL leaves its containers running with nobody enforcing
+        their wall clock. Each container carries its owner's labels; a live owner's and
+        another host's are left alone.
+        """
+        destroyed: list[str] = []
+        for container in self._client.containers.list(
+                all=True, filters={"label": [f"{HOST_LABEL}={owner.host()}", OWNER_LABEL]}):
+            who = owner.Owner.parse(container.labels.get(OWNER_LABEL, ""))
+            if who is None or who.alive():
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                self._remove(container)
+            destroyed.append(str(container.name))
+        if destroyed:
+            log.warning("removed %d container(s) left by dead worker processes: %s",
+                        len(destroyed), ", ".join(destroyed))
+        return destroyed
 
     @property
     def image_id(self) -> str:
@@ -184,7 +221,8 @@ class DockerBackend:
         return [
             DockerMount(target=m["destination"], source=m["source"], type="bind",
                         read_only="ro" in m["options"])
-            for m in oci.mounts(self._layout, self._empty, request.mounts, request.limits)
+            for m in oci.mounts(self._layout, self._empty, request.mounts, request.limits,
+                                self._pycache)
             if m["type"] == "bind"
         ]
 
@@ -198,7 +236,8 @@ class DockerBackend:
             "command": oci.interpreter_argv(request.argv),
             "name": name,
             "hostname": "sandbox",
-            "labels": {JOB_LABEL: request.job_id},
+            "labels": {JOB_LABEL: request.job_id, OWNER_LABEL: owner.current().token,
+                       HOST_LABEL: owner.host()},
             "environment": oci.environment(request.env),
             "working_dir": request.cwd,
             "user": f"{oci.SANDBOX_UID}:{oci.SANDBOX_UID}",
@@ -217,55 +256,67 @@ class DockerBackend:
             "ulimits": [Ulimit(name=r["type"].removeprefix("RLIMIT_").lower(),
                                soft=r["soft"], hard=r["hard"]) for r in oci.rlimits(limits)],
             "log_config": LogConfig(type="none"),
-            "stdin_open": False,
+            # stdin is attached (the event-mode channel); closing our end closes the
+            # container's (docker-py sets StdinOnce with stdin_open when not detached): a
+            # one-shot run sees EOF at once.
+            "stdin_open": True,
             "tty": False,
         }
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
-        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:40]
-        run = _Run(f"pitwall-{slug}-{uuid.uuid4().hex[:12]}")
-        limits = request.limits
+        session = self.start(request)
+        session.stdin.close()  # the runner reads nothing: EOF at once
+        out = HeadBuffer(request.limits.output_mb * 1024 * 1024)
+        reader = StreamReader(session.stdout, out)
+        reader.start()
+        outcome = session.wait()
+        reader.join(timeout=5)
+        first = [t for t in (reader.first_byte_at, session.first_stderr_at) if t is not None]
+        return dataclasses.replace(
+            outcome, stdout=out.getvalue(), stdout_truncated=out.truncated,
+            start_s=(min(first) - session.started) if first else None,
+        )
+
+    def start(self, request: SandboxRequest) -> DockerSession:
+        """Start a container with live pipes (event mode); see :class:`DockerSession`.
+
+        Same policy, limits and cleanup as :meth:`run`; the wall clock
+        (``request.limits.timeout_s``) starts now and is enforced by a watchdog thread.
+        """
+        return self.launch(request, arm=True)
+
+    def launch(self, request: SandboxRequest, *, arm: bool) -> DockerSession:
+        """Start a session; ``arm=False`` leaves the wall clock off until
+        :meth:`DockerSession.arm`."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
+        run = _Run(f"pitwall-{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}")
         started = time.monotonic()
-        out, err = HeadBuffer(limits.output_mb * 1024 * 1024), HeadTailBuffer(limits.log_kb * 1024)
         options = self.container_options(request, run.name)
-        reader: _AttachReader | None = None
-        timed_out = False
-        oom: bool | None = None
+        sock: Any = None
         with self._lock:
             self._runs[request.job_id] = run
         try:
             run.container = self._client.containers.create(**options)
             # Attached before start, so not a byte is missed; the stream ends at exit.
-            stream = self._client.api.attach(run.container.id or run.name, stream=True,
-                                             demux=True)
-            reader = _AttachReader(stream, out, err)
-            reader.start()
-            if not run.cancelled.is_set():
-                run.container.start()
-                threading.Thread(target=self._await_exit, args=(run,), daemon=True,
-                                 name="sandbox-wait").start()
-                timed_out = self._wait(run, started + limits.timeout_s)
-                reader.join(timeout=5)
-            oom = self._oom_killed(run, stopped=timed_out or run.cancelled.is_set())
+            sock = self._client.api.attach_socket(
+                run.container.id or run.name,
+                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            run.container.start()
         except docker.errors.DockerException as exc:
+            self._forget(request.job_id, run)
+            if sock is not None:
+                _raw_socket(sock).close()
+            if run.container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    self._remove(run.container)
             raise SandboxError(f"the Docker engine failed to run job {request.job_id}: {exc}"
                                ) from exc
-        finally:
-            with self._lock:
-                self._runs.pop(request.job_id, None)
-            if reader is not None:
-                reader.stream.close()
-            if run.container is not None:
-                self._remove(run.container)
-        first = reader.first_byte_at if reader is not None else None
-        return SandboxOutcome(
-            exit_code=run.exit_code, timed_out=timed_out,
-            cancelled=run.cancelled.is_set() and not timed_out, oom=oom,
-            stdout=out.getvalue(), stdout_truncated=out.truncated,
-            stderr=err.getvalue(), stderr_truncated=err.truncated,
-            duration_s=time.monotonic() - started,
-            start_s=(first - started) if first is not None else None,
-        )
+        return DockerSession(self, request, run, sock, started, armed=arm)
+
+    def _forget(self, job_id: str, run: _Run) -> None:
+        with self._lock:
+            if self._runs.get(job_id) is run:
+                del self._runs[job_id]
 
     def _oom_killed(self, run: _Run, *, stopped: bool) -> bool | None:
         """The engine's OOM verdict. Its OOM event can land just after the exit event, so
@@ -289,17 +340,6 @@ class DockerBackend:
             pass
         finally:
             run.exited.set()
-
-    def _wait(self, run: _Run, deadline: float) -> bool:
-        """Wait for the container to exit; stop it at the deadline or on cancel."""
-        while not run.exited.wait(timeout=max(0.0, min(_POLL_S * 5, deadline - time.monotonic()))):
-            if run.cancelled.is_set():
-                self._stop(run)
-                return False
-            if time.monotonic() >= deadline:
-                self._stop(run)
-                return True
-        return False
 
     def _stop(self, run: _Run) -> None:
         """Kill the container; escalate to a forced removal if it has not exited in time."""
@@ -330,3 +370,151 @@ class DockerBackend:
         if run.container is not None and not run.exited.is_set():
             with contextlib.suppress(docker.errors.APIError):
                 run.container.kill()
+
+
+def _raw_socket(sock: Any) -> socket.socket:
+    """The ``socket.socket`` under what ``attach_socket`` returns (a ``SocketIO`` on a
+    unix socket, the socket itself over TLS)."""
+    raw = getattr(sock, "_sock", sock)
+    assert isinstance(raw, socket.socket), type(raw)
+    return raw
+
+
+class DockerSession:
+    """A started container with live pipes (``SandboxSession``, DESIGN.md §5).
+
+    The container's stdin, stdout and stderr travel over one attach socket (the engine
+    multiplexes stdout and stderr in frames). ``stdin`` writes to it; closing it
+    half-closes the socket and the process sees EOF. A demultiplexing thread copies
+    stdout frames into a pipe whose read end is ``stdout`` (EOF when the container has
+    exited) and stderr frames into the request's ``log_kb`` head+tail cap. A watchdog
+    thread enforces the wall clock from outside: at the deadline, or on :meth:`kill`
+    (any thread), it kills the container (``kill``, then a forced removal; gone within
+    ~1 s), so a blocked ``stdout.read`` returns EOF and a ``stdin.write`` raises. When
+    the container has ended the watchdog reads the OOM verdict and removes it.
+    :meth:`wait` returns the same :class:`SandboxOutcome` as ``run`` with ``stdout``
+    empty (the caller consumed it); use the session as a context manager to kill, wait
+    and close both pipes.
+    """
+
+    def __init__(self, backend: DockerBackend, request: SandboxRequest, run: _Run, sock: Any,
+                 started: float, *, armed: bool) -> None:
+        self._sock_ref = sock  # keeps the HTTP response (and so the socket) alive
+        self._sock = _raw_socket(sock)
+        # Blocking, no timeout: the client's 60 s default would end a quiet session's
+        # stdout early, and the feeder writes to the fd directly.
+        self._sock.settimeout(None)
+        read_fd, self._out_fd = os.pipe()
+        self.stdin = cast(BinaryIO, _SocketWriter(self._sock))
+        self.stdout = cast(BinaryIO, os.fdopen(read_fd, "rb"))
+        self.started = started
+        self.container_name = run.name
+        self.first_stderr_at: float | None = None
+        self._backend, self._request, self._run = backend, request, run
+        self._deadline = started + request.limits.timeout_s if armed else math.inf
+        self._err = HeadTailBuffer(request.limits.log_kb * 1024)
+        self._outcome: SandboxOutcome | None = None
+        self._done = threading.Event()
+        self._demux = threading.Thread(target=self._read, daemon=True, name="sandbox-attach")
+        self._demux.start()
+        threading.Thread(target=backend._await_exit, args=(run,), daemon=True,
+                         name="sandbox-wait").start()
+        threading.Thread(target=self._watch, daemon=True,
+                         name=f"sandbox-watchdog-{run.name}").start()
+
+    @property
+    def alive(self) -> bool:
+        return not (self._run.exited.is_set() or self._run.cancelled.is_set())
+
+    def arm(self, timeout_s: float) -> None:
+        """Start (or restart) the wall clock: the container is killed ``timeout_s`` from now."""
+        self._deadline = time.monotonic() + timeout_s
+
+    def kill(self) -> None:
+        """Stop the container (from any thread); :meth:`wait` then reports ``cancelled``."""
+        self._run.cancelled.set()
+
+    def wait(self, timeout: float | None = None) -> SandboxOutcome:
+        """Block until the container has ended and been removed; its outcome."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"container {self.container_name} is still running")
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        assert self._outcome is not None
+        return self._outcome
+
+    def __enter__(self) -> DockerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done.is_set():
+            self.kill()
+        self.wait()
+        with contextlib.suppress(OSError):
+            self.stdout.close()
+
+    def _recv(self, n: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self._sock.recv(min(n - len(data), 1 << 16))
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    def _read(self) -> None:
+        """Demultiplex the attach stream: ``[stream, 0, 0, 0, size (big-endian u32)]``."""
+        to_stdout = True
+        try:
+            while (header := self._recv(8)) is not None:
+                payload = self._recv(int.from_bytes(header[4:8], "big"))
+                if payload is None:
+                    break
+                if header[0] == 2:
+                    if self.first_stderr_at is None:
+                        self.first_stderr_at = time.monotonic()
+                    self._err.feed(payload)
+                elif header[0] == 1 and to_stdout:
+                    try:
+                        view = memoryview(payload)
+                        while view:
+                            view = view[os.write(self._out_fd, view):]
+                    except OSError:  # the caller closed stdout: keep draining stderr
+                        to_stdout = False
+        except OSError:  # the socket was closed under us: the run is over
+            pass
+        finally:
+            os.close(self._out_fd)
+
+    def _watch(self) -> None:
+        run, backend, timed_out = self._run, self._backend, False
+        oom: bool | None = None
+        try:
+            while not run.exited.wait(
+                    min(_POLL_S, max(0.0, self._deadline - time.monotonic()))):
+                if run.cancelled.is_set():
+                    break
+                if time.monotonic() >= self._deadline:
+                    timed_out = True
+                    break
+            backend._stop(run)
+            self._demux.join(timeout=5)  # the stream ends when the container has exited
+            oom = backend._oom_killed(run, stopped=timed_out or run.cancelled.is_set())
+        except docker.errors.DockerException:
+            log.exception("the Docker engine failed while watching %s", run.name)
+        finally:
+            backend._forget(self._request.job_id, run)
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            if run.container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    backend._remove(run.container)
+            self._outcome = SandboxOutcome(
+                exit_code=run.exit_code, timed_out=timed_out,
+                cancelled=run.cancelled.is_set() and not timed_out, oom=oom,
+                stdout=b"", stdout_truncated=False,
+                stderr=self._err.getvalue(), stderr_truncated=self._err.truncated,
+                duration_s=time.monotonic() - self.started,
+                start_s=(self.first_stderr_at - self.started) if self.first_stderr_at else None,
+            )
+            self._done.set()

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -29,11 +30,14 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import oci
+from pitwall_executor.sandbox import oci, owner, pycache
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
 
+log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
+#: A container id: ``pitwall-<owner pid>-<owner start time>-<job slug>-<random>``.
+_CID = re.compile(r"^pitwall-(\d+-\d+)-")
 _MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
 _POLL_S = 0.02
 _GRACE_S = 1.0
@@ -69,11 +73,14 @@ class _MemoryCgroup:
         return None
 
     def remove(self) -> None:
-        if self.path is None:
-            return
+        if self.path is not None:
+            self.remove_path(self.path)
+
+    @staticmethod
+    def remove_path(path: Path) -> None:
         for _ in range(50):  # the sandbox's last tasks may take a moment to leave
             try:
-                self.path.rmdir()
+                path.rmdir()
                 return
             except FileNotFoundError:
                 return
@@ -85,7 +92,8 @@ class GVisorBackend:
     """Runs each request in a fresh gVisor sandbox (``runsc``, ptrace platform, no network).
 
     ``state_dir`` holds the rootfs skeleton, runsc's ``--root`` and per-job bundles; give
-    each worker its own.
+    each worker its own, or share one: a backend starting up destroys the sandboxes
+    left in it by dead workers (:meth:`destroy_orphans`), never a live worker's.
     """
 
     name = "gvisor"
@@ -105,6 +113,8 @@ class GVisorBackend:
         self._rootfs = oci.ensure_rootfs(self._state / "rootfs")
         self._empty = self._state / "empty"
         self._layout = layout or oci.PythonLayout.of_this_interpreter()
+        self._pycache = pycache.default_dir(self._layout)
+        pycache.build(self._layout, self._pycache)
         # Mounts cached like the root (fscache, not remote_revalidating): nothing on the host
         # changes them during a job, and imports cost fewer gofer round trips (~10-25 %
         # less start-up CPU, measured in /tmp by hand; bench/sandbox_start.py). Files the
@@ -113,6 +123,33 @@ class GVisorBackend:
                        "--file-access-mounts=exclusive", *extra_flags)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self.destroy_orphans()
+
+    def destroy_orphans(self) -> list[str]:
+        """Destroy this state dir's sandboxes whose worker process has died; their ids.
+
+        A worker killed with SIGKILL leaves its sandboxes running, unwatched. Each
+        container id names its owner (:mod:`owner`); for every container (and every job
+        dir) of a dead owner: ``runsc delete --force``, SIGKILL of whatever of it still
+        runs, then its memory cgroup and bundle dir are removed.
+        """
+        listing = subprocess.run(self._runsc_cmd("list", "-quiet"), capture_output=True,
+                                 text=True, timeout=30, check=False).stdout.split()
+        destroyed: list[str] = []
+        for cid in sorted(set(listing) | {p.name for p in self._jobs.iterdir()}):
+            m = _CID.match(cid)
+            who = owner.Owner.parse(m.group(1)) if m else None
+            if who is None or who.alive():
+                continue
+            self._delete(cid)
+            self._reap(cid)
+            _MemoryCgroup.remove_path(_MEMCG_ROOT / cid)
+            shutil.rmtree(self._jobs / cid, ignore_errors=True)
+            destroyed.append(cid)
+        if destroyed:
+            log.warning("destroyed %d sandbox(es) left by dead worker processes: %s",
+                        len(destroyed), ", ".join(destroyed))
+        return destroyed
 
     @functools.cached_property
     def image(self) -> str:
@@ -137,7 +174,8 @@ class GVisorBackend:
             argv=oci.interpreter_argv(request.argv),
             env=oci.environment(request.env),
             cwd=request.cwd,
-            mount_list=oci.mounts(self._layout, self._empty, request.mounts, limits),
+            mount_list=oci.mounts(self._layout, self._empty, request.mounts, limits,
+                                  self._pycache),
             limits=limits,
             cgroup=f"/{cid}",
         )
@@ -155,8 +193,9 @@ class GVisorBackend:
     def launch(self, request: SandboxRequest, *, arm: bool) -> GVisorSession:
         """Start a session; ``arm=False`` leaves the wall clock off until
         :meth:`GVisorSession.arm` (the warm pool: the clock starts at the job's "go")."""
-        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:40]
-        cid = f"pitwall-{slug}-{uuid.uuid4().hex[:12]}"
+        # runsc's control socket name holds the id: keep it well under 108 bytes.
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
+        cid = f"pitwall-{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}"
         started = time.monotonic()
         bundle = self._write_bundle(request, cid)
         cgroup: _MemoryCgroup | None = None

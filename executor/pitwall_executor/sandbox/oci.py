@@ -26,10 +26,12 @@ SANDBOX_UID = 65534  # nobody
 PY_PREFIX = "/opt/python"
 SITE_PACKAGES = "/opt/pitwall/site-packages"
 SDK = "/opt/pitwall/sdk"
+#: The compiled bytecode of all of the above (``PYTHONPYCACHEPREFIX``; sandbox/pycache.py).
+PYCACHE = "/opt/pitwall/pycache"
 _PY_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 _SKELETON_DIRS = (
     "usr", "proc", "dev", "etc", "tmp", "job/bundle", "job/input", SCRATCH.lstrip("/"),
-    PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"), SDK.lstrip("/"),
+    PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"), SDK.lstrip("/"), PYCACHE.lstrip("/"),
 )
 _SYMLINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 # Host paths a job must never see, whatever a caller passes as a mount source.
@@ -98,8 +100,11 @@ def _bind(source: Path, target: str, *, readonly: bool = True) -> dict[str, Any]
 
 
 def mounts(layout: PythonLayout, empty: Path, job_mounts: tuple[Mount, ...], limits: Limits,
-           ) -> list[dict[str, Any]]:
-    """System mounts, then the job's (read-only unless a mount says otherwise)."""
+           pycache: Path) -> list[dict[str, Any]]:
+    """System mounts, then the job's (read-only unless a mount says otherwise).
+
+    ``pycache`` is the host's bytecode tree for :data:`PYCACHE` (``pycache.build``).
+    """
     scratch_opts = ["nosuid", "nodev", f"size={limits.scratch_mb}m", "mode=1777"]
     return [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -110,6 +115,7 @@ def mounts(layout: PythonLayout, empty: Path, job_mounts: tuple[Mount, ...], lim
         _bind(empty, f"{PY_PREFIX}/lib/{_PY_VERSION}/site-packages"),
         _bind(layout.site_packages, SITE_PACKAGES),
         _bind(layout.sdk, SDK),
+        _bind(pycache, PYCACHE),
         _bind(empty, "/tmp"),
         {"destination": SCRATCH, "type": "tmpfs", "source": "tmpfs", "options": scratch_opts},
         *(_bind(check_source(m.source), m.target, readonly=m.readonly) for m in job_mounts),
@@ -123,6 +129,7 @@ def environment(extra: Mapping[str, str]) -> list[str]:
         "HOME": SCRATCH,
         "TMPDIR": SCRATCH,
         "PYTHONPATH": f"{SDK}:{SITE_PACKAGES}",
+        "PYTHONPYCACHEPREFIX": PYCACHE,
         # The pyenv interpreter finds libpython through an absolute RUNPATH on the host.
         "LD_LIBRARY_PATH": f"{PY_PREFIX}/lib",
         **extra,
