@@ -129,12 +129,14 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--engine", type=click.Choice(["vectorized", "event"]), default="vectorized",
               show_default=True, help="event: a pitwall.Strategy fed bar by bar in lock-step.")
+@click.option("--no-audit", "no_audit", is_flag=True,
+              help="Skip the lookahead audit (re-runs on cut data) of a vectorized strategy.")
 @click.pass_context
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
         memory_mb: int | None, as_json: bool, engine: str = "vectorized",
-        grid: tuple[str, ...] = ()) -> None:
+        grid: tuple[str, ...] = (), no_audit: bool = False) -> None:
     """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
     cfg = _config(ctx)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
@@ -148,6 +150,7 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             start=start.date(), end=end.date(), capital=capital,
             costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
             params=_parse_params(params), seed=seed, limits=limits, engine=EngineKind(engine),
+            audit=not no_audit,
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc

@@ -112,13 +112,21 @@ class Context:
         if not np.isnan(row).any():
             return row
         out: FloatArray = row.copy()
-        for r in range(self._row - 1, -1, -1):
+        data = self._data
+        lo = max(self._row - 8, 0)  # a short gap: rows [lo, now) one by one, newest first
+        for r in range(self._row - 1, lo - 1, -1):
             gaps = np.isnan(out)
             if not gaps.any():
                 return out
-            out[gaps] = self._data[r, _CLOSE][gaps]
-        gaps = np.isnan(out)
-        out[gaps] = self._base_close[gaps]
+            out[gaps] = data[r, _CLOSE][gaps]
+        idx = np.flatnonzero(np.isnan(out))
+        if len(idx) and lo > 0:  # a long gap: the last close before row lo, in one pass
+            seen = ~np.isnan(data[:lo, _CLOSE][:, idx])
+            found = seen.any(axis=0)
+            last = lo - 1 - np.argmax(seen[::-1], axis=0)
+            out[idx[found]] = data[last[found], _CLOSE, idx[found]]
+            idx = idx[~found]
+        out[idx] = self._base_close[idx]
         return out
 
     def price(self, symbol: str) -> float:

@@ -24,12 +24,14 @@ from pitwall.events.context import Context
 from pitwall.events.strategy import Strategy, find_event_strategy
 from pitwall.events.wire import (
     DUE,
+    EMPTY_ORDERS_FRAME,
     END,
     READY,
     STEP,
     FrameReader,
     decode_step,
     send_orders,
+    write_all,
     write_frame,
 )
 
@@ -66,27 +68,36 @@ def _last_valid_close(block: npt.NDArray[np.float64], base: npt.NDArray[np.float
 
 
 def append_rows(ctx: Context, rows: npt.NDArray[np.float64]) -> None:
-    """Append bars to the context's buffer, keeping at least ``lookback`` rows."""
+    """Append bars to the context's buffer, keeping at least ``lookback`` rows.
+
+    Usually one copy into free rows; when the buffer is full it is compacted to its last
+    ``lookback - k`` rows first (the closes of the rows dropped are kept for
+    ``last_close``) and the freed rows are reset to NaN: nothing after ``now`` is held.
+    """
     k = len(rows)
     if k == 0:
         return
-    buf, lookback, end = ctx._data, ctx.lookback, ctx._row + 1
+    buf, end = ctx._data, ctx._row + 1
+    if end + k <= len(buf):  # the usual case
+        buf[end:end + k] = rows
+        ctx._row = end + k - 1
+        return
+    lookback = ctx.lookback
     if k >= lookback:
         _last_valid_close(buf[:end], ctx._base_close)
         _last_valid_close(rows[:k - lookback], ctx._base_close)
         buf[:lookback] = rows[k - lookback:]
+        buf[lookback:] = np.nan
         ctx._dropped += end + k - lookback
         ctx._row = lookback - 1
-    elif end + k > len(buf):
-        keep = min(end, lookback - k)
-        _last_valid_close(buf[:end - keep], ctx._base_close)
-        buf[:keep] = buf[end - keep:end].copy()
-        buf[keep:keep + k] = rows
-        ctx._dropped += end - keep
-        ctx._row = keep + k - 1
-    else:
-        buf[end:end + k] = rows
-        ctx._row = end + k - 1
+        return
+    keep = min(end, lookback - k)
+    _last_valid_close(buf[:end - keep], ctx._base_close)
+    buf[:keep] = buf[end - keep:end].copy()
+    buf[keep:keep + k] = rows
+    buf[keep + k:] = np.nan
+    ctx._dropped += end - keep
+    ctx._row = keep + k - 1
 
 
 def serve(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
@@ -116,26 +127,36 @@ def serve(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
 
 def _loop(strategy: Strategy, ctx: Context, reader: FrameReader, out: int,
           clock: SimulatedClock) -> None:
+    """One STEP in (one ``readv``), the callbacks, one ORDERS out (one ``write``).
+
+    No other syscall per step: the simulated clock is a number set here, nothing is
+    allocated beyond small views, and a step without orders writes a constant frame.
+    """
     n = len(ctx.symbols)
     portfolio = ctx.portfolio
+    on_bar, on_fill = strategy.on_bar, strategy.on_fill
+    read = reader.read
     while True:
-        kind, payload = reader.read()
+        kind, payload = read()
         if kind != STEP:
             raise RuntimeError(f"unexpected frame kind {kind} from the feeder")
         now, cash, flags, rows, fills, positions = decode_step(payload, n)
         append_rows(ctx, rows)
         ctx.ts = now
-        clock._now_ns = now * 1000  # SimulatedClock.set without building a datetime
+        clock._now_ns = now * 1000  # time.time()/datetime.now() = this bar's ts
         if positions is not None:
             portfolio.cash = cash
             portfolio.positions = positions.copy()
         if fills:
             for fill in ctx._fills(fills):
-                strategy.on_fill(ctx, fill)
+                on_fill(ctx, fill)
         if flags & END:
             strategy.on_end(ctx)
-            send_orders(out, [], [])
+            write_all(out, EMPTY_ORDERS_FRAME)
             return
         if flags & DUE:
-            strategy.on_bar(ctx)
-        send_orders(out, *ctx._take_orders())
+            on_bar(ctx)
+        if ctx._pending or ctx._cancels:
+            send_orders(out, *ctx._take_orders())
+        else:
+            write_all(out, EMPTY_ORDERS_FRAME)
