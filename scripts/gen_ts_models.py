@@ -27,8 +27,10 @@ def ts_type(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         return " | ".join(json.dumps(v) for v in schema["enum"])
     kind = schema.get("type")
-    if kind == "array":
-        return f"Array<{ts_type(schema.get('items', {}))}>"
+    if kind == "array":  # a tuple has prefixItems: a fixed-length TypeScript tuple
+        tuple_items = schema.get("prefixItems")
+        return (f"[{', '.join(ts_type(s) for s in tuple_items)}]" if tuple_items
+                else f"Array<{ts_type(schema.get('items', {}))}>")
     if kind == "object":
         extra = schema.get("additionalProperties")
         value = ts_type(extra) if isinstance(extra, dict) else "unknown"

@@ -3,13 +3,16 @@
 Like the vectorized path, but the sandbox never receives a file of bars: its input dir
 holds only ``spec.json``. The worker starts a live sandbox session and the trusted
 feeder (:mod:`pitwall_executor.feeder`) streams the bars in lock-step while the broker
-fills and accounts; metrics and the report are the engine's, unchanged.
+fills and accounts; metrics and the report are the engine's, unchanged. While it runs,
+the progress events carry the broker's mark-to-market equity (the running curve).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,35 @@ from pitwall_executor.execution import (
 from pitwall_executor.feeder import FeedStats, StrategyStopped, run_lockstep
 from pitwall_executor.sandbox import runner_request
 from pitwall_executor.stack import Stack
+
+#: Least time between two progress events of a running event job: the feeder ticks about
+#: 50 times a run, and a fast run must not wait on 50 database writes.
+PROGRESS_EVERY_S = 0.25
+
+
+class EquityProgress:
+    """The feeder's ticks ``(fraction, ts_ms, equity)`` turned into progress reports that
+    carry the equity points since the previous report: one report at most every
+    ``every_s`` (the first tick at once), and :meth:`flush` for the rest at the end."""
+
+    def __init__(self, report: Callable[..., None], every_s: float = PROGRESS_EVERY_S) -> None:
+        self.report = report
+        self.every_s = every_s
+        self.points: list[tuple[int, float]] = []
+        self.fraction = 0.0
+        self._last = -float("inf")
+
+    def __call__(self, fraction: float, ts_ms: int, equity: float) -> None:
+        self.points.append((ts_ms, equity))
+        self.fraction = fraction
+        if time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.points:
+            self.report(0.1 + 0.7 * self.fraction, "feeding bars", self.points)
+            self.points = []
+        self._last = time.monotonic()
 
 
 def prepare_event_inputs(stack: Stack, spec: BacktestSpec, bundle: Bundle, workdir: Path,
@@ -57,11 +89,15 @@ def feed_session(stack: Stack, job_id: str, workdir: Path, spec: BacktestSpec, b
     backend: Any = stack.backend  # an InteractiveBackend (checked by the caller)
     session = backend.start(runner_request(job_id, workdir, spec.limits))
     result = stats = None
+    ticks = EquityProgress(progress)
     try:
         result, stats = run_lockstep(
             session.stdin, session.stdout, market, capital=spec.capital,
-            costs=BrokerCosts.from_costs(spec.costs),
-            progress=lambda f: progress(0.1 + 0.7 * f, "feeding bars"))
+            costs=BrokerCosts.from_costs(spec.costs), progress=ticks)
+        ts_ms, equity = result.equity.select(pl.col("ts").dt.epoch("ms"), "equity").row(-1)
+        ticks.fraction = 1.0
+        ticks.points.append((ts_ms, equity))  # the curve's last point
+        ticks.flush()
     except StrategyStopped:
         pass
     except BaseException:
@@ -83,7 +119,7 @@ def run_event_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     out_dir = stack.artifacts.attempt_dir(job_id, attempt)
-    progress = on_progress or (lambda _p, _m: None)
+    progress = on_progress or (lambda *_a: None)
     if not callable(getattr(stack.backend, "start", None)):
         return AttemptResult(JobStatus.FAILED, f"the {stack.backend.name} sandbox backend cannot "
                              "run event-driven strategies (no live session); use gvisor")

@@ -23,7 +23,14 @@ from pitwall.engine.metrics import metrics_for_spec
 from pitwall.engine.report import write_report
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import PitwallError, StrategyOutputError
-from pitwall.models import BacktestSpec, EngineKind, JobStatus, LookaheadAudit, Metrics
+from pitwall.models import (
+    MAX_EQUITY_POINTS,
+    BacktestSpec,
+    EngineKind,
+    JobStatus,
+    LookaheadAudit,
+    Metrics,
+)
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.sandbox import SandboxOutcome, runner_request
 from pitwall_executor.sandbox.results import decode_weights
@@ -150,6 +157,16 @@ def account(bars: pl.DataFrame, outcome: SandboxOutcome, spec: BacktestSpec,
     return result, audit
 
 
+def accounted_equity(result: EngineResult) -> list[tuple[int, float]]:
+    """The accounted equity curve as at most :data:`MAX_EQUITY_POINTS` ``(ts_ms, value)``
+    points, evenly thinned, the last point kept."""
+    frame = result.equity.select(pl.col("ts").dt.epoch("ms"), "equity")
+    step = -(-frame.height // MAX_EQUITY_POINTS)
+    if step > 1:
+        frame = frame.reverse().gather_every(step).reverse()
+    return [(int(ts), float(v)) for ts, v in frame.iter_rows()]
+
+
 def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None) -> AttemptResult:
     """Run one attempt of a job end to end; never raises for a strategy's fault."""
     job = stack.store.get(job_id)
@@ -162,7 +179,7 @@ def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     out_dir = stack.artifacts.attempt_dir(job_id, attempt)
-    progress = on_progress or (lambda _p, _m: None)
+    progress = on_progress or (lambda *_a: None)
     try:
         bundle = load_bundle(stack.store.bundle(job.bundle_sha256),
                              max_bytes=stack.config.max_bundle_mb * 2**20)
@@ -175,6 +192,10 @@ def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None
             return AttemptResult(ended.status, ended.reason, files=(out_dir / "log.txt",))
         progress(0.7, "strategy finished; accounting")
         result, audit = account(bars, outcome, spec)
+        # A vectorized strategy decides every weight at once, so there is no running curve
+        # to show while the sandbox runs: the equity exists only once the trusted engine has
+        # accounted. It goes out now, thinned, before the metrics and the report.
+        progress(0.8, "accounted; writing the report", accounted_equity(result))
         metrics = metrics_for_spec(result, bars, spec)
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
+from pitwall.models import (
+    MAX_EQUITY_POINTS,
+    BacktestSpec,
+    JobStatus,
+    JobView,
+    Metrics,
+    ProgressEvent,
+)
 
 if TYPE_CHECKING:
     from pitwall_executor.sweeps import SweepRow
@@ -123,20 +131,24 @@ class JobNotFoundError(LookupError):
 
 
 class ResearcherAtQuotaError(RuntimeError):
-    """The job's researcher already has their quota of jobs running."""
+    """The job's researcher already has their quota of sweep runs running."""
 
     def __init__(self, researcher: str, limit: int) -> None:
-        super().__init__(f"researcher {researcher!r} already has {limit} jobs running "
-                         "(max_running_per_researcher); the job waits for one to end")
+        super().__init__(f"researcher {researcher!r} already has {limit} sweep runs running "
+                         "(max_running_per_researcher); the run waits for one to end")
         self.researcher = researcher
         self.limit = limit
 
 
-def _running_of(researcher: str) -> sa.ScalarSelect[int]:
-    # Counted inside the starting UPDATE, so the check and the start are one statement.
+def _sweep_runs_of(researcher: str) -> sa.ScalarSelect[int]:
+    """How many sweep children of ``researcher`` are RUNNING: what the quota counts.
+
+    Counted inside the starting UPDATE, so the check and the start are one statement.
+    """
     other = jobs.alias("running")
     return (sa.select(sa.func.count()).select_from(other)
             .where(other.c.researcher == researcher, other.c.kind == "run",
+                   other.c.parent_id.is_not(None),
                    other.c.status == JobStatus.RUNNING.value).scalar_subquery())
 
 
@@ -148,8 +160,13 @@ class MetadataStore:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = sa.create_engine(url, **kwargs)
+        # Single-statement reads (the API's status reads) on connections that stay in
+        # autocommit: no BEGIN/COMMIT round trips and no reset when they go back to the pool.
+        self._reader: Engine = sa.create_engine(url, isolation_level="AUTOCOMMIT",
+                                                pool_reset_on_return=None, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self._reader, "connect", _sqlite_pragmas)
         if create:
             from pitwall_executor.migrations import upgrade
 
@@ -160,8 +177,15 @@ class MetadataStore:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for one read-only statement (one statement is one snapshot)."""
+        with self._reader.connect() as conn:
+            yield conn
+
     def close(self) -> None:
         self.engine.dispose()
+        self._reader.dispose()
 
     # -- jobs ---------------------------------------------------------------------------
     def create_job(
@@ -198,10 +222,14 @@ class MetadataStore:
                       ) -> int | None:
         """PENDING → RUNNING for a new attempt; None if the job is not PENDING any more.
 
-        With ``max_running``, raises :class:`ResearcherAtQuotaError` (and changes nothing)
-        when the job's researcher already has that many jobs RUNNING. The count and the
-        start are one atomic step: an advisory lock per researcher on PostgreSQL, the
-        single writer on SQLite.
+        ``max_running`` is the per-researcher concurrency quota, and it is a quota on
+        *sweep runs* (children of a sweep, the batch lane): a sweep child raises
+        :class:`ResearcherAtQuotaError` (and changes nothing) when its researcher already
+        has that many sweep children RUNNING, so one researcher's 500-run sweep cannot
+        hold every worker slot. Interactive runs (submitted one by one) neither count
+        nor wait: they already go first in the queue, and a researcher's own sweep must
+        not block their next interactive run. The count and the start are one atomic
+        step: an advisory lock per researcher on PostgreSQL, the single writer on SQLite.
         """
         now = utcnow()
         with self._tx() as conn:
@@ -217,11 +245,12 @@ class MetadataStore:
                 return None
             query = jobs.update().where(jobs.c.id == job_id,
                                         jobs.c.status == JobStatus.PENDING.value)
-            if max_running is not None:
+            quota = max_running if row.parent_id is not None else None
+            if quota is not None:
                 if conn.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:r))"),
                                  {"r": row.researcher})
-                query = query.where(_running_of(row.researcher) < max_running)
+                query = query.where(_sweep_runs_of(row.researcher) < quota)
             res = conn.execute(
                 query.values(status=JobStatus.RUNNING.value, attempt=jobs.c.attempt + 1,
                              started_at=now, progress=0.0)
@@ -229,8 +258,8 @@ class MetadataStore:
             ).first()
             if res is None:
                 status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id))
-                if max_running is not None and status.scalar_one() == JobStatus.PENDING.value:
-                    raise ResearcherAtQuotaError(row.researcher, max_running)
+                if quota is not None and status.scalar_one() == JobStatus.PENDING.value:
+                    raise ResearcherAtQuotaError(row.researcher, quota)
                 return None
             attempt = int(res[0])
             conn.execute(attempts.insert().values(job_id=job_id, attempt=attempt, worker=worker,
@@ -375,7 +404,15 @@ class MetadataStore:
             ).scalar_one_or_none()
         return bool(flag)
 
-    def set_progress(self, job_id: str, attempt: int, progress: float, message: str) -> None:
+    def set_progress(self, job_id: str, attempt: int, progress: float, message: str,
+                     equity: Sequence[tuple[int, float]] = ()) -> None:
+        """Record the running attempt's progress; ``equity`` are the new ``(ts_ms, value)``
+        points of its running equity curve (non-finite ones dropped, thinned to at most
+        :data:`~pitwall.models.MAX_EQUITY_POINTS`), carried by the progress event."""
+        payload: dict[str, Any] = {"progress": progress, "message": message}
+        points = equity_points(equity)
+        if points:
+            payload["equity"] = points
         with self._tx() as conn:
             res = conn.execute(
                 jobs.update()
@@ -384,15 +421,12 @@ class MetadataStore:
                 .values(progress=progress)
             )
             if res.rowcount == 1:
-                self._event(conn, job_id, "progress", {"progress": progress, "message": message})
+                self._event(conn, job_id, "progress", payload)
 
     def get(self, job_id: str) -> JobView:
-        with self._tx() as conn:
-            row = conn.execute(
-                sa.select(jobs, metrics_t.c.metrics)
-                .select_from(jobs.outerjoin(metrics_t, metrics_t.c.job_id == jobs.c.id))
-                .where(jobs.c.id == job_id)
-            ).mappings().first()
+        """One job with its metrics: one statement, built once, run in autocommit."""
+        with self._read() as conn:
+            row = conn.execute(_GET_VIEW, {"job_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
         return _view(row)
@@ -460,10 +494,12 @@ class MetadataStore:
         out = []
         for r in rows:
             payload = json.loads(r["payload"])
+            equity = payload.pop("equity", None)  # its own field, not repeated in ``data``
             out.append(ProgressEvent(
                 job_id=job_id, seq=r["seq"], kind=r["kind"], at=_aware(r["at"]),
                 status=payload.get("status"), progress=payload.get("progress"),
                 message=payload.get("message") or payload.get("reason"), data=payload,
+                equity=equity,
             ))
         return out
 
@@ -479,6 +515,23 @@ class MetadataStore:
         ).scalar_one()
         conn.execute(events.insert().values(job_id=job_id, seq=int(seq) + 1, kind=kind,
                                             at=utcnow(), payload=json.dumps(payload)))
+
+
+def equity_points(points: Sequence[tuple[int, float]]) -> list[list[int | float]]:
+    """``[[ts_ms, value], ...]``: finite points only, thinned evenly (the last one kept) to
+    at most :data:`~pitwall.models.MAX_EQUITY_POINTS`."""
+    clean: list[list[int | float]] = [[int(ts), float(v)] for ts, v in points
+                                      if math.isfinite(v)]
+    if len(clean) > MAX_EQUITY_POINTS:
+        step = len(clean) / MAX_EQUITY_POINTS
+        clean = [clean[min(len(clean) - 1, math.ceil((i + 1) * step) - 1)]
+                 for i in range(MAX_EQUITY_POINTS)]
+    return clean
+
+
+_GET_VIEW = (sa.select(jobs, metrics_t.c.metrics)
+             .select_from(jobs.outerjoin(metrics_t, metrics_t.c.job_id == jobs.c.id))
+             .where(jobs.c.id == sa.bindparam("job_id")))
 
 
 def _view(row: Any) -> JobView:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pitwall.models import JobStatus
 from pitwall_executor.execution import AttemptResult, run_attempt
@@ -156,9 +156,11 @@ class Worker:
             self.stack.queue.enqueue(job_id, priority=priority_of(self.stack.store, job_id))
             log.info("job %s attempt %d handed back on shutdown", job_id, attempt)
 
-    def _progress(self, job_id: str, attempt: int) -> Callable[[float, str], None]:
-        def report(progress: float, message: str) -> None:
-            self.stack.store.set_progress(job_id, attempt, progress, message)
+    def _progress(self, job_id: str, attempt: int) -> Callable[..., None]:
+        """``report(progress, message, equity=())``: persist, then publish the event."""
+        def report(progress: float, message: str,
+                   equity: Sequence[tuple[int, float]] = ()) -> None:
+            self.stack.store.set_progress(job_id, attempt, progress, message, equity)
             self.publish_events(job_id)
         return report
 

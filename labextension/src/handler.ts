@@ -43,3 +43,17 @@ export async function requestAPI<T>(endpoint: string, init: RequestInit = {}): P
 export function pitwallUrl(endpoint: string): string {
   return URLExt.join(ServerConnection.makeSettings().baseUrl, 'pitwall', endpoint);
 }
+
+/**
+ * Open the extension's events WebSocket of a job (`<base>/pitwall/events/<id>?after=<seq>`).
+ * The browser authenticates to Jupyter only (its cookie, or Jupyter's own token when the
+ * settings say to append it); the server extension talks to the Backtest API.
+ */
+export function openEvents(id: string, after: number): WebSocket {
+  const settings = ServerConnection.makeSettings();
+  let url = URLExt.join(settings.wsUrl, 'pitwall', 'events', encodeURIComponent(id)) + `?after=${after}`;
+  if (settings.appendToken && settings.token) {
+    url += `&token=${encodeURIComponent(settings.token)}`;
+  }
+  return new settings.WebSocket(url);
+}

@@ -116,4 +116,5 @@ export interface ProgressEvent {
   progress?: number | null;
   message?: string | null;
   data?: { [key: string]: unknown } | null;
+  equity?: Array<[number, number]> | null;
 }

@@ -1,8 +1,8 @@
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 import Plotly from 'plotly.js-dist-min';
-import { pitwallUrl, requestAPI } from './handler';
-import { JobView, Metrics } from './models';
+import { openEvents, pitwallUrl, requestAPI } from './handler';
+import { JobView, Metrics, ProgressEvent } from './models';
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT']);
 const LABELS: Array<[keyof Metrics, string, (v: number) => string]> = [
@@ -25,12 +25,34 @@ interface EquityPoints {
   equity: number[];
 }
 
+/** The events stream of the selected running job: where to resume, and whether it ended. */
+interface LiveStream {
+  id: string;
+  socket: WebSocket | null;
+  lastSeq: number;
+  drawn: boolean;
+  retry: number | null;
+}
+
+const RETRY_MS = 1000;
+const LAYOUT = { height: 260, margin: { l: 50, r: 10, t: 10, b: 30 } };
+
+/** Milliseconds since the epoch as the equity endpoint writes times (UTC, seconds). */
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
 /** The Backtests side panel: the researcher's jobs, live, and the selected job's results. */
 export class BacktestsPanel extends Widget {
   private jobs: JobView[] = [];
   private selected: string | null = null;
   private plotted: string | null = null;
   private timer: number | null = null;
+  private live: LiveStream | null = null;
+  /** Chart updates, one after the other (Plotly calls are asynchronous). */
+  private drawing: Promise<unknown> = Promise.resolve();
+  /** The latest progress an event reported, per job (the list poll may lag behind). */
+  private readonly liveProgress = new Map<string, number>();
   private readonly list: HTMLElement;
   private readonly detail: HTMLElement;
   private readonly chart: HTMLElement;
@@ -60,6 +82,7 @@ export class BacktestsPanel extends Widget {
       window.clearInterval(this.timer);
       this.timer = null;
     }
+    this.stopLive();
   }
 
   /** Show a job as soon as it is submitted and select it. */
@@ -83,8 +106,9 @@ export class BacktestsPanel extends Widget {
   private renderList(): void {
     this.list.innerHTML = this.jobs
       .map(job => {
-        const pct = Math.round((job.progress ?? 0) * 100);
         const live = !TERMINAL.has(job.status);
+        const progress = Math.max(job.progress ?? 0, live ? this.liveProgress.get(job.id) ?? 0 : 0);
+        const pct = Math.round(progress * 100);
         const actions = [
           live ? `<button data-action="cancel" data-id="${job.id}">Cancel</button>` : '',
           job.status === 'COMPLETED' ? `<button data-action="report" data-id="${job.id}">Report</button>` : '',
@@ -104,6 +128,7 @@ export class BacktestsPanel extends Widget {
     const job = this.jobs.find(j => j.id === this.selected);
     if (!job) {
       this.detail.innerHTML = '';
+      this.stopLive();
       return;
     }
     const reason = job.reason ? `<p class="pitwall-reason">${escape(job.reason)}</p>` : '';
@@ -116,17 +141,124 @@ export class BacktestsPanel extends Widget {
         '</table>'
       : '';
     this.detail.innerHTML = `<h4>${job.id}</h4><p>${job.status}</p>${reason}${metrics}`;
-    if (job.status === 'COMPLETED' && this.plotted !== job.id) {
-      this.plotted = job.id;
-      const points = await requestAPI<EquityPoints>(`equity/${job.id}`);
-      await Plotly.react(this.chart, [{ x: points.ts, y: points.equity, type: 'scatter', mode: 'lines', name: 'equity' }], {
-        height: 260,
-        margin: { l: 50, r: 10, t: 10, b: 30 }
-      });
-    } else if (job.status !== 'COMPLETED' && this.plotted !== null) {
-      Plotly.purge(this.chart);
-      this.plotted = null;
+    if (job.status === 'COMPLETED') {
+      this.stopLive();
+      if (this.plotted !== job.id) {
+        // The full curve of the equity artifact replaces the running one.
+        this.plotted = job.id;
+        const points = await requestAPI<EquityPoints>(`equity/${job.id}`);
+        await this.draw(() => this.plot(points.ts, points.equity, 'final'));
+      }
+    } else if (!TERMINAL.has(job.status)) {
+      this.follow(job.id);
+    } else {
+      this.stopLive();
+      if (this.plotted !== null) {
+        this.plotted = null;
+        await this.draw(() => this.clearChart());
+      }
     }
+  }
+
+  /** Stream the running job's events: the progress bar and the growing equity curve. */
+  private follow(id: string): void {
+    if (this.live?.id === id) {
+      return;
+    }
+    this.stopLive();
+    this.plotted = `live:${id}`;
+    void this.draw(() => this.clearChart());
+    this.live = { id, socket: null, lastSeq: 0, drawn: false, retry: null };
+    this.connect(this.live);
+  }
+
+  private connect(live: LiveStream): void {
+    const socket = openEvents(live.id, live.lastSeq);
+    live.socket = socket;
+    socket.onmessage = message => {
+      if (this.live === live) {
+        this.onEvent(live, JSON.parse(String(message.data)) as ProgressEvent);
+      }
+    };
+    socket.onclose = closed => {
+      if (this.live !== live || live.socket !== socket) {
+        return;
+      }
+      live.socket = null;
+      if (closed.code === 1000) {
+        void this.refresh(); // the job ended: show its final state now
+        return;
+      }
+      // Lost (a restart, the API went away): resume after the last event seen.
+      live.retry = window.setTimeout(() => {
+        live.retry = null;
+        if (this.live === live) {
+          this.connect(live);
+        }
+      }, RETRY_MS);
+    };
+  }
+
+  private onEvent(live: LiveStream, event: ProgressEvent): void {
+    if (event.seq <= live.lastSeq) {
+      return; // already seen (a resumed stream never repeats, but be sure)
+    }
+    live.lastSeq = event.seq;
+    if (typeof event.progress === 'number') {
+      this.liveProgress.set(live.id, event.progress);
+      const bar = this.list.querySelector(`.pitwall-job[data-id="${live.id}"] progress`) as HTMLProgressElement | null;
+      if (bar) {
+        bar.value = Math.round(event.progress * 100);
+      }
+    }
+    const points = event.equity ?? [];
+    if (points.length > 0) {
+      const x = points.map(([ts]) => isoSeconds(ts));
+      const y = points.map(([, value]) => value);
+      void this.draw(async () => {
+        if (this.live !== live) {
+          return; // the job ended or another one was selected meanwhile
+        }
+        if (!live.drawn) {
+          live.drawn = true;
+          await this.plot(x, y, 'live');
+        } else {
+          await Plotly.extendTraces(this.chart, { x: [x], y: [y] }, [0]);
+        }
+      });
+    }
+    if (event.kind === 'status' && event.status && TERMINAL.has(event.status)) {
+      void this.refresh();
+    }
+  }
+
+  private stopLive(): void {
+    const live = this.live;
+    if (!live) {
+      return;
+    }
+    this.live = null;
+    this.liveProgress.delete(live.id);
+    if (live.retry !== null) {
+      window.clearTimeout(live.retry);
+    }
+    live.socket?.close();
+    live.socket = null;
+  }
+
+  private draw(step: () => Promise<unknown> | void): Promise<unknown> {
+    this.drawing = this.drawing.then(step).catch(error => console.error('Pitwall chart:', error));
+    return this.drawing;
+  }
+
+  private async plot(x: string[], y: number[], kind: 'live' | 'final'): Promise<void> {
+    this.chart.dataset.plot = kind;
+    await Plotly.react(this.chart, [{ x, y, type: 'scatter', mode: 'lines', name: 'equity' }], LAYOUT);
+  }
+
+  private clearChart(): void {
+    delete this.chart.dataset.plot;
+    Plotly.purge(this.chart);
   }
 
   private async onClick(event: MouseEvent): Promise<void> {

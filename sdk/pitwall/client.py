@@ -23,8 +23,11 @@ from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     import httpx
     import polars as pl
+    from tornado.websocket import WebSocketClientConnection
 
 
 class ApiError(PitwallError):
@@ -134,18 +137,7 @@ class Client:
 
     async def _read_events(self, job_id: str, after: int, idle: float,
                            ) -> builtins.list[ProgressEvent]:
-        from tornado.httpclient import HTTPClientError, HTTPRequest
-        from tornado.websocket import websocket_connect
-
-        url = "ws" + self.url.removeprefix("http") + f"/v1/backtests/{job_id}/events"
-        request = HTTPRequest(f"{url}?after={after}", headers=dict(self._http.headers))
-        try:
-            conn = await websocket_connect(request)
-        except HTTPClientError as exc:  # refused before the upgrade: a JSON error body
-            body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
-            with contextlib.suppress(ValueError, AttributeError):
-                body = str(json.loads(body).get("message") or body)
-            raise ApiError(exc.code, body) from exc
+        conn = await self._connect_events(job_id, after)
         out: builtins.list[ProgressEvent] = []
         try:
             while True:
@@ -159,6 +151,36 @@ class Client:
         finally:
             conn.close()
         return out
+
+    async def stream_events(self, job_id: str, *, after: int = 0,
+                            ) -> AsyncIterator[ProgressEvent]:
+        """The job's events after ``after`` as they happen (the running equity curve rides
+        on the progress events). Ends when the server ends the stream after the job's
+        terminal event; raises :class:`ConnectionError` when the stream was lost before,
+        so the caller can resume with ``after=`` the last ``seq`` it saw."""
+        conn = await self._connect_events(job_id, after)
+        try:
+            while (message := await conn.read_message()) is not None:
+                yield ProgressEvent.model_validate_json(message)
+            if conn.close_code != 1000:
+                raise ConnectionError(f"the events stream of {job_id} was lost "
+                                      f"({conn.close_code}: {conn.close_reason})")
+        finally:
+            conn.close()
+
+    async def _connect_events(self, job_id: str, after: int) -> WebSocketClientConnection:
+        from tornado.httpclient import HTTPClientError, HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        url = "ws" + self.url.removeprefix("http") + f"/v1/backtests/{job_id}/events"
+        request = HTTPRequest(f"{url}?after={after}", headers=dict(self._http.headers))
+        try:
+            return await websocket_connect(request)
+        except HTTPClientError as exc:  # refused before the upgrade: a JSON error body
+            body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
+            with contextlib.suppress(ValueError, AttributeError):
+                body = str(json.loads(body).get("message") or body)
+            raise ApiError(exc.code, body) from exc
 
     def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5) -> JobView:
         """Block until the job ends (or ``timeout`` seconds pass: TimeoutError)."""

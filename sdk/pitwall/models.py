@@ -200,6 +200,10 @@ class JobView(_Model):
     parent_id: str | None = None  # the sweep this job is a child of
 
 
+#: Most equity points one progress event carries.
+MAX_EQUITY_POINTS = 500
+
+
 class ProgressEvent(_Model):
     """One event of a job's stream: a status change, progress, or a log line."""
 
@@ -211,3 +215,9 @@ class ProgressEvent(_Model):
     progress: float | None = None
     message: str | None = None
     data: dict[str, Any] | None = None
+    #: A progress event's new points of the running equity curve since the job's previous
+    #: event, as ``[ts_ms, equity]`` (ms since the epoch, UTC): marked by the trusted broker
+    #: while an event-driven job runs; one downsampled curve once a vectorized job is
+    #: accounted. The completed job's equity artifact supersedes them.
+    equity: Annotated[list[tuple[int, Annotated[float, Field(allow_inf_nan=False)]]] | None,
+                      Field(max_length=MAX_EQUITY_POINTS)] = None

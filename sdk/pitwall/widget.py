@@ -1,19 +1,28 @@
 """The live panel that ``%%backtest`` shows under a cell (ipywidgets + a Plotly FigureWidget).
 
-A background thread follows the job through the API and updates the widgets, so the
-kernel stays free for other cells while the backtest runs.
+A background thread follows the job's events WebSocket and updates the widgets, so the
+kernel stays free for other cells while the backtest runs: the progress bar moves and the
+equity curve grows from the progress events' points (titled "equity (running)"), and on
+completion the full curve of the equity artifact replaces it. A lost stream is resumed
+after the last event seen; without one the panel falls back to polling the job.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import html
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pitwall.models import JobStatus, JobView
+from pitwall.models import JobStatus, JobView, ProgressEvent
 
 if TYPE_CHECKING:
     from pitwall.client import Client
+
+
+EQUITY_TITLE = "equity"
+RUNNING_TITLE = "equity (running)"
 
 
 def _widgets() -> tuple[Any, Any]:
@@ -38,7 +47,7 @@ class BacktestPanel:
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
                                               description="progress")
         self.figure = go.FigureWidget(layout={"height": 320, "margin": {"t": 30},
-                                              "title": {"text": "equity"}})
+                                              "title": {"text": EQUITY_TITLE}})
         self.figure.add_scatter(x=[], y=[], mode="lines", name="equity")
         self.metrics = widgets.HTML("")
         self.report = widgets.HTML("")
@@ -48,6 +57,7 @@ class BacktestPanel:
                                  self.report, self.cancel_button])
         self.done = threading.Event()
         self.view: JobView | None = None
+        self.after = 0  # the last event seq seen
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
     def start(self) -> BacktestPanel:
@@ -64,16 +74,46 @@ class BacktestPanel:
 
     def _follow(self) -> None:
         try:
-            while not self.done.is_set():
-                view = self.client.get(self.job_id)
-                self.update(view)
-                if view.status.terminal:
-                    self.finish(view)
-                    return
-                self.done.wait(self.poll)
+            asyncio.run(self._stream())  # this thread's own loop: the kernel's stays free
         except Exception as exc:  # shown in the panel: a thread has nowhere else to say it
             self.status.value = f"<b>{html.escape(self.job_id)}</b>: lost the job ({exc})"
             self.done.set()
+
+    async def _stream(self) -> None:
+        self.update(self.client.get(self.job_id))
+        while not self.done.is_set():
+            try:
+                async for event in self.client.stream_events(self.job_id, after=self.after):
+                    self.on_event(event)
+            except (ConnectionError, OSError):
+                pass  # resumed below, after the last event seen
+            view = self.client.get(self.job_id)
+            self.update(view)
+            if view.status.terminal:
+                self.finish(view)
+                return
+            await asyncio.sleep(self.poll)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """One event of the job: progress, new equity points, or a status change."""
+        if event.seq <= self.after:
+            return
+        self.after = event.seq
+        if event.progress is not None and event.kind == "progress":
+            self.progress.value = event.progress
+        if event.equity:
+            x = [dt.datetime.fromtimestamp(ts / 1000, dt.UTC) for ts, _ in event.equity]
+            y = [value for _, value in event.equity]
+            trace = self.figure.data[0]
+            self.figure.layout.title.text = RUNNING_TITLE
+            with self.figure.batch_update():
+                trace.x = (*(trace.x or ()), *x)
+                trace.y = (*(trace.y or ()), *y)
+        if event.status is not None and event.status is not JobStatus.COMPLETED:
+            reason = f" — {html.escape(event.message)}" if event.message else ""
+            self.status.value = (f"<b>{html.escape(self.job_id)}</b>: "
+                                 f"<span class='pitwall-status'>{event.status.value}</span>"
+                                 f"{reason}")
 
     def update(self, view: JobView) -> None:
         self.view = view
@@ -91,7 +131,8 @@ class BacktestPanel:
                            for k, v in format_metrics(view.metrics))
             self.metrics.value = f"<table class='pitwall-metrics'>{rows}</table>"
             equity = self.client.equity(view.id)
-            with self.figure.batch_update():
+            self.figure.layout.title.text = EQUITY_TITLE  # before the data: see on_event
+            with self.figure.batch_update():  # the full curve replaces the running one
                 self.figure.data[0].x = equity.get_column("ts").to_list()
                 self.figure.data[0].y = equity.get_column("equity").to_list()
             url = self.client.report_url(view.id)

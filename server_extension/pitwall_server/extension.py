@@ -53,6 +53,7 @@ class PitwallExtension(ExtensionApp):
             (r"/pitwall/submit", handlers.SubmitHandler),
             (r"/pitwall/api/(.+)", handlers.ApiProxyHandler),
             (r"/pitwall/equity/([^/]+)", handlers.EquityHandler),
+            (r"/pitwall/events/([A-Za-z0-9-]+)", handlers.EventsProxyHandler),
             (r"/pitwall/report/([^/]+)", handlers.ReportHandler),
             (r"/pitwall/rerun/([^/]+)", handlers.RerunHandler),
         ]

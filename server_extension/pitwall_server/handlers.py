@@ -1,4 +1,4 @@
-"""HTTP handlers of the server extension: bundle a notebook, submit, and proxy the API.
+"""Handlers of the server extension: bundle a notebook, submit, proxy the API and its events.
 
 Every handler is ``@tornado.web.authenticated``: the browser talks to Jupyter with the
 user's Jupyter identity, and the extension talks to the Backtest API with the
@@ -7,21 +7,32 @@ researcher's API token, which never reaches the browser.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
 from typing import Any
 
 import tornado.web
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
 from pydantic import ValidationError
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import (
+    WebSocketClientConnection,
+    WebSocketClosedError,
+    WebSocketHandler,
+    websocket_connect,
+)
 
 from pitwall.errors import BundleError
 from pitwall.models import BacktestSpec
 from pitwall_server.bundler import NotebookBundleError, bundle_notebook, read_params
 
 MAX_POINTS = 2000
+#: Largest event message relayed (one event carries at most 500 equity points).
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class PitwallHandler(APIHandler):
@@ -157,6 +168,86 @@ class EquityHandler(PitwallHandler):
             "ts": frame.get_column("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_list(),
             "equity": frame.get_column("equity").to_list(),
         }))
+
+
+class EventsProxyHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """``WS /pitwall/events/{id}?after=N``: the job's events, relayed from the Backtest API.
+
+    The browser authenticates to Jupyter (cookie or Jupyter token); this handler opens the
+    API's ``WS /v1/backtests/{id}/events`` with the researcher's token, server-side, and
+    relays each message (a :class:`pitwall.models.ProgressEvent` as JSON) one way. The
+    upstream socket is opened before the upgrade, so a refusal (no such job, a bad
+    ``after``) is answered as an HTTP error. When the API closes (1000 after the job's
+    terminal event) the same code is passed on; a lost API closes with 1011 and the
+    client resumes with ``?after=`` its last ``seq``.
+    """
+
+    upstream: WebSocketClientConnection | None = None
+    _pump_task: asyncio.Task[None] | None = None
+
+    def set_default_headers(self) -> None:
+        """No JupyterHandler default headers (CSP and the like) on a WebSocket upgrade."""
+
+    @ws_authenticated
+    async def get(self, job_id: str) -> None:
+        after = self.get_query_argument("after", "0")
+        if not after.isdigit() or len(after) > 10:
+            raise tornado.web.HTTPError(400, "after must be an event seq (an integer ≥ 0)")
+        api = str(self.settings["pitwall_api_url"])
+        request = HTTPRequest(
+            "ws" + api.removeprefix("http") + f"/v1/backtests/{job_id}/events?after={after}",
+            headers={"Authorization": f"Bearer {self.settings['pitwall_api_token']}"},
+            connect_timeout=30, request_timeout=30, follow_redirects=False)
+        try:
+            self.upstream = await websocket_connect(request, max_message_size=MAX_EVENT_BYTES)
+        except HTTPClientError as exc:  # refused before the upgrade: pass the refusal on
+            code = exc.code if 400 <= exc.code < 600 else 502
+            raise tornado.web.HTTPError(code, _api_message(exc)) from None
+        except OSError as exc:
+            raise tornado.web.HTTPError(502, f"the Backtest API is unreachable ({exc})") from None
+        await WebSocketHandler.get(self, job_id)
+        if self.ws_connection is None:  # the upgrade was refused (origin, headers)
+            self._close_upstream()
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        super().open(*args, **kwargs)  # WebSocketMixin: the ping loop
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        while True:
+            message = await upstream.read_message()
+            if message is None:  # the API closed: 1000 when the job ended, else resume later
+                code = upstream.close_code or 1011
+                reason = upstream.close_reason or "the Backtest API closed the stream"
+                self.close(code, reason[:120])
+                return
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                return
+
+    def on_message(self, message: str | bytes) -> None:
+        """The stream is one-way; a client resumes by reconnecting with ``?after=``."""
+
+    def on_close(self) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        self._close_upstream()
+
+    def _close_upstream(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+
+
+def _api_message(exc: HTTPClientError) -> str:
+    body = exc.response.body if exc.response is not None and exc.response.body else b""
+    try:
+        return str(json.loads(body).get("message") or exc.message)
+    except (ValueError, AttributeError):
+        return str(exc.message)
 
 
 class ReportHandler(PitwallHandler):

@@ -19,7 +19,32 @@ def slow(bars: pl.DataFrame) -> pl.DataFrame:
 """
 
 
+# Event-driven and a little slow on every bar: the job runs for a few seconds and its
+# progress events carry the running equity curve.
+SLOW_EVENT = """import time
+import pitwall
+
+
+class Churn(pitwall.Strategy):
+    lookback = 1
+
+    def on_start(self, ctx):
+        self.n = 0
+
+    def on_bar(self, ctx):
+        time.sleep(0.01)
+        self.n += 1
+        if self.n % 30 == 0:
+            ctx.order_target_percent("AAPL", 0.9 if (self.n // 30) % 2 else 0.0)
+"""
+
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+# The number of points of the panel's chart, or false; "final" once the job completed.
+POINTS_JS = """(kind) => {
+  const chart = document.querySelector('.pitwall-equity');
+  const n = chart && chart.data && chart.data[0] ? chart.data[0].y.length : 0;
+  return chart && chart.dataset.plot === kind && n > 0 ? n : false;
+}"""
 
 
 def open_notebook(page: Any, lab: Lab, name: str) -> None:
@@ -34,11 +59,24 @@ def status(job_id: str, value: str) -> str:
     return f".pitwall-job[data-id='{job_id}'] .pitwall-status[data-status='{value}']"
 
 
-def run_backtest(page: Any, cell_index: int) -> str:
+def write_notebook(lab: Lab, name: str, source: str) -> None:
+    nb = {"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": [],
+                     "execution_count": None, "id": "strategy"}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (lab.notebooks / name).write_text(json.dumps(nb))
+
+
+def run_backtest(page: Any, cell_index: int, **fields: str) -> str:
     page.locator(f"{NOTEBOOK} .jp-Notebook .jp-Cell").nth(cell_index).click()
     page.locator(f"{NOTEBOOK} .pitwall-run-button").click()
     dialog = page.locator(".jp-Dialog")
     dialog.locator("input[name=symbols]").fill("AAPL,MSFT")
+    for name, value in fields.items():
+        if name == "engine":
+            dialog.locator("select[name=engine]").select_option(value)
+        else:
+            dialog.locator(f"input[name={name}]").fill(value)
     dialog.get_by_role("button", name="Run").click()
     row = page.locator(".pitwall-job.pitwall-selected")
     row.wait_for()
@@ -79,11 +117,7 @@ def test_a_refused_bundle_names_the_cell(page: Any, lab: Lab) -> None:
 
 
 def test_cancel_a_running_job_from_the_panel(page: Any, lab: Lab) -> None:
-    nb = {"cells": [{"cell_type": "code", "source": SLOW, "metadata": {}, "outputs": [],
-                     "execution_count": None, "id": "slow"}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (lab.notebooks / "slow.ipynb").write_text(json.dumps(nb))
+    write_notebook(lab, "slow.ipynb", SLOW)
     open_notebook(page, lab, "slow.ipynb")
     job_id = run_backtest(page, cell_index=0)
     row = page.locator(f".pitwall-job[data-id='{job_id}']")
@@ -92,3 +126,31 @@ def test_cancel_a_running_job_from_the_panel(page: Any, lab: Lab) -> None:
     page.wait_for_selector(status(job_id, "CANCELLED"), timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "cancelled.png"), full_page=True)
     assert json.loads(lab.api(f"v1/backtests/{job_id}"))["status"] == "CANCELLED"
+
+
+def test_the_equity_curve_grows_while_an_event_job_runs(page: Any, lab: Lab) -> None:
+    write_notebook(lab, "slow_event.ipynb", SLOW_EVENT)
+    open_notebook(page, lab, "slow_event.ipynb")
+    job_id = run_backtest(page, cell_index=0, engine="event", start="2024-03-04",
+                          end="2024-03-05")
+    # The running curve (from the events WebSocket) has points before the job completed...
+    first = page.wait_for_function(POINTS_JS, arg="live", timeout=180_000).json_value()
+    # ...and more of them later, still before completion: "final" first fails the wait.
+    grown = page.wait_for_function("""(n) => {
+      const chart = document.querySelector('.pitwall-equity');
+      if (chart.dataset.plot === 'final') {
+        throw new Error(`the job completed before the running curve grew past ${n} points`);
+      }
+      const now = chart.dataset.plot === 'live' ? chart.data[0].y.length : 0;
+      return now > n ? now : false;
+    }""", arg=first, timeout=120_000).json_value()
+    assert grown > first > 0
+    page.screenshot(path=str(ARTIFACTS / "equity-running.png"), full_page=True)
+    progress = page.locator(f".pitwall-job[data-id='{job_id}'] progress").get_attribute("value")
+    assert progress is not None and int(progress) > 10  # moved by the progress events
+    # On completion the full curve of the equity artifact replaces the running one.
+    page.wait_for_selector(status(job_id, "COMPLETED"), timeout=180_000)
+    final = page.wait_for_function(POINTS_JS, arg="final", timeout=60_000).json_value()
+    equity = json.loads(lab.api(f"v1/backtests/{job_id}"))
+    assert equity["status"] == "COMPLETED" and equity["spec"]["engine"] == "event"
+    assert final == 2 * 390 >= grown
