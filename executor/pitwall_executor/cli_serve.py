@@ -4,21 +4,35 @@
 process, sharing one Stack (SQLite and the in-process queue by default). ``api`` runs
 the API alone, for deployments whose workers run as ``pitwall worker`` processes.
 :class:`EmbeddedServer` is the same thing as an object, for tests and benchmarks.
+
+With workers, ``serve`` first recovers what a killed ``serve`` left behind (jobs
+RUNNING or PENDING in its database: re-enqueued, or FAILED after ``max_attempts``
+deaths), then runs the recovery loop beside its workers. Its worker threads run at
+nice ``--nice`` (they and their sandboxes yield the CPU to the API thread); they still
+share the GIL with the API, which is why production runs ``pitwall api`` and
+``pitwall worker`` as separate processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pitwall_executor.auth import ResearcherExistsError, create_researcher
 from pitwall_executor.config import Config
+from pitwall_executor.queue import MemoryQueue
+from pitwall_executor.recovery import RecoveryLoop, recover_at_startup
 from pitwall_executor.stack import Stack
+from pitwall_executor.worker_main import DEFAULT_NICE, lower_cpu_priority
+
+if TYPE_CHECKING:
+    from pitwall_executor.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +41,14 @@ class EmbeddedServer:
     """The API (on its own IOLoop thread) plus ``workers`` in-process worker threads."""
 
     def __init__(self, stack: Stack, *, port: int = 0, host: str = "127.0.0.1",
-                 workers: int = 0, **app_options: Any) -> None:
+                 workers: int = 0, worker_nice: int = 0, recovery_interval_s: float | None = None,
+                 **app_options: Any) -> None:
         self.stack = stack
         self.host = host
         self.port = port
         self.workers = workers
+        self.worker_nice = worker_nice
+        self.recovery_interval_s = recovery_interval_s
         self.app_options = app_options
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -45,12 +62,14 @@ class EmbeddedServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> EmbeddedServer:
-        """Start the worker threads and the API; return once the API listens."""
+        """Recover, start the worker threads and the API; return once the API listens."""
         from pitwall_executor.worker import Worker
 
+        if self.workers:
+            self._recover()
         for i in range(self.workers):
-            worker = Worker(self.stack, name=f"embedded-{i}")
-            thread = threading.Thread(target=worker.run_forever, args=(self._stop,),
+            worker = Worker(self.stack, name=f"embedded-{os.getpid()}-{i}")
+            thread = threading.Thread(target=self._work, args=(worker,),
                                       name=f"pitwall-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -61,6 +80,26 @@ class EmbeddedServer:
         if self._error is not None:
             raise RuntimeError(f"the API did not start: {self._error}") from self._error
         return self
+
+    def _recover(self) -> None:
+        """Take back a killed predecessor's jobs, then keep the recovery loop running."""
+        cfg, store, queue = self.stack.config, self.stack.store, self.stack.queue
+        # On the in-process queue no other process can be running this database's jobs.
+        exclusive = isinstance(queue, MemoryQueue)
+        for rec in recover_at_startup(store, queue, max_attempts=cfg.max_attempts,
+                                      exclusive=exclusive, stale_after_s=cfg.stale_after_s):
+            log.warning("job %s was left RUNNING (attempt %d) by a serve that died: now %s",
+                        rec.job_id, rec.attempt, rec.status.value)
+        loop = RecoveryLoop(store, queue, stale_after_s=cfg.stale_after_s,
+                            max_attempts=cfg.max_attempts, interval_s=self.recovery_interval_s)
+        thread = threading.Thread(target=loop.run, args=(self._stop,), name="pitwall-recovery",
+                                  daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _work(self, worker: Worker) -> None:
+        lower_cpu_priority(self.worker_nice)  # this thread and its sandboxes only (Linux)
+        worker.run_forever(self._stop)
 
     def _run_api(self) -> None:
         try:
@@ -117,13 +156,17 @@ def _config(ctx: click.Context) -> Config:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="In-process worker threads (default: the config's `workers`).")
+@click.option("--nice", type=click.IntRange(0, 19), default=DEFAULT_NICE, show_default=True,
+              help="CPU nice value of the worker threads and their sandboxes (the API "
+                   "thread keeps the normal priority).")
 @click.pass_context
-def serve(ctx: click.Context, port: int, host: str, workers: int | None) -> None:
+def serve(ctx: click.Context, port: int, host: str, workers: int | None, nice: int) -> None:
     """Run the API and workers in one process (the embedded mode)."""
     cfg = _config(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     n = cfg.workers if workers is None else workers
-    with EmbeddedServer(Stack.from_config(cfg), port=port, host=host, workers=n) as server:
+    with EmbeddedServer(Stack.from_config(cfg), port=port, host=host, workers=n,
+                        worker_nice=nice) as server:
         click.echo(f"pitwall API on {server.url} with {n} worker thread(s); Ctrl-C stops")
         _wait_for_signal()
     click.echo("stopped")

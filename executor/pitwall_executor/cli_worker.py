@@ -8,7 +8,7 @@ import click
 
 from pitwall_executor.config import Config
 from pitwall_executor.stack import Stack
-from pitwall_executor.worker_main import WorkerOptions, WorkerProcess, auto_slots
+from pitwall_executor.worker_main import DEFAULT_NICE, WorkerOptions, WorkerProcess, auto_slots
 
 
 @click.command("worker")
@@ -21,11 +21,14 @@ from pitwall_executor.worker_main import WorkerOptions, WorkerProcess, auto_slot
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Also run the recovery loop (reclaim jobs of dead workers, reconcile "
                    "the queue with the database).")
+@click.option("--nice", type=click.IntRange(0, 19), default=DEFAULT_NICE, show_default=True,
+              help="CPU nice value of this process and its sandboxes: batch work yields to "
+                   "an API on the same host (0 keeps the normal priority).")
 @click.option("--name", default=None, help="Worker name prefix (default: host:pid).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
 def worker(ctx: click.Context, slots: int | None, grace_s: float | None, recovery: bool,
-           name: str | None, log_level: str) -> None:
+           nice: int, name: str | None, log_level: str) -> None:
     """Run jobs from the queue until SIGTERM, then finish or hand them back."""
     cfg = ctx.obj
     assert isinstance(cfg, Config)
@@ -36,8 +39,8 @@ def worker(ctx: click.Context, slots: int | None, grace_s: float | None, recover
         raise click.BadParameter("--slots 0 with --no-recovery would do nothing",
                                  param_hint="--slots")
     options = WorkerOptions(slots=n, grace_s=cfg.grace_s if grace_s is None else grace_s,
-                            recovery=recovery, name=name)
+                            recovery=recovery, name=name, nice=nice)
     process = WorkerProcess(Stack.from_config(cfg), options)
     click.echo(f"pitwall worker: {n} slot(s), queue {cfg.queue_url}, recovery "
-               f"{'on' if recovery else 'off'}; SIGTERM stops")
+               f"{'on' if recovery else 'off'}, nice {nice}; SIGTERM stops")
     process.serve()

@@ -14,6 +14,10 @@ tick of :class:`RecoveryLoop` does, in this order:
    after a Redis restart that lost its data, or a crash between a commit and an enqueue.
    A duplicate entry is harmless: a delivery whose job is not PENDING is just acked.
 
+Before its workers start, ``pitwall serve`` runs :func:`recover_at_startup`: on the
+in-process queue it owns every job of its database, so what a killed predecessor left
+RUNNING is taken back at once rather than after ``stale_after_s``.
+
 Heartbeat times are written with each worker's clock: keep the hosts on NTP.
 """
 
@@ -125,6 +129,23 @@ def reconcile(store: MetadataStore, queue: JobQueue) -> list[str]:
     if missing:
         log.warning("re-enqueued %d PENDING jobs the queue did not hold", len(missing))
     return list(missing)
+
+
+def recover_at_startup(store: MetadataStore, queue: JobQueue, *, max_attempts: int,
+                       exclusive: bool, stale_after_s: float) -> list[Recovered]:
+    """Before a process's workers start: take back what a killed predecessor left behind.
+
+    ``exclusive`` says no other process runs jobs of this database (``pitwall serve``
+    on the in-process queue: a claim cannot outlive the process that made it). Then
+    every RUNNING attempt is an orphan of a dead process and is taken back at once —
+    re-enqueued, or FAILED once ``max_attempts`` workers died running it — instead of
+    after ``stale_after_s`` of silence. Either way, every PENDING job is enqueued again
+    (the in-process queue of the killed process died with it).
+    """
+    recovered = recover_stale(store, older_than=0.0 if exclusive else stale_after_s,
+                              max_attempts=max_attempts)
+    reconcile(store, queue)
+    return recovered
 
 
 class RecoveryLoop:

@@ -9,6 +9,10 @@ On SIGTERM (or SIGINT) the process stops claiming, lets the running jobs finish 
 goes RUNNING → PENDING through the recovery path and is enqueued again, so another
 worker runs it from the start. A SIGKILL skips all this; the recovery loop of any other
 worker process then takes the job back once its heartbeat is ``stale_after_s`` old.
+
+Batch work yields the CPU to the API: ``pitwall worker`` raises its nice value (default
+:data:`DEFAULT_NICE`) before it starts anything, so its slots and every sandbox they
+start run at a lower CPU priority than an API process on the same host.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pitwall_executor.worker import Worker
 
 log = logging.getLogger(__name__)
 HAND_BACK_WAIT_S = 30.0  # after the grace period: how long a killed run may take to return
+DEFAULT_NICE = 10  # workers and their sandboxes: below the API's CPU priority (nice 0)
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,27 @@ class WorkerOptions:
     recovery: bool = True
     recovery_interval_s: float | None = None
     name: str | None = None
+    nice: int = 0  # applied by serve() (the CLI), before any thread or sandbox starts
 
 
 def auto_slots(config: Config) -> int:
     """One slot per CPU this process may use, capped by memory / ``limits.memory_mb``."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, _memory_mb() // config.limits.memory_mb))
+
+
+def lower_cpu_priority(nice: int) -> int:
+    """Raise the calling thread's nice value to ``nice`` (never lower it); return it.
+
+    On Linux the nice value belongs to a thread and is inherited by the threads and
+    processes it starts: called first thing in a process it covers the whole process;
+    called in a worker thread (``pitwall serve``) it covers that thread and its
+    sandboxes, not the API's thread. Elsewhere it applies to the whole process.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, min(nice, 19))
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def _memory_mb() -> int:
@@ -75,6 +95,10 @@ class WorkerProcess:
 
     def start(self) -> None:
         """Start the slots and (unless disabled) the recovery loop."""
+        try:  # built now, not at the first job: it destroys sandboxes a killed worker left
+            _ = self.stack.backend
+        except Exception:  # each job then fails with the backend's own message
+            log.exception("the sandbox backend could not be started")
         for worker in self.workers:
             t = threading.Thread(target=worker.run_forever, args=(self.stop_claiming,),
                                  name=f"slot-{worker.name}", daemon=True)
@@ -112,9 +136,10 @@ class WorkerProcess:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        nice = lower_cpu_priority(self.options.nice)
         self.start()
-        log.info("worker %s: %d slot(s), recovery %s", os.getpid(), len(self.workers),
-                 "on" if self.options.recovery else "off")
+        log.info("worker %s: %d slot(s), recovery %s, nice %d", os.getpid(), len(self.workers),
+                 "on" if self.options.recovery else "off", nice)
         while not self.stop_claiming.wait(0.5):
             pass
         self.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,9 @@ class Api:
                           n_bars=1950, final_equity=1e6)
         assert store.finish(job_id, attempt, JobStatus.COMPLETED, metrics=metrics,
                             artifact_rows=rows)
+
+
+StartApi = Callable[..., Api]  # the live_api fixture of conftest.py
 
 
 def start_api(tmp_path: Path, lake: Path, db_url: str, *, workers: int = 0,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import requests
-from apikit import ROOT, Api, spec_json, start_api
+from apikit import ROOT, Api, StartApi, spec_json
 
 from pitwall.bundle import build_bundle
 
@@ -18,13 +17,8 @@ SMA = ROOT / "examples" / "sma_crossover.py"
 
 
 @pytest.fixture
-def serve(tmp_path: Path, lake: Path) -> Iterator[Api]:
-    running = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db", workers=1)
-    try:
-        yield running
-    finally:
-        running.server.stop()
-        running.stack.store.close()
+def serve(live_api: StartApi) -> Api:
+    return live_api(workers=1)
 
 
 def test_the_sma_example_runs_in_gvisor_through_the_api(serve: Api) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from apikit import Api, start_api
+from apikit import Api, StartApi
 
 
 def _pg_bin() -> Path:
@@ -83,13 +83,9 @@ def own_pg() -> Iterator[OwnPostgres]:
 
 
 @pytest.fixture
-def api_on_own_pg(tmp_path: Path, lake: Path, own_pg: OwnPostgres) -> Iterator[Api]:
-    running = start_api(tmp_path, lake, own_pg.url)
-    try:
-        yield running
-    finally:
-        running.server.stop()
-        running.stack.store.close()
+def api_on_own_pg(own_pg: OwnPostgres, live_api: StartApi) -> Api:
+    # own_pg first: set up before the API, so torn down after it.
+    return live_api(own_pg.url)
 
 
 def test_the_api_answers_503_while_postgres_is_down_and_recovers(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from apikit import ROOT, Api, bundle_bytes, spec_json, start_api
+from apikit import ROOT, Api, StartApi, bundle_bytes, spec_json
 
 from pitwall.bundle import build_bundle
 from pitwall.client import ApiError, Client
@@ -32,13 +30,8 @@ def post_sweep(api: Api, grid: Any, who: str = "alice", spec: str | None = None,
 
 
 @pytest.fixture
-def serve(tmp_path: Path, lake: Path) -> Iterator[Api]:
-    running = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db", workers=2)
-    try:
-        yield running
-    finally:
-        running.server.stop()
-        running.stack.store.close()
+def serve(live_api: StartApi) -> Api:
+    return live_api(workers=2)
 
 
 def test_a_2x2_sweep_of_the_sma_example_runs_in_gvisor(serve: Api) -> None:

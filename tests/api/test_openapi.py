@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from apikit import Api, start_api
+from apikit import Api, StartApi
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -26,14 +25,9 @@ def test_the_spec_is_served_and_built_from_the_models(api: Api) -> None:
 
 
 @pytest.fixture
-def sqlite_api(tmp_path: Path, lake: Path) -> Iterator[Api]:
+def sqlite_api(live_api: StartApi) -> Api:
     # The spec-vs-handler check does not depend on the database: SQLite keeps it under 60 s.
-    running = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db")
-    try:
-        yield running
-    finally:
-        running.server.stop()
-        running.stack.store.close()
+    return live_api()
 
 
 def test_schemathesis_finds_no_mismatch_against_the_live_server(sqlite_api: Api) -> None:

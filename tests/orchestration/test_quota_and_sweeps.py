@@ -33,6 +33,23 @@ def test_one_researchers_backlog_does_not_starve_another(make_cluster: Make) -> 
     assert c.stack.store.get(backlog[0]).status is JobStatus.COMPLETED
 
 
+def test_the_quota_holds_sweep_runs_but_never_interactive_ones(make_cluster: Make) -> None:
+    c = make_cluster(max_running_per_researcher="1")
+    sweep = c.stack.submit_sweep(spec(), sleeper(3), {"i": [1, 2]}, researcher="ada")
+    kids = [r.job_id for r in c.stack.store.sweep_results(sweep)]
+    solo = c.submit(sleeper(3), researcher="ada")
+    c.worker("--slots", "2", "--grace", "5")
+    for job in [solo, *kids]:
+        assert c.wait_done(job, timeout=120).status is JobStatus.COMPLETED, c.log_tail()
+    span = {job: c.rows("SELECT started_at, finished_at FROM attempts WHERE job_id = :j",
+                        j=job)[0] for job in [solo, *kids]}
+    first, second = sorted(span[k] for k in kids)
+    # ada's interactive run neither waited for her sweep run nor used up her quota...
+    assert first[0] < span[solo][1] and span[solo][0] < first[1]
+    # ...while her sweep runs still went one at a time.
+    assert second[0] >= first[1]
+
+
 def test_a_two_by_two_sweep_of_the_sma_example_completes_with_four_results(
     make_cluster: Make,
 ) -> None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall_executor.queue import MemoryQueue
-from pitwall_executor.recovery import RecoveryLoop, reconcile, recover_stale
+from pitwall_executor.recovery import RecoveryLoop, reconcile, recover_at_startup, recover_stale
 from pitwall_executor.store import MetadataStore, ResearcherAtQuotaError, attempts
 from pitwall_executor.sweeps import SweepError, expand_grid
 
@@ -79,10 +79,18 @@ def test_reconcile_enqueues_pending_jobs_the_queue_lost(store: MetadataStore) ->
     assert sorted(q.queued_ids()) == sorted([queued, lost, running])
 
 
+def _sweep(store: MetadataStore, researcher: str, n: int) -> list[str]:
+    """The ``n`` child runs of a fresh sweep of ``researcher``."""
+    _, kids = store.create_sweep(spec=SPEC, researcher=researcher, bundle=b"zip",
+                                 bundle_sha256="a" * 64, data_version=1,
+                                 grid={"fast": list(range(n))})
+    return kids
+
+
 def test_quota_is_checked_atomically_with_the_start(store: MetadataStore) -> None:
-    a1, a2, b1 = _job(store, "ada"), _job(store, "ada"), _job(store, "bob")
+    (a1, a2), (b1,) = _sweep(store, "ada", 2), _sweep(store, "bob", 1)
     assert store.start_attempt(a1, "w", max_running=1) == 1
-    with pytest.raises(ResearcherAtQuotaError, match="already has 1 jobs running"):
+    with pytest.raises(ResearcherAtQuotaError, match="already has 1 sweep runs running"):
         store.start_attempt(a2, "w", max_running=1)
     assert store.get(a2).status is JobStatus.PENDING
     assert store.start_attempt(b1, "w", max_running=1) == 1
@@ -90,8 +98,27 @@ def test_quota_is_checked_atomically_with_the_start(store: MetadataStore) -> Non
     assert store.start_attempt(a2, "w", max_running=1) == 1
 
 
+def test_the_quota_counts_and_holds_only_sweep_runs(store: MetadataStore) -> None:
+    kids = _sweep(store, "ada", 3)
+    solo = [_job(store, "ada") for _ in range(3)]
+    # Interactive runs never wait for the quota, however many the researcher has running.
+    for job in solo[:2]:
+        assert store.start_attempt(job, "w", max_running=1) == 1
+    # ...and do not use it up: the first sweep run still starts beside them.
+    assert store.start_attempt(kids[0], "w", max_running=1) == 1
+    with pytest.raises(ResearcherAtQuotaError):
+        store.start_attempt(kids[1], "w", max_running=1)
+    # A sweep at its quota does not hold back the researcher's next interactive run.
+    assert store.start_attempt(solo[2], "w", max_running=1) == 1
+    running = {v.id for v in store.list_jobs(limit=100)
+               if v.status is JobStatus.RUNNING and v.kind == "backtest"}
+    assert running == {*solo, kids[0]}
+    assert store.finish(kids[0], 1, JobStatus.COMPLETED, metrics=METRICS)
+    assert store.start_attempt(kids[1], "w", max_running=1) == 1
+
+
 def test_racing_starts_never_exceed_the_quota(store: MetadataStore) -> None:
-    ids = [_job(store, "ada") for _ in range(8)]
+    ids = _sweep(store, "ada", 8)
     started: list[int] = []
     barrier = threading.Barrier(len(ids))
 
@@ -110,7 +137,8 @@ def test_racing_starts_never_exceed_the_quota(store: MetadataStore) -> None:
         t.start()
     for t in threads:
         t.join()
-    running = [v for v in store.list_jobs(limit=100) if v.status is JobStatus.RUNNING]
+    running = [v for v in store.list_jobs(limit=100)
+               if v.status is JobStatus.RUNNING and v.kind == "backtest"]
     assert len(running) == len(started) and 1 <= len(running) <= 2
 
 
@@ -169,3 +197,26 @@ def test_a_job_cancelled_while_running_is_not_rerun_after_recovery(store: Metada
     recover_stale(store, older_than=30, max_attempts=3)
     assert store.start_attempt(job, "w2") is None
     assert store.get(job).status is JobStatus.CANCELLED
+
+
+def test_startup_recovery_takes_back_a_dead_serves_jobs_at_once(store: MetadataStore) -> None:
+    running, pending, poison = _job(store), _job(store), _job(store)
+    assert store.start_attempt(running, "dead-serve") == 1  # heartbeat: just now
+    for attempt in (1, 2):
+        assert store.start_attempt(poison, "dead-serve") == attempt
+        _silence(store, poison)
+        recover_stale(store, older_than=30, max_attempts=3)
+    assert store.start_attempt(poison, "dead-serve") == 3
+    q = MemoryQueue()
+    # Shared queue (other workers may be alive): a fresh heartbeat is left alone.
+    assert recover_at_startup(store, q, max_attempts=3, exclusive=False,
+                              stale_after_s=30) == []
+    assert sorted(q.queued_ids()) == [pending]
+    # Only this process runs jobs: every RUNNING attempt is an orphan, taken back now.
+    q = MemoryQueue()
+    got = recover_at_startup(store, q, max_attempts=3, exclusive=True, stale_after_s=30)
+    assert {(r.job_id, r.status) for r in got} == {(running, JobStatus.PENDING),
+                                                   (poison, JobStatus.FAILED)}
+    assert sorted(q.queued_ids()) == sorted([running, pending])
+    assert store.get(poison).reason is not None
+    assert store.start_attempt(running, "new-serve") == 2

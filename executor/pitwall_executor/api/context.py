@@ -6,17 +6,20 @@ import asyncio
 import functools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pitwall.models import JobView
 from pitwall_executor.api.metrics import ApiMetrics
 from pitwall_executor.auth import Researcher, authenticate, token_digest
 from pitwall_executor.stack import Stack
 
 T = TypeVar("T")
 AUTH_CACHE_S = 30.0
+ENDED_CACHE = 4096  # views of ended jobs kept by the API process (a few MB)
 
 
 @dataclass
@@ -32,6 +35,8 @@ class ApiContext:
     max_page: int = 200
     _auth_cache: dict[str, tuple[Researcher, float]] = field(default_factory=dict)
     _auth_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Only touched on the IOLoop thread: no lock.
+    _ended: OrderedDict[str, JobView] = field(default_factory=OrderedDict)
 
     @property
     def max_bundle_bytes(self) -> int:
@@ -41,6 +46,24 @@ class ApiContext:
         """Run a blocking store call on the DB pool so the IOLoop never waits on the database."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def job_view(self, job_id: str) -> JobView:
+        """The job's view; an ended job's from memory, as it can never change again.
+
+        A terminal state is final (the database refuses any later transition, and nothing
+        writes a terminal job's row), so the view of an ended job is cached: most status
+        reads of finished jobs cost neither a database round trip nor a thread hop.
+        """
+        view = self._ended.get(job_id)
+        if view is not None:
+            self._ended.move_to_end(job_id)
+            return view
+        view = await self.run(self.stack.store.get, job_id)
+        if view.status.terminal:
+            self._ended[job_id] = view
+            if len(self._ended) > ENDED_CACHE:
+                self._ended.popitem(last=False)
+        return view
 
     async def authenticate(self, token: str) -> Researcher | None:
         """The token's researcher; cached for a few seconds to spare the DB a query per call."""

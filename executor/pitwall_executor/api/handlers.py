@@ -102,7 +102,7 @@ class ApiHandler(RequestHandler):
         """The job if the caller may see it; 404 otherwise (also for other people's jobs)."""
         if not JOB_ID.match(job_id):
             raise not_found(f"job {job_id[:64]!r}")
-        view = await self.ctx.run(self.ctx.stack.store.get, job_id)
+        view = await self.ctx.job_view(job_id)
         if not self.researcher.may_see(view.researcher):
             raise not_found(f"job {job_id!r}")
         return view
