@@ -120,7 +120,7 @@ class EmbeddedServer:
         await self._done.wait()
         server.stop()
         await server.close_all_connections()
-        api_context(app).pool.shutdown(wait=False, cancel_futures=True)
+        api_context(app).shutdown()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the API and let each worker finish its current job."""
