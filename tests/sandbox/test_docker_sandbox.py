@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from sandbox_helpers import FAST
 
+from pitwall_executor.sandbox import oci
 from pitwall_executor.sandbox.base import PYTHON, SandboxRequest
 from pitwall_executor.sandbox.docker import BASE_IMAGE, DockerBackend, ensure_base_image
 
@@ -33,6 +34,7 @@ def test_engine_accepted_the_policy(docker_backend: DockerBackend) -> None:
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == host["MemorySwap"] == 300 << 20
     assert host["PidsLimit"] == 64 + 8 * 40 and host["NanoCpus"] == 500_000_000
+    assert host["CpuShares"] == oci.SANDBOX_CPU_SHARES  # batch weight: the API comes first
     assert host["LogConfig"]["Type"] == "none"
     assert host["Tmpfs"] == {"/scratch": "size=8m,mode=1777"}
     ulimits = {u["Name"]: u["Hard"] for u in host["Ulimits"]}

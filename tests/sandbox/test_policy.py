@@ -27,6 +27,7 @@ from pitwall_executor.sandbox.base import (
     SandboxRequest,
     runner_request,
 )
+from pitwall_executor.sandbox.gvisor import GVisorBackend
 
 pytestmark = pytest.mark.sandbox
 
@@ -251,3 +252,29 @@ def test_runner_reports_strategy_errors(sandbox: Backend, tmp_path: Path) -> Non
     [frame] = decode_frames(out.stdout)
     assert frame.kind is FrameKind.ERROR
     assert decode_error(frame.payload) == {"error": "KeyError", "message": "'close_px'"}
+
+
+def test_the_sandbox_cgroup_has_the_batch_cpu_weight_and_quota(backend: GVisorBackend) -> None:
+    """runsc applies the OCI CPU resources: a backtest yields to the API when both want a core."""
+    from pitwall_executor.sandbox import oci, owner
+
+    limits = FAST.model_copy(update={"cpus": 0.5})
+    runner = threading.Thread(target=run_py, args=(backend, "import time; time.sleep(4)"),
+                              kwargs={"limits": limits, "job_id": "cpu-weight"})
+    runner.start()
+    try:
+        pattern = f"pitwall-{owner.current().token}-*"
+        deadline = time.monotonic() + 20
+        found: list[Path] = []
+        while not found and time.monotonic() < deadline:
+            found = [p for p in Path("/sys/fs/cgroup/cpu").glob(pattern)
+                     if (p / "cpu.shares").exists()]
+            time.sleep(0.05)
+        assert found, "no cpu cgroup of the running sandbox appeared"
+        shares = int((found[0] / "cpu.shares").read_text())
+        quota = int((found[0] / "cpu.cfs_quota_us").read_text())
+        period = int((found[0] / "cpu.cfs_period_us").read_text())
+    finally:
+        runner.join()
+    assert shares == oci.SANDBOX_CPU_SHARES
+    assert quota / period == pytest.approx(0.5)

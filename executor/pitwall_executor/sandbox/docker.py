@@ -253,6 +253,7 @@ class DockerBackend:
             "memswap_limit": memory,  # equal: no swap
             "pids_limit": res["pids"]["limit"],
             "nano_cpus": int(limits.cpus * 1e9),
+            "cpu_shares": oci.SANDBOX_CPU_SHARES,
             "ulimits": [Ulimit(name=r["type"].removeprefix("RLIMIT_").lower(),
                                soft=r["soft"], hard=r["hard"]) for r in oci.rlimits(limits)],
             "log_config": LogConfig(type="none"),

@@ -153,6 +153,12 @@ def rlimits(limits: Limits) -> list[dict[str, Any]]:
     return [{"type": k, "hard": v, "soft": v} for k, v in values.items()]
 
 
+#: CPU weight of a sandbox's cgroup (the kernel default is 1024). Backtests are batch work:
+#: on a shared host they yield to the API and the database when those wake up. A worker's
+#: nice value does not reach across cgroups, so the weight has to be set on the sandbox's.
+SANDBOX_CPU_SHARES = 128
+
+
 def resources(limits: Limits) -> dict[str, Any]:
     period = 100_000
     return {
@@ -161,7 +167,8 @@ def resources(limits: Limits) -> dict[str, Any]:
         # (stub threads) on top of ~50 for the sentry and gofer (measured), and hitting
         # pids.max makes the sentry panic. The graceful limit is RLIMIT_NPROC inside.
         "pids": {"limit": 64 + 8 * limits.pids},
-        "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period},
+        "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period,
+                "shares": SANDBOX_CPU_SHARES},
     }
 
 
