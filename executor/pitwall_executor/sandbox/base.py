@@ -8,10 +8,12 @@ code: parse it with limits (``pitwall.channel``), never unpickle it.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
@@ -126,6 +128,42 @@ class SandboxSession(Protocol):
     def wait(self) -> SandboxOutcome: ...
 
     def kill(self) -> None: ...
+
+
+class SessionEnd:
+    """How a backend's session ends, shared by both backends: :meth:`wait` for the outcome
+    its watchdog recorded, and the context manager that kills, waits and closes both
+    pipes. A subclass sets ``stdin``, ``stdout``, ``_done``, ``_outcome`` and ``_what``
+    (``"sandbox <id>"``, for the timeout message) and implements :meth:`kill`.
+    """
+
+    stdin: BinaryIO
+    stdout: BinaryIO
+    _done: threading.Event
+    _outcome: SandboxOutcome | None
+    _what: str
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> SandboxOutcome:
+        """Block until the sandbox has ended and been cleaned up; its outcome."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"{self._what} is still running")
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        assert self._outcome is not None
+        return self._outcome
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done.is_set():
+            self.kill()
+        self.wait()
+        with contextlib.suppress(OSError):
+            self.stdout.close()
 
 
 class InteractiveBackend(SandboxBackend, Protocol):

@@ -38,7 +38,7 @@ from docker.types import Mount as DockerMount
 
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import oci, owner, pycache
-from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest
+from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ def _raw_socket(sock: Any) -> socket.socket:
     return raw
 
 
-class DockerSession:
+class DockerSession(SessionEnd):
     """A started container with live pipes (``SandboxSession``, DESIGN.md §5).
 
     The container's stdin, stdout and stderr travel over one attach socket (the engine
@@ -410,6 +410,7 @@ class DockerSession:
         self.stdout = cast(BinaryIO, os.fdopen(read_fd, "rb"))
         self.started = started
         self.container_name = run.name
+        self._what = f"container {run.name}"
         self.first_stderr_at: float | None = None
         self._backend, self._request, self._run = backend, request, run
         self._deadline = started + request.limits.timeout_s if armed else math.inf
@@ -434,25 +435,6 @@ class DockerSession:
     def kill(self) -> None:
         """Stop the container (from any thread); :meth:`wait` then reports ``cancelled``."""
         self._run.cancelled.set()
-
-    def wait(self, timeout: float | None = None) -> SandboxOutcome:
-        """Block until the container has ended and been removed; its outcome."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"container {self.container_name} is still running")
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        assert self._outcome is not None
-        return self._outcome
-
-    def __enter__(self) -> DockerSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done.is_set():
-            self.kill()
-        self.wait()
-        with contextlib.suppress(OSError):
-            self.stdout.close()
 
     def _recv(self, n: int) -> bytes | None:
         data = bytearray()

@@ -31,7 +31,7 @@ from typing import BinaryIO, cast
 
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import oci, owner, pycache
-from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest
+from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def _tail(path: Path, limit: int = 4096) -> str:
     return data[-limit:].decode("utf-8", "replace")
 
 
-class GVisorSession:
+class GVisorSession(SessionEnd):
     """A started gVisor sandbox with live pipes (``SandboxSession``, DESIGN.md §5).
 
     ``stdin``/``stdout`` are the sandboxed process's own fds 0 and 1 (binary, unbuffered
@@ -323,6 +323,7 @@ class GVisorSession:
         self.stdout = cast(BinaryIO, proc.stdout)
         self.started = started
         self.container_id = run.container_id
+        self._what = f"sandbox {run.container_id}"
         self._backend, self._request, self._run = backend, request, run
         self._bundle, self._cgroup = bundle, cgroup
         self._deadline = started + request.limits.timeout_s if armed else math.inf
@@ -353,25 +354,6 @@ class GVisorSession:
         """Stop the sandbox (from any thread); :meth:`wait` then reports ``cancelled``."""
         self._run.cancelled.set()
         self._wake.set()
-
-    def wait(self, timeout: float | None = None) -> SandboxOutcome:
-        """Block until the sandbox has ended and been cleaned up; its outcome."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"sandbox {self.container_id} is still running")
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        assert self._outcome is not None
-        return self._outcome
-
-    def __enter__(self) -> GVisorSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done.is_set():
-            self.kill()
-        self.wait()
-        with contextlib.suppress(OSError):
-            self.stdout.close()
 
     def _watch(self) -> None:
         run, timed_out = self._run, False
