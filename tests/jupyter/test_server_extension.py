@@ -4,47 +4,17 @@ with the embedded stack and the real gVisor sandbox behind them."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 import tornado.httpclient
-
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from tests.jupyter.jpkit import notebook
 
 ROOT = Path(__file__).resolve().parents[2]
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pitwall-jp")
-    root.chmod(0o755)
-    generate_dataset(Catalog(root / "lake"), "sample", symbols=["AAPL", "MSFT"],
-                     start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 15), seed=5)
-    return root
-
-
-@pytest.fixture
-def jp_server_config(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("PITWALL_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("PITWALL_DB_URL", f"sqlite:///{data_dir}/pitwall.db")
-    monkeypatch.delenv("PITWALL_API_URL", raising=False)
-    monkeypatch.delenv("PITWALL_TOKEN", raising=False)
-    return {"ServerApp": {"jpserver_extensions": {"pitwall_server": True}}}
-
-
-def notebook(*sources: str, params: str | None = None) -> dict[str, Any]:
-    cells = [{"cell_type": "code", "source": s, "metadata": {}, "outputs": [],
-              "execution_count": None, "id": f"c{i}"} for i, s in enumerate(sources)]
-    if params is not None:
-        cells.insert(0, {"cell_type": "code", "source": params, "outputs": [],
-                         "metadata": {"tags": ["pitwall:params"]}, "execution_count": None,
-                         "id": "params"})
-    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
 SMA = (ROOT / "examples" / "sma_crossover.py").read_text()

@@ -6,61 +6,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 import tornado.httpclient
 import tornado.websocket
+from tests.jupyter.jpkit import notebook
+from tests.strategies import slow_event
 
 from pitwall.models import ProgressEvent
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-# Sleeps a little every bar, so the job runs for a few seconds and reports as it goes.
-SLOW_EVENT = """import time
-import pitwall
-
-
-class Churn(pitwall.Strategy):
-    lookback = 1
-
-    def on_start(self, ctx):
-        self.n = 0
-
-    def on_bar(self, ctx):
-        time.sleep(0.004)
-        self.n += 1
-        if self.n % 30 == 0:
-            ctx.order_target_percent("AAPL", 0.9 if (self.n // 30) % 2 else 0.0)
-"""
+SLOW_EVENT = slow_event(0.004)
 SPEC = {"dataset": "sample", "universe": ["AAPL", "MSFT"], "start": "2024-03-04",
         "end": "2024-03-05", "engine": "event"}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pitwall-jp-events")
-    root.chmod(0o755)
-    generate_dataset(Catalog(root / "lake"), "sample", symbols=["AAPL", "MSFT"],
-                     start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 8), seed=5)
-    return root
-
-
-@pytest.fixture
-def jp_server_config(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("PITWALL_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("PITWALL_DB_URL", f"sqlite:///{data_dir}/pitwall.db")
-    monkeypatch.delenv("PITWALL_API_URL", raising=False)
-    monkeypatch.delenv("PITWALL_TOKEN", raising=False)
-    return {"ServerApp": {"jpserver_extensions": {"pitwall_server": True}}}
-
-
-def notebook(source: str) -> dict[str, Any]:
-    return {"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": [],
-                       "execution_count": None, "id": "c0"}],
-            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
 async def submit(jp_fetch: Any) -> str:

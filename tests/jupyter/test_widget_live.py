@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests.strategies import slow_event
 
 from pitwall.bundle import build_bundle
 from pitwall.client import Client
@@ -22,23 +23,7 @@ from pitwall_executor.stack import Stack
 
 SYMBOLS = ["AAPL", "MSFT"]
 START, END = dt.date(2024, 3, 4), dt.date(2024, 3, 5)
-# Sleeps a little every bar, so the job runs for a few seconds and reports as it goes.
-SLOW_EVENT = """import time
-import pitwall
-
-
-class Churn(pitwall.Strategy):
-    lookback = 1
-
-    def on_start(self, ctx):
-        self.n = 0
-
-    def on_bar(self, ctx):
-        time.sleep(0.006)
-        self.n += 1
-        if self.n % 30 == 0:
-            ctx.order_target_percent("AAPL", 0.9 if (self.n // 30) % 2 else 0.0)
-"""
+SLOW_EVENT = slow_event(0.006)
 
 
 @pytest.fixture(scope="module")

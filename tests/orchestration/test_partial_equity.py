@@ -10,6 +10,7 @@ import math
 
 import polars as pl
 import pytest
+from tests.strategies import slow_event
 
 from pitwall.bundle import build_bundle
 from pitwall.models import (
@@ -28,22 +29,7 @@ from pitwall_executor.worker import Worker
 
 LIMITS = Limits(timeout_s=120, memory_mb=512)
 
-# Sleeps a little every bar (a job that runs for a few seconds) and trades every 30 bars,
-# so the equity moves between progress events.
-EVENT = """
-import time
-import pitwall
-
-class Churn(pitwall.Strategy):
-    lookback = 1
-    def on_start(self, ctx):
-        self.n = 0
-    def on_bar(self, ctx):
-        time.sleep(0.004)
-        self.n += 1
-        if self.n % 30 == 0:
-            ctx.order_target_percent("AAPL", 0.9 if (self.n // 30) % 2 else 0.0)
-"""
+EVENT = slow_event(0.004)
 
 VECTORIZED = """
 import polars as pl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.strategies import slow_event
 from tests.ui.conftest import ARTIFACTS, Lab
 
 SLOW = """import time
@@ -19,24 +20,7 @@ def slow(bars: pl.DataFrame) -> pl.DataFrame:
 """
 
 
-# Event-driven and a little slow on every bar: the job runs for a few seconds and its
-# progress events carry the running equity curve.
-SLOW_EVENT = """import time
-import pitwall
-
-
-class Churn(pitwall.Strategy):
-    lookback = 1
-
-    def on_start(self, ctx):
-        self.n = 0
-
-    def on_bar(self, ctx):
-        time.sleep(0.01)
-        self.n += 1
-        if self.n % 30 == 0:
-            ctx.order_target_percent("AAPL", 0.9 if (self.n // 30) % 2 else 0.0)
-"""
+SLOW_EVENT = slow_event(0.01)
 
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 # The number of points of the panel's chart, or false; "final" once the job completed.
