@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 T0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
@@ -39,3 +40,20 @@ def make_weights(rows: list[tuple[int, str, float]]) -> pl.DataFrame:
          "weight": [w for _, _, w in rows]},
         schema={"ts": pl.Datetime("us", "UTC"), "symbol": pl.String, "weight": pl.Float64},
     )
+
+
+def random_walk_bars(symbols: list[str], n: int, *, start: dt.datetime, seed: int,
+                     base: float, sigma: float) -> pl.DataFrame:
+    """Random-walk minute bars, sorted by (symbol, ts): symbol ``i`` starts near
+    ``base·(1+i)`` with log-returns of std ``sigma``; each open is the previous close."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, symbol in enumerate(symbols):
+        close = base * (1 + i) * np.exp(np.cumsum(rng.normal(0, sigma, n)))
+        open_ = np.concatenate(([close[0]], close[:-1]))
+        frames.append(pl.DataFrame({
+            "ts": [start + dt.timedelta(minutes=k) for k in range(n)], "symbol": [symbol] * n,
+            "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
+            "close": close, "volume": np.full(n, 1000, dtype=np.int64),
+        }))
+    return pl.concat(frames).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))

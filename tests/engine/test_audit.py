@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from audit_strategies import HONEST, LEAKY
+from engine_bars import random_walk_bars
 
 from pitwall.channel import FrameKind, encode_frame
 from pitwall.engine.audit import (
@@ -36,17 +36,7 @@ BIG = 2**28
 
 def make_bars(n: int = N_BARS) -> pl.DataFrame:
     """Random-walk minute bars for three symbols, sorted by (symbol, ts)."""
-    rng = np.random.default_rng(5)
-    frames = []
-    for i, symbol in enumerate(SYMBOLS):
-        close = 100.0 * (1 + i) * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-        open_ = np.concatenate(([close[0]], close[:-1]))
-        frames.append(pl.DataFrame({
-            "ts": [T0 + dt.timedelta(minutes=k) for k in range(n)], "symbol": [symbol] * n,
-            "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
-            "close": close, "volume": np.full(n, 1000, dtype=np.int64),
-        }))
-    return pl.concat(frames).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    return random_walk_bars(SYMBOLS, n, start=T0, seed=5, base=100.0, sigma=0.002)
 
 
 BARS = make_bars()

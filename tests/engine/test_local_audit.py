@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from audit_strategies import HONEST, LEAKY
+from engine_bars import random_walk_bars
 
 from pitwall.local import backtest
 
@@ -19,21 +20,7 @@ SYMBOLS = ["AAA", "BBB"]
 T0 = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)
 
 
-def _bars(n: int = 300) -> pl.DataFrame:
-    rng = np.random.default_rng(8)
-    frames = []
-    for i, symbol in enumerate(SYMBOLS):
-        close = 50.0 * (1 + i) * np.exp(np.cumsum(rng.normal(0, 0.003, n)))
-        open_ = np.concatenate(([close[0]], close[:-1]))
-        frames.append(pl.DataFrame({
-            "ts": [T0 + dt.timedelta(minutes=k) for k in range(n)], "symbol": [symbol] * n,
-            "open": open_, "high": np.maximum(open_, close), "low": np.minimum(open_, close),
-            "close": close, "volume": np.full(n, 1000, dtype=np.int64),
-        }))
-    return pl.concat(frames).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-
-
-BARS = _bars()
+BARS = random_walk_bars(SYMBOLS, 300, start=T0, seed=8, base=50.0, sigma=0.003)
 
 
 def _strategy(source: str) -> Callable[..., pl.DataFrame]:
