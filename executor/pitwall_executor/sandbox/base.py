@@ -9,6 +9,7 @@ code: parse it with limits (``pitwall.channel``), never unpickle it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
+from pitwall_executor.sandbox.capture import HeadBuffer, StreamReader
 
 #: ``argv[0]`` meaning "the backend's Python interpreter" (its path differs per backend).
 PYTHON = "python"
@@ -142,6 +144,27 @@ class SessionEnd:
     _done: threading.Event
     _outcome: SandboxOutcome | None
     _what: str
+    started: float  # time.monotonic() at start
+
+    @property
+    def first_stderr_at(self) -> float | None:
+        """When the process first wrote to stderr (``time.monotonic()``), if it did."""
+        raise NotImplementedError
+
+    def collect(self, request: SandboxRequest) -> SandboxOutcome:
+        """A one-shot run over this session: EOF on stdin at once, stdout captured with the
+        request's cap, the outcome once it ended (``start_s``: to the first output)."""
+        self.stdin.close()  # the runner reads nothing
+        out = HeadBuffer(request.limits.output_mb * 1024 * 1024)
+        reader = StreamReader(self.stdout, out)
+        reader.start()
+        outcome = self.wait()
+        reader.join(timeout=5)
+        first = [t for t in (reader.first_byte_at, self.first_stderr_at) if t is not None]
+        return dataclasses.replace(
+            outcome, stdout=out.getvalue(), stdout_truncated=out.truncated,
+            start_s=(min(first) - self.started) if first else None,
+        )
 
     def kill(self) -> None:
         raise NotImplementedError

@@ -14,7 +14,6 @@ disk). The wall-clock timeout and ``kill`` are enforced from outside with
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import logging
@@ -39,7 +38,7 @@ from docker.types import Mount as DockerMount
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import oci, owner, pycache
 from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest, SessionEnd
-from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
+from pitwall_executor.sandbox.capture import HeadTailBuffer
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -265,18 +264,7 @@ class DockerBackend:
         }
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
-        session = self.start(request)
-        session.stdin.close()  # the runner reads nothing: EOF at once
-        out = HeadBuffer(request.limits.output_mb * 1024 * 1024)
-        reader = StreamReader(session.stdout, out)
-        reader.start()
-        outcome = session.wait()
-        reader.join(timeout=5)
-        first = [t for t in (reader.first_byte_at, session.first_stderr_at) if t is not None]
-        return dataclasses.replace(
-            outcome, stdout=out.getvalue(), stdout_truncated=out.truncated,
-            start_s=(min(first) - session.started) if first else None,
-        )
+        return self.start(request).collect(request)
 
     def start(self, request: SandboxRequest) -> DockerSession:
         """Start a container with live pipes (event mode); see :class:`DockerSession`.
@@ -411,7 +399,7 @@ class DockerSession(SessionEnd):
         self.started = started
         self.container_name = run.name
         self._what = f"container {run.name}"
-        self.first_stderr_at: float | None = None
+        self._first_stderr: float | None = None
         self._backend, self._request, self._run = backend, request, run
         self._deadline = started + request.limits.timeout_s if armed else math.inf
         self._err = HeadTailBuffer(request.limits.log_kb * 1024)
@@ -423,6 +411,10 @@ class DockerSession(SessionEnd):
                          name="sandbox-wait").start()
         threading.Thread(target=self._watch, daemon=True,
                          name=f"sandbox-watchdog-{run.name}").start()
+
+    @property
+    def first_stderr_at(self) -> float | None:
+        return self._first_stderr
 
     @property
     def alive(self) -> bool:
@@ -454,8 +446,8 @@ class DockerSession(SessionEnd):
                 if payload is None:
                     break
                 if header[0] == 2:
-                    if self.first_stderr_at is None:
-                        self.first_stderr_at = time.monotonic()
+                    if self._first_stderr is None:
+                        self._first_stderr = time.monotonic()
                     self._err.feed(payload)
                 elif header[0] == 1 and to_stdout:
                     try:

@@ -12,7 +12,6 @@ the container, the cgroup and the job dir.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -32,7 +31,7 @@ from typing import BinaryIO, cast
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import oci, owner, pycache
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
-from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
+from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
 
 log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
@@ -218,18 +217,7 @@ class GVisorBackend:
         return GVisorSession(self, request, run, bundle, cgroup, started, armed=arm)
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
-        session = self.launch(request, arm=True)
-        session.stdin.close()  # the runner reads nothing: EOF at once
-        out = HeadBuffer(request.limits.output_mb * 1024 * 1024)
-        reader = StreamReader(session.stdout, out)
-        reader.start()
-        outcome = session.wait()
-        reader.join(timeout=5)
-        first = [t for t in (reader.first_byte_at, session.first_stderr_at) if t is not None]
-        return dataclasses.replace(
-            outcome, stdout=out.getvalue(), stdout_truncated=out.truncated,
-            start_s=(min(first) - session.started) if first else None,
-        )
+        return self.launch(request, arm=True).collect(request)
 
     def _forget(self, job_id: str, run: _Run) -> None:
         with self._lock:
