@@ -44,6 +44,7 @@ from pitwall.models import Limits
 from pitwall_executor.datalake.generate import generate_bars, sample_symbols
 from pitwall_executor.feeder import run_lockstep
 from pitwall_executor.sandbox import runner_request
+from pitwall_executor.sandbox.affinity import shared_cpu
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 
 STRATEGIES = '''
@@ -211,7 +212,7 @@ def raw_floor(backend: GVisorBackend, steps: int) -> float:
 
     request = SandboxRequest(job_id="bench-raw", argv=(PYTHON, "-S", "-c", RAW_ECHO),
                              limits=Limits(timeout_s=300, memory_mb=256))
-    with backend.start(request) as session:
+    with backend.start(request) as session, shared_cpu(session):
         out, inp = session.stdin.fileno(), session.stdout.fileno()
         step = b"S" * 80  # the size of a 1-symbol STEP frame
         buf = bytearray(4096)
@@ -241,7 +242,8 @@ def lockstep(backend: GVisorBackend, root: Path, market: Market, name: str) -> t
         "kind": "event", "entrypoint": f"strategy.py:{name}", "params": {}, "seed": 0,
         "symbols": list(market.symbols), "capital": 1e9}))
     limits = Limits(timeout_s=900, memory_mb=1024)
-    with backend.start(runner_request(f"bench-{name}", job, limits)) as session:
+    with backend.start(runner_request(f"bench-{name}", job, limits)) as session, \
+            shared_cpu(session):  # as the worker runs it (event_execution.feed_session)
         _, stats = run_lockstep(session.stdin, session.stdout, market, capital=1e9,
                                 costs=BrokerCosts(), max_participation=None)
         outcome = session.wait()

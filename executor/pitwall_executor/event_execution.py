@@ -33,7 +33,7 @@ from pitwall_executor.execution import (
     stage_inputs,
 )
 from pitwall_executor.feeder import FeedStats, StrategyStopped, run_lockstep
-from pitwall_executor.sandbox import runner_request
+from pitwall_executor.sandbox import affinity, runner_request
 from pitwall_executor.stack import Stack
 
 #: Least time between two progress events of a running event job: the feeder ticks about
@@ -90,10 +90,13 @@ def feed_session(stack: Stack, job_id: str, workdir: Path, spec: BacktestSpec, b
     session = backend.start(runner_request(job_id, workdir, spec.limits))
     result = stats = None
     ticks = EquityProgress(progress)
+    # Lock-step is sequential: the feeder and a one-CPU sandbox share a core (affinity.py).
+    pinned = affinity.shared_cpu(session) if spec.limits.cpus <= 1 else contextlib.nullcontext()
     try:
-        result, stats = run_lockstep(
-            session.stdin, session.stdout, market, capital=spec.capital,
-            costs=BrokerCosts.from_costs(spec.costs), progress=ticks)
+        with pinned:
+            result, stats = run_lockstep(
+                session.stdin, session.stdout, market, capital=spec.capital,
+                costs=BrokerCosts.from_costs(spec.costs), progress=ticks)
         ts_ms, equity = result.equity.select(pl.col("ts").dt.epoch("ms"), "equity").row(-1)
         ticks.fraction = 1.0
         ticks.points.append((ts_ms, equity))  # the curve's last point

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import os
+from collections.abc import Callable
 
 import polars as pl
 import pytest
@@ -50,13 +52,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return Stack.from_config(load_config(environ={}, data_dir=root, sandbox="gvisor"))
 
 
-def run(stack: Stack, source: str, engine: EngineKind, end: dt.date) -> tuple[str, pl.DataFrame]:
+def run(stack: Stack, source: str, engine: EngineKind, end: dt.date,
+        watch: Callable[[ProgressEvent], None] = lambda _e: None) -> tuple[str, pl.DataFrame]:
     bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py")
     spec = BacktestSpec(dataset="sample", universe=["AAPL", "MSFT"], start=dt.date(2024, 3, 4),
                         end=end, engine=engine, audit=False, limits=LIMITS)
     job_id = stack.submit(spec, bundle, researcher="t")
     published: list[str] = []
-    Worker(stack, publish=lambda _job, msg: published.append(msg)).run_one(timeout=5)
+
+    def publish(_job: str, msg: str) -> None:
+        published.append(msg)
+        watch(ProgressEvent.model_validate_json(msg))
+
+    Worker(stack, publish=publish).run_one(timeout=5)
     view = stack.store.get(job_id)
     assert view.status.value == "COMPLETED", view.reason
     # What went out live is what the store keeps.
@@ -89,6 +97,22 @@ def test_an_event_job_reports_its_equity_while_it_runs(stack: Stack) -> None:
     on_the_final_curve(points, final)
     assert points[-1] == tuple(final.row(-1))  # the curve's last point is sent too
     assert len({v for _, v in points}) > 1  # it trades: the curve moves
+
+
+def test_an_event_job_feeds_on_one_cpu_then_gives_the_thread_back(stack: Stack) -> None:
+    """The feeder thread runs the lock-step on the CPU it claimed (its sandbox is pinned
+    there too: tests/sandbox/test_affinity.py), and the worker thread's CPUs come back."""
+    before = os.sched_getaffinity(0)
+    feeding: list[set[int]] = []
+
+    def watch(event: ProgressEvent) -> None:
+        if event.equity and (event.progress or 0) < 0.79:  # the feeder thread, mid-run
+            feeding.append(os.sched_getaffinity(0))
+
+    run(stack, EVENT, EngineKind.EVENT, dt.date(2024, 3, 5), watch)
+    assert len(feeding) >= 2
+    assert all(len(cpus) == 1 and cpus <= before for cpus in feeding), feeding
+    assert os.sched_getaffinity(0) == before
 
 
 def test_a_vectorized_job_sends_its_accounted_equity_once(stack: Stack) -> None:

@@ -36,7 +36,7 @@ from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import oci, owner, pycache
+from pitwall_executor.sandbox import affinity, oci, owner, pycache
 from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer
 
@@ -419,6 +419,15 @@ class DockerSession(SessionEnd):
     @property
     def alive(self) -> bool:
         return not (self._run.exited.is_set() or self._run.cancelled.is_set())
+
+    def pin_cpu(self, cpu: int) -> bool:
+        """Restrict the container to ``cpu`` (:mod:`.affinity`) through its cgroup: runsc
+        has no ``update`` command, so the engine's ``docker update`` fails with it."""
+        container = self._run.container
+        if container is None:
+            return False
+        parent = container.attrs.get("HostConfig", {}).get("CgroupParent") or "/docker"
+        return affinity.pin_cgroup(f"{parent}/{container.id}", cpu)
 
     def arm(self, timeout_s: float) -> None:
         """Start (or restart) the wall clock: the container is killed ``timeout_s`` from now."""

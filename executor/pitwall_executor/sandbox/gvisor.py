@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import oci, owner, pycache
+from pitwall_executor.sandbox import affinity, oci, owner, pycache
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
 
@@ -332,6 +332,16 @@ class GVisorSession(SessionEnd):
     @property
     def alive(self) -> bool:
         return self._run.proc.poll() is None and not self._run.cancelled.is_set()
+
+    def pin_cpu(self, cpu: int) -> bool:
+        """Restrict every thread of the sandbox to ``cpu`` (:mod:`.affinity`); runsc
+        creates the cgroup as the sandbox boots, so wait for it (at most 2 s)."""
+        end = time.monotonic() + 2.0
+        while not affinity.cgroup_exists(self.container_id):
+            if not self.alive or time.monotonic() > end:
+                return False
+            time.sleep(0.005)
+        return affinity.pin_cgroup(self.container_id, cpu)
 
     def arm(self, timeout_s: float) -> None:
         """Start (or restart) the wall clock: the sandbox is killed ``timeout_s`` from now."""

@@ -1,0 +1,117 @@
+"""One CPU for a lock-step pair: the feeder thread and its sandbox share a core.
+
+Strict lock-step is sequential by construction: the feeder waits for the strategy's
+answer, the strategy waits for the next bar, so the pair never needs two CPUs at once.
+Spread over two CPUs, every step pays two cross-CPU wake-ups (one per direction), and in
+a VM waking an idle vCPU is the most expensive thing on the path. Measured on this 2-core
+VM, a bare echo through gVisor (``bench/event_engine.py``'s raw row): 37-116 µs per round
+trip unpinned (bimodal, by where the scheduler put the threads; median 92), 32-47 µs
+(median 35) with the feeder and the whole sandbox on one CPU. Polling instead of blocking
+was tried: on one CPU it starves the peer (2,350 µs); on two, 31 µs, no better than
+pinning while it burns both cores.
+
+Each lock-step job claims a CPU machine-wide with an ``flock`` on ``<dir>/cpu-<k>.lock``
+(released when the job ends or its process dies), so two workers never pin their jobs
+to the same core while another sits idle; with every CPU claimed the job runs unpinned.
+The sandbox is pinned through its cgroup's ``cpuset.cpus`` (every thread of the Sentry,
+the gofer and the traced stubs, including threads started later); the feeder thread with
+``sched_setaffinity`` on itself, restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Where the per-CPU claim files live (one machine-wide directory).
+LOCK_DIR = Path(tempfile.gettempdir()) / "pitwall-cpus"
+CPUSET_ROOTS = (Path("/sys/fs/cgroup/cpuset"), Path("/sys/fs/cgroup"))  # cgroup v1, v2
+
+
+class CpuClaim:
+    """One CPU held by this job until :meth:`release` (or the process's death)."""
+
+    def __init__(self, cpu: int, fd: int) -> None:
+        self.cpu = cpu
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, lock_dir: Path = LOCK_DIR) -> CpuClaim | None:
+        """The first CPU this process may run on that no other job holds, or None."""
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        for cpu in sorted(os.sched_getaffinity(0)):
+            fd = os.open(lock_dir / f"cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return cls(cpu, fd)
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+
+def _cpus_file(name: str) -> Path | None:
+    for root in CPUSET_ROOTS:
+        path = root / name.strip("/") / "cpuset.cpus"
+        if path.exists():
+            return path
+    return None
+
+
+def cgroup_exists(name: str) -> bool:
+    """Whether the cpuset cgroup ``name`` exists (yet)."""
+    return _cpus_file(name) is not None
+
+
+def pin_cgroup(name: str, cpu: int) -> bool:
+    """Restrict the cgroup ``name`` (relative to the cpuset hierarchy) to ``cpu``.
+
+    False when the host has no such cpuset cgroup (the sandbox is then left unpinned).
+    """
+    path = _cpus_file(name)
+    if path is None:
+        return False
+    try:
+        path.write_text(str(cpu))
+    except OSError as exc:
+        log.warning("could not pin cgroup %s to CPU %d: %s", name, cpu, exc)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def shared_cpu(session: object, lock_dir: Path = LOCK_DIR) -> Iterator[int | None]:
+    """Run the body (the feeder's loop) on one CPU together with ``session``'s sandbox.
+
+    Yields the CPU, or None when none was free or the session cannot be pinned (the
+    lock-step then runs as the scheduler places it: correct, only slower).
+    """
+    pin = getattr(session, "pin_cpu", None)
+    claim = CpuClaim.take(lock_dir) if pin is not None else None
+    if pin is None or claim is None:
+        yield None
+        return
+    try:
+        if not pin(claim.cpu):
+            yield None
+            return
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {claim.cpu})  # pid 0: this thread only
+        try:
+            yield claim.cpu
+        finally:
+            os.sched_setaffinity(0, before)
+    finally:
+        claim.release()
