@@ -9,7 +9,10 @@ sandbox runs alternate (round robin) so a change of machine load hits both alike
 Both sides get compiled bytecode: the sandbox its read-only ``PYTHONPYCACHEPREFIX`` tree
 (``sandbox/pycache.py``), the host a private prefix filled by the warm-up run (the
 venv itself is never written). One row shows the sandbox without bytecode, as before
-the tree existed. Run: ``.venv/bin/python bench/sandbox_start.py [N]``.
+the tree existed. The restored row is a cold job served by ``runsc restore`` of a
+checkpointed warm runner (``sandbox/snapshot.py``; the image is built before timing),
+interleaved with the plain cold job and the host job.
+Run: ``.venv/bin/python bench/sandbox_start.py [N]``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def interleaved(fns: dict[str, Callable[[], float]], n: int) -> dict[str, float]
 
 # --- issue 5: the real job path (runner + strategy), warm pool, steady CPU-bound code ---
 COLD = "gVisor cold job, to the first strategy line"
+RESTORED = "gVisor cold job restored from a checkpoint, 1st line"
 HOST_RUNNER = "host   same job (runner), first strategy line"
 WARM = "gVisor warm pool job, to the first strategy line"
 CPU_IN = "gVisor CPU-bound loop (in-process timer)"
@@ -171,7 +175,8 @@ def host_runner(job: Path) -> float:
     return first
 
 
-def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]:
+def runner_rows(backend: GVisorBackend, restoring: GVisorBackend, state: Path, n: int,
+                ) -> dict[str, float]:
     from pitwall_executor.sandbox.base import runner_request
     from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
 
@@ -183,6 +188,15 @@ def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]
     def cold() -> float:
         out = backend.run(runner_request("bench", job, limits))
         assert out.ok and out.start_s is not None, out
+        return out.start_s
+
+    snapshots = restoring.snapshots
+    assert snapshots is not None and snapshots.image(limits) is not None  # built untimed
+
+    def restored() -> float:
+        before = snapshots.restored
+        out = restoring.run(runner_request("bench", job, limits))
+        assert out.ok and out.start_s is not None and snapshots.restored == before + 1, out
         return out.start_s
 
     pool = WarmPool(backend, 1, limits, state / "pool")
@@ -206,7 +220,8 @@ def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]
         return float(res.stderr)
 
     try:
-        rows = interleaved({HOST_RUNNER: lambda: host_runner(job), COLD: cold}, n)
+        rows = interleaved({HOST_RUNNER: lambda: host_runner(job), COLD: cold,
+                            RESTORED: restored}, n)
         rows[WARM] = median(warm, n)
     finally:
         pool.close()
@@ -217,7 +232,9 @@ def runner_rows(backend: GVisorBackend, state: Path, n: int) -> dict[str, float]
 def main(n: int = 7) -> None:
     print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}")
     with tempfile.TemporaryDirectory(prefix="pitwall-bench-") as state:
-        backend = GVisorBackend(Path(state))
+        # The plain cold path (snapshots off), and the default one restoring from a snapshot.
+        backend = GVisorBackend(Path(state) / "plain", snapshots=False)
+        restoring = GVisorBackend(Path(state) / "restoring")
         rows = interleaved({
             "host   sh -c echo": host_shell,
             "gVisor sh -c echo (the sandbox's own boot)": lambda: sandbox(backend, SHELL),
@@ -227,7 +244,7 @@ def main(n: int = 7) -> None:
             "gVisor runner imports (polars, numpy)": lambda: sandbox(backend, IMPORTS),
             "gVisor runner imports, no bytecode": lambda: sandbox(backend, IMPORTS, NO_PYC),
         }, n)
-        rows.update(runner_rows(backend, Path(state), n))
+        rows.update(runner_rows(backend, restoring, Path(state), n))
     for name, seconds in rows.items():
         print(f"{name:48s} {seconds * 1000:8.1f} ms  (median of {n})")
     bare = rows["gVisor python -c pass"] / rows["host   python -c pass"]
@@ -241,6 +258,9 @@ def main(n: int = 7) -> None:
     cold = rows[COLD] / rows[HOST_RUNNER]
     print(f"ratio cold gVisor job / host job, to the first strategy line: {cold:5.2f}x"
           "  (target <= 2x, and <= 1.5 s)")
+    restored = rows[RESTORED] / rows[HOST_RUNNER]
+    print(f"ratio restored gVisor job / host job, to the first strategy line: {restored:5.2f}x"
+          f"  (target <= 2x, and <= 1.5 s; {rows[COLD] / rows[RESTORED]:.2f}x faster than cold)")
     print(f"warm pool, to the first strategy line: {rows[WARM] * 1000:.1f} ms  (target <= 150 ms)")
     print(f"ratio steady CPU-bound code, gVisor / host: {rows[CPU_IN] / rows[CPU_OUT]:5.2f}x"
           "  (target <= 1.1x)")

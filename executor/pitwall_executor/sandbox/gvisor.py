@@ -26,12 +26,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import affinity, oci, owner, pycache
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
+
+if TYPE_CHECKING:
+    from pitwall_executor.sandbox.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
@@ -93,13 +96,15 @@ class GVisorBackend:
     ``state_dir`` holds the rootfs skeleton, runsc's ``--root`` and per-job bundles; give
     each worker its own, or share one: a backend starting up destroys the sandboxes
     left in it by dead workers (:meth:`destroy_orphans`), never a live worker's.
+    With ``snapshots`` (the default), cold runner jobs are restored from a checkpoint of
+    a warm runner (:mod:`snapshot`) instead of booting and importing from scratch.
     """
 
     name = "gvisor"
 
     def __init__(self, state_dir: Path, *, runsc: str = RUNSC,
                  layout: oci.PythonLayout | None = None,
-                 extra_flags: tuple[str, ...] = ()) -> None:
+                 extra_flags: tuple[str, ...] = (), snapshots: bool = True) -> None:
         if shutil.which(runsc) is None:
             raise SandboxError(f"runsc (gVisor) is not installed at {runsc}; install gVisor "
                                "or choose another sandbox backend")
@@ -123,6 +128,11 @@ class GVisorBackend:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
         self.destroy_orphans()
+        self.snapshots: SnapshotStore | None = None
+        if snapshots:
+            from pitwall_executor.sandbox.snapshot import SnapshotStore
+
+            self.snapshots = SnapshotStore(self, self._state / "snapshots")
 
     def destroy_orphans(self) -> list[str]:
         """Destroy this state dir's sandboxes whose worker process has died; their ids.
@@ -161,6 +171,25 @@ class GVisorBackend:
     def runsc_root(self) -> Path:
         return self._runsc_root
 
+    @property
+    def layout(self) -> oci.PythonLayout:
+        return self._layout
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The runsc flags every sandbox of this backend starts (and restores) with."""
+        return self._flags
+
+    def checkpoint(self, container_id: str, image_dir: Path) -> None:
+        """Save a running sandbox into ``image_dir`` (``runsc checkpoint``); it then exits."""
+        res = subprocess.run(
+            self._runsc_cmd(*self._flags, "checkpoint", "--image-path", str(image_dir),
+                            container_id),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+        if res.returncode != 0:
+            raise SandboxError(f"runsc checkpoint of {container_id} failed: "
+                               f"{(res.stderr or res.stdout).strip()[:500]}")
+
     def _runsc_cmd(self, *args: str) -> list[str]:
         return [self._runsc, "--root", str(self._runsc_root), *args]
 
@@ -189,9 +218,12 @@ class GVisorBackend:
         """
         return self.launch(request, arm=True)
 
-    def launch(self, request: SandboxRequest, *, arm: bool) -> GVisorSession:
+    def launch(self, request: SandboxRequest, *, arm: bool,
+               restore_from: Path | None = None) -> GVisorSession:
         """Start a session; ``arm=False`` leaves the wall clock off until
-        :meth:`GVisorSession.arm` (the warm pool: the clock starts at the job's "go")."""
+        :meth:`GVisorSession.arm` (the warm pool: the clock starts at the job's "go").
+        ``restore_from``: a checkpoint image dir (:mod:`snapshot`); the new sandbox is
+        restored from it with this request's bundle (mounts, limits, cgroups) and id."""
         # runsc's control socket name holds the id: keep it well under 108 bytes.
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
         cid = f"pitwall-{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}"
@@ -202,7 +234,7 @@ class GVisorBackend:
             cgroup = _MemoryCgroup(cid, request.limits.memory_mb * 1024 * 1024)
             proc = subprocess.Popen(
                 self._runsc_cmd(*self._flags, "--log", str(bundle / "runsc.log"),
-                                "run", "--bundle", str(bundle), cid),
+                                *_start_args(bundle, cid, restore_from)),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True, env={"PATH": "/usr/bin:/bin"},
             )
@@ -217,6 +249,10 @@ class GVisorBackend:
         return GVisorSession(self, request, run, bundle, cgroup, started, armed=arm)
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
+        if self.snapshots is not None:
+            outcome = self.snapshots.run(request)
+            if outcome is not None:
+                return outcome
         return self.launch(request, arm=True).collect(request)
 
     def _forget(self, job_id: str, run: _Run) -> None:
@@ -276,6 +312,12 @@ class GVisorBackend:
         run.cancelled.set()
         if run.proc.poll() is None:
             self._quiet(self._runsc_cmd("kill", run.container_id, "KILL"))
+
+
+def _start_args(bundle: Path, cid: str, restore_from: Path | None) -> tuple[str, ...]:
+    if restore_from is None:
+        return ("run", "--bundle", str(bundle), cid)
+    return ("restore", "--image-path", str(restore_from), "--bundle", str(bundle), cid)
 
 
 def _tail(path: Path, limit: int = 4096) -> str:
