@@ -8,10 +8,13 @@ them with :func:`push_dataset`, then times :func:`load_bars` through :class:`Lak
 * ``xsec``: the cross-section, 500 symbols × one month (one file).
 
 Cold = cache emptied before each run (the S3 client stays connected, as in a worker);
-warm = the files are cached. Cold and warm runs alternate (so both see the same load on a
-shared box); prints the medians and the median of the per-pair ratios. The peer for the warm
+warm = the files are cached. A cold read of a few symbols fetches and caches only their row
+groups (``group_cache.py``), a cross-section whole files; each case prints the bytes a cold
+run fetched (the cache's ``bytes_fetched``) against the bytes of the row groups it needs.
+Cold and warm runs alternate (so both see the same load on a shared box); prints the
+medians and the median of the per-pair ratios. The peer for the warm
 one-symbol read is ``pyarrow.parquet`` reading only that symbol's row groups of the same
-cached files (exactly the needed bytes). Run: ``.venv/bin/python bench/data_cache.py [N]``.
+files on local disk (exactly the needed bytes). Run: ``.venv/bin/python bench/data_cache.py [N]``.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ import pyarrow.parquet as pq
 from pitwall_executor.datalake.cache import FileCache
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.datalake.generate import sample_symbols
+from pitwall_executor.datalake.group_cache import group_span
 from pitwall_executor.datalake.lake_files import LakeFiles, push_dataset
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.datalake.s3 import S3ObjectStore
-from pitwall_executor.datalake.snapshot import Snapshot
+from pitwall_executor.datalake.snapshot import FileEntry, Snapshot
 
 YEAR = (dt.date(2023, 1, 1), dt.date(2023, 12, 31))
 MONTH = (dt.date(2023, 3, 1), dt.date(2023, 3, 31))
@@ -127,14 +131,33 @@ def case(name: str, lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbols: 
         lake.release()
 
     read()  # first touch: imports, connections
+    cache.evict_all()
+    before = cache.metrics()["bytes_fetched"]
+    read()
+    fetched = cache.metrics()["bytes_fetched"] - before
     # Each pair: empty the cache, read cold (from S3), then read the same again warm.
     cold, warm, ratio = paired(read, read, n, before_first=cache.evict_all)
     files = validate_request(snap, symbols, *span)
     mib = sum(f.size for f in files) / 2**20
+    need = group_bytes(files, symbols)
     print(f"{name:<34} {len(files):>3} files {mib:7.1f} MiB   cold {cold * 1e3:8.1f} ms   "
           f"warm {warm * 1e3:7.1f} ms   cold/warm {ratio:6.1f}x (median of {n} pairs; "
           "target >= 10x)", flush=True)
+    print(f"{'':<34} cold fetched {fetched / 2**20:.2f} MiB for {need / 2**20:.2f} MiB of "
+          f"needed row groups ({fetched / need:.2f}x; target <= 1.5x for few symbols)",
+          flush=True)
     return cold, warm
+
+
+def group_bytes(files: list[FileEntry], symbols: list[str]) -> int:
+    """Bytes of the row groups of ``files`` holding ``symbols`` (all columns), by the index."""
+    total = 0
+    for f in files:
+        assert f.index is not None
+        for g in f.row_groups_for(set(symbols)):
+            start, end = group_span(f.index, g)
+            total += end - start
+    return total
 
 
 def main() -> None:
@@ -164,27 +187,29 @@ def main() -> None:
             xsyms = sorted(xsec.symbols)
             case("cross-section 500 symbols x 1 month", lake, remote, remote.snapshot("xsec"),
                  xsyms, MONTH, n)
-            warm_vs_pyarrow(lake, remote, remote.snapshot("year"), symbol, n)
+            warm_vs_pyarrow(lake, remote, local, remote.snapshot("year"), symbol, n)
         finally:
             store.close()
             proc.terminate()
             proc.wait()
 
 
-def warm_vs_pyarrow(lake: LakeFiles, catalog: Catalog, snap: Snapshot, symbol: str,
-                    n: int) -> None:
+def warm_vs_pyarrow(lake: LakeFiles, catalog: Catalog, local: Catalog, snap: Snapshot,
+                    symbol: str, n: int) -> None:
     files = validate_request(snap, [symbol], *YEAR)
-    paths = lake.local_paths(snap.dataset, files)
-    lake.release()
+    paths = [local.file_path(snap.dataset, f) for f in files]  # the same bytes, whole files
     n = max(n, 41)  # millisecond timings: more samples
+    groups = [f.row_groups_for({symbol}) for f in files]
 
     def read() -> None:
         load_bars(catalog, snap, [symbol], *YEAR, lake=lake)
         lake.release()
 
     def lookup_only() -> None:
-        lake.local_paths(snap.dataset, files)
+        lake.fetches(snap.dataset, files, groups)
         lake.release()
+
+    read()  # the symbol's row groups into the cache (the cross-section case evicted them)
 
     pitwall, peer, ratio = paired(read, lambda: pyarrow_exact(paths, symbol), n)
     lookup = median_s(lookup_only, n)

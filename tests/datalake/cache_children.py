@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 from pitwall_executor.datalake.cache import FileCache
+from pitwall_executor.datalake.catalog import Catalog
+from pitwall_executor.datalake.lake_files import LakeFiles
 from pitwall_executor.datalake.objectstore import sha256_file
+from pitwall_executor.datalake.planner import load_bars
 from pitwall_executor.datalake.s3 import S3ObjectStore
+from pitwall_executor.datalake.snapshot import Snapshot
 
 
 def fetch(cache_root: Path, url: str, endpoint: str, key: str, sha: str, size: int,
@@ -23,3 +29,20 @@ def fetch(cache_root: Path, url: str, endpoint: str, key: str, sha: str, size: i
         out.put((str(path), sha256_file(path)))
     finally:
         store.close()
+
+
+def load_one_symbol(cache_root: Path, url: str, endpoint: str, snapshot: Snapshot, symbol: str,
+                    start: dt.date, end: dt.date, barrier: Barrier,
+                    out: Queue[bytes]) -> None:
+    """Read one symbol through a worker's LakeFiles (row groups from S3); put the frame."""
+    lake = LakeFiles(S3ObjectStore.from_url(url, endpoint_url=endpoint),
+                     FileCache(cache_root, 256 << 20))
+    barrier.wait(300)
+    try:
+        frame = load_bars(Catalog(cache_root / "unused"), snapshot, [symbol], start, end,
+                          lake=lake)
+        sink = io.BytesIO()
+        frame.write_ipc(sink)
+        out.put(sink.getvalue())
+    finally:
+        lake.close()

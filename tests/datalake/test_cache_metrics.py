@@ -14,6 +14,7 @@ from pitwall_executor.auth import create_researcher
 from pitwall_executor.cli_serve import EmbeddedServer
 from pitwall_executor.config import Config
 from pitwall_executor.datalake import Catalog, Snapshot
+from pitwall_executor.datalake.group_cache import group_span
 from pitwall_executor.datalake.lake_files import push_dataset
 from pitwall_executor.datalake.s3 import S3ObjectStore
 from pitwall_executor.stack import Stack
@@ -68,7 +69,8 @@ def test_cache_counters_reach_the_api_metrics_after_jobs(
         before = _scrape(server.url)
         assert before["pitwall_cache_misses_total"] == 0  # exported from the start
         symbols = sorted(_snapshot.symbols)[:2]
-        _run_job(server.url, token, symbols)  # cold: the March file is downloaded
+        # Cold: the two symbols' row groups of the March file are fetched (not the file).
+        _run_job(server.url, token, symbols)
         _run_job(server.url, token, symbols)  # warm: served from the cache
         assert stack.lake is not None and stack.lake.cache is not None
         assert stack.lake.cache.evict_all() >= 1
@@ -77,12 +79,16 @@ def test_cache_counters_reach_the_api_metrics_after_jobs(
         server.stop()
         stack.store.close()
     march = next(f for f in _snapshot.files if f.min_ts.month == 3)
-    assert got["pitwall_cache_misses_total"] == 1
-    assert got["pitwall_cache_hits_total"] == 1
-    assert got["pitwall_cache_bytes_saved_total"] == march.size
-    assert got["pitwall_cache_bytes_fetched_total"] == march.size
+    assert march.index is not None
+    groups = march.row_groups_for(set(symbols))
+    need = sum(group_span(march.index, g)[1] - group_span(march.index, g)[0] for g in groups)
+    assert len(groups) == 2 and need < march.size / 5
+    assert got["pitwall_cache_misses_total"] == 2
+    assert got["pitwall_cache_hits_total"] == 2
+    assert got["pitwall_cache_bytes_saved_total"] == need
+    assert got["pitwall_cache_bytes_fetched_total"] == need
     assert got["pitwall_cache_hit_ratio"] == 0.5
-    assert got["pitwall_cache_evictions_total"] == 1
+    assert got["pitwall_cache_evictions_total"] == 2
     assert got["pitwall_cache_files"] == 0
     # Split mode: an API process of its own (same data dir) reads the same shared counters.
     other = Stack.from_config(cfg)
@@ -90,4 +96,4 @@ def test_cache_counters_reach_the_api_metrics_after_jobs(
         text = ApiMetrics().render(None, other.lake)
     finally:
         other.store.close()
-    assert "pitwall_cache_hits_total 1\n" in text and "pitwall_cache_evictions_total 1\n" in text
+    assert "pitwall_cache_hits_total 2\n" in text and "pitwall_cache_evictions_total 2\n" in text

@@ -3,6 +3,7 @@
 Layout under the cache root::
 
     data/<sha256>                 a verified, read-only copy of one lake file
+    data/<sha256>.g<n>            row group n of that file alone (see group_cache.py)
     data/.part-<sha256>-<pid>-<r> a download in progress (never served)
     locks/<sha256>.lock           flock: shared = in use, exclusive = being filled or evicted
     evict.lock, stats.bin         the eviction lock, and counters shared by all processes
@@ -11,8 +12,10 @@ Several worker processes may ask for the same file at once: the first takes the 
 lock exclusively and downloads, the others block on it and then find the file. A download
 goes to a temp file in the same directory, is fsynced and verified against its sha256,
 then renamed into place, so a crash mid-download leaves only a ``.part-`` file that is
-never served and is removed by the next filler or eviction. A file in use holds a shared
-lock, which eviction (least recently used first, by mtime, down to ``max_bytes``) skips.
+never served and is removed by the next filler or eviction. A row group has no hash of its
+own: its filler passes a ``verify`` (Parquet page CRCs) checked instead. A file in use holds
+a shared lock, which eviction (least recently used first, by mtime, down to ``max_bytes``)
+skips.
 """
 
 from __future__ import annotations
@@ -36,29 +39,32 @@ from pitwall_executor.datalake.objectstore import (
     sha256_file,
 )
 
-__all__ = ["CacheFullError", "FileCache", "Pin"]
+__all__ = ["CacheFullError", "FileCache", "Pin", "Verify"]
 
-_KEY = re.compile(r"^[0-9a-f]{64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_KEY = re.compile(r"^[0-9a-f]{64}(\.g[0-9]+)?$")  # a file, or one row group of it
 _COUNTERS = ("hits", "misses", "bytes_saved", "bytes_fetched", "evictions", "evicted_bytes",
              "corrupt_refetches", "failed_fills")
 _STATS = struct.Struct(f"<{len(_COUNTERS)}q")
 _MIB = 1 << 20
 _PROMETHEUS = {
-    "hits": ("counter", "Lake files served from the worker cache."),
-    "misses": ("counter", "Lake files downloaded into the worker cache."),
+    "hits": ("counter", "Lake files or row groups served from the worker cache."),
+    "misses": ("counter", "Lake files or row groups downloaded into the worker cache."),
     "hit_ratio": ("gauge", "hits / (hits + misses) since the cache was created."),
     "bytes_saved": ("counter", "Bytes served from the cache instead of the object store."),
     "bytes_fetched": ("counter", "Bytes downloaded from the object store."),
-    "evictions": ("counter", "Files evicted to stay under the size bound."),
+    "evictions": ("counter", "Entries (files, row groups) evicted to stay under the bound."),
     "evicted_bytes": ("counter", "Bytes evicted to stay under the size bound."),
     "corrupt_refetches": ("counter", "Downloads that failed verification and were fetched again."),
-    "failed_fills": ("counter", "Files that failed verification twice (the job failed)."),
-    "files": ("gauge", "Files in the cache now."),
+    "failed_fills": ("counter", "Entries that failed verification twice (the job failed)."),
+    "files": ("gauge", "Entries (files, row groups) in the cache now."),
     "size_bytes": ("gauge", "Bytes in the cache now."),
     "max_bytes": ("gauge", "The cache's size bound (cache_mb)."),
 }
 
 Fill = Callable[[Path], object]
+Verify = Callable[[Path], str | None]
+"""Checks a filled temp file of the right size: None when good, else what is wrong."""
 
 
 class CacheFullError(DataError):
@@ -138,9 +144,9 @@ class FileCache:
     # -- lookups -------------------------------------------------------------------------
 
     def path_for(self, key: str) -> Path:
-        """Where the file with content hash ``key`` lives once cached."""
+        """Where the file with content hash ``key`` (or its row group ``<key>.g<n>``) lives."""
         if not _KEY.match(key):
-            raise DataError(f"cache key {key!r} is not a sha256 hex digest")
+            raise DataError(f"cache key {key!r} is not a sha256 hex digest (or <sha256>.g<n>)")
         return self._data / key
 
     def contains(self, key: str, size: int) -> bool:
@@ -160,14 +166,18 @@ class FileCache:
                 f"{need}, or narrow the universe or date range"
             )
 
-    def acquire(self, key: str, size: int, fill: Fill, *, name: str | None = None) -> Pin:
+    def acquire(self, key: str, size: int, fill: Fill, *, name: str | None = None,
+                verify: Verify | None = None) -> Pin:
         """The cached file for ``key``, filled with ``fill(temp_path)`` on a miss, held in use.
 
         ``fill`` writes the file's bytes to the path it is given; the result is verified
-        against ``key`` (its sha256) and ``size``. A bad copy is fetched once more, then
+        against ``size`` and then ``key`` (its sha256), or ``verify`` when the entry has no
+        hash of its own (a row group). A bad copy is fetched once more, then
         :class:`DataError` names the file; a bad copy is never kept.
         """
         path = self.path_for(key)
+        if verify is None and not _SHA.match(key):
+            raise ValueError(f"cache entry {key!r} has no sha256 to check: pass verify")
         self.check_fits(size, f"file {name or key}")
         lock = _KeyLock(self._locks / f"{key}.lock")
         try:
@@ -180,7 +190,7 @@ class FileCache:
                 lock.acquire(fcntl.LOCK_EX)  # blocks while another process downloads it
                 fetched = not self._present(path, size)
                 if fetched:
-                    self._fill(key, path, size, fill, name or key)
+                    self._fill(key, path, size, fill, name or key, verify)
                 lock.acquire(fcntl.LOCK_SH)  # not atomic: an evictor may slip in, so re-check
                 if self._present(path, size):
                     os.utime(path)
@@ -195,9 +205,10 @@ class FileCache:
             lock.release()
             raise
 
-    def get(self, key: str, size: int, fill: Fill, *, name: str | None = None) -> Path:
+    def get(self, key: str, size: int, fill: Fill, *, name: str | None = None,
+            verify: Verify | None = None) -> Path:
         """Like :meth:`acquire` but not held in use (eviction may reclaim it later)."""
-        pin = self.acquire(key, size, fill, name=name)
+        pin = self.acquire(key, size, fill, name=name, verify=verify)
         pin.release()
         return pin.path
 
@@ -210,7 +221,8 @@ class FileCache:
 
     # -- filling (the caller holds the key's lock exclusively) ----------------------------
 
-    def _fill(self, key: str, path: Path, size: int, fill: Fill, name: str) -> None:
+    def _fill(self, key: str, path: Path, size: int, fill: Fill, name: str,
+              verify: Verify | None) -> None:
         path.unlink(missing_ok=True)  # a copy of the wrong size: never serve it
         for stale in self._data.glob(f".part-{key}-*"):
             stale.unlink(missing_ok=True)  # a crashed filler's leftovers; we hold the lock
@@ -219,7 +231,7 @@ class FileCache:
         for attempt in range(2):
             tmp = self._data / f".part-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
-                problem = self._fill_once(key, tmp, size, fill)
+                problem = self._fill_once(key, tmp, size, fill, verify)
                 if problem is None:
                     os.replace(tmp, path)
                     fsync_dir(self._data)
@@ -235,7 +247,8 @@ class FileCache:
             "is corrupt, so the job cannot read it. Push or import the dataset again from a "
             "good copy; nothing bad was kept in the cache.")
 
-    def _fill_once(self, key: str, tmp: Path, size: int, fill: Fill) -> str | None:
+    def _fill_once(self, key: str, tmp: Path, size: int, fill: Fill,
+                   verify: Verify | None) -> str | None:
         """Fill ``tmp`` and verify it; None when good, else what was wrong."""
         try:
             fill(tmp)
@@ -251,8 +264,10 @@ class FileCache:
         got = tmp.stat().st_size
         if got != size:
             return f"{got} bytes instead of {size}"
-        actual = sha256_file(tmp)
-        if actual != key:
+        if verify is not None:
+            if (problem := verify(tmp)) is not None:
+                return problem
+        elif (actual := sha256_file(tmp)) != key:
             return f"sha256 {actual[:16]}… instead of {key[:16]}…"
         tmp.chmod(0o444)  # cached files are never written again, and never by a sandbox
         with tmp.open("rb") as fh:

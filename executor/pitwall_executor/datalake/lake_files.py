@@ -3,8 +3,9 @@
 The catalog's metadata (everything of a dataset outside ``data/``: version files) is small
 and immutable, so for a remote lake it is mirrored into a local directory on demand and
 the unchanged :class:`Catalog` reads it there; data files come through the content-hashed
-:class:`FileCache`. ``pitwall data push`` copies a local dataset to a bucket with
-the same key layout (``<dataset>/data/<sha>.parquet``, ``<dataset>/_versions/…``).
+:class:`FileCache`, whole or, for a job needing a small part of an indexed file, as just the
+row groups it reads (``group_cache.py``). ``pitwall data push`` copies a local dataset to a
+bucket with the same key layout (``<dataset>/data/<sha>.parquet``, ``<dataset>/_versions/…``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -22,16 +23,31 @@ from typing import TYPE_CHECKING
 from pitwall.errors import DataError, UnknownDatasetError
 from pitwall_executor.datalake.cache import FileCache, Pin
 from pitwall_executor.datalake.catalog import Catalog
+from pitwall_executor.datalake.group_cache import (
+    GroupRun,
+    cold_groups,
+    file_fetch,
+    group_key,
+    group_runs,
+    group_span,
+    groups_fetch,
+    prefer_groups,
+    verify_group,
+)
 from pitwall_executor.datalake.objectstore import LocalObjectStore, ObjectStore, open_store
 
 if TYPE_CHECKING:
     from pitwall_executor.config import Config
+    from pitwall_executor.datalake.chunk_index import Fetch
     from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
 
 __all__ = ["LakeFiles", "MirroredCatalog", "PushReport", "push_dataset", "sync_metadata"]
 
 _DATA_DIR = "data/"
 _FETCH_THREADS = 8
+
+_Tag = tuple[str, int | None]  # (file sha256, row group or None for the whole file)
+_Task = Callable[[], list[tuple[_Tag, Pin]]]
 
 
 class LakeFiles:
@@ -85,47 +101,131 @@ class LakeFiles:
         unique = list({e.sha256: e for e in entries}.values())
         self.cache.check_fits(sum(e.size for e in unique),
                               f"this job's data ({dataset}, {len(unique)} files)")
-        with self.cache.counting_batch():
-            pins = self._acquire_all(dataset, unique)
-        with self._lock:
-            self._pins = pins
-        by_hash = {e.sha256: p.path for e, p in zip(unique, pins, strict=True)}
-        return [by_hash[e.sha256] for e in entries]
+        cold = sum(not self.cache.contains(e.sha256, e.size) for e in unique)
+        pins = self._pin_all([partial(self._acquire, dataset, e) for e in unique], cold)
+        return [pins[(e.sha256, None)].path for e in entries]
 
-    def _acquire_all(self, dataset: str, entries: list[FileEntry]) -> list[Pin]:
-        """Pins for all ``entries``, or none: on any failure the others are released."""
+    def fetches(self, dataset: str, entries: Sequence[FileEntry],
+                groups: Sequence[Sequence[int]]) -> list[Fetch]:
+        """Ranged readers of ``entries`` (files with chunk indexes), to read ``groups`` of each.
+
+        A local lake is read in place. From a remote lake each file comes through the cache
+        whole (when cached already, or when the groups are most of it) or as just the
+        needed row groups, fetched when cold with one ranged GET per run of adjacent groups
+        and cached one entry per group (``group_cache.py``). Either way the entries stay
+        pinned until :meth:`release` or the next call; the readers read only those.
+
+        Raises
+        ------
+        DataError
+            As :meth:`local_paths`; a row group that fails its page checksums twice names
+            its file.
+        """
+        if self.cache is None:
+            return [file_fetch(p) for p in self.local_paths(dataset, entries)]
+        self.release()
+        cache = self.cache
+        needed: dict[str, tuple[FileEntry, set[int]]] = {}
+        for entry, gs in zip(entries, groups, strict=True):
+            needed.setdefault(entry.sha256, (entry, set()))[1].update(gs)
+        tasks: list[_Task] = []
+        cold = total = 0
+        by_group: dict[str, list[int]] = {}  # files read as row groups: which ones
+        for sha, (entry, wanted) in needed.items():
+            index = entry.index
+            whole = cache.contains(sha, entry.size)
+            missing = [] if whole or index is None else cold_groups(cache, entry, sorted(wanted))
+            if whole or index is None or not prefer_groups(entry, missing):
+                tasks.append(partial(self._acquire, dataset, entry))
+                cold += not whole
+                total += entry.size
+                continue
+            by_group[sha] = sorted(wanted)
+            runs = group_runs(index, missing)
+            tasks += [partial(self._acquire_groups, dataset, entry, [run]) for run in runs]
+            if warm := [[g] for g in by_group[sha] if g not in missing]:
+                tasks.append(partial(self._acquire_groups, dataset, entry, warm))
+            cold += len(runs)
+            total += sum(group_span(index, g)[1] - group_span(index, g)[0] for g in wanted)
+        cache.check_fits(total, f"this job's data ({dataset}, {len(needed)} files)")
+        pins = self._pin_all(tasks, cold)
+        out: list[Fetch] = []
+        for entry in entries:
+            if (held := by_group.get(entry.sha256)) is None:
+                out.append(file_fetch(pins[(entry.sha256, None)].path))
+                continue
+            index = entry.index
+            assert index is not None
+            out.append(groups_fetch([(*group_span(index, g), pins[(entry.sha256, g)].path)
+                                     for g in held]))
+        return out
+
+    def _pin_all(self, tasks: list[_Task], cold: int) -> dict[_Tag, Pin]:
+        """Run ``tasks`` (``cold`` of them download) and hold their pins for :meth:`release`."""
         assert self.cache is not None
-        cold = sum(not self.cache.contains(e.sha256, e.size) for e in entries)
-        pins: list[Pin] = []
+        with self.cache.counting_batch():
+            pins = self._acquire_all(tasks, cold)
+        with self._lock:
+            self._pins = list(pins.values())
+        return pins
+
+    def _acquire_all(self, tasks: list[_Task], cold: int) -> dict[_Tag, Pin]:
+        """Pins from all ``tasks``, or none: on any failure the others are released."""
+        pins: list[tuple[_Tag, Pin]] = []
         errors: list[BaseException] = []
         if cold > 1:
-            # Cold files download in parallel (each one in parallel parts too).
+            # Cold files and runs of groups download in parallel (big files in parts too).
             with ThreadPoolExecutor(min(cold, _FETCH_THREADS)) as pool:
-                futures = [pool.submit(self._acquire, dataset, e) for e in entries]
+                futures = [pool.submit(task) for task in tasks]
             for future in futures:
                 if (exc := future.exception()) is not None:
                     errors.append(exc)
                 else:
-                    pins.append(future.result())
+                    pins += future.result()
         else:
-            # Warm files cost a few syscalls each: cheaper than a thread hop.
-            for entry in entries:
+            # Warm entries cost a few syscalls each: cheaper than a thread hop.
+            for task in tasks:
                 try:
-                    pins.append(self._acquire(dataset, entry))
+                    pins += task()
                 except BaseException as exc:
                     errors.append(exc)
                     break
         if errors:
-            for pin in pins:
+            for _tag, pin in pins:
                 pin.release()
             raise errors[0]
-        return pins
+        return dict(pins)
 
-    def _acquire(self, dataset: str, entry: FileEntry) -> Pin:
+    def _acquire(self, dataset: str, entry: FileEntry) -> list[tuple[_Tag, Pin]]:
         assert self.cache is not None
         key = f"{dataset}/{entry.path}"
         fill = partial(self.store.get_to_file, key, size=entry.size)
-        return self.cache.acquire(entry.sha256, entry.size, fill, name=f"{self.store.url}/{key}")
+        pin = self.cache.acquire(entry.sha256, entry.size, fill, name=f"{self.store.url}/{key}")
+        return [((entry.sha256, None), pin)]
+
+    def _acquire_groups(self, dataset: str, entry: FileEntry,
+                        runs: list[list[int]]) -> list[tuple[_Tag, Pin]]:
+        """Pins for the row groups of ``runs`` (each: adjacent groups, filled by one GET)."""
+        assert self.cache is not None
+        index = entry.index
+        assert index is not None
+        key = f"{dataset}/{entry.path}"
+        out: list[tuple[_Tag, Pin]] = []
+        try:
+            for run in runs:
+                fetcher = GroupRun(self.store, key, index, run)
+                for g in run:
+                    start, end = group_span(index, g)
+                    pin = self.cache.acquire(
+                        group_key(entry.sha256, g), end - start, partial(fetcher.fill, g),
+                        name=f"{self.store.url}/{key} (row group {g})",
+                        verify=partial(verify_group, index, g))
+                    out.append(((entry.sha256, g), pin))
+        except BaseException:
+            for _tag, pin in out:
+                pin.release()
+            raise
+        return out
 
     def release(self) -> None:
         """Let the cache evict the files the last :meth:`local_paths` call pinned."""

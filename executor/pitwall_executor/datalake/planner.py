@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import difflib
 import itertools
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import polars as pl
 from pitwall.errors import EmptyRangeError, UnknownSymbolError
 from pitwall_executor.datalake.chunk_index import Fetch, GroupRead, read_groups
 from pitwall_executor.datalake.generate import BARS_SCHEMA
+from pitwall_executor.datalake.group_cache import file_fetch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -185,8 +185,9 @@ def load_bars(
 
     Reads only the planned files: with chunk indexes (every file written since they exist),
     exactly the column chunks of the symbols' row groups and no footer
-    (:func:`read_indexed`); otherwise a Polars scan with the column selection and the
-    symbol and time filters pushed down.
+    (:func:`read_indexed`; from S3, only those row groups are fetched and cached when they
+    are a small part of a file, see :meth:`LakeFiles.fetches`); otherwise a Polars scan
+    with the column selection and the symbol and time filters pushed down.
 
     Parameters
     ----------
@@ -207,11 +208,17 @@ def load_bars(
         raise ValueError(f"unknown columns {unknown}; bars have {list(BARS_SCHEMA)}")
     files = validate_request(snapshot, symbols, start, end)
     lo, hi = _utc_bounds(start, end)
-    paths = (lake.local_paths(snapshot.dataset, files) if lake is not None
-             else [catalog.file_path(snapshot.dataset, f) for f in files])
     if uses_index(files, symbols, lo, hi):
-        frame = read_indexed(files, [_file_fetch(p) for p in paths], symbols, lo, hi, wanted)
-    else:  # files written before chunk indexes: Polars reads their footers
+        if lake is not None:  # from S3: only the needed row groups when they are a small part
+            held = set(symbols)
+            groups = [f.row_groups_for(held.intersection(f.symbols)) for f in files]
+            fetches = lake.fetches(snapshot.dataset, files, groups)
+        else:
+            fetches = [file_fetch(catalog.file_path(snapshot.dataset, f)) for f in files]
+        frame = read_indexed(files, fetches, symbols, lo, hi, wanted)
+    else:  # no chunk indexes (older files), or a slice of days: Polars reads the footers
+        paths = (lake.local_paths(snapshot.dataset, files) if lake is not None
+                 else [catalog.file_path(snapshot.dataset, f) for f in files])
         frame = _scan_sorted(files, scan_bars(paths, symbols, lo, hi, wanted))
     if frame.is_empty():
         # Metadata is per file; a symbol may still lack bars on the requested days.
@@ -237,17 +244,6 @@ def uses_index(files: Sequence[FileEntry], symbols: Sequence[str], lo: dt.dateti
                 f.row_groups_for(wanted.intersection(f.symbols))) > len(f.row_group_symbols):
             return False
     return True
-
-
-def _file_fetch(path: Path | str) -> Fetch:
-    """Ranged reads of a local file (one open, one pread per range)."""
-    def fetch(ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return [os.pread(fd, end - start, start) for start, end in ranges]
-        finally:
-            os.close(fd)
-    return fetch
 
 
 def read_indexed(
