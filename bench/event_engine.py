@@ -27,6 +27,7 @@ it without any Pitwall code on either side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.util
 import os
@@ -206,13 +207,17 @@ def backtrader_rate(bars: pl.DataFrame) -> float:
         return len(df) / (time.perf_counter() - t0)
 
 
-def raw_floor(backend: GVisorBackend, steps: int) -> float:
+def pinned(session: object, pin: bool) -> contextlib.AbstractContextManager[object]:
+    return shared_cpu(session) if pin else contextlib.nullcontext()
+
+
+def raw_floor(backend: GVisorBackend, steps: int, pin: bool = True) -> float:
     """µs per round trip of a bare echo loop in the sandbox (one readv, one write)."""
     from pitwall_executor.sandbox import PYTHON, SandboxRequest
 
     request = SandboxRequest(job_id="bench-raw", argv=(PYTHON, "-S", "-c", RAW_ECHO),
                              limits=Limits(timeout_s=300, memory_mb=256))
-    with backend.start(request) as session, shared_cpu(session):
+    with backend.start(request) as session, pinned(session, pin):
         out, inp = session.stdin.fileno(), session.stdout.fileno()
         step = b"S" * 80  # the size of a 1-symbol STEP frame
         buf = bytearray(4096)
@@ -229,7 +234,8 @@ def raw_floor(backend: GVisorBackend, steps: int) -> float:
     return seconds / steps * 1e6
 
 
-def lockstep(backend: GVisorBackend, root: Path, market: Market, name: str) -> tuple[float, int]:
+def lockstep(backend: GVisorBackend, root: Path, market: Market, name: str,
+             pin: bool = True) -> tuple[float, int]:
     """Bars/s of one lock-step run through a fresh gVisor session (start-up excluded)."""
     import json
     import shutil
@@ -243,7 +249,7 @@ def lockstep(backend: GVisorBackend, root: Path, market: Market, name: str) -> t
         "symbols": list(market.symbols), "capital": 1e9}))
     limits = Limits(timeout_s=900, memory_mb=1024)
     with backend.start(runner_request(f"bench-{name}", job, limits)) as session, \
-            shared_cpu(session):  # as the worker runs it (event_execution.feed_session)
+            pinned(session, pin):  # as the worker runs it (event_execution.feed_session)
         _, stats = run_lockstep(session.stdin, session.stdout, market, capital=1e9,
                                 costs=BrokerCosts(), max_participation=None)
         outcome = session.wait()
@@ -301,10 +307,13 @@ def main() -> None:
                     rate, trips[key] = lockstep(backend, root, market, name)
                     return rate
                 runs[f"{name}/{label}"] = run
+        # The same trivial run without the shared CPU: what pinning buys (affinity.py).
+        runs["unpinned"] = lambda: lockstep(backend, root, m1, "Sma", pin=False)[0]
         for _ in range(args.repeat):  # interleaved: a burst of load hits every contender
             for key, fn in runs.items():
                 rates[key] = max(rates.get(key, 0.0), fn())
         raw = best(lambda: raw_floor(backend, len(m1)), args.repeat, low=True)
+        raw_free = best(lambda: raw_floor(backend, len(m1), pin=False), args.repeat, low=True)
         btpy, btr, local = rates["backtesting.py"], rates["backtrader"], rates["local"]
         print(f"backtesting.py (1 symbol): {btpy:,.0f} bars/s")
         print(f"backtrader (1 symbol): {btr:,.0f} bars/s")
@@ -312,6 +321,7 @@ def main() -> None:
               "backtesting.py (target >= 2x)")
         print(f"raw echo through gVisor (no Pitwall code): {raw:.0f} µs per round trip "
               f"= {1e6 / raw:,.0f} steps/s")
+        print(f"  unpinned (where the scheduler puts the threads): {raw_free:.0f} µs")
         for key in runs:
             if "/" in key:
                 name, label = key.split("/")
@@ -319,6 +329,10 @@ def main() -> None:
                 step_us = len(market) * len(market.symbols) / rates[key] / trips[key] * 1e6
                 print(f"lock-step gVisor {label} symbol(s), {name}: {rates[key]:,.0f} bars/s "
                       f"({trips[key]:,} round trips, {step_us:.0f} µs each)")
+        free = rates["unpinned"]
+        print(f"lock-step gVisor 1 symbol, Sma, unpinned: {free:,.0f} bars/s "
+              f"({len(m1) / free / trips['Sma/1'] * 1e6:.0f} µs each); pinned = "
+              f"{rates['Sma/1'] / free:.2f}x unpinned")
         limit1, sma1 = rates["Empty/1"], rates["Sma/1"]
         print(f"1 symbol: channel limit / trivial = {limit1 / sma1:.2f}x (target <= 1.3x); "
               f"trivial = {sma1 / btr:.2f}x backtrader (target >= 1.5x)")
