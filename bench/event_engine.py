@@ -20,8 +20,11 @@ What bounds lock-step speed: one round trip per due timestamp. Inside gVisor (pt
 platform) each syscall of the strategy process is trapped and served by the Sentry
 (~20 µs); a step costs the strategy exactly two (one ``readv`` of the STEP frame, one
 ``write`` of its answer) plus the wake-up of a blocked read through the Sentry's host-fd
-notifier. The empty strategy measures that floor; a raw echo loop (``--raw``) measures
-it without any Pitwall code on either side.
+notifier. The empty strategy measures that floor; a raw echo loop measures it without
+any Pitwall code on either side. Both sides run on one claimed CPU, as the worker runs
+them (``sandbox/affinity.py``): lock-step never needs two CPUs at once, and a wake-up of
+an idle vCPU costs more than the rest of the step. The trivial run is repeated unpinned
+to show what that buys.
 """
 
 from __future__ import annotations
