@@ -183,6 +183,9 @@ WARM_FLAG = "--warm"
 #: The line a warm runner writes on the channel once its imports are done.
 READY_LINE = b"pitwall-warm-ready\n"
 GO_LINE = b"go\n"
+#: Asks a warm runner to say "ready" again: one restored from a checkpoint said it before
+#: the checkpoint, so its answer proves the restored process is up and reading stdin.
+PING_LINE = b"ping\n"
 _PRELOAD = ("numpy", "polars", "pyarrow", "pitwall.strategy")
 
 
@@ -197,12 +200,15 @@ def wait_for_go(channel: IO[bytes]) -> bool:
     """Say "ready" on the channel, then block until the worker says "go" on stdin.
 
     The job's files are written into the (empty, read-only) mounts only after the
-    sandbox started; they are read after "go". EOF instead of "go": the pool is shutting
+    sandbox started; they are read after "go". Each "ping" before it is answered with
+    "ready" (a restored runner's handshake). EOF instead of "go": the pool is shutting
     down, exit quietly.
     """
     channel.write(READY_LINE)
     channel.flush()
-    line = sys.stdin.buffer.readline(64)
+    while (line := sys.stdin.buffer.readline(64)) == PING_LINE:
+        channel.write(READY_LINE)
+        channel.flush()
     os.close(0)  # the strategy gets no stdin, as in a cold run
     return line == GO_LINE
 # --- end warm pool ---

@@ -3,6 +3,7 @@ isolation and the same policy as a plain cold start, on the real runsc."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -163,8 +164,12 @@ def test_restored_sandbox_keeps_the_policy(backend: GVisorBackend, tmp_path: Pat
                     f"pitwall-{owner.current().token}-pol-*") if (p / "cpu.shares").exists()]
                 time.sleep(0.05)
             assert found, "no cpu cgroup of the restored sandbox appeared"
-            shares = int((found[0] / "cpu.shares").read_text())
-            quota = int((found[0] / "cpu.cfs_quota_us").read_text())
+            # The last reading while it runs: the quota is lifted during the restore.
+            while runner.is_alive() and (found[0] / "cpu.shares").exists():
+                with contextlib.suppress(OSError, ValueError):
+                    shares = int((found[0] / "cpu.shares").read_text())
+                    quota = int((found[0] / "cpu.cfs_quota_us").read_text())
+                time.sleep(0.05)
         finally:
             runner.join()
         with pytest.raises(TimeoutError):
@@ -189,6 +194,49 @@ def test_restored_sandbox_keeps_the_policy(backend: GVisorBackend, tmp_path: Pat
     # not the time the image was saved.
     ended = time.time()
     assert ended - 15 < res["real_time"] < ended
+
+
+SPIN = '''
+import os, sys, time
+def now():  # the sentry's real clock (time.time is the SDK's simulated one)
+    path = f"/scratch/now-{time.monotonic_ns()}"
+    open(path, "w").close()
+    return os.stat(path).st_mtime
+started = now()
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    pass
+print("ran", started, now(), file=sys.stderr)
+'''
+
+
+def test_the_restore_runs_unthrottled_and_the_job_under_its_quota(
+    backend: GVisorBackend, tmp_path: Path
+) -> None:
+    """The quota is lifted for the restore and back before the job's first line runs."""
+    d = job(tmp_path, "quota", SPIN + SMA)
+    store(backend).image(FAST)
+    result: list[SandboxOutcome] = []
+    runner = threading.Thread(target=lambda: result.append(restored(backend, "quota", d)))
+    samples: list[tuple[float, int]] = []
+    runner.start()
+    try:
+        pattern = f"pitwall-{owner.current().token}-quota-*/cpu.cfs_quota_us"
+        while runner.is_alive():
+            for path in Path("/sys/fs/cgroup/cpu").glob(pattern):
+                with contextlib.suppress(OSError, ValueError):
+                    samples.append((time.time(), int(path.read_text())))
+            time.sleep(0.002)
+    finally:
+        runner.join()
+    [out] = result
+    assert out.ok, out.stderr.decode()
+    [line] = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("ran ")]
+    started, ended = map(float, line.split()[1:])
+    quota = int(FAST.cpus * 100_000)
+    during = [q for t, q in samples if started <= t <= ended]
+    assert len(during) > 50 and set(during) == {quota}, sorted(set(during))
+    assert -1 in {q for t, q in samples if t < started}  # lifted while restoring
 
 
 def test_restored_job_times_out_and_is_killed(backend: GVisorBackend, tmp_path: Path) -> None:

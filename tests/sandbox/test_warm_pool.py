@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from sandbox_helpers import FAST, SMA, make_job
 
 from pitwall.channel import FrameKind, decode_frames, decode_result
+from pitwall_executor.sandbox import owner
 from pitwall_executor.sandbox.base import runner_request
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
@@ -113,3 +115,92 @@ def test_the_job_path_uses_the_pool_and_records_the_image(tmp_path: Path) -> Non
         assert backend.image.startswith("sha256:") and backend.image in report
     finally:
         backend.close()
+
+
+PRIVATE = SMA.replace(
+    'print("computing", fast, slow)',
+    'import os, sys\n'
+    '    print("seen", sorted(os.listdir("/job/bundle")), sorted(os.listdir("/job/input")),\n'
+    '          sorted(os.listdir("/scratch")), file=sys.stderr)\n'
+    '    open("/scratch/left-by-" + sorted(os.listdir("/job/bundle"))[0], "w").close()',
+)
+
+
+def slot_quota(slot_dir: Path) -> int:
+    """The CPU quota on the cgroup of the sandbox a slot (named by its dir) runs in."""
+    [path] = Path("/sys/fs/cgroup/cpu").glob(
+        f"pitwall-{owner.current().token}-warm-{slot_dir.name}-*/cpu.cfs_quota_us")
+    return int(path.read_text())
+
+
+def test_a_pool_refilled_by_restore_serves_one_job_per_private_slot(
+    backend: GVisorBackend, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert backend.snapshots is not None
+    assert backend.snapshots.image(FAST) is not None  # else the first refills boot cold
+    root = tmp_path_factory.mktemp("restored-pool")
+    root.chmod(0o755)
+    pool = WarmPool(backend, 2, FAST, root / "slots")
+    pooled = PooledBackend(backend, pool)
+    try:
+        jobs = []
+        for name in ("a", "b", "c", "d"):
+            d = job(tmp_path, name, PRIVATE)
+            (d / "bundle" / f"{name}_only.py").write_text("")
+            jobs.append((name, d))
+        cold = backend.run(runner_request("cold", jobs[0][1], FAST))
+        outs: dict[str, object] = {}
+        dirs: set[str] = set()
+        for batch in (jobs[:2], jobs[2:]):  # two at once, then two more from the refills
+            assert pool.wait_ready(2, timeout=60)
+            with pool._lock:
+                slots = list(pool._slots)
+            dirs |= {s.dir.name for s in slots}
+            # Ready means: restored, answered the ping, and under the job's quota again.
+            assert [slot_quota(s.dir) for s in slots] == [int(FAST.cpus * 100_000)] * 2
+            threads = [threading.Thread(target=lambda n=n, d=d: outs.__setitem__(
+                n, pooled.run(runner_request(f"pool-{n}", d, FAST)))) for n, d in batch]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not [p for name in dirs for p in (root / "slots").glob(f"*/{name}")]
+        assert len(dirs) == 4  # four jobs, four slots, each destroyed after its job
+        assert pool.refills and {kind for kind, _ in pool.refills} == {"restored"}
+        [cf] = decode_frames(cold.stdout)
+        for name, _ in jobs:
+            out = outs[name]
+            assert isinstance(out, type(cold)) and out.ok, out
+            [frame] = decode_frames(out.stdout)
+            assert frame.kind is FrameKind.RESULT
+            assert decode_result(frame.payload).equals(decode_result(cf.payload))
+            [line] = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("seen")]
+            # Only its own files, and an empty scratch: no other job's leftovers.
+            assert line == (f"seen ['{name}_only.py', 'strategy.py'] "
+                            "['bars.arrow', 'spec.json'] []"), line
+    finally:
+        pool.close()
+
+
+def test_a_failed_restore_refills_cold(tmp_path: Path,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    own = GVisorBackend(tmp_path_factory.mktemp("pool-broken-state"))
+    assert own.snapshots is not None
+    image = own.snapshots.image(FAST)
+    assert image is not None
+    data = (image / "checkpoint.img").read_bytes()
+    (image / "checkpoint.img").write_bytes(data[: len(data) // 50])  # truncated on disk
+    root = tmp_path_factory.mktemp("broken-pool")
+    root.chmod(0o755)
+    pool = WarmPool(own, 1, FAST, root / "slots")
+    try:
+        assert pool.wait_ready(1, timeout=60)
+        assert [kind for kind, _ in pool.refills] == ["cold"]
+        assert not image.exists()  # dropped: a later refill rebuilds it
+        out = PooledBackend(own, pool).run(runner_request("after", job(tmp_path, "a", SMA),
+                                                          FAST))
+        assert out.ok, out.stderr.decode()
+        assert pool.wait_ready(1, timeout=60)  # the next refill: a rebuilt image, restored
+        assert [kind for kind, _ in pool.refills] == ["cold", "restored"]
+    finally:
+        pool.close()

@@ -7,7 +7,12 @@ read-only (a mount cannot be added to a running sandbox). To serve a job the poo
 hard-links the job's files into them (a copy across file systems), starts the job's
 wall clock and writes "go"; the runner then reads them exactly as in a cold run. A slot
 serves one job and is destroyed with its directories; a background thread refills the
-pool. Measured (bench/sandbox_start.py): filling the mounts costs well under a
+pool. A refill restores the backend's checkpoint of a warm runner (:mod:`.snapshot`,
+the image for the pool's limits) instead of booting and importing: the restored runner
+said "ready" before its checkpoint, so the slot sends "ping" and counts as ready only
+once the restored process answers "ready" and its CPU quota is the job's again
+(``Restoring.settle``). A refill whose restore fails is logged, the image dropped, and
+the next refill boots cold. Measured (bench/sandbox_start.py): filling the mounts costs well under a
 millisecond, while shipping the bars over the pipe costs a copy through gVisor per MB
 and doubles the bars in the sandbox's memory; hence the mount design.
 
@@ -31,32 +36,47 @@ import uuid
 from pathlib import Path
 
 from pitwall.models import Limits
-from pitwall.runner import GO_LINE, READY_LINE, WARM_FLAG
+from pitwall.runner import GO_LINE, READY_LINE
 from pitwall_executor.sandbox.base import JOB_ROOT, PYTHON, Mount, SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer
 from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
+from pitwall_executor.sandbox.snapshot import WARM_ARGV, Restoring
 
 log = logging.getLogger(__name__)
 RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT)
 _DIRS = ("bundle", "input")
 _BAKED = ("memory_mb", "pids", "cpus", "scratch_mb")  # fixed when the sandbox starts
 _RETRY_S = 2.0
+_READY_TIMEOUT_S = 30.0
 
 
 class _Slot:
     """One pre-started sandbox, its private mount dirs and its stdout drain."""
 
-    def __init__(self, backend: GVisorBackend, root: Path, limits: Limits) -> None:
+    def __init__(self, backend: GVisorBackend, root: Path, limits: Limits,
+                 image: Path | None = None) -> None:
         self.dir = root / f"slot-{uuid.uuid4().hex[:12]}"
         for name in _DIRS:
             (self.dir / name).mkdir(parents=True)
             (self.dir / name).chmod(0o755)
         self.dir.chmod(0o755)
-        argv = (PYTHON, "-S", "-m", "pitwall.runner", WARM_FLAG, JOB_ROOT)
         mounts = tuple(Mount(self.dir / name, f"{JOB_ROOT}/{name}") for name in _DIRS)
-        request = SandboxRequest(f"warm-{self.dir.name}", argv, mounts, {}, limits)
-        self.session: GVisorSession = backend.launch(request, arm=False)
+        request = SandboxRequest(f"warm-{self.dir.name}", WARM_ARGV, mounts, {}, limits)
+        self.started = time.monotonic()
+        #: The checkpoint this slot was restored from; None: booted cold.
+        self.image = image if backend.snapshots is not None else None
+        self._restoring: Restoring | None = None
+        try:
+            if self.image is not None and backend.snapshots is not None:
+                self._restoring = backend.snapshots.restore(request, self.image, arm=False)
+                self.session: GVisorSession = self._restoring.session
+            else:
+                self.session = backend.launch(request, arm=False)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.ready = threading.Event()
+        self.ready_at: float | None = None
         self._sink: HeadBuffer | None = None
         self._go = threading.Event()
         self.first_byte_at: float | None = None
@@ -71,7 +91,11 @@ class _Slot:
             while len(line) < len(READY_LINE) and (byte := os.read(fd, 1)):
                 line += byte  # unbuffered: not a byte of the job's output is read ahead
             if line != READY_LINE:
-                return  # died while importing: the slot is useless
+                return  # died while importing or restoring: the slot is useless
+            if self._restoring is not None and not self._restoring.settle():
+                self.session.kill()  # never "go" without the job's CPU quota
+                return
+            self.ready_at = time.monotonic()
             self.ready.set()
             self._go.wait()
             if self._sink is None:
@@ -122,6 +146,14 @@ class _Slot:
         self._drain.join(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the slot is ready, or has died, or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.02):
+            if not self.session.alive or time.monotonic() > deadline:
+                return self.ready.is_set()
+        return True
+
     def _done(self) -> bool:
         try:
             self.session.wait(0)
@@ -162,6 +194,9 @@ class WarmPool:
         self._root.chmod(0o755)
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
+        self._cold_next = False
+        #: Each refill that got ready: ("restored" | "cold", seconds from start to ready).
+        self.refills: list[tuple[str, float]] = []
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._filler = threading.Thread(target=self._fill_loop, daemon=True, name="warm-pool")
@@ -205,18 +240,32 @@ class WarmPool:
             for slot in dead:
                 slot.destroy()
             if missing > 0:
-                try:
-                    slot = _Slot(self._backend, self._root, self.limits)
-                except Exception:  # the runtime failed: log, back off, try again
-                    log.exception("warm pool: starting a sandbox failed")
-                    self._closed.wait(_RETRY_S)
-                    continue
-                with self._lock:
-                    self._slots.append(slot)
-                slot.ready.wait(30)  # one start at a time: they compete for the CPUs
+                self._refill()
                 continue
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _refill(self) -> None:
+        """Start one slot, restored when the store has an image for the pool's limits,
+        and wait for it: one start at a time, they compete for the CPUs."""
+        store, image = self._backend.snapshots, None
+        if store is not None and not self._cold_next:
+            image = store.image(self.limits)  # built here the first time
+        self._cold_next = False
+        try:
+            slot = _Slot(self._backend, self._root, self.limits, image)
+        except Exception:  # the runtime failed: log, back off, try again
+            log.exception("warm pool: starting a sandbox failed")
+            self._closed.wait(_RETRY_S)
+            return
+        with self._lock:
+            self._slots.append(slot)
+        if slot.wait_ready(_READY_TIMEOUT_S) and slot.ready_at is not None:
+            kind = "cold" if slot.image is None else "restored"
+            self.refills.append((kind, slot.ready_at - slot.started))
+        elif slot.image is not None and store is not None and not self._closed.is_set():
+            store.failed(slot.image, slot.session, "a warm-pool slot did not get ready")
+            self._cold_next = True
 
     def close(self) -> None:
         """Destroy every idle slot; idempotent."""

@@ -12,9 +12,20 @@ takes its mounts, cgroups and limits from the new bundle; its memory from the im
 and the job starts when the worker writes "go". Nothing ran in it before but the
 runner's imports, and the image holds no job data: the same isolation as a cold start.
 
-Measured (ptrace platform, runsc 20221219): restore to the first strategy line ~0.42 s
-against ~1.07 s cold; most of it is runsc loading the image's memory (~0.25 s; the
-image is ~9 MB, already compressed by runsc, and this release has no flag to tune it).
+The restore is platform work, not the job's: it runs with the worker's CPU budget. The
+sandbox's cgroup is created by runsc with the job's CPU quota; once runsc has written
+it, the quota is lifted (``-1``: bounded by the worker's own cgroup; the batch weight,
+``cpu.shares``, stays), the restored runner is asked to say "ready" again ("ping": it
+said it before the checkpoint, so only the answer proves the restored process is up and
+reading stdin), then the job's quota is written back and read back, and only then is
+"go" written: no line of the job runs without its quota. A restore that never answers
+is a failed restore: no job code ran, so the job is run plain cold.
+
+Measured (ptrace platform, runsc 20221219, loaded; by hand and bench/sandbox_start.py):
+the restore's time grows with the image, i.e. the runner's anonymous memory that runsc
+decompresses ("Memory load"): ~0.19 s for a bare ``python -c`` (0.7 MB image), ~0.45 s for the warm
+runner (9.7 MB); under a 1-CPU quota runsc was throttled 75-220 ms of each restore,
+and lifting it cut restore-to-first-strategy-line by ~20 % (447 -> 357 ms).
 
 The image is built lazily by the first fitting request (which pays ~1.5 s once) and
 stored under the backend's state dir, keyed like the bytecode tree (``pycache.py``):
@@ -36,16 +47,18 @@ import dataclasses
 import hashlib
 import logging
 import os
+import select
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
-from pitwall.runner import GO_LINE, READY_LINE, WARM_FLAG
-from pitwall_executor.sandbox import owner
+from pitwall.runner import GO_LINE, PING_LINE, READY_LINE, WARM_FLAG
+from pitwall_executor.sandbox import oci, owner
 from pitwall_executor.sandbox.base import (
     JOB_ROOT,
     PYTHON,
@@ -56,7 +69,7 @@ from pitwall_executor.sandbox.base import (
 )
 
 if TYPE_CHECKING:
-    from pitwall_executor.sandbox.gvisor import GVisorBackend
+    from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +78,68 @@ WARM_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", WARM_FLAG, JOB_ROOT)
 _DIRS = ("bundle", "input")
 _BAKED = ("memory_mb", "pids", "cpus", "scratch_mb")  # fixed inside a running sandbox
 _BUILD_TIMEOUT_S = 120.0
+#: How long a restore may take before it counts as failed (it takes well under 1 s).
+RESTORE_TIMEOUT_S = 30.0
 _MAX_FAILURES = 2
-#: How ``runsc restore`` reports, in its own log, a restore that did not happen. The log
-#: is runsc's, on the host: a job cannot write it (its stderr, which holds the same
-#: message, it could fake to have itself run twice and the image dropped).
-_RESTORE_ERROR = "restoring container"
+_CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+#: How long to wait for runsc to write the job's quota before lifting it (else: not lifted).
+_QUOTA_WAIT_S = 1.0
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
+def _read_exactly(fd: int, n: int, timeout: float | None = None) -> bytes:
+    """Up to ``n`` bytes, fewer on EOF or once ``timeout`` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     data = b""
-    while len(data) < n and (chunk := os.read(fd, n - len(data))):
+    while len(data) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+        if not (chunk := os.read(fd, n - len(data))):
+            break
         data += chunk
     return data
+
+
+class Restoring:
+    """A sandbox being restored from a checkpoint of a warm runner, its quota lifted.
+
+    :meth:`settle` is the gate before "go": it puts the job's CPU quota back, reads it
+    back, and says whether it is in force.
+    """
+
+    def __init__(self, session: GVisorSession, limits: Limits) -> None:
+        self.session = session
+        self.quota = int(oci.resources(limits)["cpu"]["quota"])
+        self._file = _CPU_CGROUP / session.container_id / "cpu.cfs_quota_us"
+        self.lifted = False
+
+    def lift(self) -> None:
+        """Once runsc has set the job's quota on the new cgroup, lift it for the restore.
+
+        Waiting for runsc's own write first means it cannot overwrite ours; where the
+        quota never shows (no cgroup-v1 cpu controller) nothing is lifted.
+        """
+        deadline = time.monotonic() + _QUOTA_WAIT_S
+        while self.session.alive and time.monotonic() < deadline:
+            try:
+                if int(self._file.read_text()) == self.quota:
+                    self._file.write_text("-1")
+                    self.lifted = True
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.002)
+
+    def settle(self) -> bool:
+        """Give the sandbox the job's CPU quota again; True when it is in force."""
+        if not self.lifted:
+            return True
+        try:
+            self._file.write_text(str(self.quota))
+            return int(self._file.read_text()) == self.quota
+        except (OSError, ValueError):
+            return False
 
 
 class SnapshotStore:
@@ -139,6 +202,28 @@ class SnapshotStore:
         self._drop_stale(key)
         return path
 
+    def restore(self, request: SandboxRequest, image: Path, *, arm: bool) -> Restoring:
+        """Start restoring ``image`` with ``request``'s bundle (its argv: :data:`WARM_ARGV`),
+        the quota lifted and "ping" already sent: "ready" on stdout means it is up."""
+        restoring = Restoring(self._backend.launch(request, arm=arm, restore_from=image),
+                              request.limits)
+        with contextlib.suppress(OSError):  # the pipe holds it until the process is back
+            restoring.session.stdin.write(PING_LINE)
+            restoring.session.stdin.flush()
+        restoring.lift()
+        return restoring
+
+    def failed(self, image: Path, session: GVisorSession, why: str) -> None:
+        """A restore of ``image`` never got ready: log it, drop the image, count it."""
+        session.kill()
+        outcome = session.wait()
+        log.warning("sandbox snapshot: restoring %s failed (%s; exit %s): %s", image.name, why,
+                    outcome.exit_code, (outcome.backend_log or outcome.stderr.decode(
+                        "utf-8", "replace"))[-300:])
+        shutil.rmtree(image, ignore_errors=True)
+        with self._count:
+            self._failures += 1
+
     def run(self, request: SandboxRequest) -> SandboxOutcome | None:
         """Run a fitting request in a restored sandbox; None: run it plain cold."""
         if not self.fits(request):
@@ -151,30 +236,24 @@ class SnapshotStore:
         # The job's own dirs, in the order the image was made with (mounts pair by target).
         by_target = {m.target: m for m in request.mounts}
         mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in _DIRS)
-        restore = dataclasses.replace(request, argv=WARM_ARGV, mounts=mounts)
-        session = self._backend.launch(restore, arm=True, restore_from=image)
-        with contextlib.suppress(OSError):  # the pipe holds it until the process is back
+        restoring = self.restore(dataclasses.replace(request, argv=WARM_ARGV, mounts=mounts),
+                                 image, arm=True)
+        session = restoring.session
+        answer = _read_exactly(session.stdout.fileno(), len(READY_LINE), RESTORE_TIMEOUT_S)
+        # Nothing of the job has run before "go": a failure here is the runtime's alone.
+        if answer != READY_LINE or not restoring.settle():
+            why = "no answer" if answer != READY_LINE else "the job's CPU quota not restored"
+            self.failed(image, session, why)
+            with self._count:
+                self.fallbacks += 1
+            return None
+        with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
             session.stdin.write(GO_LINE)
             session.stdin.flush()
         outcome = session.collect(request)
-        if self._restore_failed(outcome):
-            log.warning("sandbox snapshot: restoring %s failed (exit %s): %s; running the "
-                        "job cold", image.name, outcome.exit_code,
-                        outcome.stderr[:300].decode("utf-8", "replace"))
-            shutil.rmtree(image, ignore_errors=True)
-            with self._count:
-                self._failures += 1
-                self.fallbacks += 1
-            return None
         with self._count:
             self.restored += 1
         return outcome
-
-    @staticmethod
-    def _restore_failed(outcome: SandboxOutcome) -> bool:
-        return (not outcome.stdout and outcome.exit_code not in (0, None)
-                and not (outcome.timed_out or outcome.cancelled or outcome.oom)
-                and _RESTORE_ERROR in outcome.backend_log)
 
     def _build(self, limits: Limits, dest: Path) -> None:
         """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""
