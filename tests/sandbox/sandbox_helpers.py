@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -28,6 +30,21 @@ def host_ip() -> str | None:
             return str(s.getsockname()[0])
         except OSError:
             return None
+
+
+@contextlib.contextmanager
+def host_listener() -> Iterator[tuple[socket.socket, list[tuple[str, int]]]]:
+    """A TCP listener on every host address and the places a sandbox might reach it by
+    (loopback, the host's own IP) plus a public DNS server: none may ever connect."""
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        targets = [("127.0.0.1", port), ("1.1.1.1", 53)]
+        if (ip := host_ip()) is not None:
+            targets.append((ip, port))
+        yield listener, targets
 
 
 SMA = '''

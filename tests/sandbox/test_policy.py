@@ -8,7 +8,6 @@ runtimes, never mocked, never skipped: without them these tests fail.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sandbox_helpers import FAST, SMA, Backend, host_ip, make_job
+from sandbox_helpers import FAST, SMA, Backend, host_listener, make_job
 
 from pitwall.channel import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.models import Limits
@@ -38,14 +37,7 @@ def run_py(backend: Backend, code: str, *, limits: Limits = FAST,
 
 
 def test_no_network(sandbox: Backend) -> None:
-    with socket.socket() as listener:
-        listener.bind(("0.0.0.0", 0))
-        listener.listen()
-        listener.settimeout(0.5)
-        port = listener.getsockname()[1]
-        targets = [("127.0.0.1", port), ("1.1.1.1", 53)]
-        if (ip := host_ip()) is not None:
-            targets.append((ip, port))
+    with host_listener() as (listener, targets):
         code = f"""
 import json, socket
 res = {{}}

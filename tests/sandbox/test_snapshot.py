@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import FAST, SMA, host_ip, make_job
+from sandbox_helpers import FAST, SMA, host_listener, make_job
 
 from pitwall.channel import FrameKind, decode_frames, decode_result
 from pitwall.models import Limits
@@ -143,14 +142,7 @@ def policy_job(tmp_path: Path, name: str, targets: list[tuple[str, int]], sleep:
 def test_restored_sandbox_keeps_the_policy(backend: GVisorBackend, tmp_path: Path) -> None:
     """Network none, read-only mounts, nobody without capabilities, the fixed environment,
     the batch CPU weight, and a real clock that is the host's after the restore."""
-    with socket.socket() as listener:
-        listener.bind(("0.0.0.0", 0))
-        listener.listen()
-        listener.settimeout(0.5)
-        port = listener.getsockname()[1]
-        targets = [("127.0.0.1", port), ("1.1.1.1", 53)]
-        if (ip := host_ip()) is not None:
-            targets.append((ip, port))
+    with host_listener() as (listener, targets):
         d = policy_job(tmp_path, "policy", targets, sleep=3.0)
         store(backend).image(FAST)
         result: list[SandboxOutcome] = []
