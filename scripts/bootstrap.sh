@@ -12,7 +12,7 @@ need_pkg python3 python3
 python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null \
   || die "Python 3.11 or newer is needed; found $(python3 --version 2>&1)"
 python3 -c 'import venv, ensurepip' 2>/dev/null || { need_pkg __none__ python3-venv; }
-need_pkg runsc runsc
+need_runsc
 need_pkg git git
 
 UV=$(command -v uv || true)

@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 start_docker() {
   need_pkg dockerd docker.io
-  need_pkg runsc runsc
+  need_runsc
   local runsc_path
   runsc_path=$(command -v runsc)
   mkdir -p /etc/docker

@@ -11,6 +11,7 @@ the container, the cgroup and the job dir.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -91,7 +92,9 @@ class _MemoryCgroup:
 
 
 class GVisorBackend:
-    """Runs each request in a fresh gVisor sandbox (``runsc``, ptrace platform, no network).
+    """Runs each request in a fresh gVisor sandbox (``runsc``, no network) on runsc's
+    default platform: systrap with the backported runsc the setup installs on Debian 12
+    (``scripts/lib.sh``), ptrace with the distribution's own older runsc.
 
     ``state_dir`` holds the rootfs skeleton, runsc's ``--root`` and per-job bundles; give
     each worker its own, or share one: a backend starting up destroys the sandboxes
@@ -126,7 +129,9 @@ class GVisorBackend:
         self._flags = ("--network=none", "--cpu-num-from-quota",
                        "--file-access-mounts=exclusive", *extra_flags)
         self._runs: dict[str, _Run] = {}
+        self._retiring: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        atexit.register(self.drain)
         self.destroy_orphans()
         self.snapshots: SnapshotStore | None = None
         if snapshots:
@@ -254,6 +259,38 @@ class GVisorBackend:
             if outcome is not None:
                 return outcome
         return self.launch(request, arm=True).collect(request)
+
+    def _retire(self, cid: str, cgroup: _MemoryCgroup | None, bundle: Path) -> None:
+        """Delete an ended container's runsc state, cgroups and bundle dir in the
+        background. Its processes are dead, but ``runsc delete`` waits until they are
+        reaped, and a restored sandbox's gofer and Sentry are orphans of ``runsc restore``
+        whose reaping is up to PID 1: 1.1-1.7 s here (a VM's init), during which the job
+        would otherwise not end. Nothing reads these after the outcome; a worker that dies
+        meanwhile leaves them to the next start's :meth:`destroy_orphans`."""
+        def work() -> None:
+            try:
+                self._delete(cid)
+                if cgroup is not None:
+                    cgroup.remove()
+                shutil.rmtree(bundle, ignore_errors=True)
+            finally:
+                with self._lock:
+                    self._retiring.discard(thread)
+
+        thread = threading.Thread(target=work, name=f"retire-{cid[-12:]}", daemon=True)
+        with self._lock:
+            self._retiring.add(thread)
+        thread.start()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait for the background clean-ups of ended sandboxes (:meth:`_retire`)."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._retiring)
+            if not threads or time.monotonic() >= end:
+                return
+            threads[0].join(max(0.0, end - time.monotonic()))
 
     def _forget(self, job_id: str, run: _Run) -> None:
         with self._lock:
@@ -416,18 +453,19 @@ class GVisorSession(SessionEnd):
     def _cleanup(self, exit_code: int | None, timed_out: bool) -> SandboxOutcome:
         run, backend = self._run, self._backend
         backend._forget(self._request.job_id, run)
-        backend._delete(run.container_id)
-        self._err_reader.join(timeout=1)
+        self._err_reader.join(timeout=0.05)
         if self._err_reader.is_alive():
-            # A sandbox killed while still being created can outlive `runsc run` and hold
-            # the pipes: end its processes (found by our root and its container id).
-            backend._reap(run.container_id)
-            self._err_reader.join(timeout=5)
+            # Something still holds the pipes: a sandbox killed while still being created
+            # can outlive `runsc run`. Delete it now, then end what is left of it (found by
+            # our root and its container id).
+            backend._delete(run.container_id)
+            self._err_reader.join(timeout=1)
+            if self._err_reader.is_alive():
+                backend._reap(run.container_id)
+                self._err_reader.join(timeout=5)
         oom = self._cgroup.oom_killed() if self._cgroup is not None else None
-        if self._cgroup is not None:
-            self._cgroup.remove()
         log = _tail(self._bundle / "runsc.log")
-        shutil.rmtree(self._bundle, ignore_errors=True)
+        backend._retire(run.container_id, self._cgroup, self._bundle)
         return SandboxOutcome(
             exit_code=exit_code, timed_out=timed_out,
             cancelled=run.cancelled.is_set() and not timed_out, oom=oom,

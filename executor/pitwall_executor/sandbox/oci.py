@@ -163,8 +163,8 @@ def resources(limits: Limits) -> dict[str, Any]:
     period = 100_000
     return {
         "memory": {"limit": limits.memory_mb * 1024 * 1024},
-        # A backstop only: on the ptrace platform each sandbox process costs ~5 host tasks
-        # (stub threads) on top of ~50 for the sentry and gofer (measured), and hitting
+        # A backstop only: each sandbox process costs a few host tasks (ptrace: ~5 stub
+        # threads) on top of ~50 for the sentry and gofer (measured), and hitting
         # pids.max makes the sentry panic. The graceful limit is RLIMIT_NPROC inside.
         "pids": {"limit": 64 + 8 * limits.pids},
         "cpu": {"quota": max(1000, int(limits.cpus * period)), "period": period,
