@@ -463,6 +463,12 @@ class GVisorSession(SessionEnd):
                 if time.monotonic() >= self._deadline:
                     timed_out = True
                     break
+                if self._cgroup is not None and self._cgroup.oom_killed():
+                    # The kernel killed a task of the sandbox at its memory limit. The
+                    # sandbox usually dies with it, but not always: restored from an
+                    # uncompressed image, the Sentry survived and hung until the wall
+                    # clock (tests/security: memory bomb). End it now, as an OOM.
+                    break
                 self._wake.wait(min(_POLL_S * 5, max(0.0, self._deadline - time.monotonic())))
                 self._wake.clear()
             self._backend._stop(run)
