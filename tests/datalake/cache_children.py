@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import traceback
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -44,5 +45,8 @@ def load_one_symbol(cache_root: Path, url: str, endpoint: str, snapshot: Snapsho
         sink = io.BytesIO()
         frame.write_ipc(sink)
         out.put(sink.getvalue())
+    except BaseException:
+        out.put(traceback.format_exc().encode())  # the parent reports it, not a timeout
+        raise
     finally:
         lake.close()

@@ -165,24 +165,37 @@ def test_a_corrupt_group_in_the_lake_fails_the_job_and_is_never_kept(
 def test_two_processes_reading_the_same_groups_download_them_once(
         tmp_path: Path, lake: Lake, s3: S3ObjectStore, proxy: FaultProxy,
         proxy_url: str) -> None:
+    """Three rounds, each on an empty cache: the race that once deadlocked two readers
+    (each pinning the group the other waited to fill, 1 run in ~7) must not come back."""
     catalog, snap = lake
-    proxy.delay_get_s = 0.5  # the first download outlasts the other process's arrival
-    barrier, out = SPAWN.Barrier(2), SPAWN.Queue()
-    procs = [SPAWN.Process(target=load_one_symbol,
-                          args=(tmp_path / "cache", s3.url, proxy_url, snap, "PG", START, END,
-                                barrier, out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    frames = [pl.read_ipc(io.BytesIO(out.get(timeout=180))) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
     expected = load_bars(catalog, snap, ["PG"], START, END)
-    assert all(f.equals(expected) for f in frames)
-    assert len(proxy.gets("/sample/data/")) == 3  # each group once, for both processes
-    metrics = FileCache(tmp_path / "cache", 256 << 20).metrics()
-    assert (metrics["misses"], metrics["hits"]) == (3, 3)
-    assert metrics["bytes_fetched"] == metrics["bytes_saved"] == group_bytes(snap, ["PG"])
+    proxy.delay_get_s = 0.5  # the first download outlasts the other process's arrival
+    for round_ in range(3):
+        cache = tmp_path / f"cache-{round_}"
+        gets_before = len(proxy.gets("/sample/data/"))
+        barrier, out = SPAWN.Barrier(2), SPAWN.Queue()
+        procs = [SPAWN.Process(target=load_one_symbol,
+                              args=(cache, s3.url, proxy_url, snap, "PG", START, END,
+                                    barrier, out)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        try:
+            answers = [out.get(timeout=60) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()  # a hung reader must not outlive the test
+        failed = [a.decode() for a in answers if a.startswith(b"Traceback")]
+        assert not failed, failed[0]
+        assert [p.exitcode for p in procs] == [0, 0]
+        frames = [pl.read_ipc(io.BytesIO(a)) for a in answers]
+        assert all(f.equals(expected) for f in frames)
+        # Each group once, for both processes.
+        assert len(proxy.gets("/sample/data/")) - gets_before == 3
+        metrics = FileCache(cache, 256 << 20).metrics()
+        assert (metrics["misses"], metrics["hits"]) == (3, 3)
+        assert metrics["bytes_fetched"] == metrics["bytes_saved"] == group_bytes(snap, ["PG"])
 
 
 def test_ranges_across_entries_and_holes_between_them(tmp_path: Path) -> None:

@@ -24,9 +24,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import random
 import re
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -183,11 +185,23 @@ class FileCache:
         try:
             for _ in range(3):
                 lock.acquire(fcntl.LOCK_SH)
-                if self._present(path, size):
+                # Absent: fill it, unless another process is. Never *wait* for the
+                # exclusive lock: a process that filled the entry meanwhile holds it
+                # pinned (shared) until its job's other entries are in, and two processes
+                # each pinning what the other waits for deadlock (seen: two readers of
+                # the same row groups of three files). Try without blocking; a failed
+                # conversion holds nothing (flock converts by unlocking first), so wait
+                # for a shared lock (it outlasts only a filler's exclusive one) and look
+                # again.
+                while not self._present(path, size):
+                    if lock.acquire(fcntl.LOCK_EX, blocking=False):
+                        break
+                    time.sleep(random.uniform(0.002, 0.02))
+                    lock.acquire(fcntl.LOCK_SH)
+                else:
                     os.utime(path)  # LRU order is mtime order
                     self._count(hits=1, bytes_saved=size)
                     return Pin(path, lock)
-                lock.acquire(fcntl.LOCK_EX)  # blocks while another process downloads it
                 fetched = not self._present(path, size)
                 if fetched:
                     self._fill(key, path, size, fill, name or key, verify)
