@@ -37,15 +37,19 @@ from pathlib import Path
 
 from pitwall.models import Limits
 from pitwall.runner import GO_LINE, READY_LINE
-from pitwall_executor.sandbox.base import JOB_ROOT, PYTHON, Mount, SandboxOutcome, SandboxRequest
+from pitwall_executor.sandbox.base import JOB_ROOT, SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer
 from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
-from pitwall_executor.sandbox.snapshot import WARM_ARGV, Restoring
+from pitwall_executor.sandbox.snapshot import (
+    BAKED_LIMITS,
+    JOB_DIRS,
+    RUNNER_ARGV,
+    WARM_ARGV,
+    Restoring,
+    empty_job_mounts,
+)
 
 log = logging.getLogger(__name__)
-RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT)
-_DIRS = ("bundle", "input")
-_BAKED = ("memory_mb", "pids", "cpus", "scratch_mb")  # fixed when the sandbox starts
 _RETRY_S = 2.0
 _READY_TIMEOUT_S = 30.0
 
@@ -56,11 +60,7 @@ class _Slot:
     def __init__(self, backend: GVisorBackend, root: Path, limits: Limits,
                  image: Path | None = None) -> None:
         self.dir = root / f"slot-{uuid.uuid4().hex[:12]}"
-        for name in _DIRS:
-            (self.dir / name).mkdir(parents=True)
-            (self.dir / name).chmod(0o755)
-        self.dir.chmod(0o755)
-        mounts = tuple(Mount(self.dir / name, f"{JOB_ROOT}/{name}") for name in _DIRS)
+        mounts = empty_job_mounts(self.dir)
         request = SandboxRequest(f"warm-{self.dir.name}", WARM_ARGV, mounts, {}, limits)
         self.started = time.monotonic()
         #: The checkpoint this slot was restored from; None: booted cold.
@@ -206,8 +206,9 @@ class WarmPool:
     def fits(self, request: SandboxRequest) -> bool:
         targets = sorted(m.target for m in request.mounts)
         return (request.argv == RUNNER_ARGV and not request.env
-                and targets == [f"{JOB_ROOT}/{d}" for d in _DIRS]
-                and all(getattr(request.limits, k) == getattr(self.limits, k) for k in _BAKED))
+                and targets == [f"{JOB_ROOT}/{d}" for d in JOB_DIRS]
+                and all(getattr(request.limits, k) == getattr(self.limits, k)
+                        for k in BAKED_LIMITS))
 
     def take(self) -> _Slot | None:
         """A ready slot (removed from the pool), or None; wakes the refill thread."""

@@ -81,8 +81,10 @@ log = logging.getLogger(__name__)
 
 RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT)
 WARM_ARGV = (PYTHON, "-S", "-m", "pitwall.runner", WARM_FLAG, JOB_ROOT)
-_DIRS = ("bundle", "input")
-_BAKED = ("memory_mb", "pids", "cpus", "scratch_mb")  # fixed inside a running sandbox
+#: The job's directories a runner reads, mounted read-only under ``/job``.
+JOB_DIRS = ("bundle", "input")
+#: The limits fixed inside a running sandbox (a warm or restored one serves only these).
+BAKED_LIMITS = ("memory_mb", "pids", "cpus", "scratch_mb")
 _BUILD_TIMEOUT_S = 120.0
 #: How long a restore may take before it counts as failed (it takes well under 1 s).
 RESTORE_TIMEOUT_S = 30.0
@@ -90,6 +92,16 @@ _MAX_FAILURES = 2
 _CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 #: How long to wait for runsc to write the job's quota before lifting it (else: not lifted).
 _QUOTA_WAIT_S = 1.0
+
+
+def empty_job_mounts(root: Path) -> tuple[Mount, ...]:
+    """Empty ``root/bundle`` and ``root/input`` (readable by the sandbox's user), mounted
+    read-only at ``/job/…``: a warm runner's mounts before any job exists."""
+    for name in JOB_DIRS:
+        (root / name).mkdir(parents=True)
+        (root / name).chmod(0o755)
+    root.chmod(0o755)
+    return tuple(Mount(root / name, f"{JOB_ROOT}/{name}") for name in JOB_DIRS)
 
 
 def _read_exactly(fd: int, n: int, timeout: float | None = None) -> bytes:
@@ -171,7 +183,7 @@ class SnapshotStore:
         """A runner request over ``/job/bundle`` and ``/job/input`` with no extra env."""
         targets = sorted(m.target for m in request.mounts)
         return (request.argv == RUNNER_ARGV and not request.env and request.cwd == SCRATCH
-                and targets == [f"{JOB_ROOT}/{d}" for d in _DIRS]
+                and targets == [f"{JOB_ROOT}/{d}" for d in JOB_DIRS]
                 and all(m.readonly for m in request.mounts))
 
     def key(self, limits: Limits) -> str:
@@ -183,7 +195,7 @@ class SnapshotStore:
         parts = [backend.image, *backend.flags, *backend.checkpoint_flags, *map(str, stamps),
                  *WARM_ARGV]
         digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-        baked = "-".join(f"{getattr(limits, k)}" for k in _BAKED)
+        baked = "-".join(f"{getattr(limits, k)}" for k in BAKED_LIMITS)
         return f"{baked}-{digest}"
 
     def image(self, limits: Limits, *, build: bool = True) -> Path | None:
@@ -242,7 +254,7 @@ class SnapshotStore:
             return None
         # The job's own dirs, in the order the image was made with (mounts pair by target).
         by_target = {m.target: m for m in request.mounts}
-        mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in _DIRS)
+        mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in JOB_DIRS)
         restoring = self.restore(dataclasses.replace(request, argv=WARM_ARGV, mounts=mounts),
                                  image, arm=True)
         session = restoring.session
@@ -266,11 +278,7 @@ class SnapshotStore:
         """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""
         work = self._root / f".build-{owner.current().token}-{uuid.uuid4().hex[:8]}"
         try:
-            for name in _DIRS:
-                (work / name).mkdir(parents=True)
-                (work / name).chmod(0o755)
-            work.chmod(0o755)
-            mounts = tuple(Mount(work / d, f"{JOB_ROOT}/{d}") for d in _DIRS)
+            mounts = empty_job_mounts(work)
             clock = limits.model_copy(update={"timeout_s": _BUILD_TIMEOUT_S})
             request = SandboxRequest(f"snapshot-{work.name[7:]}", WARM_ARGV, mounts, {}, clock)
             with self._backend.launch(request, arm=True) as session:
