@@ -173,8 +173,9 @@ class Metrics(_Model):
     win_rate: float = 0.0
     profit_factor: float = 0.0
     n_trades: int = 0
-    beta: float = 0.0
-    alpha: float = 0.0
+    # Against the spec's benchmark; None when the run has none (not a measured 0).
+    beta: float | None = None
+    alpha: float | None = None
     # Bars whose targets exceeded max_gross/max_net and were scaled down ("clip" policy).
     leverage_clipped_bars: int = 0
 

@@ -13,6 +13,7 @@ from engine_bars import make_bars, make_weights
 
 from pitwall.engine import compute_metrics, run_vectorized
 from pitwall.engine import metrics as m
+from pitwall.engine.report import format_metrics
 from pitwall.models import BacktestSpec, Costs, Execution
 
 RNG = np.random.default_rng(11)
@@ -82,7 +83,11 @@ def test_compute_metrics_with_a_benchmark_symbol_and_clipping() -> None:
                                            rel=1e-9)
     assert metrics.leverage_clipped_bars == days * 2 * 1 - 1
     assert metrics.n_trades == result.n_trades > 0
-    assert compute_metrics(result).beta == 0.0  # no benchmark given
+    without = compute_metrics(result)  # no benchmark given: no beta, not a beta of 0
+    assert without.beta is None and without.alpha is None
+    labels = [label for label, _value in format_metrics(without)]
+    assert "Beta" not in labels and "Alpha (annual)" not in labels
+    assert ("Beta", f"{metrics.beta:.3f}") in format_metrics(metrics)
 
 
 def test_a_benchmark_outside_the_universe_is_refused() -> None:

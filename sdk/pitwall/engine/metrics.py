@@ -240,7 +240,7 @@ def compute_metrics(
     equity at each trade, × ``periods_per_year``; ``exposure`` is the mean over bars of
     the gross exposure at the close. ``risk_free`` is per day. ``benchmark`` holds the
     benchmark's daily returns on the same days (:func:`benchmark_returns`); without it
-    beta and alpha are 0.0.
+    beta and alpha are None (the report and the CLI leave them out).
     """
     returns = daily_returns(result)
     if benchmark is not None and len(benchmark) != len(returns):
@@ -268,8 +268,8 @@ def compute_metrics(
         win_rate=win_rate(returns),
         profit_factor=profit_factor(returns),
         n_trades=result.n_trades,
-        beta=0.0 if benchmark is None else beta(returns, benchmark),
-        alpha=0.0 if benchmark is None else alpha(
+        beta=None if benchmark is None else beta(returns, benchmark),
+        alpha=None if benchmark is None else alpha(
             returns, benchmark, risk_free=risk_free, periods_per_year=periods_per_year),
         leverage_clipped_bars=result.leverage_clipped_bars,
     )
