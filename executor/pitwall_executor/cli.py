@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import polars as pl
 from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
 from pitwall.engine.audit import describe
-from pitwall.engine.report import format_metrics
+from pitwall.engine.report import format_metrics, period
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
 from pitwall_executor.cli_data import register as register_data_commands
@@ -204,6 +205,12 @@ def _print_job(view: JobView, cfg: Config) -> None:
         if view.metrics.lookahead is not None:  # the audit's verdict, one sentence
             click.echo(describe(view.metrics.lookahead))
     out = cfg.artifacts_dir / view.id / f"attempt-{view.attempt}"
+    if view.metrics is not None and (out / "equity.parquet").exists():
+        ts = pl.scan_parquet(out / "equity.parquet").select(pl.col("ts").dt.date())
+        first, last = ts.select(pl.col("ts").min().alias("first"),
+                                pl.col("ts").max().alias("last")).collect().row(0)
+        text, short = period(first, last, view.metrics.n_days, (view.spec.start, view.spec.end))
+        click.echo(("warning: period " if short else "period: ") + text)
     report = out / "report.html"
     if report.exists():
         click.echo(f"report: {report}")

@@ -149,7 +149,8 @@ def run_event_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any 
                          "seconds": round(stats.seconds, 3)},
         }
         paths = write_report(out_dir, result=result, metrics=metrics, manifest=manifest,
-                             bars=bars, benchmark=spec.benchmark)
+                             bars=bars, benchmark=spec.benchmark,
+                             asked=(spec.start, spec.end))
         return AttemptResult(JobStatus.COMPLETED, metrics=metrics,
                              files=(*paths.files, out_dir / "log.txt"))
     except StrategyOutputError as exc:

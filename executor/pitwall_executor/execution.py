@@ -208,7 +208,8 @@ def run_attempt(stack: Stack, job_id: str, attempt: int, on_progress: Any = None
             "lookahead_audit": describe(audit) if audit is not None else "not run",
         }
         paths = write_report(out_dir, result=result, metrics=metrics, manifest=manifest,
-                             bars=bars, benchmark=spec.benchmark)
+                             bars=bars, benchmark=spec.benchmark,
+                             asked=(spec.start, spec.end))
         files = (*paths.files, out_dir / "log.txt")
         if audit is not None and audit.status == "flagged" and stack.config.audit_fail:
             # Metrics belong to completed jobs only; the report stays with the attempt.

@@ -72,8 +72,21 @@ def test_cli_prints_a_metrics_table_and_the_report_path(data_dir: Path) -> None:
     res = pitwall(data_dir, "run", str(SMA), *ARGS, "--param", "fast=5", "--param", "slow=60")
     assert res.exit_code == 0, res.output
     assert "COMPLETED" in res.output and "Sharpe" in res.output and "Max drawdown" in res.output
+    assert "\nperiod: 2024-03-04 to 2024-03-15, 10 trading days\n" in res.output
     report = Path(res.output.strip().splitlines()[-1].removeprefix("report: "))
     assert report.name == "report.html" and report.is_file()
+
+
+def test_a_range_reaching_past_the_data_runs_on_what_exists_and_says_so(
+    data_dir: Path
+) -> None:
+    res = pitwall(data_dir, "run", str(SMA), "--symbols", "AAPL", "--start", "2023-01-02",
+                  "--end", "2024-03-08", "--no-audit")
+    assert res.exit_code == 0, res.output
+    assert ("warning: period 2024-03-01 to 2024-03-08, 6 trading days; asked 2023-01-02 to "
+            "2024-03-08: the data has no bars of these symbols outside this period") in res.output
+    report = Path(res.output.strip().splitlines()[-1].removeprefix("report: ")).read_text()
+    assert '<div class="banner warn" id="period">' in report
 
 
 def test_a_strategy_that_raises_fails_with_its_error(data_dir: Path, tmp_path: Path) -> None:

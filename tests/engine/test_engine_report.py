@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import subprocess
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 from engine_bars import make_bars, make_weights, minute
 
 from pitwall.engine import compute_metrics, run_vectorized, write_report
-from pitwall.engine.report import PLOT_DIV_ID
+from pitwall.engine.report import PLOT_DIV_ID, SHORT_DAYS, period
 from pitwall.models import AuditFinding, Costs, LookaheadAudit
 
 PAYLOAD = "<script>alert('pwned')</script>"
@@ -115,3 +116,27 @@ def test_page_sections_and_banners(tmp_path: Path) -> None:
     assert 'class="banner passed"' in page and "audit passed" in page
     page = _write(tmp_path / "none", None)[-1].read_text()
     assert 'class="banner not_run"' in page
+
+
+def test_period_is_short_only_past_a_week_inside_either_end() -> None:
+    first, last = dt.date(2024, 3, 4), dt.date(2024, 3, 15)
+    text, short = period(first, last, 10, (dt.date(2024, 3, 1), dt.date(2024, 3, 17)))
+    assert (text, short) == ("2024-03-04 to 2024-03-15, 10 trading days", False)
+    assert not period(first, last, 10, (first - dt.timedelta(SHORT_DAYS), last))[1]
+    text, short = period(first, last, 10, (first - dt.timedelta(SHORT_DAYS + 1), last))
+    assert short and "asked 2024-02-25 to 2024-03-15" in text
+    assert period(first, last, 10, (first, last + dt.timedelta(SHORT_DAYS + 1)))[1]
+
+
+def test_the_page_states_the_period_and_warns_when_the_bars_fall_short(tmp_path: Path) -> None:
+    bars = make_bars({"A": [(10, 11), (11, 12)]})
+    result = run_vectorized(bars, make_weights([(0, "A", 1.0)]), capital=1e5, costs=Costs())
+    metrics = compute_metrics(result)
+    day = minute(0).date()
+    covered = write_report(tmp_path / "covered", result=result, metrics=metrics, manifest={},
+                           asked=(day, day)).report_html.read_text()
+    assert f'<p class="note" id="period">Period: {day} to {day}, 1 trading day.</p>' in covered
+    asked = (day - dt.timedelta(days=365), day)
+    short = write_report(tmp_path / "short", result=result, metrics=metrics, manifest={},
+                         asked=asked).report_html.read_text()
+    assert '<div class="banner warn" id="period">' in short and f"asked {asked[0]}" in short

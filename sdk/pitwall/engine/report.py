@@ -15,6 +15,7 @@ embedded with ``<``, ``>`` and ``&`` as Unicode escapes so it cannot close its s
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 from dataclasses import dataclass
@@ -58,13 +59,15 @@ class ReportPaths:
 def write_report(
     out_dir: Path, *, result: EngineResult, metrics: Metrics, manifest: dict[str, Any],
     bars: pl.DataFrame | None = None, benchmark: str | None = None,
+    asked: tuple[dt.date, dt.date] | None = None,
 ) -> ReportPaths:
     """Write the metrics, the Parquet files and ``report.html`` into ``out_dir``.
 
     ``manifest`` is shown as a table (bundle hash, dataset@version, parameters, seed, SDK
     version…); its values may come from the strategy and are escaped. With ``bars`` the
     equity chart shows a benchmark: buy-and-hold of ``benchmark`` (a symbol), else of the
-    universe in equal weight.
+    universe in equal weight. ``asked`` (the spec's start and end) puts the period of the
+    bars in the page, with a warning when they cover clearly less (:func:`period`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     trades, positions = _frame(result, "trades"), _frame(result, "positions")
@@ -86,7 +89,7 @@ def write_report(
         bench = charts.benchmark_equity(bars, result.equity.get_column("ts"), result.capital,
                                         benchmark)
     page = render_html(result=result, metrics=metrics, manifest=manifest, benchmark=bench,
-                       benchmark_symbol=benchmark, trades=trades)
+                       benchmark_symbol=benchmark, trades=trades, asked=asked)
     paths.report_html.write_text(page, encoding="utf-8")
     return paths
 
@@ -166,7 +169,8 @@ _CSS = (
 
 def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, Any],
                 benchmark: Any = None, benchmark_symbol: str | None = None,
-                trades: pl.DataFrame | None = None) -> str:
+                trades: pl.DataFrame | None = None,
+                asked: tuple[dt.date, dt.date] | None = None) -> str:
     """The self-contained page (see the module docstring)."""
     from plotly.offline import get_plotlyjs
 
@@ -178,6 +182,7 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
         "<title>Pitwall backtest report</title>", f"<style>{_CSS}</style>",
         f"<script>{get_plotlyjs()}</script>", "</head><body>",
         "<h1>Backtest report</h1>",
+        _period_banner(result, metrics, asked),
         _audit_banner(metrics.lookahead), _leverage_banner(result),
         '<div class="metrics">', *(
             f'<div class="metric"><div class="v">{html.escape(v)}</div>'
@@ -212,6 +217,37 @@ def _audit_banner(audit: LookaheadAudit | None) -> str:
             f'<div class="note">Cuts checked: {html.escape(cuts)}; tolerance '
             f"{audit.tolerance:g} (relative to max(1, |w|)).</div>"
             + (f'<ul class="note">{notes}</ul>' if notes else "") + "</div>")
+
+
+#: Calendar days an end of the bars may fall inside the asked range before the run is
+#: called short of it: more than a weekend and a holiday, less than a missing week.
+SHORT_DAYS = 7
+
+
+def period(first: dt.date, last: dt.date, n_days: int,
+           asked: tuple[dt.date, dt.date]) -> tuple[str, bool]:
+    """The period the bars of a run cover (``first`` to ``last``), in words, and whether it
+    falls clearly short of the asked ``(start, end)``: a range reaching past the data runs
+    on what exists, and says so, instead of passing off a shorter run as the one asked for."""
+    text = f"{first} to {last}, {n_days} trading day{'' if n_days == 1 else 's'}"
+    start, end = asked
+    short = (first - start).days > SHORT_DAYS or (end - last).days > SHORT_DAYS
+    if short:
+        text += (f"; asked {start} to {end}: the data has no bars of these symbols outside "
+                 "this period")
+    return text, short
+
+
+def _period_banner(result: EngineResult, metrics: Metrics,
+                   asked: tuple[dt.date, dt.date] | None) -> str:
+    if asked is None or result.equity.height == 0:
+        return ""
+    ts = result.equity.get_column("ts")
+    text, short = period(ts.min().date(), ts.max().date(),  # type: ignore[union-attr]
+                         metrics.n_days, asked)
+    if short:
+        return f'<div class="banner warn" id="period">Period: {html.escape(text)}.</div>'
+    return f'<p class="note" id="period">Period: {html.escape(text)}.</p>'
 
 
 def _leverage_banner(result: EngineResult) -> str:
