@@ -102,8 +102,8 @@ export interface Metrics {
   win_rate?: number;
   profit_factor?: number;
   n_trades?: number;
-  beta?: number;
-  alpha?: number;
+  beta?: number | null;
+  alpha?: number | null;
   leverage_clipped_bars?: number;
 }
 
