@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import click
 import polars as pl
@@ -19,6 +21,7 @@ from pitwall.engine.audit import describe
 from pitwall.engine.report import format_metrics, period
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
+from pitwall_executor.artifacts import ArtifactError, read_artifact
 from pitwall_executor.cli_data import register as register_data_commands
 from pitwall_executor.config import Config, load_config
 from pitwall_executor.stack import Stack
@@ -163,20 +166,20 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         sweep, rows = cli_sweep.run_sweep_embedded(cfg, spec, bundle, cli_sweep.parse_grid(grid))
         cli_sweep.print_results(sweep, rows)
         sys.exit(0 if all(r.status is JobStatus.COMPLETED for r in rows) else 1)
-    view = run_embedded(cfg, spec, bundle)
+    stack = Stack.from_config(cfg)
+    view = run_embedded(stack, spec, bundle)
     if as_json:
         click.echo(view.model_dump_json(indent=2))
     else:
-        _print_job(view, cfg)
+        _print_job(view, stack)
     if view.status is not JobStatus.COMPLETED:
         sys.exit(1)
 
 
-def run_embedded(cfg: Config, spec: BacktestSpec, bundle: bytes) -> JobView:
+def run_embedded(stack: Stack, spec: BacktestSpec, bundle: bytes) -> JobView:
     """Submit a job and run it with an in-process worker until it ends."""
     from pitwall_executor.worker import Worker
 
-    stack = Stack.from_config(cfg)
     researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
     try:
         job_id = stack.submit(spec, bundle, researcher=researcher)
@@ -194,7 +197,7 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid backtest: " + "; ".join(parts)
 
 
-def _print_job(view: JobView, cfg: Config) -> None:
+def _print_job(view: JobView, stack: Stack) -> None:
     click.echo(f"job {view.id}: {view.status.value}"
                + (f" — {view.reason}" if view.reason else ""))
     if view.metrics is not None:
@@ -204,18 +207,35 @@ def _print_job(view: JobView, cfg: Config) -> None:
             click.echo(f"  {label:<{width}}  {text}")
         if view.metrics.lookahead is not None:  # the audit's verdict, one sentence
             click.echo(describe(view.metrics.lookahead))
-    out = cfg.artifacts_dir / view.id / f"attempt-{view.attempt}"
-    if view.metrics is not None and (out / "equity.parquet").exists():
-        ts = pl.scan_parquet(out / "equity.parquet").select(pl.col("ts").dt.date())
-        first, last = ts.select(pl.col("ts").min().alias("first"),
-                                pl.col("ts").max().alias("last")).collect().row(0)
-        text, short = period(first, last, view.metrics.n_days, (view.spec.start, view.spec.end))
-        click.echo(("warning: period " if short else "period: ") + text)
-    report = out / "report.html"
-    if report.exists():
-        click.echo(f"report: {report}")
-    elif (out / "log.txt").exists():
-        click.echo(f"log: {out / 'log.txt'}")
+    artifacts = stack.store.artifacts(view.id)
+    equity = artifacts.get("equity.parquet")
+    if view.metrics is not None and equity is not None:
+        _print_period(view, equity, stack.config)
+    for name, label in (("report.html", "report"), ("log.txt", "log")):
+        if name in artifacts:
+            click.echo(f"{label}: {_location(artifacts[name]['uri'])}")
+            break
+
+
+def _print_period(view: JobView, equity: dict[str, Any], cfg: Config) -> None:
+    """The period the bars covered, read from the recorded equity curve (local or S3)."""
+    assert view.metrics is not None
+    try:
+        data = read_artifact(equity["uri"], cfg, sha256=equity["sha256"])
+    except ArtifactError as exc:
+        click.echo(f"period: unknown ({exc})", err=True)
+        return
+    ts = pl.read_parquet(io.BytesIO(data), columns=["ts"]).select(pl.col("ts").dt.date())
+    first, last = ts.select(pl.col("ts").min().alias("first"),
+                            pl.col("ts").max().alias("last")).row(0)
+    text, short = period(first, last, view.metrics.n_days, (view.spec.start, view.spec.end))
+    click.echo(("warning: period " if short else "period: ") + text)
+
+
+def _location(uri: str) -> str:
+    """A local artifact as its path (to open it), anything else as its URI."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
 @main.group()
@@ -241,10 +261,9 @@ def jobs_list(ctx: click.Context, status: str | None, limit: int) -> None:
 @click.pass_context
 def jobs_show(ctx: click.Context, job_id: str) -> None:
     """Show one job with its metrics."""
-    cfg = _config(ctx)
-    stack = Stack.from_config(cfg)
+    stack = Stack.from_config(_config(ctx))
     try:
-        _print_job(stack.store.get(job_id), cfg)
+        _print_job(stack.store.get(job_id), stack)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
 

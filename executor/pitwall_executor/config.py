@@ -9,16 +9,19 @@ underscore reaches into a nested section).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pitwall.models import Limits
 
 SandboxKind = Literal["gvisor", "docker", "local"]
 ENV_PREFIX = "PITWALL_"
+# S3 bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def _default_data_dir() -> Path:
@@ -34,7 +37,7 @@ class Config(BaseModel):
     data_dir: Path = Field(default_factory=_default_data_dir)
     db_url: str | None = None
     queue_url: str = "memory://"
-    store_url: str | None = None
+    store_url: str | None = None  # artifacts: a folder, file:///folder or s3://bucket[/prefix]
     lake_url: str | None = None
     sandbox: SandboxKind = "gvisor"
     runsc: str = "runsc"
@@ -55,6 +58,21 @@ class Config(BaseModel):
     stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 15.0  # heartbeat silence = dead
     grace_s: Annotated[float, Field(ge=0, le=24 * 3600)] = 30.0  # SIGTERM: finish or hand back
 
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if url.startswith("s3://"):
+            bucket = url.removeprefix("s3://").partition("/")[0]
+            if not _BUCKET.fullmatch(bucket):
+                raise ValueError(f"{url!r} does not name a valid S3 bucket; write "
+                                 "s3://bucket[/prefix] with a bucket name of 3-63 lowercase "
+                                 "letters, digits, dots or hyphens")
+            return url
+        _local_path(url)
+        return url
+
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'pitwall.db'}"
@@ -73,6 +91,10 @@ class Config(BaseModel):
 
     @property
     def artifacts_dir(self) -> Path:
+        """Where the worker writes result files: the store itself, or the staging folder
+        of an s3:// store (files leave it once uploaded and recorded)."""
+        if self.store_url and self.store_url.startswith("s3://"):
+            return self.data_dir / "artifacts-staging"
         return _local_path(self.store_url) if self.store_url else self.data_dir / "artifacts"
 
     @property
@@ -84,7 +106,8 @@ def _local_path(url: str) -> Path:
     if url.startswith("file://"):
         return Path(url.removeprefix("file://"))
     if "://" in url:
-        raise ValueError(f"{url!r}: only file:// URLs are supported here so far")
+        raise ValueError(f"{url!r} is not a supported location; use a local path, a "
+                         "file:///path URL or an s3://bucket/prefix URL")
     return Path(url)
 
 

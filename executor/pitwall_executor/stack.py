@@ -9,7 +9,7 @@ from typing import Any
 
 from pitwall.bundle import load_bundle
 from pitwall.models import BacktestSpec
-from pitwall_executor.artifacts import LocalArtifactStore
+from pitwall_executor.artifacts import ArtifactStore, open_artifact_store
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.lake_files import LakeFiles
@@ -30,7 +30,7 @@ class Stack:
     store: MetadataStore
     queue: JobQueue
     catalog: Catalog
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
     _backend: SandboxBackend | None = field(default=None, repr=False)
     lake: LakeFiles | None = None  # local paths of lake files (via the cache for s3://)
     # Worker threads of one process (pitwall serve --workers N) race to build the backend.
@@ -45,7 +45,7 @@ class Stack:
             store=MetadataStore(config.database_url),
             queue=make_queue(config.queue_url),
             catalog=lake.catalog(config.lake_dir),
-            artifacts=LocalArtifactStore(config.artifacts_dir),
+            artifacts=open_artifact_store(config),
             lake=lake,
         )
 

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pitwall.models import JobStatus
+from pitwall_executor.artifacts import ArtifactError
 from pitwall_executor.execution import AttemptResult, run_attempt
 from pitwall_executor.queue import Claim
 from pitwall_executor.recovery import priority_of
@@ -139,14 +140,23 @@ class Worker:
         return False
 
     def _record(self, claim: Claim, attempt: int, result: AttemptResult) -> None:
-        # Artifacts are written (by run_attempt) before the fenced COMPLETED commit.
-        rows = [self.stack.artifacts.describe(p) for p in result.files if p.exists()]
+        # Artifacts are stored (written by run_attempt, uploaded by describe) before the
+        # fenced commit that references them.
+        artifacts = self.stack.artifacts
+        try:
+            rows = [artifacts.describe(p) for p in result.files if p.exists()]
+        except ArtifactError as exc:  # the store is down past its retries
+            log.warning("job %s attempt %d: %s", claim.job_id, attempt, exc)
+            artifacts.discard(claim.job_id, attempt)
+            rows, result = [], _unstored(result, exc)
         won = self.stack.store.finish(claim.job_id, attempt, result.status, reason=result.reason,
                                       metrics=result.metrics, artifact_rows=rows)
-        if not won:
+        if won:
+            artifacts.committed(claim.job_id, attempt)
+        else:
             log.warning("job %s attempt %d was taken back meanwhile; result dropped",
                         claim.job_id, attempt)
-            self.stack.artifacts.discard(claim.job_id, attempt)
+            artifacts.discard(claim.job_id, attempt)
 
     def _give_back(self, claim: Claim, attempt: int) -> None:
         job_id = claim.job_id
@@ -202,6 +212,17 @@ class Worker:
                 raise
             log.warning("worker %s: %s failed (%s); recovery will reconcile", self.name, what,
                         exc)
+
+
+def _unstored(result: AttemptResult, exc: ArtifactError) -> AttemptResult:
+    """The outcome of an attempt whose files could not be stored: a completed run fails (its
+    metrics would point at no report); any other end keeps its status and says why."""
+    if result.status is JobStatus.COMPLETED:
+        return AttemptResult(JobStatus.FAILED, f"the run completed but its results could not "
+                             f"be stored: {exc}. Rerun the job once the artifact store is "
+                             "reachable")
+    note = f"its files could not be stored: {exc}"
+    return AttemptResult(result.status, f"{result.reason}; {note}" if result.reason else note)
 
 
 def _is_outage(exc: Exception) -> bool:

@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
 from tornado import httputil
@@ -30,7 +29,13 @@ from pitwall_executor.api.context import ApiContext
 from pitwall_executor.api.errors import ApiError, bad_request, not_found, to_api_error
 from pitwall_executor.api.models import CreateBacktestResponse, ListBacktestsResponse
 from pitwall_executor.api.signing import sign_url, verify
+from pitwall_executor.artifacts import (
+    ArtifactMissingError,
+    ArtifactUnavailableError,
+    read_artifact,
+)
 from pitwall_executor.auth import Researcher, bearer_token
+from pitwall_executor.config import Config
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -267,7 +272,7 @@ class LogsHandler(ApiHandler):
         if "log.txt" not in rows:
             raise ApiError(404, "not_found", f"job {job_id} has no log yet (it is "
                            f"{view.status.value}); logs appear when an attempt ends")
-        data = await self.ctx.run(_read_artifact, rows["log.txt"]["uri"])
+        data = await self.ctx.run(_read_artifact, rows["log.txt"], self.ctx.stack.config)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(data)
 
@@ -326,19 +331,22 @@ class ArtifactHandler(ApiHandler):
         rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
         if name not in rows:
             raise not_found(f"artifact {name!r} of job {job_id!r}")
-        data = await self.ctx.run(_read_artifact, rows[name]["uri"])
+        data = await self.ctx.run(_read_artifact, rows[name], self.ctx.stack.config)
         self.set_header("Content-Type",
                         CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
         self.set_header("Cache-Control", "private, max-age=60")
         self.finish(data)
 
 
-def _read_artifact(uri: str) -> bytes:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise ApiError(404, "not_found", f"artifact is stored at {parsed.scheme}://, which this "
-                       "API cannot serve yet")
-    return Path(unquote(parsed.path)).read_bytes()
+def _read_artifact(row: dict[str, Any], config: Config) -> bytes:
+    """The bytes of a recorded artifact row, from a local folder or S3 (sha256 checked)."""
+    try:
+        return read_artifact(row["uri"], config, sha256=row["sha256"])
+    except ArtifactMissingError as exc:
+        raise ApiError(404, "not_found", f"artifact {row['name']}: {exc}") from None
+    except ArtifactUnavailableError as exc:
+        raise ApiError(503, "artifact_store_unavailable", f"artifact {row['name']}: {exc}; "
+                       "retry in a moment") from exc
 
 
 def _int_arg(raw: str, name: str, lo: int, hi: int) -> int:

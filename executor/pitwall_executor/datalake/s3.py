@@ -412,6 +412,16 @@ class S3ObjectStore:
         await verify_upload(self, key, size, actual, etag)
         return actual
 
+    def delete(self, key: str) -> None:
+        """Remove the object under ``key``; a key with no object is not an error."""
+        self._run(self._delete(key))
+
+    async def _delete(self, key: str) -> None:
+        s3 = await self._s3()
+        with contextlib.suppress(ObjectNotFoundError):
+            await self._retry(lambda: s3.delete_object(Bucket=self.bucket, Key=self._key(key)),
+                              f"DELETE {key!r}")
+
     async def create_bucket(self) -> None:
         """Create the bucket if it does not exist (for tests, benchmarks and first pushes)."""
         s3 = await self._s3()
