@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import docker
@@ -126,3 +127,56 @@ def test_threads_claim_cpus_like_processes(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(got) == 2 and None not in got and got[0] != got[1]
+
+
+CPUSET = Path("/sys/fs/cgroup/cpuset")
+
+
+def _groups() -> set[Path]:
+    """The sandbox cpuset cgroups there are now (runsc's own, and Docker's)."""
+    return {p for p in [*CPUSET.iterdir(), *(CPUSET / "docker").iterdir()] if p.is_dir()}
+
+
+@pytest.mark.parametrize("cpus", [1.0, 2.0])
+def test_a_one_cpu_run_gets_a_core_of_its_own_for_its_whole_run(
+        sandbox: Backend, cpus: float) -> None:
+    """A one-shot run under a 1-CPU quota is pinned, every thread of it, while it runs (its
+    Sentry's and stubs' threads would otherwise spend the quota on two cores); a run
+    allowed more CPUs is not; the claim is given back when the run ends."""
+    limits = Limits(timeout_s=30, memory_mb=256, pids=64, scratch_mb=8, output_mb=4,
+                    log_kb=4, cpus=cpus)
+    code = "import time\ntime.sleep(1.5)\nprint('done')\n"
+    request = SandboxRequest("pin-run", (PYTHON, "-S", "-c", code), (), {}, limits)
+    before = _groups()
+    outcome: list[object] = []
+    run = threading.Thread(target=lambda: outcome.append(sandbox.run(request)))
+    run.start()
+    samples: list[tuple[str, set[str]]] = []  # (cpuset.cpus, every thread's allowed list)
+    while run.is_alive():
+        for group in _groups() - before:
+            try:
+                tids = [int(t) for t in (group / "tasks").read_text().split()]
+                sample = ((group / "cpuset.cpus").read_text().strip(),
+                          {allowed(t) for t in tids})
+            except (OSError, AssertionError):  # the sandbox is ending under us
+                continue
+            if len(tids) >= 3:
+                samples.append(sample)
+        time.sleep(0.05)
+    run.join()
+    assert outcome and outcome[0].ok and outcome[0].stdout == b"done\n"  # type: ignore[attr-defined]
+    assert samples, "never saw the sandbox's cgroup while it ran"
+    every = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    if cpus > 1:
+        assert all(cpuset != str(c) for cpuset, _ in samples for c in os.sched_getaffinity(0))
+        return
+    cpuset, threads = samples[-1]  # pinned after boot, before the strategy runs
+    assert cpuset != every and cpuset.isdigit(), samples
+    assert threads == {cpuset}, samples
+    claims = [CpuClaim.take() for _ in os.sched_getaffinity(0)]
+    try:
+        assert None not in claims  # the run gave its CPU back
+    finally:
+        for claim in claims:
+            if claim is not None:
+                claim.release()

@@ -264,7 +264,9 @@ class DockerBackend:
         }
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
-        return self.start(request).collect(request)
+        session = self.start(request)
+        with affinity.one_cpu_run(session, request.limits.cpus):
+            return session.collect(request)
 
     def start(self, request: SandboxRequest) -> DockerSession:
         """Start a container with live pipes (event mode); see :class:`DockerSession`.

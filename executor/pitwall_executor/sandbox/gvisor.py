@@ -279,7 +279,9 @@ class GVisorBackend:
             outcome = self.snapshots.run(request)
             if outcome is not None:
                 return outcome
-        return self.launch(request, arm=True).collect(request)
+        session = self.launch(request, arm=True)
+        with affinity.one_cpu_run(session, request.limits.cpus):
+            return session.collect(request)
 
     def _retire(self, cid: str, cgroup: _MemoryCgroup | None, bundle: Path) -> None:
         """Delete an ended container's runsc state, cgroups and bundle dir in the

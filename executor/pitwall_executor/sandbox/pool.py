@@ -37,6 +37,7 @@ from pathlib import Path
 
 from pitwall.models import Limits
 from pitwall.runner import GO_LINE, READY_LINE
+from pitwall_executor.sandbox import affinity
 from pitwall_executor.sandbox.base import JOB_ROOT, SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer
 from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
@@ -297,7 +298,8 @@ class PooledBackend:
         with self._lock:
             self._active[request.job_id] = slot
         try:
-            return slot.serve(request)
+            with affinity.one_cpu_run(slot.session, request.limits.cpus):
+                return slot.serve(request)
         finally:
             with self._lock:
                 self._active.pop(request.job_id, None)

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
 from pitwall.runner import GO_LINE, PING_LINE, READY_LINE, WARM_FLAG
-from pitwall_executor.sandbox import oci, owner
+from pitwall_executor.sandbox import affinity, oci, owner
 from pitwall_executor.sandbox.base import (
     JOB_ROOT,
     PYTHON,
@@ -266,10 +266,11 @@ class SnapshotStore:
             with self._count:
                 self.fallbacks += 1
             return None
-        with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
-            session.stdin.write(GO_LINE)
-            session.stdin.flush()
-        outcome = session.collect(request)
+        with affinity.one_cpu_run(session, request.limits.cpus):
+            with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
+                session.stdin.write(GO_LINE)
+                session.stdin.flush()
+            outcome = session.collect(request)
         with self._count:
             self.restored += 1
         return outcome
