@@ -87,11 +87,13 @@ class EmbeddedServer:
         # On the in-process queue no other process can be running this database's jobs.
         exclusive = isinstance(queue, MemoryQueue)
         for rec in recover_at_startup(store, queue, max_attempts=cfg.max_attempts,
-                                      exclusive=exclusive, stale_after_s=cfg.stale_after_s):
+                                      exclusive=exclusive, stale_after_s=cfg.stale_after_s,
+                                      artifacts=self.stack.artifacts):
             log.warning("job %s was left RUNNING (attempt %d) by a serve that died: now %s",
                         rec.job_id, rec.attempt, rec.status.value)
         loop = RecoveryLoop(store, queue, stale_after_s=cfg.stale_after_s,
-                            max_attempts=cfg.max_attempts, interval_s=self.recovery_interval_s)
+                            max_attempts=cfg.max_attempts, interval_s=self.recovery_interval_s,
+                            artifacts=self.stack.artifacts)
         thread = threading.Thread(target=loop.run, args=(self._stop,), name="pitwall-recovery",
                                   daemon=True)
         thread.start()

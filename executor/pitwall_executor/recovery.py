@@ -7,7 +7,9 @@ tick of :class:`RecoveryLoop` does, in this order:
    database for ``stale_after_s`` lost its worker. The attempt ends ``LOST`` and the job
    goes back to PENDING through the recovery path (``recovered + 1``), or to FAILED with
    the reason once ``max_attempts`` workers died running it (a poison job). The stale
-   worker, if it was only slow, is fenced: its completion names an old attempt.
+   worker, if it was only slow, is fenced: its completion names an old attempt. What
+   the lost attempt left in the artifact store (files of a shared folder, objects it
+   uploaded to S3 before it died) is never referenced, and is removed.
 2. ``queue.requeue_stale`` — queue entries whose consumer stopped heartbeating are handed
    out again (``XAUTOCLAIM``), so the pending list of a dead consumer does not grow.
 3. :func:`reconcile` — every PENDING job with no entry in the queue is enqueued again:
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pitwall.models import JobStatus
+from pitwall_executor.artifacts import ArtifactStore
 from pitwall_executor.queue import JobQueue
 from pitwall_executor.store import MetadataStore, attempts, jobs, utcnow
 
@@ -49,8 +52,9 @@ class Recovered:
 
 
 def recover_stale(store: MetadataStore, *, older_than: float, max_attempts: int,
-                  ) -> list[Recovered]:
-    """Take back every RUNNING job whose attempt stopped heartbeating ``older_than`` s ago."""
+                  artifacts: ArtifactStore | None = None) -> list[Recovered]:
+    """Take back every RUNNING job whose attempt stopped heartbeating ``older_than`` s ago,
+    and discard what each lost attempt left in ``artifacts``."""
     cutoff = utcnow() - dt.timedelta(seconds=older_than)
     with store.engine.connect() as conn:
         stale = conn.execute(
@@ -67,6 +71,8 @@ def recover_stale(store: MetadataStore, *, older_than: float, max_attempts: int,
             log.warning("job %s attempt %d: worker %s stopped heartbeating; job is now %s",
                         job_id, attempt, worker, status.value)
             out.append(Recovered(job_id, attempt, status))
+            if artifacts is not None:
+                artifacts.discard(job_id, attempt)
     return out
 
 
@@ -132,7 +138,8 @@ def reconcile(store: MetadataStore, queue: JobQueue) -> list[str]:
 
 
 def recover_at_startup(store: MetadataStore, queue: JobQueue, *, max_attempts: int,
-                       exclusive: bool, stale_after_s: float) -> list[Recovered]:
+                       exclusive: bool, stale_after_s: float,
+                       artifacts: ArtifactStore | None = None) -> list[Recovered]:
     """Before a process's workers start: take back what a killed predecessor left behind.
 
     ``exclusive`` says no other process runs jobs of this database (``pitwall serve``
@@ -143,7 +150,7 @@ def recover_at_startup(store: MetadataStore, queue: JobQueue, *, max_attempts: i
     (the in-process queue of the killed process died with it).
     """
     recovered = recover_stale(store, older_than=0.0 if exclusive else stale_after_s,
-                              max_attempts=max_attempts)
+                              max_attempts=max_attempts, artifacts=artifacts)
     reconcile(store, queue)
     return recovered
 
@@ -156,15 +163,17 @@ class RecoveryLoop:
     """
 
     def __init__(self, store: MetadataStore, queue: JobQueue, *, stale_after_s: float,
-                 max_attempts: int, interval_s: float | None = None) -> None:
-        self.store, self.queue = store, queue
+                 max_attempts: int, interval_s: float | None = None,
+                 artifacts: ArtifactStore | None = None) -> None:
+        self.store, self.queue, self.artifacts = store, queue, artifacts
         self.stale_after_s = stale_after_s
         self.max_attempts = max_attempts
         self.interval_s = interval_s if interval_s is not None else min(5.0, stale_after_s / 3)
 
     def tick(self) -> None:
         """One pass: recover dead attempts, requeue stale claims, reconcile the queue."""
-        recover_stale(self.store, older_than=self.stale_after_s, max_attempts=self.max_attempts)
+        recover_stale(self.store, older_than=self.stale_after_s, max_attempts=self.max_attempts,
+                      artifacts=self.artifacts)
         self.queue.requeue_stale(older_than=self.stale_after_s)
         reconcile(self.store, self.queue)
 

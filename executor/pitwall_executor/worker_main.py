@@ -108,7 +108,8 @@ class WorkerProcess:
             cfg = self.stack.config
             loop = RecoveryLoop(self.stack.store, self.stack.queue,
                                 stale_after_s=cfg.stale_after_s, max_attempts=cfg.max_attempts,
-                                interval_s=self.options.recovery_interval_s)
+                                interval_s=self.options.recovery_interval_s,
+                                artifacts=self.stack.artifacts)
             threading.Thread(target=loop.run, args=(self.stopped,), name="recovery",
                              daemon=True).start()
 

@@ -28,9 +28,10 @@ from pitwall_executor.auth import create_researcher
 from pitwall_executor.cli_serve import EmbeddedServer
 from pitwall_executor.config import Config, load_config
 from pitwall_executor.execution import AttemptResult
-from pitwall_executor.queue import Claim
+from pitwall_executor.queue import Claim, MemoryQueue
+from pitwall_executor.recovery import RecoveryLoop
 from pitwall_executor.stack import Stack
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.store import MetadataStore, attempts
 from pitwall_executor.worker import Worker
 
 # The session's moto server, its boto3 client and a fresh bucket per test.
@@ -212,6 +213,29 @@ def test_the_worker_deletes_the_uploads_of_an_attempt_that_was_taken_back(
     assert stack.store.get(job_id).status is JobStatus.PENDING
     assert stack.store.artifacts(job_id) == {}
     assert keys(raw_s3, bucket) == [] and not out.exists()
+    stack.store.close()
+
+
+@pytest.mark.parametrize("where", ["s3", "folder"])
+def test_recovery_removes_what_a_dead_workers_attempt_stored(
+        tmp_path: Path, bucket: str, moto_endpoint: str, raw_s3: Any, where: str) -> None:
+    url = f"s3://{bucket}/a" if where == "s3" else str(tmp_path / "artifacts")
+    stack, job_id, attempt = _stack_with_a_running_job(tmp_path, url, moto_endpoint)
+    out = stack.artifacts.attempt_dir(job_id, attempt)
+    stack.artifacts.describe(out / "log.txt")  # uploaded (S3), then the worker died
+    _, other, live = _stack_with_a_running_job(tmp_path, url, moto_endpoint)  # still beating
+    live_dir = stack.artifacts.attempt_dir(other, live)
+    stack.artifacts.describe(live_dir / "log.txt")
+    with stack.store.engine.begin() as conn:
+        conn.execute(attempts.update().where(attempts.c.job_id == job_id).values(
+            heartbeat_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)))
+    loop = RecoveryLoop(stack.store, MemoryQueue(), stale_after_s=60, max_attempts=3,
+                        artifacts=stack.artifacts)
+    loop.tick()
+    assert stack.store.get(job_id).status is JobStatus.PENDING
+    assert not out.exists() and live_dir.is_dir()  # the live attempt keeps its files
+    if where == "s3":
+        assert keys(raw_s3, bucket) == [f"a/{other}/attempt-{live}/log.txt"]
     stack.store.close()
 
 
