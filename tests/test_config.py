@@ -31,3 +31,14 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_config({"PITWALL_SANDBOX": "chroot", "PITWALL_DATA_DIR": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="PITWALL_CONFIG"):
         load_config({"PITWALL_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_a_clients_variables_are_not_settings_and_a_typo_still_is_refused(tmp_path: Path) -> None:
+    # A kernel started by JupyterLab inherits PITWALL_API_URL and PITWALL_TOKEN from the
+    # server extension; a researcher may set PITWALL_RESEARCHER: the CLI must still load.
+    env = {"PITWALL_DATA_DIR": str(tmp_path), "PITWALL_API_URL": "http://127.0.0.1:1",
+           "PITWALL_TOKEN": "pw_x", "PITWALL_RESEARCHER": "alice",
+           "PITWALL_TEST_PG_URL": "postgresql+psycopg://postgres@127.0.0.1/postgres"}
+    assert load_config(env).data_dir == tmp_path
+    with pytest.raises(ValidationError, match="db_ulr"):
+        load_config({**env, "PITWALL_DB_ULR": "sqlite:///x.db"})

@@ -20,6 +20,11 @@ from pitwall.models import Limits
 
 SandboxKind = Literal["gvisor", "docker", "local"]
 ENV_PREFIX = "PITWALL_"
+#: ``PITWALL_*`` variables that are not settings of the deployment: where the file is, and
+#: who and where a *client* is (the SDK's ``Client``, the CLI's researcher; JupyterLab's
+#: server extension exports the first two to every kernel it starts). ``TEST_*`` belong
+#: to the test suite and benchmarks. Any other unknown ``PITWALL_*`` is a typo: refused.
+NOT_SETTINGS = frozenset({"CONFIG", "API_URL", "TOKEN", "RESEARCHER"})
 # S3 bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -127,9 +132,10 @@ def _config_file(environ: dict[str, str]) -> Path | None:
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        name = key.removeprefix(ENV_PREFIX)
+        if name == key or name in NOT_SETTINGS or name.startswith("TEST_"):
             continue
-        path = key.removeprefix(ENV_PREFIX).lower().split("__")
+        path = name.lower().split("__")
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
