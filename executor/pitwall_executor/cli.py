@@ -176,10 +176,12 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         sys.exit(1)
 
 
-def run_embedded(stack: Stack, spec: BacktestSpec, bundle: bytes) -> JobView:
-    """Submit a job and run it with an in-process worker until it ends."""
+def run_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes) -> JobView:
+    """Submit a job and run it with an in-process worker until it ends, on the stack
+    ``where`` names (a configuration, as notebooks call it, or a stack already built)."""
     from pitwall_executor.worker import Worker
 
+    stack = where if isinstance(where, Stack) else Stack.from_config(where)
     researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
     try:
         job_id = stack.submit(spec, bundle, researcher=researcher)
