@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import re
 import shutil
@@ -26,6 +25,7 @@ from urllib.parse import unquote, urlparse
 from pitwall_executor.datalake.objectstore import (
     ObjectNotFoundError,
     ObjectStoreError,
+    sha256_bytes,
     sha256_file,
 )
 
@@ -101,11 +101,7 @@ class LocalArtifactStore:
 
     def describe(self, path: Path) -> dict[str, Any]:
         """The metadata row of one artifact file (it stays where it is)."""
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return {"name": path.name, "uri": path.resolve().as_uri(), "sha256": digest.hexdigest(),
+        return {"name": path.name, "uri": path.resolve().as_uri(), "sha256": sha256_file(path),
                 "size": path.stat().st_size}
 
     def committed(self, job_id: str, attempt: int) -> None:
@@ -201,7 +197,7 @@ def read_artifact(uri: str, config: Config, *, sha256: str | None = None) -> byt
         except FileNotFoundError:
             raise ArtifactMissingError(f"{path} is recorded but no longer exists; the artifact "
                                        "folder was cleaned or moved. Rerun the job") from None
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        if sha256 is not None and sha256_bytes(data) != sha256:
             raise ArtifactUnavailableError(f"{path} is not the file that was recorded (its "
                                            "sha256 differs); rerun the job")
         return data
