@@ -227,9 +227,8 @@ def _print_period(view: JobView, equity: dict[str, Any], cfg: Config) -> None:
     except ArtifactError as exc:
         click.echo(f"period: unknown ({exc})", err=True)
         return
-    ts = pl.read_parquet(io.BytesIO(data), columns=["ts"]).select(pl.col("ts").dt.date())
-    first, last = ts.select(pl.col("ts").min().alias("first"),
-                            pl.col("ts").max().alias("last")).row(0)
+    first, last = pl.read_parquet(io.BytesIO(data), columns=["ts"]).select(
+        first=pl.col("ts").min().dt.date(), last=pl.col("ts").max().dt.date()).row(0)
     text, short = period(first, last, view.metrics.n_days, (view.spec.start, view.spec.end))
     click.echo(("warning: period " if short else "period: ") + text)
 
