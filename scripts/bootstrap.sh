@@ -31,7 +31,7 @@ cd "$root"
 # mtimes say nothing). Bytecode is compiled at install: uv writes none by default, and
 # with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process, each CLI call,
 # worker and Jupyter server of the suite, would compile polars, SQLAlchemy and plotly
-# from source again: 4.9 s instead of 1.7 s to import the CLI (docs/benchmarks.md).
+# from source again: 3.1-3.7 s instead of 1.3-1.6 s to import the CLI (docs/benchmarks.md).
 stamp=.venv/.pitwall-synced
 want="$(cat uv.lock pyproject.toml | sha256sum | cut -c1-16) bytecode"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

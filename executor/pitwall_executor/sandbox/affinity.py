@@ -20,9 +20,10 @@ the gofer and the traced stubs, including threads started later); the feeder thr
 One-shot runs of at most one CPU (the vectorized runner, :func:`one_cpu_run`) claim and
 pin a CPU the same way, for the sandbox alone. Under a CPU quota the Sentry's and the
 systrap stubs' threads count against the job: spread over an idle second core they spin
-side by side and spend the quota twice. Measured on this VM (systrap, 1-CPU quota, the
-other core idle): 2 s of a strategy's CPU took 2.8-2.9 s of wall time unpinned and 2.0 s
-pinned; a pure-Python loop 5.8-6.3 s unpinned, 4.8-5.6 s pinned (4.0 s on the host).
+side by side and spend the quota twice. Measured on this VM (bench/one_cpu_pinning.py,
+systrap, 1-CPU quota): a loop making a system call each turn took 1.43-1.50x the wall
+time unpinned with the other core idle (2.9-3.0 s against 2.0 s), 1.05-1.07x with it
+busy; pure-Python and polars loops showed no difference beyond this VM's ±15 % noise.
 """
 
 from __future__ import annotations
