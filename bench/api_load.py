@@ -47,9 +47,9 @@ import requests
 import sqlalchemy as sa
 
 from pitwall.bundle import build_bundle
-from pitwall_executor.auth import create_researcher
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.jobs.store import MetadataStore
 
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -1,6 +1,6 @@
 """What the lookahead audit costs: in the sandbox (re-runs) and in the worker (comparison).
 
-Runs ``python -m pitwall.runner`` (unsandboxed: the sandbox adds the same start-up to
+Runs ``python -m pitwall.sandbox.runner`` (unsandboxed: the sandbox adds the same start-up to
 both) on the same job with and without the audit plan, and times the trusted comparison
 against the trusted engine on the same weights. Prints the ratios.
 
@@ -23,8 +23,8 @@ import numpy as np
 import polars as pl
 
 from pitwall.engine.audit import audit_weights, choose_cuts, split_run
-from pitwall.engine.execution import run_vectorized
 from pitwall.engine.validate import validate_weights
+from pitwall.engine.vectorized import run_vectorized
 from pitwall.models import Costs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def run_runner(job: Path, bars: pl.DataFrame, audit: dict[str, object] | None) -
     (job / "input" / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONHASHSEED": "0", "TZ": "UTC"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pitwall.runner", str(job)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "pitwall.sandbox.runner", str(job)], env=env,
                           capture_output=True, check=True)
     return time.perf_counter() - start, proc.stdout
 

@@ -39,8 +39,8 @@ from pitwall_executor.datalake.generate import sample_symbols
 from pitwall_executor.datalake.group_cache import group_span
 from pitwall_executor.datalake.lake_files import LakeFiles, push_dataset
 from pitwall_executor.datalake.planner import load_bars, validate_request
-from pitwall_executor.datalake.s3 import S3ObjectStore
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 YEAR = (dt.date(2023, 1, 1), dt.date(2023, 12, 31))
 MONTH = (dt.date(2023, 3, 1), dt.date(2023, 3, 31))

@@ -29,8 +29,8 @@ import polars as pl
 import vectorbt as vbt
 
 from pitwall.engine import run_vectorized
-from pitwall.engine.sweep import rolling_means, sma_crossover_sweep
 from pitwall.models import Costs
+from pitwall.notebook.sweep import rolling_means, sma_crossover_sweep
 from pitwall_executor.datalake.generate import generate_bars
 
 BARS_PER_SYMBOL = 98_280

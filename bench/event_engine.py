@@ -46,7 +46,7 @@ import polars as pl
 from pitwall.events import BrokerCosts, Market, run_local
 from pitwall.models import Limits
 from pitwall_executor.datalake.generate import generate_bars, sample_symbols
-from pitwall_executor.feeder import run_lockstep
+from pitwall_executor.execution.feeder import run_lockstep
 from pitwall_executor.sandbox import runner_request
 from pitwall_executor.sandbox.affinity import shared_cpu
 from pitwall_executor.sandbox.gvisor import GVisorBackend

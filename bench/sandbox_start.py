@@ -1,4 +1,4 @@
-"""Start-up cost of the gVisor sandbox, against bare Python on the host (DESIGN.md §5).
+"""Start-up cost of the gVisor sandbox, against bare Python on the host (docs/architecture.md §5).
 
 Measures, median of N runs, from "start" to "strategy code running": the time until the
 first byte the child writes (a marker it prints as its first statement), for a shell
@@ -34,7 +34,7 @@ from pitwall_executor.sandbox.gvisor import GVisorBackend
 SDK = str(Path(__file__).resolve().parents[1] / "sdk")
 BARE = "import os; os.write(2, b'up\\n')"
 # What the runner pays before a strategy's first line runs: the SDK (polars) and numpy.
-IMPORTS = "import pitwall.runner, pitwall.strategy, numpy; import os; os.write(2, b'up\\n')"
+IMPORTS = "import pitwall.sandbox.runner, pitwall.strategy, numpy; import os; os.write(2, b'up\\n')"
 
 
 _HOST_PYCACHE = tempfile.mkdtemp(prefix="pitwall-bench-host-pyc-")
@@ -165,7 +165,7 @@ def make_job(root: Path) -> Path:
 
 def host_runner(job: Path) -> float:
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-S", "-m", "pitwall.runner", str(job)],
+    proc = subprocess.Popen([sys.executable, "-S", "-m", "pitwall.sandbox.runner", str(job)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             env=host_env())
     assert proc.stderr is not None

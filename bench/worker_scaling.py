@@ -37,7 +37,7 @@ from pitwall.bundle import build_bundle
 from pitwall.models import BacktestSpec, Limits
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
-from pitwall_executor.redis_queue import RedisQueue
+from pitwall_executor.jobs.redis_queue import RedisQueue
 from pitwall_executor.stack import Stack
 
 PG_ADMIN = os.environ.get("PITWALL_TEST_PG_URL",

@@ -1,4 +1,5 @@
-"""Configuration: embedded defaults (DESIGN.md §7), a TOML file, and ``PITWALL_*`` env vars.
+"""Configuration: embedded defaults (docs/architecture.md §7), a TOML file, and
+``PITWALL_*`` env vars.
 
 Precedence, lowest first: built-in defaults, the config file (``$PITWALL_CONFIG``, else
 ``./pitwall.toml``, else ``~/.config/pitwall/config.toml``), then environment variables
@@ -57,7 +58,7 @@ class Config(BaseModel):
     pool_size: Annotated[int, Field(ge=0, le=64)] = 0
     # A run the lookahead audit flags fails instead of completing with a warning.
     audit_fail: bool = False
-    # Orchestration (workers, recovery, quota): see pitwall_executor.worker_main.
+    # Orchestration (workers, recovery, quota): see pitwall_executor.orchestration.process.
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # worker deaths before FAILED
     max_running_per_researcher: Annotated[int, Field(ge=1)] | None = None  # None: no quota
     stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 15.0  # heartbeat silence = dead

@@ -1,4 +1,4 @@
-"""The pieces of one deployment, built from the configuration (DESIGN.md §7)."""
+"""The pieces of one deployment, built from the configuration (docs/architecture.md §7)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from typing import Any
 
 from pitwall.bundle import load_bundle
 from pitwall.models import BacktestSpec
-from pitwall_executor.artifacts import ArtifactStore, open_artifact_store
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.lake_files import LakeFiles
 from pitwall_executor.datalake.planner import validate_request
-from pitwall_executor.queue import JobQueue
-from pitwall_executor.redis_queue import make_queue
+from pitwall_executor.jobs.queue import JobQueue
+from pitwall_executor.jobs.redis_queue import make_queue
+from pitwall_executor.jobs.store import MetadataStore
 from pitwall_executor.sandbox import SandboxBackend, make_backend
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.storage.artifacts import ArtifactStore, open_artifact_store
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ class Stack:
         """One run of ``bundle`` per point of ``grid`` (parameter → values), as child jobs
         of a sweep whose id is returned; the children queue behind interactive runs.
 
-        Raises :class:`pitwall_executor.sweeps.SweepError` for a bad grid, and the errors
+        Raises :class:`pitwall_executor.jobs.sweeps.SweepError` for a bad grid, and the errors
         of :meth:`submit` for a bad bundle or data request; writes nothing then.
         """
-        from pitwall_executor.sweeps import SWEEP_PRIORITY
+        from pitwall_executor.jobs.sweeps import SWEEP_PRIORITY
 
         pinned, sha256 = self._check(spec, bundle)
         parent, children = self.store.create_sweep(

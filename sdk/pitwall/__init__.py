@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from pitwall.strategy import default_params, vectorized
 
 if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for editors and mypy
-    from pitwall.client import Client
-    from pitwall.events.strategy import Strategy
-    from pitwall.local import backtest
+    from pitwall.event_strategy import Strategy
+    from pitwall.notebook.client import Client
+    from pitwall.notebook.quick_run import backtest
 
 __version__ = "0.1.0"
 __all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",
@@ -18,7 +18,7 @@ __all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",
 
 def load_ipython_extension(shell: object) -> None:
     """``%load_ext pitwall`` registers the ``%%backtest`` cell magic."""
-    from pitwall.magic import load_ipython_extension as load
+    from pitwall.notebook.magic import load_ipython_extension as load
 
     load(shell)
 
@@ -26,15 +26,15 @@ def load_ipython_extension(shell: object) -> None:
 def __getattr__(name: str) -> object:
     # Heavy or optional parts load on first use: the sandbox runner imports `pitwall` too.
     if name == "Client":
-        from pitwall.client import Client
+        from pitwall.notebook.client import Client
 
         return Client
     if name == "Strategy":  # imports numpy: keep it off the sandbox's cold start
-        from pitwall.events.strategy import Strategy
+        from pitwall.event_strategy import Strategy
 
         return Strategy
     if name == "backtest":
-        from pitwall.local import backtest
+        from pitwall.notebook.quick_run import backtest
 
         return backtest
     raise AttributeError(f"module 'pitwall' has no attribute {name!r}")

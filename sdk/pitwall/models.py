@@ -1,4 +1,4 @@
-"""Wire models shared by the SDK, the executor and the server extension (DESIGN.md §4).
+"""Wire models shared by the SDK, the executor and the server extension (docs/architecture.md §4).
 
 One source of truth: the API validates with these, the worker reads them, and the
 TypeScript types of the labextension are generated from their JSON Schema.

@@ -1,7 +1,7 @@
 """The embedded stack inside the Jupyter server: the Backtest API and workers in threads.
 
 Used when no ``api_url`` is configured (a laptop, ``make lab``): the same
-:class:`~pitwall_executor.cli_serve.EmbeddedServer` as ``pitwall serve``, on a free
+:class:`~pitwall_executor.cli.serve.EmbeddedServer` as ``pitwall serve``, on a free
 loopback port, so Jupyter's loop never waits on the database. Kernels get the URL and a
 researcher token only; database and queue settings are removed from the environment
 they inherit.
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pitwall_executor.cli_serve import EmbeddedServer
-    from pitwall_executor.store import MetadataStore
+    from pitwall_executor.jobs.store import MetadataStore
+    from pitwall_executor.orchestration.embedded import EmbeddedServer
 
 SECRET_ENV = ("PITWALL_DB_URL", "PITWALL_QUEUE_URL", "PITWALL_STORE_URL", "PITWALL_LAKE_URL")
 
@@ -39,7 +39,7 @@ class EmbeddedStack:
 
 def _token(data_dir: Path, store: MetadataStore) -> str:
     """The embedded researcher's token, made once and kept in the data dir (mode 0600)."""
-    from pitwall_executor.auth import create_researcher
+    from pitwall_executor.jobs.researchers import create_researcher
 
     path = data_dir / "jupyter-token"
     if path.exists():
@@ -52,8 +52,8 @@ def _token(data_dir: Path, store: MetadataStore) -> str:
 
 def start_embedded(workers: int = 1) -> EmbeddedStack:
     """Start the API on a free loopback port and ``workers`` worker threads."""
-    from pitwall_executor.cli_serve import EmbeddedServer
     from pitwall_executor.config import load_config
+    from pitwall_executor.orchestration.embedded import EmbeddedServer
     from pitwall_executor.stack import Stack
 
     stack = Stack.from_config(load_config())

@@ -14,12 +14,12 @@ import sqlalchemy as sa
 
 from pitwall.bundle import build_bundle
 from pitwall.models import JobStatus, Metrics
-from pitwall_executor.auth import create_researcher
-from pitwall_executor.cli_serve import EmbeddedServer
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.jobs.store import bundles, jobs
+from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.stack import Stack
-from pitwall_executor.store import bundles, jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ["AAPL", "MSFT", "AMZN"]

@@ -11,7 +11,7 @@ import time
 import requests
 from apikit import Api
 
-from pitwall_executor.auth import authenticate, token_digest
+from pitwall_executor.jobs.researchers import authenticate, token_digest
 
 
 def _job(api: Api, who: str = "alice") -> str:

@@ -11,9 +11,9 @@ import requests
 from apikit import ROOT, Api, StartApi, bundle_bytes, spec_json
 
 from pitwall.bundle import build_bundle
-from pitwall.client import ApiError, Client
 from pitwall.models import BacktestSpec
-from pitwall_executor.sweeps import MAX_SWEEP_RUNS
+from pitwall.notebook.client import ApiError, Client
+from pitwall_executor.jobs.sweeps import MAX_SWEEP_RUNS
 
 SMA = ROOT / "examples" / "sma_crossover.py"
 GRID = {"fast": [5, 10], "slow": [60, 120]}

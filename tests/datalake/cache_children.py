@@ -12,10 +12,10 @@ from pathlib import Path
 from pitwall_executor.datalake.cache import FileCache
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.lake_files import LakeFiles
-from pitwall_executor.datalake.objectstore import sha256_file
 from pitwall_executor.datalake.planner import load_bars
-from pitwall_executor.datalake.s3 import S3ObjectStore
 from pitwall_executor.datalake.snapshot import Snapshot
+from pitwall_executor.storage.objectstore import sha256_file
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 
 def fetch(cache_root: Path, url: str, endpoint: str, key: str, sha: str, size: int,

@@ -20,7 +20,7 @@ from s3_testserver import Fault, FaultProxy
 
 from pitwall.errors import DataError
 from pitwall_executor.datalake.cache import CacheFullError, FileCache
-from pitwall_executor.datalake.s3 import S3ObjectStore
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 _T0 = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
 # Forked: quick to start; each child opens its own S3 client and cache descriptors.

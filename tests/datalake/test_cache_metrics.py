@@ -10,14 +10,14 @@ import requests
 
 from pitwall.bundle import build_bundle
 from pitwall_executor.api.metrics import ApiMetrics
-from pitwall_executor.auth import create_researcher
-from pitwall_executor.cli_serve import EmbeddedServer
 from pitwall_executor.config import Config
 from pitwall_executor.datalake import Catalog, Snapshot
 from pitwall_executor.datalake.group_cache import group_span
 from pitwall_executor.datalake.lake_files import push_dataset
-from pitwall_executor.datalake.s3 import S3ObjectStore
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.stack import Stack
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 STRATEGY = ("import polars as pl\nimport pitwall\n\n@pitwall.vectorized\n"
             "def s(bars):\n    return bars.select('ts', 'symbol', weight=pl.lit(0.0))\n")

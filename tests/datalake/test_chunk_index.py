@@ -29,7 +29,7 @@ from pitwall_executor.datalake.planner import (
     scan_bars,
     uses_index,
 )
-from pitwall_executor.datalake.s3 import S3ObjectStore
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 Lake = tuple[Catalog, Snapshot]
 D = dt.date

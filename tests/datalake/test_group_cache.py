@@ -25,8 +25,8 @@ from pitwall_executor.datalake.cache import FileCache
 from pitwall_executor.datalake.group_cache import group_runs, group_span, groups_fetch
 from pitwall_executor.datalake.lake_files import LakeFiles, push_dataset
 from pitwall_executor.datalake.planner import load_bars, validate_request
-from pitwall_executor.datalake.s3 import S3ObjectStore
 from pitwall_executor.datalake.snapshot import FileEntry
+from pitwall_executor.storage.s3 import S3ObjectStore
 
 Lake = tuple[Catalog, Snapshot]
 START, END = dt.date(2024, 2, 1), dt.date(2024, 4, 30)  # all three months

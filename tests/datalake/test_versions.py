@@ -16,7 +16,7 @@ from pitwall_executor.cli import main
 from pitwall_executor.datalake import Catalog, Snapshot, generate_dataset, load_bars
 from pitwall_executor.datalake.ingest import upsert
 from pitwall_executor.datalake.versions import diff, file_pins, job_pins, pin, vacuum
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.jobs.store import MetadataStore
 
 D = dt.date
 SYMS = ["AAPL", "MSFT", "XOM"]

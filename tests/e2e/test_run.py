@@ -15,7 +15,7 @@ from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
 
 from pitwall.models import JobStatus
 from pitwall_executor.config import load_config
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.jobs.store import MetadataStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SMA = ROOT / "examples" / "sma_crossover.py"

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pitwall_executor.cli import main
-from pitwall_executor.cli_sweep import parse_grid
+from pitwall_executor.cli.sweep import parse_grid
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ from backtesting.lib import FractionalBacktest
 from backtesting.test import GOOG
 
 from pitwall.engine import run_vectorized, validate_weights
-from pitwall.engine.sweep import rolling_means
 from pitwall.models import Costs
+from pitwall.notebook.sweep import rolling_means
 
 CAPITAL = 10_000.0
 

@@ -15,7 +15,6 @@ import pytest
 from audit_strategies import HONEST, LEAKY
 from engine_bars import random_walk_bars
 
-from pitwall.channel import FrameKind, encode_frame
 from pitwall.engine.audit import (
     TOLERANCE,
     audit_weights,
@@ -26,6 +25,7 @@ from pitwall.engine.audit import (
 )
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import StrategyOutputError
+from pitwall.frames import FrameKind, encode_frame
 from pitwall.models import LookaheadAudit
 
 SYMBOLS = ["AAA", "BBB", "CCC"]
@@ -46,7 +46,7 @@ CUTS = choose_cuts(BARS)
 def run_runner(tmp_path: Path, source: str, *, cuts: list[int] | None = CUTS,
                max_seconds: float = 120.0, max_bytes: int = BIG, bars: pl.DataFrame = BARS,
                ) -> bytes:
-    """``python -m pitwall.runner`` on a job dir, unsandboxed; its result channel bytes."""
+    """``python -m pitwall.sandbox.runner`` on a job dir, unsandboxed; its result channel bytes."""
     job = tmp_path / "job"
     (job / "input").mkdir(parents=True)
     (job / "bundle").mkdir()
@@ -56,7 +56,7 @@ def run_runner(tmp_path: Path, source: str, *, cuts: list[int] | None = CUTS,
     (job / "input" / "spec.json").write_text(json.dumps(
         {"entrypoint": "strategy.py", "params": {}, "seed": 3, "audit": audit}))
     env = {**os.environ, "PYTHONHASHSEED": "0", "TZ": "UTC"}
-    proc = subprocess.run([sys.executable, "-m", "pitwall.runner", str(job)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "pitwall.sandbox.runner", str(job)], env=env,
                           capture_output=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout

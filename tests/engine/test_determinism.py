@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from test_audit import BARS, CUTS, run_runner
 
-from pitwall.channel import decode_frames, decode_result
-from pitwall.clock import SimulatedClock
 from pitwall.engine.audit import cut_datetime
+from pitwall.frames import decode_frames, decode_result
+from pitwall.sandbox.clock import SimulatedClock
 
 NOW = dt.datetime(2024, 3, 15, 20, 59, tzinfo=dt.UTC)
 

@@ -7,9 +7,10 @@ import polars as pl
 import pytest
 from engine_bars import make_bars
 
-from pitwall.engine import kernels, run_vectorized
-from pitwall.engine.sweep import rolling_means, run_independent, sma_crossover_sweep, sweep
+from pitwall.engine import run_vectorized
 from pitwall.models import Costs
+from pitwall.notebook import kernels
+from pitwall.notebook.sweep import rolling_means, run_independent, sma_crossover_sweep, sweep
 
 
 def _bars(n_bars: int = 120, symbols: tuple[str, ...] = ("A", "B")) -> pl.DataFrame:

@@ -14,7 +14,7 @@ import pytest
 from audit_strategies import HONEST, LEAKY
 from engine_bars import random_walk_bars
 
-from pitwall.local import backtest
+from pitwall.notebook.quick_run import backtest
 
 SYMBOLS = ["AAA", "BBB"]
 T0 = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)

@@ -11,7 +11,7 @@ from tests.events.conftest import make_job, minute_bars
 from pitwall.errors import StrategyOutputError
 from pitwall.events import BrokerCosts, Market, run_local
 from pitwall.models import Limits
-from pitwall_executor.feeder import run_lockstep
+from pitwall_executor.execution.feeder import run_lockstep
 from pitwall_executor.sandbox import runner_request
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 

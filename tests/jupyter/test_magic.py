@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from pitwall.magic import dependency_source, parse_spec
 from pitwall.models import EngineKind
+from pitwall.notebook.magic import dependency_source, parse_spec
 
 
 def test_parse_spec_reads_the_line_and_params_as_json() -> None:

@@ -16,12 +16,12 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pitwall.bundle import build_bundle
-from pitwall.client import Client
 from pitwall.models import BacktestSpec, JobStatus
-from pitwall_executor.auth import create_researcher
-from pitwall_executor.cli_serve import EmbeddedServer
+from pitwall.notebook.client import Client
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.stack import Stack
 
 SYMBOLS = ["AAPL", "MSFT", "AMZN"]

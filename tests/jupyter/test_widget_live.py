@@ -12,13 +12,13 @@ import pytest
 from tests.strategies import slow_event
 
 from pitwall.bundle import build_bundle
-from pitwall.client import Client
 from pitwall.models import BacktestSpec, EngineKind, JobStatus
-from pitwall.widget import EQUITY_TITLE, RUNNING_TITLE, BacktestPanel
-from pitwall_executor.auth import create_researcher
-from pitwall_executor.cli_serve import EmbeddedServer
+from pitwall.notebook.client import Client
+from pitwall.notebook.widget import EQUITY_TITLE, RUNNING_TITLE, BacktestPanel
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.stack import Stack
 
 SYMBOLS = ["AAPL", "MSFT"]

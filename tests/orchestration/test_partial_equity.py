@@ -25,9 +25,9 @@ from pitwall.models import (
 )
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.jobs.store import equity_points
+from pitwall_executor.orchestration.worker import Worker
 from pitwall_executor.stack import Stack
-from pitwall_executor.store import equity_points
-from pitwall_executor.worker import Worker
 
 LIMITS = Limits(timeout_s=120, memory_mb=512)
 

@@ -9,10 +9,15 @@ import pytest
 import sqlalchemy as sa
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
-from pitwall_executor.queue import MemoryQueue
-from pitwall_executor.recovery import RecoveryLoop, reconcile, recover_at_startup, recover_stale
-from pitwall_executor.store import MetadataStore, ResearcherAtQuotaError, attempts
-from pitwall_executor.sweeps import SweepError, expand_grid
+from pitwall_executor.jobs.queue import MemoryQueue
+from pitwall_executor.jobs.store import MetadataStore, ResearcherAtQuotaError, attempts
+from pitwall_executor.jobs.sweeps import SweepError, expand_grid
+from pitwall_executor.orchestration.recovery import (
+    RecoveryLoop,
+    reconcile,
+    recover_at_startup,
+    recover_stale,
+)
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5), params={"fast": 5})

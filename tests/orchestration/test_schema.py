@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
-from pitwall_executor import migrations
-from pitwall_executor.store import MetadataStore, metadata
+from pitwall_executor.jobs import migrations
+from pitwall_executor.jobs.store import MetadataStore, metadata
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5))

@@ -22,8 +22,8 @@ import requests
 import sqlalchemy as sa
 
 from conftest import PITWALL, ROOT, sleeper, spec
-from pitwall_executor.auth import create_researcher
-from pitwall_executor.store import MetadataStore
+from pitwall_executor.jobs.researchers import create_researcher
+from pitwall_executor.jobs.store import MetadataStore
 
 
 def _free_port() -> int:

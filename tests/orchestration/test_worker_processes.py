@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from conftest import Cluster, RedisServer, running, sleeper
 from pitwall.models import JobStatus
-from pitwall_executor.redis_queue import RedisQueue
+from pitwall_executor.jobs.redis_queue import RedisQueue
 
 Make = Callable[..., Cluster]
 FAST = ("--slots", "1", "--grace", "5")

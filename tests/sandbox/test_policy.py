@@ -1,4 +1,4 @@
-"""The sandbox policy against hostile code, on both backends (DESIGN.md §5).
+"""The sandbox policy against hostile code, on both backends (docs/architecture.md §5).
 
 Every test runs on the gVisor backend (runsc from an OCI bundle) and on the Docker
 backend (the engine, runtime runsc): one policy, proven the same way on both. Real
@@ -17,7 +17,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from sandbox_helpers import FAST, SMA, Backend, host_listener, make_job
 
-from pitwall.channel import FrameKind, decode_error, decode_frames, decode_result
+from pitwall.frames import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.models import Limits
 from pitwall_executor.sandbox.base import (
     PYTHON,
@@ -207,7 +207,7 @@ def test_host_environment_does_not_leak(sandbox: Backend,
 
 def test_imports_use_the_compiled_bytecode(sandbox: Backend) -> None:
     """Every module the runner imports loads from a .pyc: nothing is compiled per job."""
-    code = "import pitwall.runner, pitwall.strategy, polars, numpy"
+    code = "import pitwall.sandbox.runner, pitwall.strategy, polars, numpy"
     out = sandbox.run(SandboxRequest("pyc", (PYTHON, "-S", "-v", "-c", code),
                                      limits=FAST.model_copy(update={"log_kb": 65536})))
     assert out.exit_code == 0 and not out.stderr_truncated, out.reason

@@ -119,7 +119,7 @@ def test_an_event_mode_job_runs_lock_step(sandbox: Backend, tmp_path: Path) -> N
 
     from pitwall.events import BrokerCosts, Market, run_local
     from pitwall_executor.datalake.generate import generate_bars
-    from pitwall_executor.feeder import run_lockstep
+    from pitwall_executor.execution.feeder import run_lockstep
     from pitwall_executor.sandbox.base import runner_request
 
     day = dt.date(2024, 1, 2)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import FAST, SMA, host_listener, make_job
 
-from pitwall.channel import FrameKind, decode_frames, decode_result
+from pitwall.frames import FrameKind, decode_frames, decode_result
 from pitwall.models import Limits
 from pitwall_executor.sandbox import oci, owner
 from pitwall_executor.sandbox.base import SandboxOutcome, runner_request
+from pitwall_executor.sandbox.checkpoint import SnapshotStore
 from pitwall_executor.sandbox.gvisor import GVisorBackend
-from pitwall_executor.sandbox.snapshot import SnapshotStore
 
 pytestmark = pytest.mark.sandbox
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import FAST, SMA, make_job
 
-from pitwall.channel import FrameKind, decode_frames, decode_result
+from pitwall.frames import FrameKind, decode_frames, decode_result
 from pitwall_executor.sandbox import owner
 from pitwall_executor.sandbox.base import runner_request
 from pitwall_executor.sandbox.gvisor import GVisorBackend
@@ -90,8 +90,8 @@ def test_the_job_path_uses_the_pool_and_records_the_image(tmp_path: Path) -> Non
     from pitwall.models import BacktestSpec
     from pitwall_executor.config import load_config
     from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+    from pitwall_executor.orchestration.worker import Worker
     from pitwall_executor.stack import Stack
-    from pitwall_executor.worker import Worker
 
     tmp_path.chmod(0o755)
     generate_dataset(Catalog(tmp_path / "lake"), "sample", symbols=["AAA"],

@@ -28,9 +28,9 @@ from pitwall.bundle import build_bundle
 from pitwall.models import BacktestSpec, JobView, Limits
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.orchestration.worker import Worker
 from pitwall_executor.sandbox.gvisor import RUNSC
 from pitwall_executor.stack import Stack
-from pitwall_executor.worker import Worker
 
 SYMBOLS = ["AAA", "BBB"]
 START, END = dt.date(2024, 3, 4), dt.date(2024, 3, 6)  # the lake runs to 2024-03-15

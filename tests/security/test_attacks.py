@@ -71,7 +71,7 @@ def test_garbage_on_the_result_channel_fails_the_job(env: Env) -> None:
 
 def test_a_forged_result_frame_is_refused(env: Env) -> None:
     a = env.run(body(
-        "import io\nfrom pitwall.channel import FrameKind, encode_frame\n"
+        "import io\nfrom pitwall.frames import FrameKind, encode_frame\n"
         "buf = io.BytesIO()\n"
         "bars.select('ts', 'symbol', weight=pl.lit(1.0)).write_ipc_stream(buf)\n"
         "for fd in os.listdir('/proc/self/fd'):\n    if int(fd) > 2:\n        try:\n"
@@ -145,11 +145,11 @@ def test_killing_every_process_in_the_sandbox_only_ends_the_job(env: Env) -> Non
 
 def test_tampering_with_the_sdk_cannot_change_the_reported_pnl(env: Env) -> None:
     tamper = HEADER + '''
-import pitwall.engine.metrics as _m, pitwall.engine.execution as _x, pitwall.engine.validate as _v
+import pitwall.engine.metrics as _m, pitwall.engine.vectorized as _x, pitwall.engine.validate as _v
 _m.compute_metrics = lambda *a, **k: {"sharpe": 99.0, "total_return": 10.0}
 _x.run_vectorized = lambda *a, **k: None
 _v.validate_weights = lambda w, *a, **k: w
-import pitwall.channel as _c
+import pitwall.frames as _c
 _c.decode_frames = lambda *a, **k: []
 '''
     a = env.run(BENIGN.removeprefix(HEADER), header=tamper)

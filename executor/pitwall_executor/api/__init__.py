@@ -1,4 +1,5 @@
-"""The Backtest API (DESIGN.md §2): tornado handlers over the Stack, one table in app.py."""
+"""The Backtest API (docs/architecture.md §2): tornado handlers over the Stack; one table
+in app.py."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pitwall.models import JobView
 from pitwall_executor.api.metrics import ApiMetrics
-from pitwall_executor.auth import Researcher, authenticate, token_digest
+from pitwall_executor.jobs.researchers import Researcher, authenticate, token_digest
 from pitwall_executor.stack import Stack
 
 T = TypeVar("T")

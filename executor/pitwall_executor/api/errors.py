@@ -21,8 +21,8 @@ from pitwall.errors import (
     UnknownSymbolError,
 )
 from pitwall_executor.api.models import ErrorResponse, FieldError
-from pitwall_executor.store import JobNotFoundError
-from pitwall_executor.sweeps import SweepError
+from pitwall_executor.jobs.store import JobNotFoundError
+from pitwall_executor.jobs.sweeps import SweepError
 
 DB_DOWN = ("the metadata database is unreachable; the job store is temporarily unavailable. "
            "Retry in a few seconds; no submitted job is lost")

@@ -29,13 +29,13 @@ from pitwall_executor.api.context import ApiContext
 from pitwall_executor.api.errors import ApiError, bad_request, not_found, to_api_error
 from pitwall_executor.api.models import CreateBacktestResponse, ListBacktestsResponse
 from pitwall_executor.api.signing import sign_url, verify
-from pitwall_executor.artifacts import (
+from pitwall_executor.config import Config
+from pitwall_executor.jobs.researchers import Researcher, bearer_token
+from pitwall_executor.storage.artifacts import (
     ArtifactMissingError,
     ArtifactUnavailableError,
     read_artifact,
 )
-from pitwall_executor.auth import Researcher, bearer_token
-from pitwall_executor.config import Config
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from pitwall.models import JobStatus, JobView
-from pitwall_executor.sweeps import SweepRow
+from pitwall_executor.jobs.sweeps import SweepRow
 
 
 class _Model(BaseModel):

@@ -23,7 +23,7 @@ from pitwall_executor.api.models import CreateSweepResponse, SweepResultsRespons
 def parse_grid(raw: bytes | None) -> dict[str, list[Any]]:
     """The ``grid`` part as a dict of parameter → list; a 400 naming ``grid`` otherwise.
 
-    The values themselves are checked by :func:`pitwall_executor.sweeps.expand_grid`
+    The values themselves are checked by :func:`pitwall_executor.jobs.sweeps.expand_grid`
     and the child specs (a :class:`SweepError`, also a 400 on ``grid``).
     """
     if raw is None:

@@ -39,16 +39,6 @@ from pitwall_executor.datalake.market_calendar import (
     trading_days,
     us_market_holidays,
 )
-from pitwall_executor.datalake.objectstore import (
-    ChecksumMismatchError,
-    LocalObjectStore,
-    ObjectNotFoundError,
-    ObjectStore,
-    ObjectStoreError,
-    open_store,
-    sha256_bytes,
-    sha256_file,
-)
 from pitwall_executor.datalake.planner import (
     ReadPlan,
     load_bars,
@@ -59,9 +49,18 @@ from pitwall_executor.datalake.planner import (
     validate_request,
 )
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
+from pitwall_executor.storage.objectstore import (
+    ChecksumMismatchError,
+    LocalObjectStore,
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectStoreError,
+    open_store,
+    sha256_bytes,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
-    from pitwall_executor.datalake.s3 import S3ObjectStore, S3Tuning
     from pitwall_executor.datalake.versions import (
         VacuumReport,
         diff,
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
         pin,
         vacuum,
     )
+    from pitwall_executor.storage.s3 import S3ObjectStore, S3Tuning
 
 __all__ = [
     "BARS_SCHEMA",

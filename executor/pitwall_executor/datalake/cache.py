@@ -1,4 +1,5 @@
-"""The worker's file cache (DESIGN.md §2 step 2): lake files on local disk, by content hash.
+"""The worker's file cache (docs/architecture.md §2 step 2): lake files on local disk, by
+content hash.
 
 Layout under the cache root::
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitwall.errors import DataError
-from pitwall_executor.datalake.objectstore import (
+from pitwall_executor.storage.objectstore import (
     ChecksumMismatchError,
     fsync_dir,
     sha256_file,

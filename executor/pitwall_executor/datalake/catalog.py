@@ -29,8 +29,8 @@ import polars as pl
 from pitwall.errors import DataError, EmptyRangeError, UnknownDatasetError
 from pitwall_executor.datalake.bars_file import BarsFileWriter
 from pitwall_executor.datalake.generate import GENERATOR_VERSION, generate_month_chunks
-from pitwall_executor.datalake.objectstore import fsync_dir, sha256_file
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
+from pitwall_executor.storage.objectstore import fsync_dir, sha256_file
 
 __all__ = [
     "Catalog",

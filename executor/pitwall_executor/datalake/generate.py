@@ -1,4 +1,4 @@
-"""Deterministic synthetic 1-minute OHLCV bars for US equities (DESIGN.md §6).
+"""Deterministic synthetic 1-minute OHLCV bars for US equities (docs/architecture.md §6).
 
 The model, per minute ``t`` of the regular session and symbol ``i``::
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pitwall_executor.datalake.cache import FileCache
-    from pitwall_executor.datalake.objectstore import ObjectStore
     from pitwall_executor.datalake.snapshot import FileEntry
+    from pitwall_executor.storage.objectstore import ObjectStore
 
 __all__ = ["GroupRun", "cold_groups", "file_fetch", "group_key", "group_runs", "group_span",
            "groups_fetch", "prefer_groups", "verify_group"]

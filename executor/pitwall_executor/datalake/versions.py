@@ -25,7 +25,7 @@ from pitwall.errors import DataError
 if TYPE_CHECKING:
     from pitwall_executor.datalake.catalog import Catalog
     from pitwall_executor.datalake.snapshot import FileEntry, Snapshot
-    from pitwall_executor.store import MetadataStore
+    from pitwall_executor.jobs.store import MetadataStore
 
 _VALUES = ("open", "high", "low", "close", "volume")
 # Data files younger than this are never deleted: a writer may have written them and not
@@ -64,7 +64,7 @@ def pin(catalog: Catalog, dataset: str, version: int, reason: str = "") -> None:
 
 def job_pins(store: MetadataStore, dataset: str) -> set[int]:
     """Versions of ``dataset`` referenced by any stored job, whatever its status."""
-    from pitwall_executor.store import jobs
+    from pitwall_executor.jobs.store import jobs
 
     query = sa.select(jobs.c.spec, jobs.c.data_version).where(jobs.c.data_version.is_not(None))
     pinned = set()

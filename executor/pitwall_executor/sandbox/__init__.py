@@ -1,4 +1,4 @@
-"""Sandbox backends (DESIGN.md §4, §5): run untrusted strategy code with limits."""
+"""Sandbox backends (docs/architecture.md §4, §5): run untrusted strategy code with limits."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def make_backend(config: Config) -> SandboxBackend:
 
         return DockerBackend(config.data_dir / "sandbox-docker")
     if config.sandbox == "local":
-        from pitwall_executor.sandbox.local import LocalBackend
+        from pitwall_executor.sandbox.unsandboxed import LocalBackend
 
         # Reaching here means the operator named the unsandboxed backend explicitly.
         return LocalBackend(allow_unsandboxed=True)

@@ -1,9 +1,10 @@
-"""The sandbox contract (DESIGN.md §4 ``SandboxBackend``, §5): what to run, what came back.
+"""The sandbox contract (docs/architecture.md §4 ``SandboxBackend``, §5): what to run, what
+came back.
 
 A backend runs one argv in a fresh sandbox per job, never reused, with the given
 read-only mounts and limits, enforces the wall-clock timeout from outside, and returns
 bounded stdout and stderr. Everything in a :class:`SandboxOutcome` came from untrusted
-code: parse it with limits (``pitwall.channel``), never unpickle it.
+code: parse it with limits (``pitwall.frames``), never unpickle it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PYTHON = "python"
 JOB_ROOT = "/job"
 #: The only writable place inside the sandbox; also ``HOME`` and ``TMPDIR``.
 SCRATCH = "/scratch"
-#: Exit code of ``pitwall.runner`` when the strategy raised.
+#: Exit code of ``pitwall.sandbox.runner`` when the strategy raised.
 STRATEGY_FAILED_EXIT = 3
 
 #: Targets a job may not mount over: the interpreter, the system and the scratch dir.
@@ -204,7 +205,7 @@ def runner_request(
     input_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> SandboxRequest:
-    """The request that runs ``pitwall.runner`` over a job's host directories.
+    """The request that runs ``pitwall.sandbox.runner`` over a job's host directories.
 
     ``bundle_dir`` (default ``job_dir/bundle``) holds the strategy files; ``input_dir``
     (default ``job_dir/input``) holds ``spec.json`` and ``bars.arrow``. Both are mounted
@@ -217,7 +218,7 @@ def runner_request(
             raise SandboxError(f"the job's {label} dir {path} does not exist; write it first")
     return SandboxRequest(
         job_id=job_id,
-        argv=(PYTHON, "-S", "-m", "pitwall.runner", JOB_ROOT),
+        argv=(PYTHON, "-S", "-m", "pitwall.sandbox.runner", JOB_ROOT),
         mounts=(
             Mount(bundle_dir.resolve(), f"{JOB_ROOT}/bundle"),
             Mount(input_dir.resolve(), f"{JOB_ROOT}/input"),
@@ -227,7 +228,7 @@ def runner_request(
     )
 
 
-#: Environment every backend sets, whatever the request says (DESIGN.md §5 determinism).
+#: Environment every backend sets, whatever the request says (docs/architecture.md §5 determinism).
 FIXED_ENV: Mapping[str, str] = {
     "PYTHONHASHSEED": "0",
     "PYTHONDONTWRITEBYTECODE": "1",

@@ -372,7 +372,7 @@ def _raw_socket(sock: Any) -> socket.socket:
 
 
 class DockerSession(SessionEnd):
-    """A started container with live pipes (``SandboxSession``, DESIGN.md §5).
+    """A started container with live pipes (``SandboxSession``, docs/architecture.md §5).
 
     The container's stdin, stdout and stderr travel over one attach socket (the engine
     multiplexes stdout and stderr in frames). ``stdin`` writes to it; closing it

@@ -35,7 +35,7 @@ from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, Sessio
 from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
 
 if TYPE_CHECKING:
-    from pitwall_executor.sandbox.snapshot import SnapshotStore
+    from pitwall_executor.sandbox.checkpoint import SnapshotStore
 
 log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
@@ -135,7 +135,7 @@ class GVisorBackend:
         self.destroy_orphans()
         self.snapshots: SnapshotStore | None = None
         if snapshots:
-            from pitwall_executor.sandbox.snapshot import SnapshotStore
+            from pitwall_executor.sandbox.checkpoint import SnapshotStore
 
             self.snapshots = SnapshotStore(self, self._state / "snapshots")
 
@@ -168,7 +168,7 @@ class GVisorBackend:
     @functools.cached_property
     def image(self) -> str:
         """The run manifest's "image": a digest of everything the mounts show a job."""
-        from pitwall_executor.image import runtime_digest
+        from pitwall_executor.sandbox.image import runtime_digest
 
         return runtime_digest(self._layout, self._rootfs, self._runsc)
 
@@ -389,7 +389,7 @@ def _tail(path: Path, limit: int = 4096) -> str:
 
 
 class GVisorSession(SessionEnd):
-    """A started gVisor sandbox with live pipes (``SandboxSession``, DESIGN.md §5).
+    """A started gVisor sandbox with live pipes (``SandboxSession``, docs/architecture.md §5).
 
     ``stdin``/``stdout`` are the sandboxed process's own fds 0 and 1 (binary, unbuffered
     pipes): write to ``stdin`` and close it to send EOF; read ``stdout`` until EOF. stderr

@@ -1,6 +1,6 @@
-"""A warm pool of gVisor sandboxes (DESIGN.md §5): start-up paid before the job exists.
+"""A warm pool of gVisor sandboxes (docs/architecture.md §5): start-up paid before the job exists.
 
-Each slot is a sandbox started with ``python -m pitwall.runner --warm /job``: it imports
+Each slot is a sandbox started with ``python -m pitwall.sandbox.runner --warm /job``: it imports
 NumPy, polars and pyarrow, says "ready" on its channel and blocks on stdin. Its
 ``/job/bundle`` and ``/job/input`` are the slot's *own* empty host directories, mounted
 read-only (a mount cannot be added to a running sandbox). To serve a job the pool
@@ -36,12 +36,11 @@ import uuid
 from pathlib import Path
 
 from pitwall.models import Limits
-from pitwall.runner import GO_LINE, READY_LINE
+from pitwall.sandbox.runner import GO_LINE, READY_LINE
 from pitwall_executor.sandbox import affinity
 from pitwall_executor.sandbox.base import JOB_ROOT, SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer
-from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
-from pitwall_executor.sandbox.snapshot import (
+from pitwall_executor.sandbox.checkpoint import (
     BAKED_LIMITS,
     JOB_DIRS,
     RUNNER_ARGV,
@@ -49,6 +48,7 @@ from pitwall_executor.sandbox.snapshot import (
     Restoring,
     empty_job_mounts,
 )
+from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0

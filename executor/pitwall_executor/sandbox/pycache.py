@@ -63,7 +63,7 @@ def _sources(root: Path) -> Iterator[Path]:
 
 def _site_roots(site: Path) -> set[Path]:
     """Top-level files and package dirs in ``site`` of the sandbox's distributions."""
-    from pitwall_executor.image import distributions
+    from pitwall_executor.sandbox.image import distributions
 
     dists, _missing = distributions()
     roots: set[Path] = set()

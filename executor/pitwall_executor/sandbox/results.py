@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pitwall.channel import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.errors import StrategyOutputError
+from pitwall.frames import FrameKind, decode_error, decode_frames, decode_result
 
 
 def decode_weights(stdout: bytes, *, max_bytes: int) -> pa.Table:

@@ -6,10 +6,10 @@ Conventions are in ``docs/engine-conventions.md``.
 
 from __future__ import annotations
 
-from pitwall.engine.execution import EngineResult, run_vectorized
 from pitwall.engine.metrics import compute_metrics, daily_returns
 from pitwall.engine.report import ReportPaths, write_report
 from pitwall.engine.validate import validate_weights
+from pitwall.engine.vectorized import EngineResult, run_vectorized
 
 __all__ = [
     "EngineResult",

@@ -26,10 +26,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pitwall.channel import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.engine.grid import BarGrid, FloatGrid, build_grid, target_grid
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import StrategyOutputError
+from pitwall.frames import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.models import AuditFinding, LookaheadAudit
 
 TOLERANCE = 1e-12
@@ -67,7 +67,7 @@ def split_run(stdout: bytes, *, n_cuts: int, max_bytes: int) -> tuple[pa.Table, 
     """Decode a run with an audit: the full run's weights, then one output per cut.
 
     Same bounds as a plain run (the whole output within ``max_bytes``, frames checked by
-    :func:`pitwall.channel.decode_frames`). The full run must come first as a RESULT; a
+    :func:`pitwall.frames.decode_frames`). The full run must come first as a RESULT; a
     cut's ERROR frame or a missing frame becomes a reason string, so a re-run that fails
     never fails the job.
     """

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from pitwall.engine.execution import EngineResult
 from pitwall.engine.metrics import TRADING_DAYS, daily_returns
+from pitwall.engine.vectorized import EngineResult
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

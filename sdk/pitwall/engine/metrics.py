@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pitwall.engine.execution import EngineResult
+from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import DataError
 from pitwall.models import BacktestSpec, Metrics
 

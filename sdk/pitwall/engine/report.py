@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pitwall.engine import charts
 from pitwall.engine.audit import describe
-from pitwall.engine.execution import EngineResult
+from pitwall.engine.vectorized import EngineResult
 from pitwall.models import LookaheadAudit, Metrics
 
 if TYPE_CHECKING:

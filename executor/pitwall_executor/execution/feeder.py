@@ -1,0 +1,191 @@
+"""The trusted feeder of event mode: bars in, orders out, in lock-step (docs/architecture.md §1.2).
+
+For each timestamp where the strategy is due (its schedule) or something of its filled,
+the feeder writes ONE frame with the bars since the previous step (at most ``lookback``
+of them, never one after ``now``), the fills and the portfolio, then blocks until it has
+read the strategy's ONE answer before it looks at the next bar. Bars where nobody is due
+and no order is open are skipped without a round trip; open orders are checked against
+every bar by the trusted broker without waking the strategy unless they fill.
+
+The broker, not the strategy, keeps the books: the strategy's answers are decisions,
+validated (bounded counts, known types, symbols in the universe, finite quantities).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from pitwall.engine.broker import Broker, BrokerCosts
+from pitwall.engine.event_result import EventResult, build_result
+from pitwall.engine.market import CLOSE, Market
+from pitwall.errors import StrategyOutputError
+from pitwall.frames import decode_error
+from pitwall.lockstep import (
+    DUE,
+    END,
+    ERROR,
+    FrameReader,
+    StepWriter,
+    decode_orders,
+    decode_ready,
+)
+from pitwall.schedule import check_schedule, due_mask, next_due
+
+#: The largest STEP frame the feeder will build (lookback × fields × symbols × 8 bytes).
+MAX_STEP_BYTES = 512 * 1024 * 1024
+#: Largest answer accepted from the strategy.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: Progress ticks per run; each carries the broker's mark-to-market equity at its bar.
+PROGRESS_TICKS = 50
+
+
+class StrategyStopped(Exception):
+    """The strategy process ended or raised; its outcome says why (exit code, log)."""
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    """How the run went over the channel."""
+
+    bars: int  # timestamps in the run
+    round_trips: int  # STEP frames answered (READY excluded)
+    seconds: float  # from READY to the END answer
+
+
+def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: float,
+                 costs: BrokerCosts, max_participation: float | None = 0.1,
+                 max_orders: int | None = None,
+                 progress: Callable[[float, int, float], None] | None = None,
+                 ) -> tuple[EventResult, FeedStats]:
+    """Feed ``market`` to the strategy process behind the pipes; return the broker's result.
+
+    ``stdin``/``stdout`` are the strategy process's pipes (a sandbox session's). Raises
+    :class:`StrategyStopped` when the process raised or went away (read its outcome),
+    :class:`StrategyOutputError` when it broke the protocol. ``progress(fraction, ts_ms,
+    equity)`` is called about :data:`PROGRESS_TICKS` times with the equity at that bar.
+    """
+    reader = FrameReader(stdout.fileno(), max_payload=MAX_ANSWER_BYTES)
+    out = stdin.fileno()
+    n_sym = len(market.symbols)
+    try:
+        kind, payload = reader.read()
+        _check_error(kind, payload)
+        try:
+            sched = check_schedule(decode_ready(kind, payload))
+        except ValueError as exc:
+            raise StrategyOutputError(f"the strategy's schedule is invalid: {exc}") from None
+        lookback = min(sched["lookback"], len(market))
+        if lookback * 5 * n_sym * 8 > MAX_STEP_BYTES:
+            raise StrategyOutputError(f"lookback={lookback} × {n_sym} symbols is too much "
+                                      "history per step; lower the strategy's lookback")
+        due = due_mask(market.ts, every=sched["every"], at=sched["at"],
+                       timezone=sched["timezone"])
+        broker = Broker(n_sym, capital=capital, costs=costs, max_participation=max_participation)
+        limit = max_orders or max(1000, 10 * n_sym)
+        started = time.perf_counter()
+        tick = _ticker(market, broker, progress) if progress is not None else None
+        trips = _feed(reader, out, market, broker, due.tolist(), next_due(due), lookback, limit,
+                      tick)
+        stats = FeedStats(len(market), trips, time.perf_counter() - started)
+    except (EOFError, BrokenPipeError) as exc:
+        raise StrategyStopped(f"the strategy process went away ({exc})") from None
+    return build_result(market, broker), stats
+
+
+def _check_error(kind: int, payload: memoryview) -> None:
+    if kind == ERROR:
+        try:
+            err = decode_error(bytes(payload))
+            what = f"{err.get('error', '?')}: {err.get('message', '')}"
+        except StrategyOutputError:
+            what = "an unreadable error"
+        raise StrategyStopped(f"the strategy raised {what[:500]}")
+
+
+def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: list[bool],
+          nxt: list[int], lookback: int, max_orders: int,
+          progress: Callable[[int], None] | None) -> int:
+    """The lock-step loop; returns the number of round trips."""
+    data, ts, n = market.data, market.ts.tolist(), len(market)
+    send_step = StepWriter(out, len(market.symbols), lookback).send  # one write per step
+    read = reader.read
+    sent = 0  # rows [0, sent) are with the strategy
+    trips = 0
+    report_every = max(n // PROGRESS_TICKS, 1)
+    next_report = report_every
+    t = nxt[0]
+    while t < n:
+        fills = broker.execute(t, data[t]) if broker.open else []
+        if fills or due[t]:
+            rows = data[max(sent, t + 1 - lookback):t + 1]
+            send_step(ts[t], rows, fills, cash=broker.cash,
+                      positions=broker.positions if fills else None,
+                      flags=DUE if due[t] else 0)
+            sent = t + 1
+            trips += 1
+            kind, payload = read()
+            _check_error(kind, payload)
+            orders, cancels = decode_orders(kind, payload, max_orders=max_orders)
+            if orders or cancels:
+                broker.submit(orders, cancels)
+        if progress is not None and t >= next_report:
+            progress(t)
+            next_report = t + report_every
+        t = t + 1 if broker.open else nxt[t + 1]
+    rows = data[max(sent, n - lookback):n]
+    send_step(ts[-1], rows, [], cash=broker.cash, positions=broker.positions, flags=END)
+    kind, payload = read()
+    _check_error(kind, payload)
+    decode_orders(kind, payload, max_orders=max_orders)  # on_end's orders are never filled
+    return trips
+
+
+def _ticker(market: Market, broker: Broker,
+            progress: Callable[[float, int, float], None]) -> Callable[[int], None]:
+    """``tick(t)`` reports the fraction done, bar ``t``'s time (ms since the epoch) and the
+    broker's equity marked at the last known closes (the marks of the final equity curve);
+    the closes are folded in incrementally, O(symbols × bars) over the whole run."""
+    close = market.data[:, CLOSE, :]
+    last = np.zeros(close.shape[1])
+    seen = 0  # closes [0, seen) are folded into ``last``
+    n = len(market)
+
+    def tick(t: int) -> None:
+        nonlocal seen
+        chunk = close[seen:t + 1]
+        valid = ~np.isnan(chunk)
+        cols = np.flatnonzero(valid.any(axis=0))
+        if cols.size:
+            rows = len(chunk) - 1 - np.argmax(valid[::-1], axis=0)
+            last[cols] = chunk[rows[cols], cols]
+        seen = t + 1
+        progress(t / n, int(market.ts[t]) // 1000, broker.equity(last))
+
+    return tick
+
+
+def watchdog(deadline_s: float, kill: Callable[[], Any]) -> Callable[[], bool]:
+    """Kill the session after ``deadline_s`` unless cancelled; returns ``cancel()`` that
+    says whether the deadline had already passed (the read then failed because of it)."""
+    import threading
+
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        kill()
+
+    timer = threading.Timer(deadline_s, fire)
+    timer.daemon = True
+    timer.start()
+
+    def cancel() -> bool:
+        timer.cancel()
+        return fired.is_set()
+
+    return cancel

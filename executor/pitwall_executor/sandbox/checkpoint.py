@@ -1,0 +1,316 @@
+"""Cold runner jobs restored from a checkpoint of a warm sandbox (gVisor save/restore).
+
+A cold gVisor job pays the sandbox's boot and ~11,000 trapped system calls of the
+runner's imports (docs/benchmarks.md). Here that is paid once: a sandbox is started as
+a warm-pool slot would be (``python -m pitwall.sandbox.runner --warm /job``: libraries
+imported, "ready" said, blocked on stdin, its ``/job`` mounts empty directories that
+are deleted afterwards), then saved with ``runsc checkpoint``, which ends it. Each cold
+runner job is then a *new* sandbox, ``runsc restore`` of that image under a new
+container id with the job's own bundle: the job's directories are mounted at
+``/job/bundle`` and ``/job/input`` exactly as in a plain cold run (a restored sandbox
+takes its mounts, cgroups and limits from the new bundle; its memory from the image),
+and the job starts when the worker writes "go". Nothing ran in it before but the
+runner's imports, and the image holds no job data: the same isolation as a cold start.
+
+The restore is platform work, not the job's: it runs with the worker's CPU budget. The
+sandbox's cgroup is created by runsc with the job's CPU quota; once runsc has written
+it, the quota is lifted (``-1``: bounded by the worker's own cgroup; the batch weight,
+``cpu.shares``, stays), the restored runner is asked to say "ready" again ("ping": it
+said it before the checkpoint, so only the answer proves the restored process is up and
+reading stdin), then the job's quota is written back and read back, and only then is
+"go" written: no line of the job runs without its quota. A restore that never answers
+is a failed restore: no job code ran, so the job is run plain cold.
+
+Measured with runsc 20240729 (systrap; bench/sandbox_start.py 7, quiet): restored job to
+its first strategy line 236.9 ms against 123.3 ms for the same job on the host (1.92x),
+plain cold 711.4 ms, with the image written uncompressed and without zero pages
+(``GVisorBackend.checkpoint_flags``; compressed: 326.9 ms). A restore then spends ~95 ms
+booting the Sentry, ~50 ms loading kernel objects and the rest loading memory.
+
+Earlier (ptrace platform, runsc 20221219, loaded; by hand and bench/sandbox_start.py):
+the restore's time grows with the image, i.e. the runner's anonymous memory that runsc
+decompresses ("Memory load"): ~0.19 s for a bare ``python -c`` (0.7 MB image), ~0.45 s for the warm
+runner (9.7 MB); under a 1-CPU quota runsc was throttled 75-220 ms of each restore,
+and lifting it cut restore-to-first-strategy-line by ~20 % (447 -> 357 ms).
+
+The image is built lazily by the first fitting request (which pays ~1.5 s once) and
+stored under the backend's state dir, keyed like the bytecode tree (``pycache.py``):
+the runtime's digest (rootfs, interpreter, venv, SDK, runsc), the mtimes of the SDK
+and venv (an edit mid-process rebuilds), the flags and the limits baked into a running
+sandbox (memory, pids, CPUs, scratch size). A restore that fails is logged, the image
+dropped (rebuilt by the next request) and the job run plain cold; after
+:data:`_MAX_FAILURES` failures the store turns itself off for this process.
+
+Determinism: the runner seeds ``random`` and NumPy, and installs the simulated clock,
+when the job starts (after "go"), not at import, so a restored job is seeded as a cold
+one. The sandbox's real clocks are the host's after a restore; ``os.urandom`` is fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import select
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pitwall.errors import SandboxError
+from pitwall.models import Limits
+from pitwall.sandbox.runner import GO_LINE, PING_LINE, READY_LINE, WARM_FLAG
+from pitwall_executor.sandbox import affinity, oci, owner
+from pitwall_executor.sandbox.base import (
+    JOB_ROOT,
+    PYTHON,
+    SCRATCH,
+    Mount,
+    SandboxOutcome,
+    SandboxRequest,
+)
+
+if TYPE_CHECKING:
+    from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
+
+log = logging.getLogger(__name__)
+
+RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.sandbox.runner", JOB_ROOT)
+WARM_ARGV = (PYTHON, "-S", "-m", "pitwall.sandbox.runner", WARM_FLAG, JOB_ROOT)
+#: The job's directories a runner reads, mounted read-only under ``/job``.
+JOB_DIRS = ("bundle", "input")
+#: The limits fixed inside a running sandbox (a warm or restored one serves only these).
+BAKED_LIMITS = ("memory_mb", "pids", "cpus", "scratch_mb")
+_BUILD_TIMEOUT_S = 120.0
+#: How long a restore may take before it counts as failed (it takes well under 1 s).
+RESTORE_TIMEOUT_S = 30.0
+_MAX_FAILURES = 2
+_CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+#: How long to wait for runsc to write the job's quota before lifting it (else: not lifted).
+_QUOTA_WAIT_S = 1.0
+
+
+def empty_job_mounts(root: Path) -> tuple[Mount, ...]:
+    """Empty ``root/bundle`` and ``root/input`` (readable by the sandbox's user), mounted
+    read-only at ``/job/…``: a warm runner's mounts before any job exists."""
+    for name in JOB_DIRS:
+        (root / name).mkdir(parents=True)
+        (root / name).chmod(0o755)
+    root.chmod(0o755)
+    return tuple(Mount(root / name, f"{JOB_ROOT}/{name}") for name in JOB_DIRS)
+
+
+def _read_exactly(fd: int, n: int, timeout: float | None = None) -> bytes:
+    """Up to ``n`` bytes, fewer on EOF or once ``timeout`` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    data = b""
+    while len(data) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+        if not (chunk := os.read(fd, n - len(data))):
+            break
+        data += chunk
+    return data
+
+
+class Restoring:
+    """A sandbox being restored from a checkpoint of a warm runner, its quota lifted.
+
+    :meth:`settle` is the gate before "go": it puts the job's CPU quota back, reads it
+    back, and says whether it is in force.
+    """
+
+    def __init__(self, session: GVisorSession, limits: Limits) -> None:
+        self.session = session
+        self.quota = int(oci.resources(limits)["cpu"]["quota"])
+        self._file = _CPU_CGROUP / session.container_id / "cpu.cfs_quota_us"
+        self.lifted = False
+
+    def lift(self) -> None:
+        """Once runsc has set the job's quota on the new cgroup, lift it for the restore.
+
+        Waiting for runsc's own write first means it cannot overwrite ours; where the
+        quota never shows (no cgroup-v1 cpu controller) nothing is lifted.
+        """
+        deadline = time.monotonic() + _QUOTA_WAIT_S
+        while self.session.alive and time.monotonic() < deadline:
+            try:
+                if int(self._file.read_text()) == self.quota:
+                    self._file.write_text("-1")
+                    self.lifted = True
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.002)
+
+    def settle(self) -> bool:
+        """Give the sandbox the job's CPU quota again; True when it is in force."""
+        if not self.lifted:
+            return True
+        try:
+            self._file.write_text(str(self.quota))
+            return int(self._file.read_text()) == self.quota
+        except (OSError, ValueError):
+            return False
+
+
+class SnapshotStore:
+    """Checkpoint images of a warm runner sandbox under ``root``, one per baked limits."""
+
+    def __init__(self, backend: GVisorBackend, root: Path) -> None:
+        self._backend = backend
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_builds()
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._count = threading.Lock()
+        #: Runs served by a restore / plain cold because no image was usable (tests, bench).
+        self.restored = 0
+        self.fallbacks = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._failures < _MAX_FAILURES
+
+    def fits(self, request: SandboxRequest) -> bool:
+        """A runner request over ``/job/bundle`` and ``/job/input`` with no extra env."""
+        targets = sorted(m.target for m in request.mounts)
+        return (request.argv == RUNNER_ARGV and not request.env and request.cwd == SCRATCH
+                and targets == [f"{JOB_ROOT}/{d}" for d in JOB_DIRS]
+                and all(m.readonly for m in request.mounts))
+
+    def key(self, limits: Limits) -> str:
+        """The image's name: baked limits, then a digest of what the sandbox holds."""
+        backend = self._backend
+        layout = backend.layout
+        stamps = [p.stat().st_mtime_ns for p in sorted((layout.sdk / "pitwall").rglob("*.py"))]
+        stamps.append(layout.site_packages.stat().st_mtime_ns)
+        parts = [backend.image, *backend.flags, *backend.checkpoint_flags, *map(str, stamps),
+                 *WARM_ARGV]
+        digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+        baked = "-".join(f"{getattr(limits, k)}" for k in BAKED_LIMITS)
+        return f"{baked}-{digest}"
+
+    def image(self, limits: Limits, *, build: bool = True) -> Path | None:
+        """The image dir for ``limits``, built now if missing and ``build``; None when
+        unavailable (disabled, or another thread of this process is building it)."""
+        if not self.enabled:
+            return None
+        key = self.key(limits)
+        path = self._root / key
+        if (path / "checkpoint.img").is_file():
+            return path
+        if not build or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not (path / "checkpoint.img").is_file():
+                self._build(limits, path)
+        except Exception:  # the runtime failed: log it, count it, run cold
+            log.exception("sandbox snapshot: building the checkpoint image failed")
+            self._failures += 1
+            return None
+        finally:
+            self._lock.release()
+        self._drop_stale(key)
+        return path
+
+    def restore(self, request: SandboxRequest, image: Path, *, arm: bool) -> Restoring:
+        """Start restoring ``image`` with ``request``'s bundle (its argv: :data:`WARM_ARGV`),
+        the quota lifted and "ping" already sent: "ready" on stdout means it is up."""
+        restoring = Restoring(self._backend.launch(request, arm=arm, restore_from=image),
+                              request.limits)
+        with contextlib.suppress(OSError):  # the pipe holds it until the process is back
+            restoring.session.stdin.write(PING_LINE)
+            restoring.session.stdin.flush()
+        restoring.lift()
+        return restoring
+
+    def failed(self, image: Path, session: GVisorSession, why: str) -> None:
+        """A restore of ``image`` never got ready: log it, drop the image, count it."""
+        session.kill()
+        outcome = session.wait()
+        log.warning("sandbox snapshot: restoring %s failed (%s; exit %s): %s", image.name, why,
+                    outcome.exit_code, (outcome.backend_log or outcome.stderr.decode(
+                        "utf-8", "replace"))[-300:])
+        shutil.rmtree(image, ignore_errors=True)
+        with self._count:
+            self._failures += 1
+
+    def run(self, request: SandboxRequest) -> SandboxOutcome | None:
+        """Run a fitting request in a restored sandbox; None: run it plain cold."""
+        if not self.fits(request):
+            return None
+        image = self.image(request.limits)
+        if image is None:
+            with self._count:
+                self.fallbacks += 1
+            return None
+        # The job's own dirs, in the order the image was made with (mounts pair by target).
+        by_target = {m.target: m for m in request.mounts}
+        mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in JOB_DIRS)
+        restoring = self.restore(dataclasses.replace(request, argv=WARM_ARGV, mounts=mounts),
+                                 image, arm=True)
+        session = restoring.session
+        answer = _read_exactly(session.stdout.fileno(), len(READY_LINE), RESTORE_TIMEOUT_S)
+        # Nothing of the job has run before "go": a failure here is the runtime's alone.
+        if answer != READY_LINE or not restoring.settle():
+            why = "no answer" if answer != READY_LINE else "the job's CPU quota not restored"
+            self.failed(image, session, why)
+            with self._count:
+                self.fallbacks += 1
+            return None
+        with affinity.one_cpu_run(session, request.limits.cpus):
+            with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
+                session.stdin.write(GO_LINE)
+                session.stdin.flush()
+            outcome = session.collect(request)
+        with self._count:
+            self.restored += 1
+        return outcome
+
+    def _build(self, limits: Limits, dest: Path) -> None:
+        """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""
+        work = self._root / f".build-{owner.current().token}-{uuid.uuid4().hex[:8]}"
+        try:
+            mounts = empty_job_mounts(work)
+            clock = limits.model_copy(update={"timeout_s": _BUILD_TIMEOUT_S})
+            request = SandboxRequest(f"snapshot-{work.name[7:]}", WARM_ARGV, mounts, {}, clock)
+            with self._backend.launch(request, arm=True) as session:
+                line = _read_exactly(session.stdout.fileno(), len(READY_LINE))
+                if line != READY_LINE:
+                    session.kill()
+                    raise SandboxError(f"the warm runner did not get ready ({line!r}): "
+                                       f"{session.wait().reason}")
+                (work / "image").mkdir()
+                self._backend.checkpoint(session.container_id, work / "image")
+            if not (work / "image" / "checkpoint.img").is_file():
+                raise SandboxError("runsc checkpoint wrote no checkpoint.img")
+            try:
+                os.rename(work / "image", dest)
+            except OSError:
+                if not (dest / "checkpoint.img").is_file():  # not a concurrent worker's
+                    raise
+            size = (dest / "checkpoint.img").stat().st_size
+            log.info("sandbox snapshot: built %s (%.1f MB)", dest.name, size / 1e6)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _drop_stale(self, key: str) -> None:
+        """Remove the images of the same limits made for an older runtime."""
+        baked = key.rsplit("-", 1)[0]
+        for old in self._root.glob(f"{baked}-*"):
+            if old.name != key:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _remove_dead_builds(self) -> None:
+        for d in self._root.glob(".build-*"):
+            who = owner.Owner.parse("-".join(d.name.split("-")[1:3]))
+            if who is None or not who.alive():
+                shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,162 @@
+"""The sandbox side of event mode: ``python -m pitwall.sandbox.runner /job`` with ``kind: event``.
+
+Loads the strategy class from the bundle, announces its schedule (READY), then serves
+the lock-step loop: read one STEP (the bars since the last step, fills, portfolio),
+call the callbacks, answer with one ORDERS frame. The process only ever holds bars up
+to ``now``: the trusted feeder sends the next step after it has read these orders.
+Bars live in a fixed buffer of ``lookback + max(lookback, 1024)`` rows, compacted when
+full, so memory does not grow with the length of the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pitwall.context import Context
+from pitwall.event_strategy import Strategy, find_event_strategy
+from pitwall.lockstep import (
+    DUE,
+    EMPTY_ORDERS_FRAME,
+    END,
+    READY,
+    STEP,
+    FrameReader,
+    decode_step,
+    send_orders,
+    write_all,
+    write_frame,
+)
+from pitwall.sandbox.clock import SimulatedClock
+
+MAX_STEP_BYTES = 1 << 30
+_CLOSE = 3
+
+
+def load_event_strategy(bundle: Path, entrypoint: str) -> type[Strategy]:
+    """Import the bundle's strategy module and find its :class:`Strategy` subclass."""
+    from pitwall.sandbox.runner import parse_entrypoint
+
+    module_file, name = parse_entrypoint(entrypoint)
+    path = bundle / module_file
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {module_file} from the bundle")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    sys.path.insert(0, str(bundle))
+    spec.loader.exec_module(module)
+    return find_event_strategy(vars(module), name)
+
+
+def _last_valid_close(block: npt.NDArray[np.float64], base: npt.NDArray[np.float64]) -> None:
+    """Overwrite ``base`` with each symbol's last non-NaN close in ``block`` (if any)."""
+    fresh = np.full(len(base), np.nan)
+    for row in block[::-1, _CLOSE]:
+        gaps = np.isnan(fresh)
+        if not gaps.any():
+            break
+        fresh[gaps] = row[gaps]
+    seen = ~np.isnan(fresh)
+    base[seen] = fresh[seen]
+
+
+def append_rows(ctx: Context, rows: npt.NDArray[np.float64]) -> None:
+    """Append bars to the context's buffer, keeping at least ``lookback`` rows.
+
+    Usually one copy into free rows; when the buffer is full it is compacted to its last
+    ``lookback - k`` rows first (the closes of the rows dropped are kept for
+    ``last_close``) and the freed rows are reset to NaN: nothing after ``now`` is held.
+    """
+    k = len(rows)
+    if k == 0:
+        return
+    buf, end = ctx._data, ctx._row + 1
+    if end + k <= len(buf):  # the usual case
+        buf[end:end + k] = rows
+        ctx._row = end + k - 1
+        return
+    lookback = ctx.lookback
+    if k >= lookback:
+        _last_valid_close(buf[:end], ctx._base_close)
+        _last_valid_close(rows[:k - lookback], ctx._base_close)
+        buf[:lookback] = rows[k - lookback:]
+        buf[lookback:] = np.nan
+        ctx._dropped += end + k - lookback
+        ctx._row = lookback - 1
+        return
+    keep = min(end, lookback - k)
+    _last_valid_close(buf[:end - keep], ctx._base_close)
+    buf[:keep] = buf[end - keep:end].copy()
+    buf[keep:keep + k] = rows
+    buf[keep + k:] = np.nan
+    ctx._dropped += end - keep
+    ctx._row = keep + k - 1
+
+
+def serve(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
+    """Run the lock-step loop until the feeder's END step; exceptions propagate."""
+    from pitwall.sandbox.runner import seed_everything
+
+    spec: dict[str, Any] = json.loads((job / "input" / "spec.json").read_text())
+    seed_everything(int(spec.get("seed", 0)))
+    clock = SimulatedClock()  # time.time()/datetime.now() read the bar's time (determinism)
+    clock.install()
+    cls = load_event_strategy(job / "bundle", str(spec["entrypoint"]))
+    strategy = cls(**dict(spec.get("params") or {}))
+    schedule = strategy.schedule()
+    symbols = [str(s) for s in spec["symbols"]]
+    lookback = int(schedule["lookback"])
+    # np.full touches every page now: a page fault inside gVisor (ptrace) is expensive.
+    buf = np.full((lookback + max(lookback, 1024), 5, len(symbols)), np.nan)
+    ctx = Context(symbols, capital=float(spec["capital"]), lookback=lookback, data=buf)
+    strategy.on_start(ctx)
+    if ctx._pending:
+        raise RuntimeError("on_start placed orders; place orders in on_bar")
+    channel.flush()
+    out = channel.fileno()
+    write_frame(out, READY, json.dumps(schedule).encode())
+    _loop(strategy, ctx, FrameReader(in_fd, max_payload=MAX_STEP_BYTES), out, clock)
+
+
+def _loop(strategy: Strategy, ctx: Context, reader: FrameReader, out: int,
+          clock: SimulatedClock) -> None:
+    """One STEP in (one ``readv``), the callbacks, one ORDERS out (one ``write``).
+
+    No other syscall per step: the simulated clock is a number set here, nothing is
+    allocated beyond small views, and a step without orders writes a constant frame.
+    """
+    n = len(ctx.symbols)
+    portfolio = ctx.portfolio
+    on_bar, on_fill = strategy.on_bar, strategy.on_fill
+    read = reader.read
+    while True:
+        kind, payload = read()
+        if kind != STEP:
+            raise RuntimeError(f"unexpected frame kind {kind} from the feeder")
+        now, cash, flags, rows, fills, positions = decode_step(payload, n)
+        append_rows(ctx, rows)
+        ctx.ts = now
+        clock._now_ns = now * 1000  # time.time()/datetime.now() = this bar's ts
+        if positions is not None:
+            portfolio.cash = cash
+            portfolio.positions = positions.copy()
+        if fills:
+            for fill in ctx._fills(fills):
+                on_fill(ctx, fill)
+        if flags & END:
+            strategy.on_end(ctx)
+            write_all(out, EMPTY_ORDERS_FRAME)
+            return
+        if flags & DUE:
+            on_bar(ctx)
+        if ctx._pending or ctx._cancels:
+            send_orders(out, *ctx._take_orders())
+        else:
+            write_all(out, EMPTY_ORDERS_FRAME)

@@ -1,0 +1,252 @@
+"""The in-sandbox runner (untrusted side): ``python -m pitwall.sandbox.runner /job``.
+
+Reads ``/job/input/spec.json`` (``entrypoint``, ``params``, ``seed``), the strategy in
+``/job/bundle/`` and the bars in ``/job/input/bars.arrow``; calls the strategy; writes
+its frame as an Arrow IPC stream in a :mod:`pitwall.frames` frame to the *original*
+stdout. Before any strategy code is imported, fd 1 is moved to a private descriptor and
+fd 1 becomes a copy of fd 2, so the strategy's ``print()`` goes to the log. On an
+exception the traceback goes to stderr, an ERROR frame to the channel, and the exit code
+is :data:`STRATEGY_FAILED`.
+
+Determinism: before every call of the strategy, ``random`` and NumPy are seeded from
+``spec.seed`` and the simulated clock (:mod:`pitwall.sandbox.clock`) is set to the frame's last
+bar. When ``spec.json`` holds an ``"audit"`` plan, the full RESULT frame is followed by
+one frame per cut of the lookahead audit (:mod:`pitwall.sandbox.cuts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import importlib.abc
+import importlib.util
+import io
+import json
+import os
+import random
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from pitwall.frames import FrameKind, encode_frame
+from pitwall.sandbox.clock import SimulatedClock
+from pitwall.sandbox.cuts import AuditPlan, run_cuts
+
+# The real monotonic clock (the simulated clock leaves it real; captured to be explicit).
+_monotonic = time.monotonic
+
+STRATEGY_FAILED = 3
+_MODULE_FILE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
+_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def take_result_channel() -> IO[bytes]:
+    """Move the result channel off fd 1; from now on fd 1 (``print``) writes to stderr."""
+    sys.stdout.flush()
+    channel_fd = os.dup(1)  # non-inheritable: a subprocess of the strategy cannot get it
+    os.dup2(2, 1)
+    return os.fdopen(channel_fd, "wb")
+
+
+def parse_entrypoint(entrypoint: str) -> tuple[str, str | None]:
+    """``"strategy.py:fn"`` → ``("strategy.py", "fn")``; ``"strategy.py"`` → ``(.., None)``."""
+    module, _, name = entrypoint.partition(":")
+    if not _MODULE_FILE.match(module) or (name and not _FUNCTION.match(name)):
+        raise ValueError(f"entrypoint {entrypoint!r} must look like 'strategy.py:function_name'")
+    return module, name or None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random`` now and NumPy's global generator now or when it is first imported.
+
+    Importing NumPy only to seed it cost every cold sandbox ~0.2 s (gVisor); a strategy
+    that never imports it should not pay, and one that does gets the same seeded state.
+    """
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed)
+        return
+    for finder in sys.meta_path:
+        if isinstance(finder, _SeedNumpyOnImport):
+            finder.seed = seed
+            return
+    sys.meta_path.insert(0, _SeedNumpyOnImport(seed))
+
+
+class _SeedNumpyOnImport(importlib.abc.MetaPathFinder):
+    """Import hook: seeds ``numpy.random`` right after ``numpy`` is first executed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "numpy":
+            return None
+        sys.meta_path.remove(self)  # find the real numpy once, then get out of the way
+        spec = importlib.util.find_spec("numpy")
+        if spec is None or spec.loader is None:
+            return spec
+        real, hook = spec.loader, self
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return real.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                real.exec_module(module)
+                module.random.seed(hook.seed)
+
+        spec.loader = _Loader()
+        return spec
+
+
+def load_strategy(bundle: Path, entrypoint: str) -> Any:
+    from pitwall.strategy import find_strategy
+
+    module_file, name = parse_entrypoint(entrypoint)
+    path = bundle / module_file
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {module_file} from the bundle")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    sys.path.insert(0, str(bundle))  # helper modules shipped next to the strategy
+    spec.loader.exec_module(module)
+    return find_strategy(vars(module), name)
+
+
+def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
+    """Run the job's strategy: its output as an Arrow IPC stream, and the audit to follow.
+
+    The second item, when the spec asks for a lookahead audit, writes one frame per cut
+    (:mod:`pitwall.sandbox.cuts`) once the full result is on the channel.
+    """
+    import polars as pl
+
+    started = _monotonic()
+    spec = json.loads((job / "input" / "spec.json").read_text())
+    bars = pl.read_ipc(job / "input" / "bars.arrow")
+    seed, params = int(spec.get("seed", 0)), dict(spec.get("params") or {})
+    clock = SimulatedClock()
+    clock.set(_last_ts(bars))
+    clock.install()  # before the strategy module is imported: it sees the simulated clock
+    seed_everything(seed)
+    fn = load_strategy(job / "bundle", str(spec["entrypoint"]))
+    payload = call_strategy(fn, bars, params, seed=seed, clock=clock)
+    plan = AuditPlan.from_spec(spec)
+    if plan is None:
+        return payload, None
+    full_seconds = _monotonic() - started
+
+    def audit(channel: IO[bytes], used_bytes: int) -> None:
+        def call(frame: pl.DataFrame) -> bytes:
+            return call_strategy(fn, frame, params, seed=seed, clock=clock)
+
+        run_cuts(plan, bars, call, channel, started=started, full_seconds=full_seconds,
+                 used_bytes=used_bytes)
+
+    return payload, audit
+
+
+def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
+                  clock: SimulatedClock) -> bytes:
+    """One call of the strategy, re-seeded and with the clock at the frame's last bar."""
+    import polars as pl
+
+    clock.set(_last_ts(bars))
+    seed_everything(seed)
+    result = fn(bars, **params)
+    if not isinstance(result, pl.DataFrame):
+        raise TypeError(
+            f"the strategy returned {type(result).__name__}; return a polars DataFrame "
+            "with columns ts, symbol, weight"
+        )
+    buf = io.BytesIO()
+    result.write_ipc_stream(buf)
+    return buf.getvalue()
+
+
+def _last_ts(bars: Any) -> dt.datetime:
+    """The simulated "now" of a vectorized run: the ts of the last bar it is given."""
+    last = bars.get_column("ts").max() if bars.height else None
+    return last if isinstance(last, dt.datetime) else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# --- warm pool (issue 5): ``python -m pitwall.sandbox.runner --warm /job`` ---
+WARM_FLAG = "--warm"
+#: The line a warm runner writes on the channel once its imports are done.
+READY_LINE = b"pitwall-warm-ready\n"
+GO_LINE = b"go\n"
+#: Asks a warm runner to say "ready" again: one restored from a checkpoint said it before
+#: the checkpoint, so its answer proves the restored process is up and reading stdin.
+PING_LINE = b"ping\n"
+_PRELOAD = ("numpy", "polars", "pyarrow", "pitwall.strategy")
+
+
+def preload() -> None:
+    """Import what strategies use before a job exists (the warm pool's whole point)."""
+    for name in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def wait_for_go(channel: IO[bytes]) -> bool:
+    """Say "ready" on the channel, then block until the worker says "go" on stdin.
+
+    The job's files are written into the (empty, read-only) mounts only after the
+    sandbox started; they are read after "go". Each "ping" before it is answered with
+    "ready" (a restored runner's handshake). EOF instead of "go": the pool is shutting
+    down, exit quietly.
+    """
+    channel.write(READY_LINE)
+    channel.flush()
+    while (line := sys.stdin.buffer.readline(64)) == PING_LINE:
+        channel.write(READY_LINE)
+        channel.flush()
+    os.close(0)  # the strategy gets no stdin, as in a cold run
+    return line == GO_LINE
+# --- end warm pool ---
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m pitwall.sandbox.runner JOB_DIR``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    warm = bool(args) and args[0] == WARM_FLAG
+    if warm:
+        args = args[1:]
+        preload()
+    channel = take_result_channel()
+    job = Path(args[0] if args else "/job")
+    if warm and not wait_for_go(channel):
+        return 0
+    try:
+        if json.loads((job / "input" / "spec.json").read_text()).get("kind") == "event":
+            from pitwall.sandbox.event_loop import serve  # lock-step event mode
+
+            serve(job, channel)
+            return 0
+        payload, audit = run_job(job)
+    except BaseException as exc:  # a strategy may raise anything, even SystemExit
+        traceback.print_exc()
+        sys.stderr.flush()
+        err = {"error": type(exc).__name__, "message": str(exc)[:2000]}
+        channel.write(encode_frame(FrameKind.ERROR, json.dumps(err).encode()))
+        channel.flush()
+        return STRATEGY_FAILED
+    frame = encode_frame(FrameKind.RESULT, payload)
+    channel.write(frame)
+    channel.flush()
+    if audit is not None:
+        del payload
+        audit(channel, len(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
