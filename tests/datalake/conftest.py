@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from s3_testserver import _proxy_server, bucket, moto_endpoint, proxy, proxy_url, raw_s3  # noqa: F401
+from tests.storage.s3_testserver import (  # noqa: F401
+    _proxy_server,
+    bucket,
+    moto_endpoint,
+    proxy,
+    proxy_url,
+    raw_s3,
+)
 
 from pitwall_executor.datalake import Catalog, Snapshot, generate_dataset, sample_symbols
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cache_children import fetch
-from s3_testserver import Fault, FaultProxy
+from tests.storage.s3_testserver import Fault, FaultProxy
 
 from pitwall.errors import DataError
 from pitwall_executor.datalake.cache import CacheFullError, FileCache

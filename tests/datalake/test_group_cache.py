@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 from cache_children import load_one_symbol
-from s3_testserver import Fault, FaultProxy
+from tests.storage.s3_testserver import Fault, FaultProxy
 
 from pitwall.errors import DataError
 from pitwall_executor.datalake import Catalog, Snapshot

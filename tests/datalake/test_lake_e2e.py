@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from s3_testserver import FaultProxy
+from tests.storage.s3_testserver import FaultProxy
 
 from pitwall_executor.cli import main
 from pitwall_executor.datalake.cache import FileCache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tests.events.conftest import minute_bars
+from tests.execution.conftest import minute_bars
 
 import pitwall
 from pitwall.events import Context, Fill, Market, run_local

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_testserver import Fault, FaultProxy
+from tests.storage.s3_testserver import Fault, FaultProxy
 
 from pitwall.errors import DataError
-from pitwall_executor.storage.objectstore import (
+from pitwall_executor.storage import (
     ChecksumMismatchError,
     LocalObjectStore,
     ObjectNotFoundError,

@@ -15,8 +15,8 @@ import pytest
 import requests
 from pydantic import ValidationError
 from tests.api.apikit import Api, bundle_bytes, make_lake
-from tests.datalake import s3_testserver
 from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
+from tests.storage import s3_testserver
 
 from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.config import Config, load_config

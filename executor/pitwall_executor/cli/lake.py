@@ -29,7 +29,7 @@ def push(ctx: click.Context, dataset: str, dest: str, source: Path | None,
     """
     from pitwall_executor.datalake.catalog import Catalog
     from pitwall_executor.datalake.lake_files import push_dataset
-    from pitwall_executor.storage.objectstore import open_store
+    from pitwall_executor.storage import open_store
     from pitwall_executor.storage.s3 import S3ObjectStore
 
     cfg = config_of(ctx)

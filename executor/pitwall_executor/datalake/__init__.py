@@ -49,7 +49,7 @@ from pitwall_executor.datalake.planner import (
     validate_request,
 )
 from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
-from pitwall_executor.storage.objectstore import (
+from pitwall_executor.storage import (
     ChecksumMismatchError,
     LocalObjectStore,
     ObjectNotFoundError,
@@ -131,12 +131,16 @@ __all__ = [
     "validate_request",
 ]
 
-_LAZY = {"S3ObjectStore": "s3", "S3Tuning": "s3", "VacuumReport": "versions",
+_LAZY = { "VacuumReport": "versions",
          "diff": "versions", "file_pins": "versions", "job_pins": "versions",
          "pin": "versions", "vacuum": "versions"}
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("S3ObjectStore", "S3Tuning"):  # aiobotocore loads only when S3 is used
+        from pitwall_executor.storage import s3
+
+        return getattr(s3, name)
     if name in _LAZY:
         import importlib
 

@@ -34,7 +34,7 @@ from pitwall_executor.datalake.group_cache import (
     prefer_groups,
     verify_group,
 )
-from pitwall_executor.storage.objectstore import LocalObjectStore, ObjectStore, open_store
+from pitwall_executor.storage import LocalObjectStore, ObjectStore, open_store
 
 if TYPE_CHECKING:
     from pitwall_executor.config import Config

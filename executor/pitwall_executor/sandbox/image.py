@@ -31,43 +31,12 @@ from importlib import metadata
 from pathlib import Path
 
 from pitwall_executor.sandbox import oci, pycache
+from pitwall_executor.sandbox.distributions import distributions
 
-#: What the Dockerfile installs (pinned by uv.lock there); the offline build takes
-#: those present in this host's .venv and says which are missing.
-QUANT_LIBRARIES = ("numpy", "pandas", "polars", "pyarrow", "scipy", "statsmodels",
-                   "scikit-learn", "ta", "pydantic")
 TAG = "pitwall-sandbox:offline"
 _STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
                 "lib2to3", "config-3.11-x86_64-linux-gnu", "__pycache__"}
 _LDD_LINE = re.compile(r"=>\s+(/\S+)|^\s*(/\S+)\s+\(")
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def distributions(wanted: tuple[str, ...] = QUANT_LIBRARIES,
-                  ) -> tuple[list[metadata.Distribution], list[str]]:
-    """The installed distributions ``wanted`` needs (with dependencies), and the missing."""
-    found: dict[str, metadata.Distribution] = {}
-    missing: list[str] = []
-    todo = list(wanted)
-    while todo:
-        name = _norm(todo.pop())
-        if name in found:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            if name in map(_norm, wanted):
-                missing.append(name)
-            continue
-        found[name] = dist
-        for req in dist.requires or []:
-            if "extra ==" in req or "sys_platform ==" in req or "platform_system" in req:
-                continue
-            todo.append(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0])
-    return sorted(found.values(), key=lambda d: _norm(d.metadata["Name"])), sorted(missing)
 
 
 def _dist_files(dist: metadata.Distribution, site: Path) -> Iterator[Path]:

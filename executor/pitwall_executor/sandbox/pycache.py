@@ -8,7 +8,7 @@ gVisor the compiling costs a cold job about a second (measured, bench/sandbox_st
 
 So the backend builds a private bytecode tree (``PYTHONPYCACHEPREFIX``): for every module
 a job may import (the standard library, the SDK, and the distributions the sandbox image
-ships, ``image.QUANT_LIBRARIES`` and their dependencies), the ``.pyc`` is compiled for the
+ships, ``distributions.QUANT_LIBRARIES`` and their dependencies), the ``.pyc`` is compiled for the
 path the module has *inside* the sandbox, stored at the place the interpreter looks for
 it under the prefix, and the tree is mounted read-only at :data:`PYCACHE`. The host's
 venv is never written. The ``.pyc`` files are timestamp-checked (source mtime and size,
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitwall_executor.sandbox import oci
+from pitwall_executor.sandbox.distributions import distributions
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def _sources(root: Path) -> Iterator[Path]:
 
 def _site_roots(site: Path) -> set[Path]:
     """Top-level files and package dirs in ``site`` of the sandbox's distributions."""
-    from pitwall_executor.sandbox.image import distributions
-
     dists, _missing = distributions()
     roots: set[Path] = set()
     for dist in dists:

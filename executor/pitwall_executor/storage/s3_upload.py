@@ -13,15 +13,44 @@ import base64
 import contextlib
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import botocore.exceptions as bex  # type: ignore[import-untyped]
 
 from pitwall_executor.storage.objectstore import ChecksumMismatchError
 
-if TYPE_CHECKING:
-    from pitwall_executor.storage.s3 import S3ObjectStore
+T = TypeVar("T")
+
+
+class _Tuning(Protocol):
+    @property
+    def part_size(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+
+class UploadTarget(Protocol):
+    """What an upload needs of :class:`pitwall_executor.storage.s3.S3ObjectStore` (declared
+    here, so the two modules do not import each other)."""
+
+    bucket: str
+    url: str
+    _send_checksums: bool
+
+    @property
+    def tuning(self) -> _Tuning: ...
+
+    async def _s3(self) -> Any: ...
+
+    async def _retry(self, attempt: Callable[[], Awaitable[T]], what: str) -> T: ...
+
+    def _key(self, key: str) -> str: ...
+
+    async def _head(self, key: str) -> dict[str, Any]: ...
+
 
 
 def _b64(digest: bytes) -> str:
@@ -43,7 +72,7 @@ def _checksums_unsupported(exc: BaseException) -> bool:
         code in ("InvalidArgument", "InvalidRequest") and "checksum" in message)
 
 
-async def single_upload(store: S3ObjectStore, key: str, body: bytes, sha256: str) -> str:
+async def single_upload(store: UploadTarget, key: str, body: bytes, sha256: str) -> str:
     """PUT ``body``; return the ETag (MD5) the server should report."""
     s3 = await store._s3()
 
@@ -67,7 +96,7 @@ async def single_upload(store: S3ObjectStore, key: str, body: bytes, sha256: str
     return _md5(body).hex()
 
 
-async def _upload_part(store: S3ObjectStore, key: str, upload_id: str, number: int,
+async def _upload_part(store: UploadTarget, key: str, upload_id: str, number: int,
                        chunk: bytes, *, send_checksum: bool) -> dict[str, Any]:
     s3 = await store._s3()
     extra = {"ChecksumSHA256": _b64(hashlib.sha256(chunk).digest())} if send_checksum else {}
@@ -85,7 +114,7 @@ def _read(data: bytes | Path, fd: int | None, offset: int, length: int) -> bytes
     return os.pread(fd, length, offset)
 
 
-async def multipart_upload(store: S3ObjectStore, key: str, data: bytes | Path,
+async def multipart_upload(store: UploadTarget, key: str, data: bytes | Path,
                            sha256: str) -> str:
     """Upload ``data`` in ``tuning.part_size`` parts, ``tuning.concurrency`` at a time."""
     s3 = await store._s3()
@@ -126,7 +155,7 @@ async def multipart_upload(store: S3ObjectStore, key: str, data: bytes | Path,
     return f"{hashlib.md5(b''.join(md5s), usedforsecurity=False).hexdigest()}-{len(md5s)}"
 
 
-async def _abort(store: S3ObjectStore, key: str, upload_id: str) -> None:
+async def _abort(store: UploadTarget, key: str, upload_id: str) -> None:
     s3 = await store._s3()
     # Best effort; a bucket lifecycle rule reaps what is left.
     with contextlib.suppress(bex.ClientError, bex.BotoCoreError):
@@ -134,7 +163,7 @@ async def _abort(store: S3ObjectStore, key: str, upload_id: str) -> None:
                                         UploadId=upload_id)
 
 
-async def verify_upload(store: S3ObjectStore, key: str, size: int, sha: str,
+async def verify_upload(store: UploadTarget, key: str, size: int, sha: str,
                         expected_etag: str) -> None:
     """Re-read the object's metadata: size, recorded hash and (when it is an MD5) ETag."""
     head = await store._head(key)

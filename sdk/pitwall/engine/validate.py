@@ -8,26 +8,29 @@ the *first* bad row, so a researcher can find it with ``weights[row]``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 import polars as pl
 import pyarrow as pa
 
 from pitwall.engine.validate_fast import check_sorted_rows
+from pitwall.engine.weight_rules import (
+    BIG,
+    DUPLICATE,
+    INF,
+    MAX_ABS_WEIGHT,
+    NAN,
+    NOT_BAR,
+    NULL,
+    SYMBOL,
+    message,
+)
 from pitwall.errors import StrategyOutputError
 from pitwall.strategy import WEIGHTS_SCHEMA
-
-# No sensible strategy puts more than 100× its equity in one symbol; a bound keeps the
-# accounting finite (and the cost equation solvable) whatever a strategy returns.
-MAX_ABS_WEIGHT = 100.0
 
 _INTEGER_TYPES = (
     pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
 )
-
-# Row checks in the order they are reported when one row fails several.
-_NULL, _NAN, _INF, _BIG, _SYMBOL, _NOT_BAR, _DUPLICATE = range(7)
 
 
 def validate_weights(
@@ -138,13 +141,13 @@ def _check_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str]) -> 
     w = pl.col("weight")
     universe_list = pl.Series(sorted(universe), dtype=pl.String)
     problem = (
-        pl.when(pl.any_horizontal(pl.col("ts", "symbol", "weight").is_null())).then(_NULL)
-        .when(w.is_nan()).then(_NAN)
-        .when(w.is_infinite()).then(_INF)
-        .when(w.abs() > MAX_ABS_WEIGHT).then(_BIG)
-        .when(~pl.col("symbol").is_in(universe_list.implode())).then(_SYMBOL)
-        .when(pl.col("_is_bar").is_null()).then(_NOT_BAR)
-        .when(~pl.struct("ts", "symbol").is_first_distinct()).then(_DUPLICATE)
+        pl.when(pl.any_horizontal(pl.col("ts", "symbol", "weight").is_null())).then(NULL)
+        .when(w.is_nan()).then(NAN)
+        .when(w.is_infinite()).then(INF)
+        .when(w.abs() > MAX_ABS_WEIGHT).then(BIG)
+        .when(~pl.col("symbol").is_in(universe_list.implode())).then(SYMBOL)
+        .when(pl.col("_is_bar").is_null()).then(NOT_BAR)
+        .when(~pl.struct("ts", "symbol").is_first_distinct()).then(DUPLICATE)
     )
     checked = (
         frame.with_row_index("_row")
@@ -154,35 +157,4 @@ def _check_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str]) -> 
     bad = checked.filter(pl.col("_problem").is_not_null()).head(1)
     if bad.height:
         row = bad.row(0, named=True)
-        raise StrategyOutputError(_message(row, checked, universe))
-
-
-def _message(row: dict[str, object], checked: pl.DataFrame, universe: set[str]) -> str:
-    index, code = row["_row"], row["_problem"]
-    ts, symbol, weight = row["ts"], row["symbol"], row["weight"]
-    where = f"for {symbol} at {ts}"
-    if code == _NULL:
-        column = next(c for c in ("ts", "symbol", "weight") if row[c] is None)
-        return f"row {index}: {column} is null; give every row a ts, a symbol and a weight"
-    if code in (_NAN, _INF):
-        kind = "NaN" if code == _NAN else str(weight)
-        return f"row {index}: weight is {kind} {where}; return finite weights"
-    if code == _BIG:
-        return (
-            f"row {index}: weight {weight} {where} is beyond ±{MAX_ABS_WEIGHT:g}; "
-            "return weights as fractions of equity"
-        )
-    if code == _SYMBOL:
-        close = difflib.get_close_matches(str(symbol), sorted(universe), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "; trade only the universe"
-        return f"row {index}: symbol {symbol!r} is not in the universe{hint}"
-    if code == _NOT_BAR:
-        return (
-            f"row {index}: {ts} is not a bar of {symbol}; "
-            "put weights only on the ts of that symbol's bars"
-        )
-    first = checked.filter((pl.col("ts") == ts) & (pl.col("symbol") == symbol)).item(0, "_row")
-    return (
-        f"row {index}: a second weight {where} (the first is row {first}); "
-        "give one weight per (ts, symbol)"
-    )
+        raise StrategyOutputError(message(row, checked, universe))

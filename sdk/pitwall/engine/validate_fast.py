@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pitwall.engine import weight_rules as rules
 from pitwall.engine.grid import is_grouped_sorted, symbol_blocks
 from pitwall.errors import StrategyOutputError
 
@@ -25,8 +26,6 @@ def check_sorted_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str
 
     Returns False, having checked nothing, when the fast path does not apply.
     """
-    from pitwall.engine import validate as slow  # the codes and the messages are shared
-
     if frame.null_count().row(0) != (0, 0, 0) or bars.height == 0:
         return False
     w_ts = _micros(frame.get_column("ts"))
@@ -41,23 +40,23 @@ def check_sorted_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str
     if not aligned and not is_grouped_sorted(b_values, b_ts, b_lengths):
         return False
     weight = frame.get_column("weight").to_numpy()
-    if aligned and set(values) <= universe and _all_small(weight, slow.MAX_ABS_WEIGHT):
+    if aligned and set(values) <= universe and _all_small(weight, rules.MAX_ABS_WEIGHT):
         return True
     bad_symbol, not_bar = _key_checks(values, lengths, w_ts, (b_values, b_lengths, b_ts),
                                       universe)
     codes = (
-        (np.isnan(weight), slow._NAN),
-        (np.isinf(weight), slow._INF),
-        (np.abs(weight) > slow.MAX_ABS_WEIGHT, slow._BIG),
-        (bad_symbol, slow._SYMBOL),
-        (not_bar, slow._NOT_BAR),
+        (np.isnan(weight), rules.NAN),
+        (np.isinf(weight), rules.INF),
+        (np.abs(weight) > rules.MAX_ABS_WEIGHT, rules.BIG),
+        (bad_symbol, rules.SYMBOL),
+        (not_bar, rules.NOT_BAR),
     )
     first = [(int(np.argmax(mask)), code) for mask, code in codes if bool(mask.any())]
     if not first:
         return True
     index, code = min(first)
     row = {**frame.row(index, named=True), "_row": index, "_problem": code}
-    raise StrategyOutputError(slow._message(row, frame, universe))
+    raise StrategyOutputError(rules.message(row, frame, universe))
 
 
 def _all_small(weight: npt.NDArray[np.float64], bound: float) -> bool:

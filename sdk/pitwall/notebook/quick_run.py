@@ -74,7 +74,7 @@ def backtest(
     from pitwall.engine.metrics import compute_metrics
     from pitwall.engine.validate import validate_weights
     from pitwall.engine.vectorized import run_vectorized
-    from pitwall.sandbox.runner import seed_everything
+    from pitwall.sandbox.loader import seed_everything
 
     def call(frame: pl.DataFrame) -> Any:
         seed_everything(seed)

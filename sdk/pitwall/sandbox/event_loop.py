@@ -10,9 +10,7 @@ full, so memory does not grow with the length of the run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pitwall.context import Context
-from pitwall.event_strategy import Strategy, find_event_strategy
+from pitwall.event_strategy import Strategy
 from pitwall.lockstep import (
     DUE,
     EMPTY_ORDERS_FRAME,
@@ -34,25 +32,10 @@ from pitwall.lockstep import (
     write_frame,
 )
 from pitwall.sandbox.clock import SimulatedClock
+from pitwall.sandbox.loader import load_event_strategy, seed_everything
 
 MAX_STEP_BYTES = 1 << 30
 _CLOSE = 3
-
-
-def load_event_strategy(bundle: Path, entrypoint: str) -> type[Strategy]:
-    """Import the bundle's strategy module and find its :class:`Strategy` subclass."""
-    from pitwall.sandbox.runner import parse_entrypoint
-
-    module_file, name = parse_entrypoint(entrypoint)
-    path = bundle / module_file
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {module_file} from the bundle")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    sys.path.insert(0, str(bundle))
-    spec.loader.exec_module(module)
-    return find_event_strategy(vars(module), name)
 
 
 def _last_valid_close(block: npt.NDArray[np.float64], base: npt.NDArray[np.float64]) -> None:
@@ -102,8 +85,6 @@ def append_rows(ctx: Context, rows: npt.NDArray[np.float64]) -> None:
 
 def serve(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
     """Run the lock-step loop until the feeder's END step; exceptions propagate."""
-    from pitwall.sandbox.runner import seed_everything
-
     spec: dict[str, Any] = json.loads((job / "input" / "spec.json").read_text())
     seed_everything(int(spec.get("seed", 0)))
     clock = SimulatedClock()  # time.time()/datetime.now() read the bar's time (determinism)

@@ -24,8 +24,6 @@ import importlib.util
 import io
 import json
 import os
-import random
-import re
 import sys
 import time
 import traceback
@@ -36,13 +34,12 @@ from typing import IO, Any
 from pitwall.frames import FrameKind, encode_frame
 from pitwall.sandbox.clock import SimulatedClock
 from pitwall.sandbox.cuts import AuditPlan, run_cuts
+from pitwall.sandbox.loader import load_strategy, seed_everything
 
 # The real monotonic clock (the simulated clock leaves it real; captured to be explicit).
 _monotonic = time.monotonic
 
 STRATEGY_FAILED = 3
-_MODULE_FILE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
-_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def take_result_channel() -> IO[bytes]:
@@ -51,74 +48,6 @@ def take_result_channel() -> IO[bytes]:
     channel_fd = os.dup(1)  # non-inheritable: a subprocess of the strategy cannot get it
     os.dup2(2, 1)
     return os.fdopen(channel_fd, "wb")
-
-
-def parse_entrypoint(entrypoint: str) -> tuple[str, str | None]:
-    """``"strategy.py:fn"`` → ``("strategy.py", "fn")``; ``"strategy.py"`` → ``(.., None)``."""
-    module, _, name = entrypoint.partition(":")
-    if not _MODULE_FILE.match(module) or (name and not _FUNCTION.match(name)):
-        raise ValueError(f"entrypoint {entrypoint!r} must look like 'strategy.py:function_name'")
-    return module, name or None
-
-
-def seed_everything(seed: int) -> None:
-    """Seed ``random`` now and NumPy's global generator now or when it is first imported.
-
-    Importing NumPy only to seed it cost every cold sandbox ~0.2 s (gVisor); a strategy
-    that never imports it should not pay, and one that does gets the same seeded state.
-    """
-    random.seed(seed)
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed(seed)
-        return
-    for finder in sys.meta_path:
-        if isinstance(finder, _SeedNumpyOnImport):
-            finder.seed = seed
-            return
-    sys.meta_path.insert(0, _SeedNumpyOnImport(seed))
-
-
-class _SeedNumpyOnImport(importlib.abc.MetaPathFinder):
-    """Import hook: seeds ``numpy.random`` right after ``numpy`` is first executed."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "numpy":
-            return None
-        sys.meta_path.remove(self)  # find the real numpy once, then get out of the way
-        spec = importlib.util.find_spec("numpy")
-        if spec is None or spec.loader is None:
-            return spec
-        real, hook = spec.loader, self
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec: Any) -> Any:
-                return real.create_module(spec)
-
-            def exec_module(self, module: Any) -> None:
-                real.exec_module(module)
-                module.random.seed(hook.seed)
-
-        spec.loader = _Loader()
-        return spec
-
-
-def load_strategy(bundle: Path, entrypoint: str) -> Any:
-    from pitwall.strategy import find_strategy
-
-    module_file, name = parse_entrypoint(entrypoint)
-    path = bundle / module_file
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {module_file} from the bundle")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    sys.path.insert(0, str(bundle))  # helper modules shipped next to the strategy
-    spec.loader.exec_module(module)
-    return find_strategy(vars(module), name)
 
 
 def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.events.conftest import make_job, minute_bars
+from tests.execution.conftest import make_job, minute_bars
 
 from pitwall.events import BrokerCosts, Market
 from pitwall.models import Limits

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.events.conftest import make_job, minute_bars
+from tests.execution.conftest import make_job, minute_bars
 
 from pitwall.errors import StrategyOutputError
 from pitwall.events import BrokerCosts, Market, run_local
