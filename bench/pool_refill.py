@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pitwall.models import Limits
 from pitwall_executor.sandbox import owner
+from pitwall_executor.sandbox.checkpoint import SnapshotStore
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 from pitwall_executor.sandbox.pool import WarmPool
 
@@ -47,12 +48,13 @@ def main(n: int = 7) -> None:
     with tempfile.TemporaryDirectory(prefix="pitwall-bench-") as state:
         root = Path(state)
         root.chmod(0o755)
-        plain = GVisorBackend(root / "plain", snapshots=False)
+        plain = GVisorBackend(root / "plain")
         restoring = GVisorBackend(root / "restoring")
-        assert restoring.snapshots is not None
-        assert restoring.snapshots.image(limits) is not None  # built untimed
+        snapshots = SnapshotStore.attach(restoring)
+        assert snapshots.image(limits) is not None  # built untimed
         pools = {"cold boot": WarmPool(plain, 1, limits, root / "pool-plain"),
-                 "restored": WarmPool(restoring, 1, limits, root / "pool-restoring")}
+                 "restored": WarmPool(restoring, 1, limits, root / "pool-restoring",
+                                      snapshots=snapshots)}
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in pools}
         try:
             for pool in pools.values():

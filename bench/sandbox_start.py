@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pitwall.models import Limits
 from pitwall_executor.sandbox.base import PYTHON, SandboxRequest
+from pitwall_executor.sandbox.checkpoint import SnapshotStore
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 
 SDK = str(Path(__file__).resolve().parents[1] / "sdk")
@@ -191,7 +192,8 @@ def runner_rows(backend: GVisorBackend, restoring: GVisorBackend, state: Path, n
         return out.start_s
 
     snapshots = restoring.snapshots
-    assert snapshots is not None and snapshots.image(limits) is not None  # built untimed
+    assert isinstance(snapshots, SnapshotStore)
+    assert snapshots.image(limits) is not None  # built untimed
 
     def restored() -> float:
         before = snapshots.restored
@@ -233,8 +235,9 @@ def main(n: int = 7) -> None:
     print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}")
     with tempfile.TemporaryDirectory(prefix="pitwall-bench-") as state:
         # The plain cold path (snapshots off), and the default one restoring from a snapshot.
-        backend = GVisorBackend(Path(state) / "plain", snapshots=False)
+        backend = GVisorBackend(Path(state) / "plain")
         restoring = GVisorBackend(Path(state) / "restoring")
+        SnapshotStore.attach(restoring)
         rows = interleaved({
             "host   sh -c echo": host_shell,
             "gVisor sh -c echo (the sandbox's own boot)": lambda: sandbox(backend, SHELL),

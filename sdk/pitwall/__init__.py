@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pitwall.strategy import default_params, vectorized
+from pitwall.version import __version__
 
 if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for editors and mypy
     from pitwall.event_strategy import Strategy
     from pitwall.notebook.client import Client
     from pitwall.notebook.quick_run import backtest
 
-__version__ = "0.1.0"
 __all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",
            "load_ipython_extension", "vectorized"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pitwall.errors import BundleError
+from pitwall.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -81,8 +82,6 @@ def build_bundle(
     >>> load_bundle(data).entrypoint
     'strategy.py'
     """
-    from pitwall import __version__
-
     blobs = {n: v.encode() if isinstance(v, str) else v for n, v in files.items()}
     manifest = {
         "format": FORMAT,

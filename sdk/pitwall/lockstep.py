@@ -3,8 +3,9 @@
 Frames use the header of :mod:`pitwall.frames` (``b"PWL1"``, kind byte, 8-byte
 big-endian length). One frame per direction per step, each written with ONE ``write``
 from a preallocated buffer and read, when it fits (it nearly always does), with ONE
-``readv`` into a preallocated buffer: inside gVisor (ptrace platform) every syscall of
-the strategy process is trapped (~20 µs), so a step costs the sandbox exactly two.
+``readv`` into a preallocated buffer: inside gVisor every syscall of the strategy
+process is trapped, each far dearer than on the host (docs/benchmarks.md, event-driven
+engine), so a step costs the sandbox exactly two.
 
 * feeder → strategy ``STEP``: ``<q d I I B 2x`` (now µs, cash, rows, fills, flags; 27
   bytes, so the rows start 8-byte aligned at offset 40 of the frame), then

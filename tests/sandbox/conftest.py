@@ -12,6 +12,7 @@ import docker.errors
 import pytest
 from sandbox_helpers import Backend, docker_leftovers, leftovers
 
+from pitwall_executor.sandbox.checkpoint import SnapshotStore
 from pitwall_executor.sandbox.docker import DockerBackend
 from pitwall_executor.sandbox.gvisor import RUNSC, GVisorBackend
 
@@ -21,7 +22,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> GVisorBackend:
     if shutil.which(RUNSC) is None:
         pytest.fail(f"these tests need gVisor: runsc was not found at {RUNSC}; install it "
                     "(apt-get install runsc) — they are never skipped")
-    return GVisorBackend(tmp_path_factory.mktemp("gvisor-state"))
+    backend = GVisorBackend(tmp_path_factory.mktemp("gvisor-state"))
+    SnapshotStore.attach(backend)  # as make_backend composes it: cold jobs are restored
+    return backend
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Cold runner jobs restored from a checkpoint (sandbox/snapshot.py): same results, same
+"""Cold runner jobs restored from a checkpoint (sandbox/checkpoint.py): same results, same
 isolation and the same policy as a plain cold start, on the real runsc."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def job(tmp_path: Path, name: str, source: str) -> Path:
 
 
 def store(backend: GVisorBackend) -> SnapshotStore:
-    assert backend.snapshots is not None
+    assert isinstance(backend.snapshots, SnapshotStore)
     return backend.snapshots
 
 
@@ -252,7 +252,7 @@ def test_a_broken_image_falls_back_cold_and_is_rebuilt(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     own = GVisorBackend(tmp_path_factory.mktemp("snapshot-state"))
-    snapshots = store(own)
+    snapshots = SnapshotStore.attach(own)
     image = snapshots.image(FAST)
     assert image is not None and (image / "checkpoint.img").stat().st_size > 1_000_000
     other = FAST.model_copy(update={"memory_mb": FAST.memory_mb * 2})

@@ -13,6 +13,7 @@ from sandbox_helpers import FAST, SMA, make_job
 from pitwall.frames import FrameKind, decode_frames, decode_result
 from pitwall_executor.sandbox import owner
 from pitwall_executor.sandbox.base import runner_request
+from pitwall_executor.sandbox.checkpoint import SnapshotStore
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
 
@@ -25,12 +26,18 @@ PROBE = SMA.replace(
 )
 
 
+def store(backend: GVisorBackend) -> SnapshotStore:
+    """The snapshot store the session's backend was composed with (conftest)."""
+    assert isinstance(backend.snapshots, SnapshotStore)
+    return backend.snapshots
+
+
 @pytest.fixture
 def pooled(backend: GVisorBackend, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[PooledBackend]:
     root = tmp_path_factory.mktemp("pool")
     root.chmod(0o755)
-    pool = WarmPool(backend, 1, FAST, root / "slots")
+    pool = WarmPool(backend, 1, FAST, root / "slots", snapshots=store(backend))
     yield PooledBackend(backend, pool)
     pool.close()
 
@@ -136,11 +143,10 @@ def slot_quota(slot_dir: Path) -> int:
 def test_a_pool_refilled_by_restore_serves_one_job_per_private_slot(
     backend: GVisorBackend, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    assert backend.snapshots is not None
-    assert backend.snapshots.image(FAST) is not None  # else the first refills boot cold
+    assert store(backend).image(FAST) is not None  # else the first refills boot cold
     root = tmp_path_factory.mktemp("restored-pool")
     root.chmod(0o755)
-    pool = WarmPool(backend, 2, FAST, root / "slots")
+    pool = WarmPool(backend, 2, FAST, root / "slots", snapshots=store(backend))
     pooled = PooledBackend(backend, pool)
     try:
         jobs = []
@@ -185,14 +191,14 @@ def test_a_pool_refilled_by_restore_serves_one_job_per_private_slot(
 def test_a_failed_restore_refills_cold(tmp_path: Path,
                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     own = GVisorBackend(tmp_path_factory.mktemp("pool-broken-state"))
-    assert own.snapshots is not None
-    image = own.snapshots.image(FAST)
+    snapshots = SnapshotStore.attach(own)
+    image = snapshots.image(FAST)
     assert image is not None
     data = (image / "checkpoint.img").read_bytes()
     (image / "checkpoint.img").write_bytes(data[: len(data) // 50])  # truncated on disk
     root = tmp_path_factory.mktemp("broken-pool")
     root.chmod(0o755)
-    pool = WarmPool(own, 1, FAST, root / "slots")
+    pool = WarmPool(own, 1, FAST, root / "slots", snapshots=snapshots)
     try:
         assert pool.wait_ready(1, timeout=60)
         assert [kind for kind, _ in pool.refills] == ["cold"]

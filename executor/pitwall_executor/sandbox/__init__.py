@@ -25,15 +25,20 @@ if TYPE_CHECKING:
 def make_backend(config: Config) -> SandboxBackend:
     """The sandbox backend the configuration names."""
     if config.sandbox == "gvisor":
+        from pitwall_executor.sandbox.checkpoint import SnapshotStore
         from pitwall_executor.sandbox.gvisor import GVisorBackend
 
         runsc = shutil.which(config.runsc) or config.runsc
         gvisor = GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+        # Cold jobs and pool refills restore a saved warm runner instead of booting
+        # (docs/architecture.md §5); the backend itself knows nothing of checkpoints.
+        snapshots = SnapshotStore.attach(gvisor)
         if config.pool_size == 0:
             return gvisor
         from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
 
-        pool = WarmPool(gvisor, config.pool_size, config.limits, config.data_dir / "sandbox-pool")
+        pool = WarmPool(gvisor, config.pool_size, config.limits,
+                        config.data_dir / "sandbox-pool", snapshots=snapshots)
         return PooledBackend(gvisor, pool)
     if config.sandbox == "docker":
         from pitwall_executor.sandbox.docker import DockerBackend

@@ -3,12 +3,11 @@
 Strict lock-step is sequential by construction: the feeder waits for the strategy's
 answer, the strategy waits for the next bar, so the pair never needs two CPUs at once.
 Spread over two CPUs, every step pays two cross-CPU wake-ups (one per direction), and in
-a VM waking an idle vCPU is the most expensive thing on the path. Measured on this 2-core
-VM, a bare echo through gVisor (``bench/event_engine.py``'s raw row): 37-116 µs per round
-trip unpinned (bimodal, by where the scheduler put the threads; median 92), 32-47 µs
-(median 35) with the feeder and the whole sandbox on one CPU. Polling instead of blocking
-was tried: on one CPU it starves the peer (2,350 µs); on two, 31 µs, no better than
-pinning while it burns both cores.
+a VM waking an idle vCPU is the most expensive thing on the path: unpinned, a bare echo
+through gVisor is slower and bimodal (by where the scheduler put the threads); on one
+CPU it is steady. Polling instead of blocking was tried: on one CPU it starves the peer;
+on two it is no better than pinning while it burns both cores. The figures:
+docs/benchmarks.md, "One CPU for the lock-step pair".
 
 Each lock-step job claims a CPU machine-wide with an ``flock`` on ``<dir>/cpu-<k>.lock``
 (released when the job ends or its process dies), so two workers never pin their jobs
@@ -20,10 +19,9 @@ the gofer and the traced stubs, including threads started later); the feeder thr
 One-shot runs of at most one CPU (the vectorized runner, :func:`one_cpu_run`) claim and
 pin a CPU the same way, for the sandbox alone. Under a CPU quota the Sentry's and the
 systrap stubs' threads count against the job: spread over an idle second core they spin
-side by side and spend the quota twice. Measured on this VM (bench/one_cpu_pinning.py,
-systrap, 1-CPU quota): a loop making a system call each turn took 1.43-1.50x the wall
-time unpinned with the other core idle (2.9-3.0 s against 2.0 s), 1.05-1.07x with it
-busy; pure-Python and polars loops showed no difference beyond this VM's ±15 % noise.
+side by side and spend the quota twice, so a job making system calls runs markedly slower
+unpinned while compute-bound loops show no difference beyond the noise
+(docs/benchmarks.md, ``bench/one_cpu_pinning.py``).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """Cold runner jobs restored from a checkpoint of a warm sandbox (gVisor save/restore).
 
-A cold gVisor job pays the sandbox's boot and ~11,000 trapped system calls of the
-runner's imports (docs/benchmarks.md). Here that is paid once: a sandbox is started as
-a warm-pool slot would be (``python -m pitwall.sandbox.runner --warm /job``: libraries
-imported, "ready" said, blocked on stdin, its ``/job`` mounts empty directories that
-are deleted afterwards), then saved with ``runsc checkpoint``, which ends it. Each cold
-runner job is then a *new* sandbox, ``runsc restore`` of that image under a new
-container id with the job's own bundle: the job's directories are mounted at
-``/job/bundle`` and ``/job/input`` exactly as in a plain cold run (a restored sandbox
-takes its mounts, cgroups and limits from the new bundle; its memory from the image),
-and the job starts when the worker writes "go". Nothing ran in it before but the
-runner's imports, and the image holds no job data: the same isolation as a cold start.
+A cold gVisor job pays the sandbox's boot and the thousands of trapped system calls of
+the runner's imports (docs/benchmarks.md, "Where the rest goes"). Here that is paid
+once: a sandbox is started as a warm-pool slot would be
+(``python -m pitwall.sandbox.runner --warm /job``: libraries imported, "ready" said,
+blocked on stdin, its ``/job`` mounts empty directories that are deleted afterwards),
+then saved with ``runsc checkpoint``, which ends it. Each cold runner job is then a
+*new* sandbox, ``runsc restore`` of that image under a new container id with the job's
+own bundle: the job's directories are mounted at ``/job/bundle`` and ``/job/input``
+exactly as in a plain cold run (a restored sandbox takes its mounts, cgroups and limits
+from the new bundle; its memory from the image), and the job starts when the worker
+writes "go". Nothing ran in it before but the runner's imports, and the image holds no
+job data: the same isolation as a cold start.
 
 The restore is platform work, not the job's: it runs with the worker's CPU budget. The
 sandbox's cgroup is created by runsc with the job's CPU quota; once runsc has written
@@ -21,19 +22,14 @@ reading stdin), then the job's quota is written back and read back, and only the
 "go" written: no line of the job runs without its quota. A restore that never answers
 is a failed restore: no job code ran, so the job is run plain cold.
 
-Measured with runsc 20240729 (systrap; bench/sandbox_start.py 7, quiet): restored job to
-its first strategy line 236.9 ms against 123.3 ms for the same job on the host (1.92x),
-plain cold 711.4 ms, with the image written uncompressed and without zero pages
-(``GVisorBackend.checkpoint_flags``; compressed: 326.9 ms). A restore then spends ~95 ms
-booting the Sentry, ~50 ms loading kernel objects and the rest loading memory.
+Why: a restored job reaches its first strategy line in a fraction of a plain cold
+start's time, close to the same job on the host once the image is written uncompressed
+(``GVisorBackend.checkpoint_flags``); a restore's time grows with the image (the
+runner's memory runsc loads), and under the job's CPU quota runsc itself was throttled,
+which lifting the quota removes. The figures, the commands that produced them and where
+a restore's time goes: docs/benchmarks.md, "Sandbox", the restored cold start.
 
-Earlier (ptrace platform, runsc 20221219, loaded; by hand and bench/sandbox_start.py):
-the restore's time grows with the image, i.e. the runner's anonymous memory that runsc
-decompresses ("Memory load"): ~0.19 s for a bare ``python -c`` (0.7 MB image), ~0.45 s for the warm
-runner (9.7 MB); under a 1-CPU quota runsc was throttled 75-220 ms of each restore,
-and lifting it cut restore-to-first-strategy-line by ~20 % (447 -> 357 ms).
-
-The image is built lazily by the first fitting request (which pays ~1.5 s once) and
+The image is built lazily by the first fitting request (which pays for it once) and
 stored under the backend's state dir, keyed like the bytecode tree (``pycache.py``):
 the runtime's digest (rootfs, interpreter, venv, SDK, runsc), the mtimes of the SDK
 and venv (an edit mid-process rebuilds), the flags and the limits baked into a running
@@ -59,7 +55,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Self
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
@@ -73,9 +69,7 @@ from pitwall_executor.sandbox.base import (
     SandboxOutcome,
     SandboxRequest,
 )
-
-if TYPE_CHECKING:
-    from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
+from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +155,18 @@ class Restoring:
 
 
 class SnapshotStore:
-    """Checkpoint images of a warm runner sandbox under ``root``, one per baked limits."""
+    """Checkpoint images of a warm runner sandbox under ``root``, one per baked limits.
+
+    It drives ``backend`` (boot, checkpoint, restore); the backend knows it only as its
+    :class:`~pitwall_executor.sandbox.gvisor.Restorer`, set by :meth:`attach`.
+    """
+
+    @classmethod
+    def attach(cls, backend: GVisorBackend) -> Self:
+        """A store under ``backend``'s state dir that serves the backend's cold runner jobs."""
+        store = cls(backend, backend.state_dir / "snapshots")
+        backend.snapshots = store
+        return store
 
     def __init__(self, backend: GVisorBackend, root: Path) -> None:
         self._backend = backend

@@ -4,7 +4,7 @@ Per job: a unique container id (never reused), a state dir holding ``config.json
 memory cgroup we create ourselves (so the OOM count can be read after the run), and one
 ``runsc run`` process whose stdout/stderr are the container's, drained concurrently with
 caps. The wall-clock timeout and ``kill`` are enforced from outside with
-``runsc kill <id> KILL`` (the sandbox exits within ~50 ms), escalating to
+``runsc kill <id> KILL`` (the sandbox exits almost at once), escalating to
 ``runsc delete --force`` and SIGKILL of the process group. ``finally`` always deletes
 the container, the cgroup and the job dir.
 """
@@ -27,15 +27,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import affinity, oci, owner, pycache
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
-
-if TYPE_CHECKING:
-    from pitwall_executor.sandbox.checkpoint import SnapshotStore
 
 log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
@@ -91,6 +88,14 @@ class _MemoryCgroup:
                 time.sleep(0.02)
 
 
+class Restorer(Protocol):
+    """Serves a cold job from a saved sandbox instead of a boot (``checkpoint.SnapshotStore``)."""
+
+    def run(self, request: SandboxRequest) -> SandboxOutcome | None:
+        """The job's outcome, or None when it is not served: the backend then boots it."""
+        ...
+
+
 class GVisorBackend:
     """Runs each request in a fresh gVisor sandbox (``runsc``, no network) on runsc's
     default platform: systrap with the backported runsc the setup installs on Debian 12
@@ -99,15 +104,18 @@ class GVisorBackend:
     ``state_dir`` holds the rootfs skeleton, runsc's ``--root`` and per-job bundles; give
     each worker its own, or share one: a backend starting up destroys the sandboxes
     left in it by dead workers (:meth:`destroy_orphans`), never a live worker's.
-    With ``snapshots`` (the default), cold runner jobs are restored from a checkpoint of
-    a warm runner (:mod:`snapshot`) instead of booting and importing from scratch.
+    :attr:`snapshots`, when the composition sets it (``SnapshotStore.attach``, done by
+    ``sandbox.make_backend``), restores cold runner jobs from a checkpoint of a warm
+    runner (:mod:`.checkpoint`) instead of booting and importing from scratch; this
+    module only provides the runsc primitives that needs (:meth:`launch` with
+    ``restore_from``, :meth:`checkpoint`).
     """
 
     name = "gvisor"
 
     def __init__(self, state_dir: Path, *, runsc: str = RUNSC,
                  layout: oci.PythonLayout | None = None,
-                 extra_flags: tuple[str, ...] = (), snapshots: bool = True) -> None:
+                 extra_flags: tuple[str, ...] = ()) -> None:
         if shutil.which(runsc) is None:
             raise SandboxError(f"runsc (gVisor) is not installed at {runsc}; install gVisor "
                                "or choose another sandbox backend")
@@ -123,9 +131,9 @@ class GVisorBackend:
         self._pycache = pycache.default_dir(self._layout)
         pycache.build(self._layout, self._pycache)
         # Mounts cached like the root (fscache, not remote_revalidating): nothing on the host
-        # changes them during a job, and imports cost fewer gofer round trips (~10-25 %
-        # less start-up CPU, measured in /tmp by hand; bench/sandbox_start.py). Files the
-        # warm pool adds before "go" are still found: an uncached name is looked up anew.
+        # changes them during a job, and imports cost fewer gofer round trips, hence less
+        # start-up CPU (docs/benchmarks.md, "Where the rest goes"). Files the warm pool
+        # adds before "go" are still found: an uncached name is looked up anew.
         self._flags = ("--network=none", "--cpu-num-from-quota",
                        "--file-access-mounts=exclusive", *extra_flags)
         self._runs: dict[str, _Run] = {}
@@ -133,11 +141,8 @@ class GVisorBackend:
         self._lock = threading.Lock()
         atexit.register(self.drain)
         self.destroy_orphans()
-        self.snapshots: SnapshotStore | None = None
-        if snapshots:
-            from pitwall_executor.sandbox.checkpoint import SnapshotStore
-
-            self.snapshots = SnapshotStore(self, self._state / "snapshots")
+        #: Tried first for every :meth:`run`; None: every job boots.
+        self.snapshots: Restorer | None = None
 
     def destroy_orphans(self) -> list[str]:
         """Destroy this state dir's sandboxes whose worker process has died; their ids.
@@ -173,6 +178,10 @@ class GVisorBackend:
         return runtime_digest(self._layout, self._rootfs, self._runsc)
 
     @property
+    def state_dir(self) -> Path:
+        return self._state
+
+    @property
     def runsc_root(self) -> Path:
         return self._runsc_root
 
@@ -190,11 +199,9 @@ class GVisorBackend:
         """Uncompressed images without zero pages, where this runsc can write them.
 
         A restore spends most of its time loading the image; runsc compresses it by
-        default (flate), and decompressing is most of that. Measured, restored job to the
-        first strategy line against the same job on the host (bench/sandbox_start.py 5,
-        runsc 20240729): compressed 326.9 ms (2.70x), uncompressed 233.8 ms (1.77x),
-        uncompressed without committed zero pages 220.8 ms (1.89x; host 117 ms in that
-        run). The image grows from ~10 MB to the runner's resident memory (~60 MB)."""
+        default (flate), and decompressing is most of that: an uncompressed image restores
+        markedly faster, for an image the size of the runner's resident memory instead
+        of a fraction of it (docs/benchmarks.md, "Systrap, uncompressed images")."""
         help_text = subprocess.run(self._runsc_cmd("checkpoint", "--help"),
                                    capture_output=True, text=True, check=False)
         text = help_text.stdout + help_text.stderr
@@ -248,7 +255,7 @@ class GVisorBackend:
                restore_from: Path | None = None) -> GVisorSession:
         """Start a session; ``arm=False`` leaves the wall clock off until
         :meth:`GVisorSession.arm` (the warm pool: the clock starts at the job's "go").
-        ``restore_from``: a checkpoint image dir (:mod:`snapshot`); the new sandbox is
+        ``restore_from``: a checkpoint image dir (:mod:`.checkpoint`); the new sandbox is
         restored from it with this request's bundle (mounts, limits, cgroups) and id."""
         # runsc's control socket name holds the id: keep it well under 108 bytes.
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
@@ -287,9 +294,10 @@ class GVisorBackend:
         """Delete an ended container's runsc state, cgroups and bundle dir in the
         background. Its processes are dead, but ``runsc delete`` waits until they are
         reaped, and a restored sandbox's gofer and Sentry are orphans of ``runsc restore``
-        whose reaping is up to PID 1: 1.1-1.7 s here (a VM's init), during which the job
-        would otherwise not end. Nothing reads these after the outcome; a worker that dies
-        meanwhile leaves them to the next start's :meth:`destroy_orphans`."""
+        whose reaping is up to PID 1, which may take longer than the job itself
+        (docs/benchmarks.md, "Restored cold start"); the job would not end meanwhile.
+        Nothing reads these after the outcome; a worker that dies meanwhile leaves them
+        to the next start's :meth:`destroy_orphans`."""
         def work() -> None:
             try:
                 self._delete(cid)

@@ -12,9 +12,10 @@ the image for the pool's limits) instead of booting and importing: the restored 
 said "ready" before its checkpoint, so the slot sends "ping" and counts as ready only
 once the restored process answers "ready" and its CPU quota is the job's again
 (``Restoring.settle``). A refill whose restore fails is logged, the image dropped, and
-the next refill boots cold. Measured (bench/sandbox_start.py): filling the mounts costs well under a
-millisecond, while shipping the bars over the pipe costs a copy through gVisor per MB
-and doubles the bars in the sandbox's memory; hence the mount design.
+the next refill boots cold. Filling the mounts is a few hard links, while shipping the
+bars over the pipe would cost a copy through gVisor per byte and double the bars in the
+sandbox's memory; hence the mount design (the warm row of docs/benchmarks.md, "Sandbox",
+includes the filling).
 
 Isolation: a slot's directories exist only for that slot and hold nothing until its one
 job is handed over, so a sandbox never sees another job's files. Only requests built by
@@ -46,6 +47,7 @@ from pitwall_executor.sandbox.checkpoint import (
     RUNNER_ARGV,
     WARM_ARGV,
     Restoring,
+    SnapshotStore,
     empty_job_mounts,
 )
 from pitwall_executor.sandbox.gvisor import GVisorBackend, GVisorSession
@@ -59,17 +61,17 @@ class _Slot:
     """One pre-started sandbox, its private mount dirs and its stdout drain."""
 
     def __init__(self, backend: GVisorBackend, root: Path, limits: Limits,
-                 image: Path | None = None) -> None:
+                 snapshots: SnapshotStore | None = None, image: Path | None = None) -> None:
         self.dir = root / f"slot-{uuid.uuid4().hex[:12]}"
         mounts = empty_job_mounts(self.dir)
         request = SandboxRequest(f"warm-{self.dir.name}", WARM_ARGV, mounts, {}, limits)
         self.started = time.monotonic()
         #: The checkpoint this slot was restored from; None: booted cold.
-        self.image = image if backend.snapshots is not None else None
+        self.image = image if snapshots is not None else None
         self._restoring: Restoring | None = None
         try:
-            if self.image is not None and backend.snapshots is not None:
-                self._restoring = backend.snapshots.restore(request, self.image, arm=False)
+            if self.image is not None and snapshots is not None:
+                self._restoring = snapshots.restore(request, self.image, arm=False)
                 self.session: GVisorSession = self._restoring.session
             else:
                 self.session = backend.launch(request, arm=False)
@@ -183,10 +185,13 @@ def _remove_dead_pools(root: Path) -> None:
 
 
 class WarmPool:
-    """Keeps ``size`` warm sandboxes with ``limits`` baked in; refills in the background."""
+    """Keeps ``size`` warm sandboxes with ``limits`` baked in; refills in the background,
+    restoring ``snapshots``' image for those limits when given, else booting."""
 
-    def __init__(self, backend: GVisorBackend, size: int, limits: Limits, root: Path) -> None:
+    def __init__(self, backend: GVisorBackend, size: int, limits: Limits, root: Path, *,
+                 snapshots: SnapshotStore | None = None) -> None:
         self._backend, self.size, self.limits = backend, size, limits
+        self._snapshots = snapshots
         _remove_dead_pools(root)
         # One dir per pool: several worker processes may share a data dir.
         self._root = root / f"pool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -250,12 +255,12 @@ class WarmPool:
     def _refill(self) -> None:
         """Start one slot, restored when the store has an image for the pool's limits,
         and wait for it: one start at a time, they compete for the CPUs."""
-        store, image = self._backend.snapshots, None
+        store, image = self._snapshots, None
         if store is not None and not self._cold_next:
             image = store.image(self.limits)  # built here the first time
         self._cold_next = False
         try:
-            slot = _Slot(self._backend, self._root, self.limits, image)
+            slot = _Slot(self._backend, self._root, self.limits, store, image)
         except Exception:  # the runtime failed: log, back off, try again
             log.exception("warm pool: starting a sandbox failed")
             self._closed.wait(_RETRY_S)

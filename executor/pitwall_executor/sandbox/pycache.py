@@ -4,7 +4,8 @@ The sandbox mounts the interpreter, the project's site-packages and the SDK read
 and sets ``PYTHONDONTWRITEBYTECODE``: a module without a valid ``.pyc`` next to it is
 compiled from source on *every* import, in every job. An installer that does not compile
 bytecode (uv's default) leaves the whole of numpy, polars and pyarrow like that, and in
-gVisor the compiling costs a cold job about a second (measured, bench/sandbox_start.py).
+gVisor the compiling costs a cold job more than the sandbox's own boot
+(docs/benchmarks.md, "Bytecode").
 
 So the backend builds a private bytecode tree (``PYTHONPYCACHEPREFIX``): for every module
 a job may import (the standard library, the SDK, and the distributions the sandbox image
@@ -110,8 +111,9 @@ def _fresh(source: Path, cfile: Path) -> bool:
 
 def default_dir(layout: oci.PythonLayout) -> Path:
     """The per-user tree of this interpreter and venv, shared by every backend using them
-    (a worker restart or a test session then finds it built: the first build takes
-    ~25 s, a check of a fresh tree ~1 s)."""
+    (a worker restart or a test session then finds it built: the first build compiles
+    thousands of modules, a check of a fresh tree only reads their headers;
+    docs/benchmarks.md, "Bytecode")."""
     key = hashlib.sha256("\0".join(map(str, (layout.prefix.resolve(),
                                                layout.site_packages.resolve(),
                                                layout.sdk.resolve(), _TAG))).encode())

@@ -33,8 +33,8 @@ TRADE_EPSILON = 1e-12
 # Newton on a piecewise-linear function ends in a few steps; this only bounds bad input.
 _MAX_NEWTON_STEPS = 64
 _MAX_FROZEN_PASSES = 64
-# Blocks of 512 kB per array keep the per-bar work in the CPU cache (measured best of
-# 2**14..2**20 cells on 100 symbols × 98,280 bars).
+# Blocks small enough that each array's block stays in the CPU cache during the per-bar
+# work; the size is the fastest of those tried (docs/benchmarks.md, vectorized engine).
 _BLOCK_CELLS = 1 << 16
 _TOLERANCE = 4 * float(np.finfo(np.float64).eps)
 
