@@ -16,6 +16,7 @@ from pitwall_executor.datalake.planner import validate_request
 from pitwall_executor.jobs.queue import JobQueue
 from pitwall_executor.jobs.redis_queue import make_queue
 from pitwall_executor.jobs.store import MetadataStore
+from pitwall_executor.jobs.sweeps import SWEEP_PRIORITY
 from pitwall_executor.sandbox import SandboxBackend, make_backend
 from pitwall_executor.storage.artifacts import ArtifactStore, open_artifact_store
 
@@ -79,8 +80,6 @@ class Stack:
         Raises :class:`pitwall_executor.jobs.sweeps.SweepError` for a bad grid, and the errors
         of :meth:`submit` for a bad bundle or data request; writes nothing then.
         """
-        from pitwall_executor.jobs.sweeps import SWEEP_PRIORITY
-
         pinned, sha256 = self._check(spec, bundle)
         parent, children = self.store.create_sweep(
             spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=sha256,

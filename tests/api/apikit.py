@@ -17,7 +17,7 @@ from pitwall.models import JobStatus, Metrics
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.jobs.researchers import create_researcher
-from pitwall_executor.jobs.store import bundles, jobs
+from pitwall_executor.jobs.schema import bundles, jobs
 from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.stack import Stack
 

@@ -25,7 +25,7 @@ from pitwall.models import (
 )
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
-from pitwall_executor.jobs.store import equity_points
+from pitwall_executor.jobs.events import equity_points
 from pitwall_executor.orchestration.worker import Worker
 from pitwall_executor.stack import Stack
 

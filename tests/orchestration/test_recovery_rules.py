@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall_executor.jobs.queue import MemoryQueue
-from pitwall_executor.jobs.store import MetadataStore, ResearcherAtQuotaError, attempts
+from pitwall_executor.jobs.schema import attempts
+from pitwall_executor.jobs.store import MetadataStore, ResearcherAtQuotaError
 from pitwall_executor.jobs.sweeps import SweepError, expand_grid
 from pitwall_executor.orchestration.recovery import (
     RecoveryLoop,

@@ -12,7 +12,8 @@ from alembic.migration import MigrationContext
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall_executor.jobs import migrations
-from pitwall_executor.jobs.store import MetadataStore, metadata
+from pitwall_executor.jobs.schema import metadata
+from pitwall_executor.jobs.store import MetadataStore
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5))

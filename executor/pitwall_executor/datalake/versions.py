@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import polars as pl
-import sqlalchemy as sa
 
 from pitwall.errors import DataError
 
@@ -64,15 +62,7 @@ def pin(catalog: Catalog, dataset: str, version: int, reason: str = "") -> None:
 
 def job_pins(store: MetadataStore, dataset: str) -> set[int]:
     """Versions of ``dataset`` referenced by any stored job, whatever its status."""
-    from pitwall_executor.jobs.store import jobs
-
-    query = sa.select(jobs.c.spec, jobs.c.data_version).where(jobs.c.data_version.is_not(None))
-    pinned = set()
-    with store.engine.connect() as conn:
-        for spec, version in conn.execute(query):
-            if json.loads(spec).get("dataset") == dataset:
-                pinned.add(int(version))
-    return pinned
+    return store.data_versions(dataset)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from pitwall_executor.jobs.store import MetadataStore, researchers, utcnow
+from pitwall_executor.jobs.schema import researchers, utcnow
+from pitwall_executor.jobs.store import MetadataStore
 
 Role = Literal["researcher", "admin"]
 TOKEN_PREFIX = "pw_"

@@ -9,17 +9,20 @@ aggregate of its children, updated in the transaction that ends each child:
   COMPLETED if at least one child completed (the reason counts the others), FAILED
   otherwise (none completed; the reason quotes the first failure).
 
-Children run at :data:`SWEEP_PRIORITY`, behind interactive runs.
+Children run at :data:`SWEEP_PRIORITY`, behind interactive runs. The functions that
+touch the database run inside a transaction of
+:class:`~pitwall_executor.jobs.store.MetadataStore`, which calls them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,10 +30,9 @@ from sqlalchemy.engine import Connection
 
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, JobStatus, Metrics, ParamValue
-from pitwall_executor.jobs.store import jobs, metrics_t, utcnow
-
-if TYPE_CHECKING:
-    from pitwall_executor.jobs.store import MetadataStore
+from pitwall_executor.jobs import events
+from pitwall_executor.jobs.errors import JobNotFoundError
+from pitwall_executor.jobs.schema import job_metrics, jobs, utcnow
 
 SWEEP_PRIORITY = 5
 MAX_SWEEP_RUNS = 1000
@@ -75,10 +77,11 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def create_sweep(store: MetadataStore, *, spec: BacktestSpec, researcher: str, bundle: bytes,
+def insert_sweep(conn: Connection, *, spec: BacktestSpec, researcher: str,
                  bundle_sha256: str, data_version: int | None,
                  grid: dict[str, list[Any]]) -> tuple[str, list[str]]:
-    """Insert the parent and one PENDING child per grid point in one transaction."""
+    """Insert the parent and one PENDING child per grid point, in the caller's
+    transaction (which also stores the bundle): ``(parent id, child ids)``."""
     points = expand_grid(grid)
     base = spec.model_dump()
     try:  # every child spec must be valid on its own
@@ -91,21 +94,35 @@ def create_sweep(store: MetadataStore, *, spec: BacktestSpec, researcher: str, b
     ids = [str(uuid.uuid4()) for _ in children]
     common = {"researcher": researcher, "status": JobStatus.PENDING.value,
               "bundle_sha256": bundle_sha256, "data_version": data_version, "created_at": now}
-    with store.engine.begin() as conn:
-        store.put_bundle(conn, bundle_sha256, bundle)
-        conn.execute(sa.insert(jobs).values(id=parent_id, kind="sweep", spec=spec.model_dump_json(),
-                                            grid=json.dumps(grid), **common))
-        conn.execute(sa.insert(jobs), [
-            {"id": job_id, "kind": "run", "parent_id": parent_id, "priority": SWEEP_PRIORITY,
-             "spec": child.model_dump_json(), **common}
-            for job_id, child in zip(ids, children, strict=True)])
-        store.event(conn, parent_id, "status", {"status": "PENDING", "runs": len(ids)})
-        for job_id in ids:
-            store.event(conn, job_id, "status", {"status": "PENDING", "parent_id": parent_id})
+    conn.execute(sa.insert(jobs).values(id=parent_id, kind="sweep", spec=spec.model_dump_json(),
+                                        grid=json.dumps(grid), **common))
+    conn.execute(sa.insert(jobs), [
+        {"id": job_id, "kind": "run", "parent_id": parent_id, "priority": SWEEP_PRIORITY,
+         "spec": child.model_dump_json(), **common}
+        for job_id, child in zip(ids, children, strict=True)])
+    events.append(conn, parent_id, "status", {"status": "PENDING", "runs": len(ids)})
+    for job_id in ids:
+        events.append(conn, job_id, "status", {"status": "PENDING", "parent_id": parent_id})
     return parent_id, ids
 
 
-def settle_parent(store: MetadataStore, conn: Connection, parent_id: str) -> None:
+def parent_started(conn: Connection, parent_id: str, now: dt.datetime) -> None:
+    """A child of ``parent_id`` started: a PENDING sweep turns RUNNING."""
+    res = conn.execute(sa.update(jobs).where(jobs.c.id == parent_id,
+                                             jobs.c.status == JobStatus.PENDING.value)
+                       .values(status=JobStatus.RUNNING.value, started_at=now))
+    if res.rowcount == 1:
+        events.append(conn, parent_id, "status", {"status": "RUNNING"})
+
+
+def settle_parent_of(conn: Connection, job_id: str) -> None:
+    """Update the sweep a job belongs to (if any) after the job changed state."""
+    parent = conn.execute(sa.select(jobs.c.parent_id).where(jobs.c.id == job_id)).scalar()
+    if parent is not None:
+        settle_parent(conn, parent)
+
+
+def settle_parent(conn: Connection, parent_id: str) -> None:
     """Recompute a sweep's progress and, once every child is terminal, its final state."""
     # Lock the parent first: two children ending at once must not both see the other
     # one still running (READ COMMITTED re-reads after the lock is granted).
@@ -121,8 +138,8 @@ def settle_parent(store: MetadataStore, conn: Connection, parent_id: str) -> Non
     done = sum(n for s, n in counts.items() if s.terminal)
     if done < total:
         conn.execute(sa.update(jobs).where(jobs.c.id == parent_id).values(progress=done / total))
-        store.event(conn, parent_id, "progress", {"progress": done / total,
-                                                  "message": f"{done}/{total} runs finished"})
+        events.append(conn, parent_id, "progress", {"progress": done / total,
+                                                     "message": f"{done}/{total} runs finished"})
         return
     status, reason = _final(counts, total, rows)
     now = utcnow()
@@ -131,7 +148,7 @@ def settle_parent(store: MetadataStore, conn: Connection, parent_id: str) -> Non
                      .values(status=JobStatus.RUNNING.value, started_at=now))
     conn.execute(sa.update(jobs).where(jobs.c.id == parent_id)
                  .values(status=status.value, reason=reason, progress=1.0, finished_at=now))
-    store.event(conn, parent_id, "status", {"status": status.value, "reason": reason})
+    events.append(conn, parent_id, "status", {"status": status.value, "reason": reason})
 
 
 def _final(counts: Counter[JobStatus], total: int, rows: Sequence[Any],
@@ -149,19 +166,16 @@ def _final(counts: Counter[JobStatus], total: int, rows: Sequence[Any],
                               + (f"; first failure: {first}" if first else ""))
 
 
-def sweep_results(store: MetadataStore, parent_id: str) -> list[SweepRow]:
+def sweep_results(conn: Connection, parent_id: str) -> list[SweepRow]:
     """The results table of a sweep: one row per child, in grid order."""
-    with store.engine.connect() as conn:
-        grid_json = conn.execute(sa.select(jobs.c.grid).where(
-            jobs.c.id == parent_id, jobs.c.kind == "sweep")).scalar()
-        if grid_json is None:
-            from pitwall_executor.jobs.store import JobNotFoundError
-
-            raise JobNotFoundError(f"no sweep {parent_id!r}")
-        rows = conn.execute(
-            sa.select(jobs.c.id, jobs.c.spec, jobs.c.status, jobs.c.reason, metrics_t.c.metrics)
-            .select_from(jobs.outerjoin(metrics_t, metrics_t.c.job_id == jobs.c.id))
-            .where(jobs.c.parent_id == parent_id)).all()
+    grid_json = conn.execute(sa.select(jobs.c.grid).where(
+        jobs.c.id == parent_id, jobs.c.kind == "sweep")).scalar()
+    if grid_json is None:
+        raise JobNotFoundError(f"no sweep {parent_id!r}")
+    rows = conn.execute(
+        sa.select(jobs.c.id, jobs.c.spec, jobs.c.status, jobs.c.reason, job_metrics.c.metrics)
+        .select_from(jobs.outerjoin(job_metrics, job_metrics.c.job_id == jobs.c.id))
+        .where(jobs.c.parent_id == parent_id)).all()
     names = list(json.loads(grid_json))
     order = {json.dumps(p, sort_keys=True): i
              for i, p in enumerate(expand_grid(json.loads(grid_json)))}

@@ -30,16 +30,12 @@ import logging
 import threading
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from pitwall.models import JobStatus
 from pitwall_executor.jobs.queue import JobQueue
-from pitwall_executor.jobs.store import MetadataStore, attempts, jobs, utcnow
+from pitwall_executor.jobs.store import MetadataStore
 from pitwall_executor.storage.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-LOST = "LOST"  # attempts.outcome of an attempt whose worker died
 
 
 @dataclass(frozen=True)
@@ -55,73 +51,17 @@ def recover_stale(store: MetadataStore, *, older_than: float, max_attempts: int,
                   artifacts: ArtifactStore | None = None) -> list[Recovered]:
     """Take back every RUNNING job whose attempt stopped heartbeating ``older_than`` s ago,
     and discard what each lost attempt left in ``artifacts``."""
-    cutoff = utcnow() - dt.timedelta(seconds=older_than)
-    with store.engine.connect() as conn:
-        stale = conn.execute(
-            sa.select(jobs.c.id, jobs.c.attempt, attempts.c.worker)
-            .select_from(jobs.join(attempts, sa.and_(attempts.c.job_id == jobs.c.id,
-                                                     attempts.c.attempt == jobs.c.attempt)))
-            .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind == "run",
-                   attempts.c.finished_at.is_(None), attempts.c.heartbeat_at < cutoff)
-        ).all()
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
     out = []
-    for job_id, attempt, worker in stale:
-        status = _recover_one(store, job_id, attempt, worker, cutoff, max_attempts)
+    for stale in store.stale_attempts(cutoff):
+        status = store.recover_lost(stale, silent_since=cutoff, max_attempts=max_attempts)
         if status is not None:
             log.warning("job %s attempt %d: worker %s stopped heartbeating; job is now %s",
-                        job_id, attempt, worker, status.value)
-            out.append(Recovered(job_id, attempt, status))
+                        stale.job_id, stale.attempt, stale.worker, status.value)
+            out.append(Recovered(stale.job_id, stale.attempt, status))
             if artifacts is not None:
-                artifacts.discard(job_id, attempt)
+                artifacts.discard(stale.job_id, stale.attempt)
     return out
-
-
-def _recover_one(store: MetadataStore, job_id: str, attempt: int, worker: str,
-                 cutoff: dt.datetime, max_attempts: int) -> JobStatus | None:
-    now = utcnow()
-    with store.engine.begin() as conn:
-        # Fenced twice: the attempt must still be open and still silent.
-        res = conn.execute(attempts.update()
-                           .where(attempts.c.job_id == job_id, attempts.c.attempt == attempt,
-                                  attempts.c.finished_at.is_(None),
-                                  attempts.c.heartbeat_at < cutoff)
-                           .values(finished_at=now, outcome=LOST))
-        if res.rowcount != 1:
-            return None
-        lost = conn.execute(sa.select(sa.func.count()).select_from(attempts).where(
-            attempts.c.job_id == job_id, attempts.c.outcome == LOST)).scalar_one()
-        fence = jobs.update().where(jobs.c.id == job_id, jobs.c.attempt == attempt,
-                                    jobs.c.status == JobStatus.RUNNING.value)
-        if lost >= max_attempts:
-            reason = (f"worker died {lost} times running this job (last: {worker}, attempt "
-                      f"{attempt}); the strategy may be crashing or exhausting the worker — "
-                      "check its log and limits.memory_mb before resubmitting")
-            conn.execute(fence.values(status=JobStatus.FAILED.value, reason=reason,
-                                      finished_at=now))
-            store.event(conn, job_id, "status", {"status": "FAILED", "reason": reason})
-            store.settle_parent_of(conn, job_id)
-            return JobStatus.FAILED
-        conn.execute(fence.values(status=JobStatus.PENDING.value,
-                                  recovered=jobs.c.recovered + 1, progress=0.0))
-        store.event(conn, job_id, "status", {
-            "status": "PENDING", "attempt": attempt,
-            "reason": f"worker {worker} stopped heartbeating; the job will run again"})
-        return JobStatus.PENDING
-
-
-def pending_runs(store: MetadataStore) -> dict[str, int]:
-    """Every PENDING job a worker should run, with its queue priority."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(jobs.c.id, jobs.c.priority).where(
-            jobs.c.status == JobStatus.PENDING.value, jobs.c.kind == "run")).all()
-    return {job_id: int(priority) for job_id, priority in rows}
-
-
-def priority_of(store: MetadataStore, job_id: str) -> int:
-    """The queue priority a job was submitted with."""
-    with store.engine.connect() as conn:
-        value = conn.execute(sa.select(jobs.c.priority).where(jobs.c.id == job_id)).scalar()
-    return int(value or 0)
 
 
 def reconcile(store: MetadataStore, queue: JobQueue) -> list[str]:
@@ -129,7 +69,7 @@ def reconcile(store: MetadataStore, queue: JobQueue) -> list[str]:
     # Read the queue first: a job enqueued after this snapshot was PENDING before it
     # too, so at worst it is enqueued twice, never missed.
     queued = set(queue.queued_ids())
-    missing = {j: p for j, p in pending_runs(store).items() if j not in queued}
+    missing = {j: p for j, p in store.pending_runs().items() if j not in queued}
     for job_id, priority in missing.items():
         queue.enqueue(job_id, priority=priority)
     if missing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from pitwall_executor.jobs.store import metadata
+from pitwall_executor.jobs.schema import metadata
 
 config = context.config
 
