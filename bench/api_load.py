@@ -29,7 +29,6 @@ import multiprocessing as mp
 import os
 import queue
 import random
-import re
 import shutil
 import socket
 import statistics
@@ -45,6 +44,7 @@ from typing import Any
 
 import requests
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from pitwall.bundle import build_bundle
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
@@ -265,9 +265,12 @@ class Readers:
 def server_histogram(url: str) -> dict[float, int]:
     """The API's cumulative latency buckets of GET /v1/backtests/{id} (le → count)."""
     text = requests.get(url + "/metrics", timeout=30).text
-    pattern = re.compile(r'pitwall_http_request_duration_seconds_bucket\{route="/v1/backtests/'
-                         r'\{id\}",method="GET",le="([^"]+)"\} (\d+)')
-    return {float(le): int(n) for le, n in pattern.findall(text)}
+    return {float(s.labels["le"]): int(s.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "pitwall_http_request_duration_seconds"
+            for s in family.samples
+            if s.name.endswith("_bucket") and s.labels["route"] == "/v1/backtests/{id}"
+            and s.labels["method"] == "GET"}
 
 
 def run_load(client: Client, readers: Readers, args: argparse.Namespace) -> dict[str, Any]:

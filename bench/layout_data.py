@@ -30,7 +30,11 @@ import pyarrow.parquet as pq
 from pitwall_executor.datalake import Catalog, sample_symbols
 from pitwall_executor.datalake.bars_file import WRITER_OPTIONS
 from pitwall_executor.datalake.generate import generate_month_chunks
-from pitwall_executor.datalake.market_calendar import SESSION_MINUTES, trading_days
+from pitwall_executor.datalake.market_calendar import (
+    session_minutes,
+    trading_days,
+    trading_minutes,
+)
 
 N_SYMBOLS = 520
 BUCKETS = 16
@@ -46,10 +50,13 @@ def bucket_of(symbol: str) -> int:
 
 def span_for(rows: int) -> tuple[dt.date, dt.date]:
     """The first and last day giving at least ``rows`` bars of N_SYMBOLS symbols."""
-    per_day = N_SYMBOLS * SESSION_MINUTES
     days = trading_days(FIRST_DAY, FIRST_DAY + dt.timedelta(days=3650))
-    needed = max(-(-rows // per_day), 1)
-    return FIRST_DAY, days[min(needed, len(days)) - 1]
+    total = 0
+    for day in days:  # early closes have fewer bars than a full session
+        total += N_SYMBOLS * session_minutes(day)
+        if total >= rows:
+            return FIRST_DAY, day
+    return FIRST_DAY, days[-1]
 
 
 class _BucketWriters:
@@ -119,7 +126,7 @@ def ensure(rows: int, scratch: Path) -> Path:
     manifest: list[dict[str, object]] = []
     counter = [0]
     files = []
-    total = len(trading_days(start, end)) * SESSION_MINUTES * N_SYMBOLS
+    total = trading_minutes(start, end) * N_SYMBOLS
     with tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr) as bar:
         for chunks in generate_month_chunks(symbols, start, end, seed=SEED, chunk_symbols=256):
             before = counter[0]

@@ -10,6 +10,7 @@ import time
 
 import requests
 from apikit import Api
+from prometheus_client.parser import text_string_to_metric_families
 
 from pitwall_executor.jobs.researchers import authenticate, token_digest
 
@@ -134,11 +135,14 @@ def test_health_metrics_and_unknown_paths(api: Api) -> None:
     _job(api)
     api.get("/v1/backtests")
     text = requests.get(api.url + "/metrics", timeout=10).text
-    assert 'pitwall_jobs{status="PENDING"} 1' in text
-    assert 'pitwall_http_requests_total{route="/v1/backtests",method="POST",status="202"} 1' \
-        in text
-    assert 'pitwall_http_request_duration_seconds_bucket{route="/v1/backtests",method="GET",' \
-        'le="+Inf"} 1' in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("pitwall_jobs", (("status", "PENDING"),))] == 1
+    assert samples[("pitwall_db_up", ())] == 1
+    assert samples[("pitwall_http_requests_total", (("method", "POST"), ("route", "/v1/backtests"),
+                                                    ("status", "202")))] == 1
+    assert samples[("pitwall_http_request_duration_seconds_bucket", (
+        ("le", "+Inf"), ("method", "GET"), ("route", "/v1/backtests")))] == 1
     missing = requests.get(api.url + "/v1/nothing", timeout=10)
     assert missing.status_code == 404 and "openapi" in missing.json()["message"]
     bogus = api.get("/v1/backtests/not-a-job-id")

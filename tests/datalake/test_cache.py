@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from cache_children import fetch
+from prometheus_client.parser import text_string_to_metric_families
 from tests.storage.s3_testserver import Fault, FaultProxy
 
 from pitwall.errors import DataError
@@ -188,12 +189,17 @@ def test_metrics_in_prometheus_text(tmp_path: Path) -> None:
     data = os.urandom(4000)
     for _ in range(3):
         cache.get(sha(data), 4000, writer(data))
-    text = cache.metrics_text()
-    for line in ("# TYPE pitwall_cache_hits_total counter", "pitwall_cache_hits_total 2",
-                 "pitwall_cache_misses_total 1", "pitwall_cache_hit_ratio 0.666667",
-                 "pitwall_cache_bytes_saved_total 8000", "pitwall_cache_evictions_total 0",
-                 "pitwall_cache_size_bytes 4000", "pitwall_cache_max_bytes 1048576"):
-        assert line in text.splitlines(), line
+    families = {f.name: f for f in text_string_to_metric_families(cache.metrics_text())}
+    assert families["pitwall_cache_hits"].type == "counter"
+    assert families["pitwall_cache_hit_ratio"].type == "gauge"
+    values = {s.name: s.value for f in families.values() for s in f.samples}
+    assert values == {
+        "pitwall_cache_hits_total": 2, "pitwall_cache_misses_total": 1,
+        "pitwall_cache_bytes_saved_total": 8000, "pitwall_cache_bytes_fetched_total": 4000,
+        "pitwall_cache_evictions_total": 0, "pitwall_cache_evicted_bytes_total": 0,
+        "pitwall_cache_corrupt_refetches_total": 0, "pitwall_cache_failed_fills_total": 0,
+        "pitwall_cache_hit_ratio": 2 / 3, "pitwall_cache_files": 1,
+        "pitwall_cache_size_bytes": 4000, "pitwall_cache_max_bytes": 1 << 20}
 
 
 

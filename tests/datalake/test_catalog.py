@@ -17,6 +17,7 @@ from pitwall_executor.datalake import (
     Snapshot,
     generate_bars,
     generate_dataset,
+    trading_minutes,
 )
 
 JAN = (dt.date(2024, 1, 2), dt.date(2024, 1, 5))
@@ -38,7 +39,7 @@ def test_write_file_is_content_addressed_and_described(tmp_path: Path) -> None:
     assert path == tmp_path / "sample" / "data" / f"{entry.sha256}.parquet"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     assert entry.size == path.stat().st_size
-    assert entry.rows == frame.height == 2 * 4 * 390
+    assert entry.rows == frame.height == 2 * trading_minutes(*JAN)
     assert entry.symbols == ("AAPL", "MSFT")
     assert entry.days == tuple(dt.date(2024, 1, d) for d in (2, 3, 4, 5))
     assert entry.min_ts == dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)

@@ -20,6 +20,7 @@ from pitwall_executor.datalake import (
     bars_file,
     chunk_index,
     load_bars,
+    trading_minutes,
     validate_request,
 )
 from pitwall_executor.datalake.planner import (
@@ -99,7 +100,7 @@ def test_a_one_day_cross_section_reads_with_the_scan(lake: Lake) -> None:
     assert not uses_index(validate_request(snapshot, symbols, day, day), symbols,
                           *_utc_bounds(day, day))
     got = load_bars(catalog, snapshot, symbols, day, day)
-    assert got.height == 20 * 390 and got["symbol"].n_unique() == 20
+    assert got.height == 20 * trading_minutes(day, day) and got["symbol"].n_unique() == 20
 
 
 def _write(tmp_path: Path, frames: list[pl.DataFrame]) -> tuple[Catalog, Snapshot]:

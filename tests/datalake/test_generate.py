@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from pitwall_executor.datalake import BARS_SCHEMA, generate_bars, sample_symbols, trading_days
+from pitwall_executor.datalake.market_calendar import session_minutes
 
 MARCH = (dt.date(2024, 3, 1), dt.date(2024, 3, 31))  # New York switches to DST on the 10th
 
@@ -71,16 +72,46 @@ def test_ohlc_is_consistent_and_positive(march: pl.DataFrame) -> None:
     assert march.null_count().sum_horizontal().item() == 0
 
 
-def test_390_bars_per_trading_day_across_daylight_saving(march: pl.DataFrame) -> None:
+def test_one_bar_per_session_minute_across_daylight_saving(march: pl.DataFrame) -> None:
     per_day = march.group_by("symbol", "day").len()
-    assert per_day["len"].unique().to_list() == [390]
+    expected = {day: session_minutes(day) for day in trading_days(*MARCH)}
+    assert dict(zip(per_day["day"], per_day["len"], strict=True)) == expected
     assert sorted(march["day"].unique()) == trading_days(*MARCH)
     assert march["minute"].min() == 0
-    assert march["minute"].max() == 389
+    assert march["minute"].max() == max(expected.values()) - 1
     opens = march.group_by("day").agg(pl.col("ts").min().dt.hour()).sort("day")
     hours = dict(zip(opens["day"], opens["ts"], strict=True))
     assert hours[dt.date(2024, 3, 8)] == 14  # 09:30 EST
     assert hours[dt.date(2024, 3, 11)] == 13  # 09:30 EDT
+
+
+def test_early_closes_and_closures_follow_the_nyse_calendar() -> None:
+    late_2024 = bars(["AAPL", "MSFT"], dt.date(2024, 11, 25), dt.date(2024, 12, 31))
+    days = late_2024.group_by("symbol", pl.col("ts").dt.date().alias("day")).agg(
+        n=pl.len(), last=pl.col("ts").max())
+    short = days.filter(pl.col("n") != 390).sort("day", "symbol")
+    # The day after Thanksgiving and Christmas Eve close at 13:00 New York: 210 bars each,
+    # the last labelled 12:59.
+    assert short["day"].to_list() == [dt.date(2024, 11, 29)] * 2 + [dt.date(2024, 12, 24)] * 2
+    assert short["n"].to_list() == [210] * 4
+    closes = short["last"].dt.convert_time_zone("America/New_York").dt.time().unique()
+    assert closes.to_list() == [dt.time(12, 59)]
+    # Hurricane Sandy closed the market for two days; President Bush's funeral for one.
+    sandy = bars(["AAPL"], dt.date(2012, 10, 26), dt.date(2012, 10, 31))
+    assert sorted(sandy["ts"].dt.date().unique()) == [dt.date(2012, 10, 26),
+                                                      dt.date(2012, 10, 31)]
+    mourning = bars(["AAPL"], dt.date(2018, 12, 4), dt.date(2018, 12, 6))
+    assert dt.date(2018, 12, 5) not in set(mourning["ts"].dt.date())
+    assert mourning.height == 2 * session_minutes(dt.date(2018, 12, 4))
+
+
+def test_an_early_close_keeps_its_closing_auction() -> None:
+    # The day's U-shape is squeezed into the short session, not cut off at 13:00: the last
+    # bar carries the closing auction's volume.
+    day = bars(sample_symbols(5), dt.date(2024, 11, 29), dt.date(2024, 11, 29))
+    per_symbol = day.group_by("symbol").agg(
+        last=pl.col("volume").sort_by("ts").last(), median=pl.col("volume").median())
+    assert (per_symbol["last"] > 2 * per_symbol["median"]).all()
 
 
 def test_volatility_and_volume_are_u_shaped(march: pl.DataFrame) -> None:

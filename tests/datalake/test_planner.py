@@ -16,6 +16,7 @@ from pitwall_executor.datalake import (
     generate_bars,
     load_bars,
     plan,
+    trading_minutes,
     validate_request,
 )
 
@@ -58,7 +59,7 @@ def test_load_bars_returns_exactly_the_requested_bars(lake: Lake) -> None:
     got = load_bars(catalog, snapshot, ["MSFT", "AAPL"], start, end)
     assert got.schema == BARS_SCHEMA
     assert got.equals(got.sort("symbol", "ts"))
-    assert got.height == 2 * 3 * 390
+    assert got.height == 2 * trading_minutes(start, end)
     assert got["symbol"].unique().sort().to_list() == ["AAPL", "MSFT"]
     assert sorted(got["ts"].dt.date().unique()) == [D(2024, 3, 8), D(2024, 3, 11), D(2024, 3, 12)]
     # The same bars as the generator makes, so nothing was lost or altered on the way.
@@ -86,7 +87,8 @@ def test_load_bars_sorts_files_that_overlap_in_time(tmp_path: Path) -> None:
     ]
     snapshot = catalog.commit("patched", files, message="overlapping files")
     got = load_bars(catalog, snapshot, ["AAPL", "MSFT"], D(2024, 1, 1), D(2024, 1, 31))
-    assert got.height == 7 * 390
+    assert got.height == trading_minutes(D(2024, 1, 3), D(2024, 1, 5)) + trading_minutes(
+        D(2024, 1, 2), D(2024, 1, 5))  # AAPL from the 3rd, MSFT from the 2nd
     assert got.equals(got.sort("symbol", "ts"))
 
 
@@ -94,7 +96,7 @@ def test_load_bars_projects_columns(lake: Lake) -> None:
     catalog, snapshot = lake
     got = load_bars(catalog, snapshot, ["AAPL"], D(2024, 4, 1), D(2024, 4, 1), columns=["close"])
     assert got.columns == ["ts", "symbol", "close"]
-    assert got.height == 390
+    assert got.height == trading_minutes(D(2024, 4, 1), D(2024, 4, 1))
     with pytest.raises(ValueError, match="unknown columns"):
         load_bars(catalog, snapshot, ["AAPL"], D(2024, 4, 1), D(2024, 4, 1), columns=["vwap"])
 
@@ -106,7 +108,7 @@ def test_load_bars_reads_only_the_planned_files(lake: Lake, tmp_path: Path) -> N
     for entry in (snapshot.files[0], snapshot.files[2]):  # February and April
         copy.file_path("sample", entry).unlink()
     got = load_bars(copy, snapshot, ["AAPL"], D(2024, 3, 1), D(2024, 3, 31))
-    assert got.height == 20 * 390  # March 2024 had 20 trading days (Good Friday closed)
+    assert got.height == trading_minutes(D(2024, 3, 1), D(2024, 3, 31))  # Good Friday closed
     with pytest.raises(FileNotFoundError):
         load_bars(copy, snapshot, ["AAPL"], D(2024, 4, 1), D(2024, 4, 2))
 
@@ -127,22 +129,24 @@ def test_an_unknown_symbol_is_named_with_a_suggestion(lake: Lake) -> None:
 
 
 @pytest.mark.parametrize(
-    ("start", "end"),
+    ("start", "end", "closed"),
     [
-        (D(2023, 1, 1), D(2024, 1, 31)),  # ends before the first bar
-        (D(2024, 5, 1), D(2024, 6, 30)),  # starts after the last bar
-        (D(2024, 3, 9), D(2024, 3, 10)),  # a weekend inside the data
-        (D(2024, 3, 29), D(2024, 3, 29)),  # Good Friday, a market holiday
+        (D(2023, 1, 1), D(2024, 1, 31), False),  # ends before the first bar
+        (D(2024, 5, 1), D(2024, 6, 30), False),  # starts after the last bar
+        (D(2024, 3, 9), D(2024, 3, 10), True),  # a weekend inside the data
+        (D(2024, 3, 29), D(2024, 3, 29), True),  # Good Friday, a market holiday
     ],
 )
-def test_a_range_without_bars_names_the_data_range(lake: Lake, start: D, end: D) -> None:
+def test_a_range_without_bars_names_the_data_range(lake: Lake, start: D, end: D,
+                                                   closed: bool) -> None:
     catalog, snapshot = lake
     message = (
         f"no bars between {start} and {end} in dataset sample@v1: its data runs from "
         "2024-02-01 to 2024-04-30 (UTC)"
     )
-    with pytest.raises(EmptyRangeError, match=re.escape(message)):
+    with pytest.raises(EmptyRangeError, match=re.escape(message)) as raised:
         validate_request(snapshot, ["AAPL"], start, end)
+    assert ("The NYSE held no session in that range" in str(raised.value)) is closed
     with pytest.raises(EmptyRangeError, match=re.escape(message)):
         load_bars(catalog, snapshot, ["AAPL"], start, end)
 

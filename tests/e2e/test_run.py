@@ -15,6 +15,7 @@ from tests.e2e.cli_kit import SYMBOLS, pitwall, sample_data_dir
 
 from pitwall.models import JobStatus
 from pitwall_executor.config import load_config
+from pitwall_executor.datalake.market_calendar import trading_minutes
 from pitwall_executor.jobs.store import MetadataStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_sma_crossover_completes_with_a_report_and_reruns_identically(data_dir: 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sharpe"] == pytest.approx(first["metrics"]["sharpe"])  # type: ignore[index]
     equity = pl.read_parquet(out / "equity.parquet")
-    assert equity.height == 10 * 390  # ten trading days of minute bars
+    assert equity.height == trading_minutes(dt.date(2024, 3, 4), dt.date(2024, 3, 15))  # ARGS
     html = (out / "report.html").read_text()
     assert "Plotly.newPlot" in html and str(first["bundle_sha256"]) in html
     assert "sample@v1" in html or '"version": 1' in html or "v1" in html

@@ -4,6 +4,7 @@ with the embedded stack and the real gVisor sandbox behind them."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import tornado.httpclient
 from tests.jupyter.jpkit import notebook
+
+from pitwall_executor.datalake.market_calendar import trading_minutes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +74,8 @@ async def test_submit_runs_in_the_sandbox_and_the_results_come_back(jp_fetch: An
     assert job["status"] == "COMPLETED", job["reason"]
     assert job["spec"]["params"] == {"fast": 5, "slow": 60}
     points = json.loads((await jp_fetch("pitwall", "equity", job_id)).body)
-    assert len(points["ts"]) == len(points["equity"]) == 5 * 390
+    minutes = trading_minutes(dt.date.fromisoformat(SPEC["start"]),
+                              dt.date.fromisoformat(SPEC["end"]))
+    assert len(points["ts"]) == len(points["equity"]) == minutes
     report = await jp_fetch("pitwall", "report", job_id)
     assert b"Plotly" in report.body and job_id.encode() in report.body

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import tornado.web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from tornado.httpserver import HTTPServer
 
 from pitwall_executor.api.context import ApiContext
@@ -61,8 +62,10 @@ class MetricsHandler(ApiHandler):
                 self.ctx.stack.store.count_by_status)
         except Exception:  # the scrape must still answer; pitwall_db_up says why gauges vanished
             counts = None
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.ctx.metrics.render(counts, self.ctx.stack.lake))
+        self.set_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+        # The cache's counters are files on disk: read them off the IOLoop.
+        text = await self.ctx.run(self.ctx.metrics.render, counts, self.ctx.stack.lake)
+        self.finish(text)
 
 
 class OpenApiHandler(ApiHandler):

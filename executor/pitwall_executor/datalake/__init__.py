@@ -35,8 +35,11 @@ from pitwall_executor.datalake.lake_files import (
 )
 from pitwall_executor.datalake.market_calendar import (
     is_trading_day,
+    session_close_utc,
+    session_minutes,
     session_open_utc,
     trading_days,
+    trading_minutes,
     us_market_holidays,
 )
 from pitwall_executor.datalake.planner import (
@@ -120,11 +123,14 @@ __all__ = [
     "read_indexed",
     "sample_symbols",
     "scan_bars",
+    "session_close_utc",
+    "session_minutes",
     "session_open_utc",
     "sha256_bytes",
     "sha256_file",
     "sync_metadata",
     "trading_days",
+    "trading_minutes",
     "upsert",
     "us_market_holidays",
     "vacuum",

@@ -7,7 +7,8 @@ Layout under the cache root::
     data/<sha256>.g<n>            row group n of that file alone (see group_cache.py)
     data/.part-<sha256>-<pid>-<r> a download in progress (never served)
     locks/<sha256>.lock           flock: shared = in use, exclusive = being filled or evicted
-    evict.lock, stats.bin         the eviction lock, and counters shared by all processes
+    evict.lock                    the eviction lock
+    metrics/                      counters shared by all processes (cache_metrics.py)
 
 Several worker processes may ask for the same file at once: the first takes the key's
 lock exclusively and downloads, the others block on it and then find the file. A download
@@ -27,51 +28,40 @@ import fcntl
 import os
 import random
 import re
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pitwall.errors import DataError
+from pitwall.errors import DataError, InfrastructureError
+from pitwall_executor.datalake import cache_metrics
 from pitwall_executor.storage.objectstore import (
     ChecksumMismatchError,
     fsync_dir,
     sha256_file,
 )
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
 __all__ = ["CacheFullError", "FileCache", "Pin", "Verify"]
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _KEY = re.compile(r"^[0-9a-f]{64}(\.g[0-9]+)?$")  # a file, or one row group of it
-_COUNTERS = ("hits", "misses", "bytes_saved", "bytes_fetched", "evictions", "evicted_bytes",
-             "corrupt_refetches", "failed_fills")
-_STATS = struct.Struct(f"<{len(_COUNTERS)}q")
 _MIB = 1 << 20
-_PROMETHEUS = {
-    "hits": ("counter", "Lake files or row groups served from the worker cache."),
-    "misses": ("counter", "Lake files or row groups downloaded into the worker cache."),
-    "hit_ratio": ("gauge", "hits / (hits + misses) since the cache was created."),
-    "bytes_saved": ("counter", "Bytes served from the cache instead of the object store."),
-    "bytes_fetched": ("counter", "Bytes downloaded from the object store."),
-    "evictions": ("counter", "Entries (files, row groups) evicted to stay under the bound."),
-    "evicted_bytes": ("counter", "Bytes evicted to stay under the size bound."),
-    "corrupt_refetches": ("counter", "Downloads that failed verification and were fetched again."),
-    "failed_fills": ("counter", "Entries that failed verification twice (the job failed)."),
-    "files": ("gauge", "Entries (files, row groups) in the cache now."),
-    "size_bytes": ("gauge", "Bytes in the cache now."),
-    "max_bytes": ("gauge", "The cache's size bound (cache_mb)."),
-}
 
 Fill = Callable[[Path], object]
 Verify = Callable[[Path], str | None]
 """Checks a filled temp file of the right size: None when good, else what is wrong."""
 
 
-class CacheFullError(DataError):
+class CacheFullError(DataError, InfrastructureError):
     """The files a job needs do not fit in the worker cache."""
+
+    rerun_when = "the worker cache has room for the job (raise cache_mb)"
 
 
 class _KeyLock:
@@ -125,10 +115,6 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
-
-
 class FileCache:
     """A size-bounded LRU of lake files on local disk, shared by the worker processes."""
 
@@ -141,7 +127,7 @@ class FileCache:
         self._locks = self.root / "locks"
         self._data.mkdir(parents=True, exist_ok=True)
         self._locks.mkdir(parents=True, exist_ok=True)
-        self._stats = self.root / "stats.bin"
+        self._counters = cache_metrics.SharedCounters(self.root / "metrics")
         self._batch = threading.local()  # counter deltas of a counting_batch(), per thread
 
     # -- lookups -------------------------------------------------------------------------
@@ -257,7 +243,7 @@ class FileCache:
             if attempt == 0:
                 self._count(corrupt_refetches=1)
         self._count(failed_fills=1)
-        raise DataError(
+        raise ChecksumMismatchError(
             f"{name} failed verification twice ({'; '.join(problems)}); the copy in the lake "
             "is corrupt, so the job cannot read it. Push or import the dataset again from a "
             "good copy; nothing bad was kept in the cache.")
@@ -353,8 +339,8 @@ class FileCache:
     def counting_batch(self) -> Iterator[None]:
         """Add up this thread's counter updates and write them once, at the end.
 
-        A job's warm lookups (one per file) then cost one locked write of ``stats.bin``
-        rather than one each. Nested batches join the outer one.
+        A job's warm lookups (one per file) then take the counters' lock once rather than
+        once each. Nested batches join the outer one.
         """
         if getattr(self._batch, "deltas", None) is not None:
             yield
@@ -365,37 +351,19 @@ class FileCache:
         finally:
             deltas, self._batch.deltas = self._batch.deltas, None
             if deltas:
-                self._write_counts(deltas)
+                self._counters.add(deltas)
 
     def _count(self, **deltas: int) -> None:
         pending: dict[str, int] | None = getattr(self._batch, "deltas", None)
         if pending is None:
-            self._write_counts(deltas)
+            self._counters.add(deltas)
             return
         for name, delta in deltas.items():
             pending[name] = pending.get(name, 0) + delta
 
-    def _write_counts(self, deltas: dict[str, int]) -> None:
-        with self._locked("stats.lock"):
-            fd = os.open(self._stats, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                raw = os.pread(fd, _STATS.size, 0)
-                values = list(_STATS.unpack(raw)) if len(raw) == _STATS.size else [0] * len(
-                    _COUNTERS)
-                for name, delta in deltas.items():
-                    values[_COUNTERS.index(name)] += delta
-                os.pwrite(fd, _STATS.pack(*values), 0)
-            finally:
-                os.close(fd)
-
     def metrics(self) -> dict[str, float]:
         """Counters shared by every process using this cache, plus its current size."""
-        try:
-            raw = self._stats.read_bytes()
-        except FileNotFoundError:
-            raw = b""
-        values = _STATS.unpack(raw) if len(raw) == _STATS.size else (0,) * len(_COUNTERS)
-        out: dict[str, float] = dict(zip(_COUNTERS, values, strict=True))
+        out = self._counters.totals()
         lookups = out["hits"] + out["misses"]
         out["hit_ratio"] = out["hits"] / lookups if lookups else 0.0
         cached = [e for e in self._entries() if not e[3].name.startswith(".part-")]
@@ -404,12 +372,10 @@ class FileCache:
         out["max_bytes"] = self.max_bytes
         return out
 
+    def metric_families(self) -> list[Metric]:
+        """:meth:`metrics` as Prometheus metric families (``pitwall_cache_*``)."""
+        return cache_metrics.families(self.metrics())
+
     def metrics_text(self) -> str:
-        """:meth:`metrics` in the Prometheus text exposition format, for ``/metrics``."""
-        values = self.metrics()
-        lines = []
-        for name, (kind, help_text) in _PROMETHEUS.items():
-            metric = f"pitwall_cache_{name}" + ("_total" if kind == "counter" else "")
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}",
-                      f"{metric} {_number(values[name])}"]
-        return "\n".join(lines) + "\n"
+        """:meth:`metrics` in the Prometheus text exposition format."""
+        return cache_metrics.text(self.metrics())

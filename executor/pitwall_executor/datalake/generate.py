@@ -1,6 +1,8 @@
 """Deterministic synthetic 1-minute OHLCV bars for US equities (docs/architecture.md §6).
 
-The model, per minute ``t`` of the regular session and symbol ``i``::
+Sessions follow the NYSE calendar (``market_calendar``): no bars on holidays and closures,
+and an early close ends the day's bars at 13:00 New York. The model, per minute ``t`` of a
+session and symbol ``i``::
 
     r[i, t] = mu_i + beta_i * f[t] + sigma_i * u(t) * z[i, t]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -30,7 +33,7 @@ import polars as pl
 
 from pitwall_executor.datalake.market_calendar import (
     SESSION_MINUTES,
-    session_open_utc,
+    session_bounds_us,
     trading_days,
 )
 
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
     FloatArray = NDArray[np.float64]
 
 # Bump when the model changes so catalogs regenerate instead of reusing stale data.
-GENERATOR_VERSION = 1
+# 2: sessions follow the NYSE calendar (early closes end at 13:00, fewer bars).
+GENERATOR_VERSION = 2
 
 BARS_SCHEMA = pl.Schema(
     {
@@ -119,19 +123,58 @@ class SymbolProfile:
         )
 
 
-def _u_shape(first: float, last: float, base: float, k_open: float, k_close: float) -> FloatArray:
-    """A curve over the session minutes, high at the open and the close, low at midday."""
-    m = np.arange(SESSION_MINUTES, dtype=np.float64)
-    return base + first * np.exp(-m / k_open) + last * np.exp(-(SESSION_MINUTES - 1 - m) / k_close)
+def _u_shape(n: int, first: float, last: float, base: float, k_open: float,
+             k_close: float) -> FloatArray:
+    """A curve over the ``n`` minutes of a session, high at the open and the close."""
+    m = np.arange(n, dtype=np.float64)
+    return base + first * np.exp(-m / k_open) + last * np.exp(-(n - 1 - m) / k_close)
 
 
-# Volatility shape scaled so its mean square is 1: the daily variance stays as annualised.
-_VOL_SHAPE = _u_shape(1.6, 0.7, 0.75, 20.0, 25.0)
-_VOL_SHAPE /= np.sqrt(np.mean(_VOL_SHAPE**2))
-# Volume shape with mean 1, plus the closing auction in the last minute.
-_VOLUME_SHAPE = _u_shape(2.5, 2.0, 0.6, 25.0, 20.0)
-_VOLUME_SHAPE[-1] *= 3.0
-_VOLUME_SHAPE /= _VOLUME_SHAPE.mean()
+@functools.cache
+def _shapes(minutes: int) -> tuple[FloatArray, FloatArray]:
+    """Volatility and volume shapes of a session of ``minutes`` minutes.
+
+    Volatility is scaled so its mean square is 1 (a full session's variance stays as
+    annualised), volume to mean 1 with the closing auction in the last minute; an early
+    close gets the whole U squeezed into its shorter day. Both are padded with ones to
+    ``SESSION_MINUTES``: past the close, where returns are masked to zero and nothing is
+    written, so every array keeps one shape and the random streams stay those of a full day.
+    """
+    vol = _u_shape(minutes, 1.6, 0.7, 0.75, 20.0, 25.0)
+    vol /= np.sqrt(np.mean(vol**2))
+    volume = _u_shape(minutes, 2.5, 2.0, 0.6, 25.0, 20.0)
+    volume[-1] *= 3.0
+    volume /= volume.mean()
+    pad = np.ones(SESSION_MINUTES - minutes)
+    shapes = np.concatenate([vol, pad]), np.concatenate([volume, pad])
+    for shape in shapes:
+        shape.setflags(write=False)  # shared by every call (cached)
+    return shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sessions:
+    """The sessions of a block of days (docs/architecture.md §6): opens, and minute shapes."""
+
+    days: list[dt.date]
+    opens: NDArray[np.int64]  # epoch µs UTC
+    live: NDArray[np.bool_]  # (days, SESSION_MINUTES): whether the minute is in the session
+    vol: FloatArray  # (days, SESSION_MINUTES)
+    volume: FloatArray
+
+    @classmethod
+    def of(cls, days: list[dt.date]) -> _Sessions:
+        opens, closes = session_bounds_us(days)
+        minutes = (closes - opens) // 60_000_000
+        shapes = [_shapes(int(n)) for n in minutes]
+        live = np.arange(SESSION_MINUTES)[None, :] < minutes[:, None]
+        return cls(days, opens, live, np.array([v for v, _ in shapes]),
+                   np.array([v for _, v in shapes]))
+
+    def timestamps(self) -> NDArray[np.int64]:
+        """Epoch microseconds (UTC) of every session minute, day by day, flattened."""
+        minutes = np.arange(SESSION_MINUTES, dtype=np.int64) * 60_000_000
+        return (self.opens[:, None] + minutes[None, :])[self.live]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +186,13 @@ class _Market:
     day_vol: FloatArray  # (days,) multiplier, mean ~1
 
     @classmethod
-    def draw(cls, seed: int, days: Sequence[dt.date]) -> _Market:
+    def draw(cls, seed: int, sessions: _Sessions) -> _Market:
         minute_sd = _MARKET_VOL / np.sqrt(_MINUTES_PER_YEAR)
         minute, overnight, day_vol = [], [], []
-        for day in days:
+        for day, shape in zip(sessions.days, sessions.vol, strict=True):
             rng = _rng("market", seed, day.isoformat())
             vol = float(np.exp(0.25 * rng.standard_normal() - 0.25**2 / 2))  # vol clustering
-            minute.append(minute_sd * vol * _VOL_SHAPE * rng.standard_normal(SESSION_MINUTES))
+            minute.append(minute_sd * vol * shape * rng.standard_normal(SESSION_MINUTES))
             overnight.append(
                 _OVERNIGHT_SHARE * minute_sd * np.sqrt(SESSION_MINUTES) * rng.standard_normal()
             )
@@ -197,13 +240,6 @@ def _month_blocks(days: list[dt.date]) -> Iterator[list[dt.date]]:
         yield block
 
 
-def _timestamps(days: Sequence[dt.date]) -> NDArray[np.int64]:
-    """Epoch microseconds (UTC) of every session minute of ``days``, flattened."""
-    opens = np.array([int(session_open_utc(d).timestamp()) * 1_000_000 for d in days])
-    minutes = np.arange(SESSION_MINUTES, dtype=np.int64) * 60_000_000
-    return (opens[:, None] + minutes[None, :]).ravel()
-
-
 def _to_price(log_price: FloatArray) -> FloatArray:
     # Rounding and clipping are monotone, so they keep low <= open, close <= high.
     return np.maximum(np.round(np.exp(log_price), 2), _TICK)
@@ -227,14 +263,15 @@ class _Simulator:
     def month(self, days: list[dt.date]) -> pl.DataFrame:
         """Bars of every symbol over ``days`` (one calendar month), sorted (symbol, ts)."""
         n_sym, n_days = len(self.symbols), len(days)
-        market = _Market.draw(self.seed, days)
+        sessions = _Sessions.of(days)
+        market = _Market.draw(self.seed, sessions)
         shocks = _Shocks.draw(self.seed, self.symbols, f"{days[0]:%Y-%m}", n_days)
         idio_sd = self.idio_vol / np.sqrt(_MINUTES_PER_YEAR) * market.day_vol[None, :, None]
         returns = (
             self.drift / _MINUTES_PER_YEAR
             + self.beta * market.minute[None]
-            + idio_sd * _VOL_SHAPE * shocks.z
-        )
+            + idio_sd * sessions.vol * shocks.z
+        ) * sessions.live  # nothing moves after an early close: the close carries over
         gap_sd = _OVERNIGHT_SHARE * self.idio_vol[:, :, 0] * np.sqrt(1 / 252)
         gaps = self.beta[:, :, 0] * market.overnight[None] + gap_sd * shocks.gap
         steps = returns.copy()
@@ -244,7 +281,7 @@ class _Simulator:
         self.last_log_close = log_close[:, -1, -1].copy()
         log_open = log_close - returns  # previous close, or previous close + gap at the open
         minute_sd = np.sqrt((self.beta * _MARKET_VOL) ** 2 + self.idio_vol**2)
-        minute_sd = minute_sd / np.sqrt(_MINUTES_PER_YEAR) * _VOL_SHAPE
+        minute_sd = minute_sd / np.sqrt(_MINUTES_PER_YEAR) * sessions.vol
         body_hi, body_lo = np.maximum(log_open, log_close), np.minimum(log_open, log_close)
         log_high = body_hi + minute_sd * shocks.wick_hi
         log_low = body_lo - minute_sd * shocks.wick_lo
@@ -252,27 +289,28 @@ class _Simulator:
         activity = 1.0 + 0.6 * np.abs(returns) / minute_sd
         volume = (
             self.volume0
-            * _VOLUME_SHAPE
+            * sessions.volume
             * np.exp(0.3 * shocks.volume_day[:, :, None] + 0.4 * shocks.volume - 0.125)
             * activity
         )
         logs = {"open": log_open, "high": log_high, "low": log_low, "close": log_close}
-        return self._frame(days, logs, volume)
+        return self._frame(sessions, logs, volume)
 
     def _frame(
-        self, days: list[dt.date], logs: dict[str, FloatArray], volume: FloatArray
+        self, sessions: _Sessions, logs: dict[str, FloatArray], volume: FloatArray
     ) -> pl.DataFrame:
-        """Flatten (symbols, days, minutes) arrays into a bars frame, symbol-major."""
-        n_sym = len(self.symbols)
-        ts = np.tile(_timestamps(days), n_sym)
-        per_symbol = len(days) * SESSION_MINUTES
+        """The session minutes of (symbols, days, minutes) arrays as a bars frame,
+        symbol-major."""
+        n_sym, live = len(self.symbols), sessions.live
+        ts = np.tile(sessions.timestamps(), n_sym)
+        per_symbol = int(live.sum())
         index = pl.Series(np.repeat(np.arange(n_sym, dtype=np.uint32), per_symbol))
         return pl.DataFrame(
             {
                 "ts": pl.Series(ts).cast(BARS_SCHEMA["ts"]),
                 "symbol": pl.Series(self.symbols, dtype=pl.String).gather(index),
-                **{name: _to_price(log).ravel() for name, log in logs.items()},
-                "volume": np.maximum(np.round(volume), 1).astype(np.int64).ravel(),
+                **{name: _to_price(log[:, live]).ravel() for name, log in logs.items()},
+                "volume": np.maximum(np.round(volume[:, live]), 1).astype(np.int64).ravel(),
             },
             schema=BARS_SCHEMA,
         )

@@ -1,96 +1,86 @@
-"""The US equity trading calendar: which days trade, and when their session opens in UTC.
+"""The US equity trading calendar: which days trade, and when each session opens and closes.
 
-Rules follow the NYSE holiday schedule (fixed-date holidays move to Friday when they fall
-on Saturday and to Monday when on Sunday, except New Year's Day, which is not moved back
-into the previous year). Early closes (13:00 on the day after Thanksgiving, ...) are not
-modelled: every session here has the full 390 minutes, which keeps the bar grid regular.
+The NYSE calendar of ``exchange_calendars`` (XNYS) decides: its rules know the holidays,
+the early closes (13:00 New York on the day after Thanksgiving, Christmas Eve, the eve of
+Independence Day...) and the one-off closures (Hurricane Sandy on 2012-10-29/30, national
+days of mourning), and need no download. The library, and pandas under it, load on first
+use (measured: 0.45 s to import, 0.17 s to build 1970–2099) and its sessions are read once
+into arrays, so importing this module is free and every later lookup is a dict or array
+access.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import datetime as dt
 import functools
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 NEW_YORK = ZoneInfo("America/New_York")
 SESSION_OPEN = dt.time(9, 30)
-SESSION_MINUTES = 390  # 09:30–16:00, one bar per minute, labelled by its start
-
-# One-off closures the rules cannot know (storms, national days of mourning).
-_SPECIAL_CLOSURES = frozenset(
-    dt.date.fromisoformat(d)
-    for d in (
-        "2001-09-11", "2001-09-12", "2001-09-13", "2001-09-14",
-        "2004-06-11", "2007-01-02", "2012-10-29", "2012-10-30",
-        "2018-12-05", "2025-01-09",
-    )
-)  # fmt: skip
+SESSION_MINUTES = 390  # a regular session, 09:30–16:00; early closes are shorter
+#: The days this calendar answers for: the library builds its sessions for a fixed span,
+#: once per process.
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
+_US = 1_000_000
+# catch_warnings changes process-wide filters: one loader at a time.
+_LOADING = threading.Lock()
 
 
-def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
-    """The ``n``-th given weekday (Monday=0) of a month; ``n=-1`` is the last one."""
-    if n > 0:
-        first = dt.date(year, month, 1)
-        return first + dt.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))
-    next_month = dt.date(year + month // 12, month % 12 + 1, 1)
-    last = next_month - dt.timedelta(days=1)
-    return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
+@dataclasses.dataclass(frozen=True)
+class _Sessions:
+    """Every XNYS session of ``FIRST_DAY..LAST_DAY``: days, and open/close in epoch µs UTC."""
 
-
-def _easter(year: int) -> dt.date:
-    """Gregorian Easter Sunday (anonymous Gregorian algorithm)."""
-    a, b, c = year % 19, year // 100, year % 100
-    d, e = b // 4, b % 4
-    g = (8 * b + 13) // 25
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = c // 4, c % 4
-    l_ = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * l_) // 451
-    month, day = divmod(h + l_ - 7 * m + 114, 31)
-    return dt.date(year, month, day + 1)
-
-
-def _observed(day: dt.date) -> dt.date:
-    """Where a fixed-date holiday is observed when it falls on a weekend."""
-    if day.weekday() == 5:
-        return day - dt.timedelta(days=1)
-    if day.weekday() == 6:
-        return day + dt.timedelta(days=1)
-    return day
+    days: list[dt.date]
+    index: dict[dt.date, int]
+    opens: NDArray[np.int64]
+    closes: NDArray[np.int64]
 
 
 @functools.cache
-def us_market_holidays(year: int) -> frozenset[dt.date]:
-    """Full-day NYSE closures of ``year``.
+def _sessions() -> _Sessions:
+    import exchange_calendars
 
-    Examples
-    --------
-    >>> dt.date(2024, 3, 29) in us_market_holidays(2024)  # Good Friday
-    True
-    """
-    new_year = dt.date(year, 1, 1)
-    days = {
-        _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
-        _nth_weekday(year, 2, 0, 3),  # Washington's Birthday
-        _easter(year) - dt.timedelta(days=2),  # Good Friday
-        _nth_weekday(year, 5, 0, -1),  # Memorial Day
-        _observed(dt.date(year, 7, 4)),
-        _nth_weekday(year, 9, 0, 1),  # Labor Day
-        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
-        _observed(dt.date(year, 12, 25)),
-    }
-    # A Saturday New Year's Day is not observed on the previous year's last trading day.
-    if new_year.weekday() != 5:
-        days.add(_observed(new_year))
-    if year >= 2022:
-        days.add(_observed(dt.date(year, 6, 19)))  # Juneteenth, a market holiday since 2022
-    days |= {d for d in _SPECIAL_CLOSURES if d.year == year}
-    return frozenset(days)
+    with _LOADING, warnings.catch_warnings():
+        # exchange_calendars 4.13 reads ``Series.values`` of tz-aware columns, which pandas
+        # 3.1 deprecates; the values it gets are right (UTC), so the warning says nothing
+        # to a user of Pitwall.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        calendar = exchange_calendars.get_calendar("XNYS", start=FIRST_DAY.isoformat(),
+                                                   end=LAST_DAY.isoformat())
+    schedule = calendar.schedule
+
+    def micros(column: str) -> NDArray[np.int64]:
+        naive = schedule[column].dt.tz_convert(None).to_numpy()
+        out: NDArray[np.int64] = naive.astype("datetime64[us]").astype(np.int64)
+        return out
+
+    days: list[dt.date] = list(schedule.index.date)
+    return _Sessions(days, {d: i for i, d in enumerate(days)}, micros("open"), micros("close"))
+
+
+def _check_span(start: dt.date, end: dt.date) -> None:
+    if start < FIRST_DAY or end > LAST_DAY:
+        raise ValueError(
+            f"{start}..{end} reaches outside the trading calendar, which covers {FIRST_DAY} to "
+            f"{LAST_DAY}; pick dates inside it"
+        )
 
 
 def is_trading_day(day: dt.date) -> bool:
-    """Whether US equity markets hold a regular session on ``day``."""
-    return day.weekday() < 5 and day not in us_market_holidays(day.year)
+    """Whether US equity markets (the NYSE) hold a session on ``day``, full or short."""
+    _check_span(day, day)
+    return day in _sessions().index
 
 
 def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -102,16 +92,79 @@ def trading_days(start: dt.date, end: dt.date) -> list[dt.date]:
     [datetime.date(2024, 1, 2), datetime.date(2024, 1, 3), datetime.date(2024, 1, 4), \
 datetime.date(2024, 1, 5)]
     """
-    n = (end - start).days + 1
-    days = (start + dt.timedelta(days=i) for i in range(max(n, 0)))
-    return [d for d in days if is_trading_day(d)]
+    if end < start:
+        return []
+    _check_span(start, end)
+    days = _sessions().days
+    return days[bisect.bisect_left(days, start):bisect.bisect_right(days, end)]
+
+
+@functools.cache
+def us_market_holidays(year: int) -> frozenset[dt.date]:
+    """Weekdays of ``year`` on which the NYSE held no session (holidays and closures).
+
+    Examples
+    --------
+    >>> dt.date(2024, 3, 29) in us_market_holidays(2024)  # Good Friday
+    True
+    >>> dt.date(2012, 10, 29) in us_market_holidays(2012)  # Hurricane Sandy
+    True
+    """
+    first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
+    open_days = set(trading_days(first, last))
+    weekdays = (first + dt.timedelta(days=i) for i in range((last - first).days + 1))
+    return frozenset(d for d in weekdays if d.weekday() < 5 and d not in open_days)
+
+
+def _position(day: dt.date) -> int:
+    _check_span(day, day)
+    at = _sessions().index.get(day)
+    if at is None:
+        raise ValueError(
+            f"{day} is not a trading day (the NYSE held no session); pick one of "
+            "trading_days(start, end)"
+        )
+    return at
 
 
 def session_open_utc(day: dt.date) -> dt.datetime:
-    """The UTC instant the regular session of ``day`` opens (09:30 New York time).
+    """The UTC instant the session of ``day`` opens (09:30 New York: 14:30 UTC in winter,
+    13:30 UTC in summer). Raises ``ValueError`` when ``day`` is not a trading day."""
+    return dt.datetime.fromtimestamp(_sessions().opens[_position(day)] / _US, dt.UTC)
 
-    zoneinfo applies the daylight-saving rule of that date, so the open is 14:30 UTC in
-    winter and 13:30 UTC in summer.
+
+def session_close_utc(day: dt.date) -> dt.datetime:
+    """The UTC instant the session of ``day`` closes: 16:00 New York, or 13:00 on an early
+    close. Raises ``ValueError`` when ``day`` is not a trading day."""
+    return dt.datetime.fromtimestamp(_sessions().closes[_position(day)] / _US, dt.UTC)
+
+
+def session_minutes(day: dt.date) -> int:
+    """Minutes (one-minute bars) in the session of ``day``: 390, or 210 on an early close.
+
+    Examples
+    --------
+    >>> session_minutes(dt.date(2024, 11, 29))  # the day after Thanksgiving closes at 13:00
+    210
     """
-    local = dt.datetime.combine(day, SESSION_OPEN, tzinfo=NEW_YORK)
-    return local.astimezone(dt.UTC)
+    at, sessions = _position(day), _sessions()
+    return int(sessions.closes[at] - sessions.opens[at]) // (60 * _US)
+
+
+def trading_minutes(start: dt.date, end: dt.date) -> int:
+    """Minutes of trading in ``[start, end]``: how many one-minute bars a symbol has there.
+
+    Examples
+    --------
+    >>> trading_minutes(dt.date(2024, 11, 27), dt.date(2024, 11, 29))  # Thanksgiving week
+    600
+    """
+    opens, closes = session_bounds_us(trading_days(start, end))
+    return int((closes - opens).sum()) // (60 * _US)
+
+
+def session_bounds_us(days: Sequence[dt.date]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Opens and closes (epoch µs UTC) of the sessions of ``days``, as two arrays."""
+    at = np.array([_position(d) for d in days], dtype=np.int64)
+    sessions = _sessions()
+    return sessions.opens[at], sessions.closes[at]
