@@ -59,7 +59,7 @@ class Config(BaseModel):
     # A run the lookahead audit flags fails instead of completing with a warning.
     audit_fail: bool = False
     # Orchestration (workers, recovery, quota): see pitwall_executor.orchestration.process.
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # worker deaths before FAILED
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # deaths or outages before FAILED
     max_running_per_researcher: Annotated[int, Field(ge=1)] | None = None  # None: no quota
     stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 15.0  # heartbeat silence = dead
     grace_s: Annotated[float, Field(ge=0, le=24 * 3600)] = 30.0  # SIGTERM: finish or hand back

@@ -20,10 +20,11 @@ from tests.storage import s3_testserver
 
 from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.config import Config, load_config
-from pitwall_executor.execution.vectorized import AttemptResult
+from pitwall_executor.execution import AttemptResult
 from pitwall_executor.jobs.queue import Claim, MemoryQueue
 from pitwall_executor.jobs.researchers import create_researcher
-from pitwall_executor.jobs.store import MetadataStore, attempts
+from pitwall_executor.jobs.schema import attempts
+from pitwall_executor.jobs.store import MetadataStore
 from pitwall_executor.orchestration.embedded import EmbeddedServer
 from pitwall_executor.orchestration.recovery import RecoveryLoop
 from pitwall_executor.orchestration.worker import Worker

@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any
 
-from pitwall.errors import PitwallError
-from pitwall.models import BacktestSpec, JobView
+from pitwall.errors import InfrastructureError
+from pitwall.models import BacktestSpec, JobStatus, JobView
 from pitwall_executor.api.app import api_context, make_app, start_server
 from pitwall_executor.config import Config
 from pitwall_executor.jobs.queue import MemoryQueue
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 IDLE_LIMIT_S = 30.0  # a sweep's queue stayed empty this long with children still pending
 
 
-class SweepStalledError(PitwallError):
+class SweepStalledError(InfrastructureError):
     """A sweep's children stopped reaching this process's queue (another worker holds them)."""
 
 
@@ -148,8 +148,13 @@ def run_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes) -> Jo
     stack = where if isinstance(where, Stack) else Stack.from_config(where)
     researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
     job_id = stack.submit(spec, bundle, researcher=researcher)
-    Worker(stack).run_one(timeout=5.0)
-    return stack.store.get(job_id)
+    worker = Worker(stack)
+    worker.run_one(timeout=5.0)
+    # An infrastructure failure puts the job back in the queue for another attempt.
+    while ((view := stack.store.get(job_id)).status is JobStatus.PENDING
+           and worker.run_one(timeout=5.0) is not None):
+        pass
+    return view
 
 
 def run_sweep_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,

@@ -7,6 +7,11 @@ by the attempt number and acknowledges the claim. The heartbeat also carries the
 reasons to stop early: the researcher cancelled, or the attempt was taken back (its
 worker was thought dead) — in both cases the sandbox is killed.
 
+An attempt ended by the platform rather than the strategy (``result.outage``: the lake,
+the object store, the sandbox runtime…) ends ``INFRA_FAILED`` and the job goes back to
+the queue through the recovery path, until ``max_attempts`` attempts have ended so; then
+the job fails with a reason that says it was not the strategy's fault.
+
 A redelivered job whose row is not PENDING is just acknowledged: the database decides.
 """
 
@@ -21,10 +26,9 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pitwall.models import JobStatus
-from pitwall_executor.execution.vectorized import AttemptResult, run_attempt
+from pitwall_executor.execution import AttemptResult, run_attempt
 from pitwall_executor.jobs.queue import Claim
 from pitwall_executor.jobs.store import ResearcherAtQuotaError
-from pitwall_executor.orchestration.recovery import priority_of
 from pitwall_executor.stack import Stack
 from pitwall_executor.storage.artifacts import ArtifactError
 
@@ -32,7 +36,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 QUOTA_PAUSE_S = 0.02  # after giving back a job whose researcher is at quota
 QUOTA_WRAP_PAUSE_S = 0.5  # after seeing the same at-quota job again (the queue wrapped)
-OUTAGE_PAUSE_S = 1.0  # after the queue could not be reached
+OUTAGE_PAUSE_S = 1.0  # after the queue could not be reached, or an attempt hit an outage
+INFRA_FAILED = "INFRA_FAILED"  # attempts.outcome of an attempt the platform ended
 _GAVE_BACK = -1  # _start: the claim went back to the queue (researcher at quota)
 
 
@@ -134,6 +139,8 @@ class Worker:
         if (self._hand_back.is_set() and cut_short
                 and not self.stack.store.cancel_requested(job_id)):
             self._give_back(claim, attempt)
+        elif result.outage is not None and not lost.is_set():
+            self._after_outage(claim, attempt, result)
         else:
             self._record(claim, attempt, result)
         self.publish_events(job_id)
@@ -158,12 +165,36 @@ class Worker:
                         claim.job_id, attempt)
             artifacts.discard(claim.job_id, attempt)
 
+    def _after_outage(self, claim: Claim, attempt: int, result: AttemptResult) -> None:
+        """Run the job again after an infrastructure failure, or fail it once
+        ``max_attempts`` attempts have ended so, saying it was not the strategy's fault."""
+        assert result.outage is not None
+        job_id, outage = claim.job_id, result.outage
+        used = self.stack.store.attempt_outcomes(job_id).count(INFRA_FAILED) + 1
+        limit = self.stack.config.max_attempts
+        log.warning("job %s attempt %d ended on an infrastructure failure (%d of %d): %s",
+                    job_id, attempt, used, limit, outage.what)
+        if used >= limit:
+            reason = (f"infrastructure failure, not your strategy: {outage.what}; attempts: "
+                      f"{used}; rerun the job once {outage.rerun_when}")
+            self._record(claim, attempt, AttemptResult(JobStatus.FAILED, reason,
+                                                       files=result.files))
+            return
+        self.stack.artifacts.discard(job_id, attempt)
+        note = (f"infrastructure failure, not your strategy: {outage.what}; the job will run "
+                f"again ({used} of {limit} attempts used)")
+        if self.stack.store.hand_back(job_id, attempt, outcome=INFRA_FAILED, reason=note):
+            self._hand_back.wait(OUTAGE_PAUSE_S)  # the outage is likely still on: not at once
+            priority = self.stack.store.priority_of(job_id)
+            # Not queued (Redis down too)? The job is PENDING: recovery's reconcile queues it.
+            self._quietly("requeue", lambda: self.stack.queue.enqueue(job_id, priority=priority))
+
     def _give_back(self, claim: Claim, attempt: int) -> None:
         job_id = claim.job_id
         self.stack.artifacts.discard(job_id, attempt)
         if self.stack.store.hand_back(job_id, attempt):
             # Enqueue before the ack: a crash in between leaves a duplicate, not a loss.
-            self.stack.queue.enqueue(job_id, priority=priority_of(self.stack.store, job_id))
+            self.stack.queue.enqueue(job_id, priority=self.stack.store.priority_of(job_id))
             log.info("job %s attempt %d handed back on shutdown", job_id, attempt)
 
     def _progress(self, job_id: str, attempt: int) -> Callable[..., None]:

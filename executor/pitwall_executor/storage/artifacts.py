@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from pitwall.errors import InfrastructureError
 from pitwall_executor.storage.objectstore import (
     ObjectNotFoundError,
     ObjectStoreError,
@@ -48,8 +49,10 @@ log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-class ArtifactError(Exception):
+class ArtifactError(InfrastructureError):
     """An artifact could not be stored or read."""
+
+    rerun_when = "the artifact store is reachable again"
 
 
 class ArtifactMissingError(ArtifactError, LookupError):

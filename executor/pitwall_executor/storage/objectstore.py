@@ -15,7 +15,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
-from pitwall.errors import DataError
+from pitwall.errors import DataError, InfrastructureError
 
 __all__ = [
     "ChecksumMismatchError",
@@ -30,8 +30,10 @@ __all__ = [
 _HASH_BLOCK = 1 << 20
 
 
-class ObjectStoreError(DataError):
+class ObjectStoreError(DataError, InfrastructureError):
     """The store could not be reached or kept failing after retries."""
+
+    rerun_when = "the object store is reachable again"
 
 
 class ObjectNotFoundError(ObjectStoreError):

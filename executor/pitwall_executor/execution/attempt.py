@@ -1,0 +1,273 @@
+"""One attempt of one job as a fixed template (docs/architecture.md §2, steps 1–6).
+
+:meth:`Attempt.process` runs ``before_start → execute → on_complete | on_failure``:
+
+- :meth:`~Attempt.before_start`: a fresh work dir, the bundle, the job's slice of the lake
+  (step 1–2), the sandbox's read-only input dir;
+- :meth:`~Attempt.execute`: the engine's own step — run the sandbox (step 3–4);
+- :meth:`~Attempt.on_complete`: the log, how the sandbox ended, the engine's trusted
+  accounting (step 5), the manifest and the report (step 6);
+- :meth:`~Attempt.on_failure`: every way a run ends in an error, as a status and a sentence;
+  an :class:`~pitwall.errors.InfrastructureError` becomes an :class:`Outage`, which the
+  worker retries instead of blaming the strategy.
+
+An engine (:mod:`.vectorized`, :mod:`.event`) overrides only what differs: what the
+sandbox's ``spec.json`` holds, how the sandbox runs, and how its answers are accounted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+
+from pitwall import __version__ as sdk_version
+from pitwall.bundle import Bundle, load_bundle
+from pitwall.engine.report import write_report
+from pitwall.engine.vectorized import EngineResult
+from pitwall.errors import InfrastructureError, PitwallError, StrategyOutputError
+from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
+from pitwall_executor.datalake.planner import load_bars, validate_request
+from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome
+from pitwall_executor.sandbox.base import STRATEGY_FAILED_EXIT
+from pitwall_executor.stack import Stack
+from pitwall_executor.storage.objectstore import ObjectStoreError
+
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The platform, not the strategy, ended an attempt: what failed, and what must be
+    true again before the job can run (completes "rerun the job once …")."""
+
+    what: str
+    rerun_when: str
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How an attempt ended: the status, a one-line reason, and what it produced.
+
+    ``outage`` is set when an infrastructure failure ended it: the worker then runs the
+    job again (up to ``max_attempts``) rather than recording ``status``.
+    """
+
+    status: JobStatus
+    reason: str | None = None
+    metrics: Metrics | None = None
+    files: tuple[Path, ...] = ()
+    outage: Outage | None = None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What :meth:`Attempt.before_start` prepared: the bundle, the bars and the data part
+    of the manifest (dataset, pinned version, file hashes)."""
+
+    bundle: Bundle
+    bars: pl.DataFrame
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """What an engine's trusted accounting produced from the sandbox's answers."""
+
+    result: EngineResult
+    metrics: Metrics
+    manifest: dict[str, Any] = field(default_factory=dict)  # the engine's own entries
+    failure: str | None = None  # fail the job, keeping its report (a flagged audit)
+
+
+class Attempt(ABC):
+    """One attempt of one job; subclasses are the engines (``spec.engine``)."""
+
+    engine: ClassVar[EngineKind]
+
+    def __init__(self, stack: Stack, job: JobView, attempt: int,
+                 on_progress: Progress | None = None) -> None:
+        self.stack = stack
+        self.job = job
+        self.spec: BacktestSpec = job.spec
+        self.attempt = attempt
+        self.progress: Progress = on_progress or (lambda *_a: None)
+        self.workdir = stack.config.jobs_dir / job.id / f"attempt-{attempt}"
+        self.out_dir = stack.artifacts.attempt_dir(job.id, attempt)
+
+    def process(self) -> AttemptResult:
+        """Run the attempt end to end; never raises for a strategy's or the platform's fault."""
+        try:
+            refused = self.unsupported()  # may build the backend: a SandboxError is an outage
+            if refused is not None:
+                return AttemptResult(JobStatus.FAILED, refused)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir.mkdir(parents=True)
+            staged = self.before_start()
+            outcome = self.execute(staged)
+            return self.on_complete(staged, outcome)
+        except PitwallError as exc:
+            return self.on_failure(exc)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- the engine's part ---------------------------------------------------------------
+
+    def unsupported(self) -> str | None:
+        """Why this deployment cannot run the engine at all (no retry helps), else None."""
+        return None
+
+    @abstractmethod
+    def runner_inputs(self, staged: Staged) -> tuple[dict[str, Any], pl.DataFrame | None]:
+        """The sandbox's ``spec.json``, and the bars it may read as a file (None: none)."""
+
+    @abstractmethod
+    def execute(self, staged: Staged) -> SandboxOutcome:
+        """Run the strategy in its sandbox over the staged inputs; how the sandbox ended."""
+
+    @abstractmethod
+    def account(self, staged: Staged, outcome: SandboxOutcome) -> Accounted | AttemptResult:
+        """Fill and account the strategy's decisions, trusted; an AttemptResult ends early."""
+
+    # -- the fixed steps -----------------------------------------------------------------
+
+    def before_start(self) -> Staged:
+        """Steps 1–2: the bundle, the job's bars, and the sandbox's read-only inputs."""
+        bundle = load_bundle(self.stack.store.bundle(self.job.bundle_sha256),
+                             max_bytes=self.stack.config.max_bundle_mb * 2**20)
+        bars, data = load_slice(self.stack, self.spec)
+        staged = Staged(bundle, bars, data)
+        runner_spec, file_bars = self.runner_inputs(staged)
+        stage_inputs(self.workdir, bundle, runner_spec, file_bars)
+        self.progress(0.1, f"loaded {bars.height} bars")
+        return staged
+
+    def on_complete(self, staged: Staged, outcome: SandboxOutcome) -> AttemptResult:
+        """Steps 5–6: the log, how the sandbox ended, the accounting, manifest and report."""
+        log = self.out_dir / "log.txt"
+        log.write_bytes(outcome.stderr)
+        ended = interpret_outcome(outcome, self.spec)
+        if ended is None:
+            accounted = self.account(staged, outcome)
+            if isinstance(accounted, Accounted):
+                return self.report(staged, accounted, log)
+            ended = accounted
+        return dataclasses.replace(ended, files=(log,))
+
+    def report(self, staged: Staged, accounted: Accounted, log: Path) -> AttemptResult:
+        """Write the manifest and the report; the attempt's final result."""
+        manifest = build_manifest(self.job, self.attempt, staged, self.stack.backend,
+                                  accounted.manifest)
+        manifest_path = self.out_dir / "manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        paths = write_report(self.out_dir, result=accounted.result, metrics=accounted.metrics,
+                             manifest=manifest, bars=staged.bars, benchmark=self.spec.benchmark,
+                             asked=(self.spec.start, self.spec.end))
+        files = (*paths.files, manifest_path, log)
+        if accounted.failure is not None:
+            # Metrics belong to completed jobs only; the report stays with the attempt.
+            return AttemptResult(JobStatus.FAILED, accounted.failure, files=files)
+        return AttemptResult(JobStatus.COMPLETED, metrics=accounted.metrics, files=files)
+
+    def on_failure(self, exc: PitwallError) -> AttemptResult:
+        """The attempt raised ``exc`` on purpose: see :func:`ended_by`."""
+        return ended_by(exc)
+
+
+def ended_by(exc: PitwallError) -> AttemptResult:
+    """How an attempt that raised ``exc`` ends: an :class:`Outage` when the platform failed
+    (the worker retries it), else FAILED with the error's sentence (the strategy's fault)."""
+    if isinstance(exc, InfrastructureError):
+        return AttemptResult(JobStatus.FAILED, str(exc), outage=Outage(str(exc), exc.rerun_when))
+    if isinstance(exc, StrategyOutputError):
+        return AttemptResult(JobStatus.FAILED, f"invalid strategy output: {exc}")
+    return AttemptResult(JobStatus.FAILED, str(exc))
+
+
+def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Step 1: the exact bars the job may see, and the data part of its manifest."""
+    snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
+    files = validate_request(snapshot, spec.universe, spec.start, spec.end)
+    try:
+        bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
+                         lake=stack.lake)
+    except OSError as exc:  # the request was valid: a file the version names is unreadable
+        raise ObjectStoreError(f"the lake could not be read ({exc}); the data of "
+                               f"{spec.dataset}@v{snapshot.version} is unavailable") from exc
+    finally:
+        if stack.lake is not None:
+            stack.lake.release()  # the bars are in memory: the cache may evict the files again
+    data = {"dataset": spec.dataset, "version": snapshot.version,
+            "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
+    return bars, data
+
+
+def stage_inputs(workdir: Path, bundle: Bundle, runner_spec: dict[str, Any],
+                 bars: pl.DataFrame | None) -> None:
+    """Step 2: the bundle and the sandbox's read-only input dir (spec, and bars if any)."""
+    input_dir = workdir / "input"
+    input_dir.mkdir(parents=True)
+    if bars is not None:
+        # The sandbox gets only this slice, never the lake: it cannot read past `end`.
+        bars.write_ipc(input_dir / "bars.arrow", compression="uncompressed")
+    (input_dir / "spec.json").write_text(json.dumps(runner_spec))
+    bundle.extract(workdir / "bundle")
+    for path in (workdir, input_dir, workdir / "bundle"):
+        path.chmod(0o755)
+    for path in input_dir.iterdir():
+        path.chmod(0o444)
+
+
+def interpret_outcome(outcome: SandboxOutcome, spec: BacktestSpec) -> AttemptResult | None:
+    """Map how the sandbox ended to a terminal result; None when the strategy finished."""
+    limits = spec.limits
+    if outcome.cancelled:
+        return AttemptResult(JobStatus.CANCELLED, "cancelled by the researcher")
+    if outcome.timed_out:
+        return AttemptResult(JobStatus.TIMED_OUT,
+                             f"wall-clock limit of {limits.timeout_s:g} s exceeded; raise "
+                             "limits.timeout_s or shorten the date range")
+    if outcome.oom:
+        return AttemptResult(JobStatus.FAILED,
+                             f"memory limit of {limits.memory_mb} MiB exceeded; lower the "
+                             "universe or raise limits.memory_mb")
+    if outcome.exit_code == STRATEGY_FAILED_EXIT:
+        return AttemptResult(JobStatus.FAILED, f"strategy raised {last_error_line(outcome.stderr)}"
+                             "; see the job's log for the traceback")
+    if outcome.exit_code != 0:
+        return AttemptResult(JobStatus.FAILED,
+                             f"the strategy process exited with code {outcome.exit_code} "
+                             f"({last_error_line(outcome.stderr)}); see the job's log")
+    return None
+
+
+def last_error_line(stderr: bytes) -> str:
+    """The last non-empty line of a log, which for a traceback names the error."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "no output"
+
+
+def sandbox_record(backend: SandboxBackend) -> dict[str, str | None]:
+    """The manifest's ``sandbox``: the backend and its image (for gVisor, the digest of
+    everything its mounts show a job); None for a backend without one."""
+    image = getattr(backend, "image", None)  # not part of the backend contract
+    return {"backend": backend.name, "image": image if isinstance(image, str) else None}
+
+
+def build_manifest(job: JobView, attempt: int, staged: Staged, backend: SandboxBackend,
+                   engine_entries: dict[str, Any]) -> dict[str, Any]:
+    """What reproduces the run (docs/architecture.md §1.3): bundle, parameters, data
+    snapshot, sandbox image, SDK version, seed (in the spec), plus the engine's entries."""
+    return {
+        "job_id": job.id, "attempt": attempt, "bundle_sha256": job.bundle_sha256,
+        "entrypoint": staged.bundle.entrypoint, "sdk_version": sdk_version,
+        "engine": job.spec.engine.value, "spec": job.spec.model_dump(mode="json"),
+        "data": staged.data, "sandbox": sandbox_record(backend), **engine_entries,
+    }

@@ -1,0 +1,78 @@
+"""Both engines run through the one attempt template and record the same manifest: a
+vectorized job and an event-driven job, each through a real worker and the real gVisor
+sandbox, store ``manifest.json`` with the sandbox as ``{backend, image}`` (the image is
+the gVisor runtime digest), the pinned data and the engine's own entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.strategies import slow_event
+
+from pitwall.bundle import build_bundle
+from pitwall.models import BacktestSpec, EngineKind, JobStatus, Limits
+from pitwall_executor.config import load_config
+from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.orchestration.worker import Worker
+from pitwall_executor.sandbox.gvisor import GVisorBackend
+from pitwall_executor.stack import Stack
+
+pytestmark = pytest.mark.sandbox
+
+VECTORIZED = """
+import polars as pl
+import pitwall
+
+@pitwall.vectorized
+def half(bars):
+    return bars.select("ts", "symbol", weight=pl.lit(0.5))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    root = tmp_path_factory.mktemp("attempt-manifest")
+    root.chmod(0o755)
+    generate_dataset(Catalog(root / "lake"), "sample", symbols=["AAPL", "MSFT"],
+                     start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 8), seed=7)
+    return Stack.from_config(load_config(environ={}, data_dir=root, sandbox="gvisor"))
+
+
+def manifest_of(stack: Stack, source: str, engine: EngineKind) -> dict[str, Any]:
+    bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py", kind=engine.value)
+    spec = BacktestSpec(dataset="sample", universe=["AAPL", "MSFT"], start=dt.date(2024, 3, 4),
+                        end=dt.date(2024, 3, 5), engine=engine, audit=False, seed=9,
+                        limits=Limits(timeout_s=120, memory_mb=512))
+    job_id = stack.submit(spec, bundle, researcher="t")
+    Worker(stack).run_one(timeout=5)
+    view = stack.store.get(job_id)
+    assert view.status is JobStatus.COMPLETED, view.reason
+    rows = stack.store.artifacts(job_id)
+    assert {"manifest.json", "report.html", "log.txt"} <= set(rows)
+    path = Path(rows["manifest.json"]["uri"].removeprefix("file://"))
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    assert manifest["job_id"] == job_id and manifest["attempt"] == view.attempt == 1
+    assert manifest["bundle_sha256"] == view.bundle_sha256 and manifest["engine"] == engine.value
+    assert manifest["spec"]["seed"] == 9 and manifest["data"]["version"] == 1
+    assert [f["sha256"] for f in manifest["data"]["files"]] != []
+    return manifest
+
+
+def test_both_engines_record_the_sandbox_the_same_way_with_its_image_digest(
+        stack: Stack) -> None:
+    vectorized = manifest_of(stack, VECTORIZED, EngineKind.VECTORIZED)
+    event = manifest_of(stack, slow_event(0.0), EngineKind.EVENT)
+    assert isinstance(stack.backend, GVisorBackend)
+    image = stack.backend.image  # the digest of everything its mounts show a job
+    assert image.startswith("sha256:") and len(image) == len("sha256:") + 64
+    assert vectorized["sandbox"] == event["sandbox"] == {"backend": "gvisor", "image": image}
+    shared = {"job_id", "attempt", "bundle_sha256", "entrypoint", "sdk_version", "engine", "spec",
+              "data", "sandbox"}
+    assert set(vectorized) == shared | {"lookahead_audit"}
+    assert set(event) == shared | {"lockstep"}
+    assert vectorized["lookahead_audit"] == "not run"
+    assert event["lockstep"]["bars"] == 2 * 390 and event["lockstep"]["round_trips"] > 0
