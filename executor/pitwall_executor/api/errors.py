@@ -1,8 +1,9 @@
 """Every error the API can answer, mapped from exceptions in one place.
 
 400 bad input (field-level), 401/403, 404, 409 (cancel a finished job), 413 (bundle too
-large), 415 (wrong content type), 503 (metadata database unreachable). Anything else
-is a bug: 500, logged with its traceback.
+large), 415 (wrong content type), 503 (metadata database unreachable; with a
+``Retry-After`` header, which ``pitwall.Client`` honours). Anything else is a bug: 500,
+logged with its traceback.
 """
 
 from __future__ import annotations
@@ -26,18 +27,24 @@ from pitwall_executor.jobs.sweeps import SweepError
 
 DB_DOWN = ("the metadata database is unreachable; the job store is temporarily unavailable. "
            "Retry in a few seconds; no submitted job is lost")
+#: Seconds a 503 asks the client to wait before it retries: a database restart takes a few.
+RETRY_AFTER_S = 2
 
 
 class ApiError(Exception):
-    """An answer other than success, with the status, a code and a sentence."""
+    """An answer other than success, with the status, a code and a sentence.
+
+    ``retry_after`` (seconds) becomes the ``Retry-After`` header; every 503 has one.
+    """
 
     def __init__(self, status: int, code: str, message: str,
-                 fields: Sequence[FieldError] = ()) -> None:
+                 fields: Sequence[FieldError] = (), *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = list(fields)
+        self.retry_after = RETRY_AFTER_S if retry_after is None and status == 503 else retry_after
 
     def body(self) -> ErrorResponse:
         return ErrorResponse(error=self.code, message=self.message, fields=self.fields)

@@ -25,6 +25,7 @@ from tornado import httputil
 from tornado.web import RequestHandler, stream_request_body
 
 from pitwall.models import BacktestSpec, JobStatus, JobView
+from pitwall.text import printable_log
 from pitwall_executor.api.context import ApiContext
 from pitwall_executor.api.errors import ApiError, bad_request, not_found, to_api_error
 from pitwall_executor.api.models import CreateBacktestResponse, ListBacktestsResponse
@@ -40,6 +41,10 @@ from pitwall_executor.storage.artifacts import (
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SPEC_SLACK = 1 << 20  # room for the spec part and multipart framing beside the bundle
+# An upload over the cap is read and dropped up to this many times the cap, so a client
+# that sends its whole body before reading the answer gets the 413; past it the 413 is
+# sent at once and the connection closed.
+DRAIN_FACTOR = 4
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json",
                  ".txt": "text/plain; charset=utf-8"}
 
@@ -89,9 +94,15 @@ class ApiHandler(RequestHandler):
             message = ("internal error; it is logged on the server, report it with the time"
                        if status_code >= 500 else self._reason)
             err = ApiError(status_code, "internal" if status_code >= 500 else "error", message)
+        self.write_api_error(err)
+
+    def write_api_error(self, err: ApiError) -> None:
+        """Answer ``err`` as the JSON :class:`ErrorResponse`, with its headers."""
         self.set_status(err.status)
         if err.status == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="pitwall"')
+        if err.retry_after is not None:
+            self.set_header("Retry-After", str(err.retry_after))
         self.set_header("Content-Type", "application/json")
         self.finish(err.body().model_dump_json())
 
@@ -149,20 +160,26 @@ class BacktestsHandler(ApiHandler):
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self._cap:
             raise self._too_large(int(length))
-        # Read (and drop) a lying or chunked body up to 4x the cap so the client gets the 413.
-        self.request.connection.set_max_body_size(4 * self._cap)  # type: ignore[union-attr]
+        # A chunked body has no length to refuse up front, and tornado would cut one over
+        # its own limit with a bare 400: data_received enforces the limit instead.
+        self.request.connection.set_max_body_size(  # type: ignore[union-attr]
+            2**62 if length == "" else DRAIN_FACTOR * self._cap)
 
-    def _too_large(self, size: int) -> ApiError:
+    def _too_large(self, size: int, *, at_least: bool = False) -> ApiError:
         limit = self.ctx.stack.config.max_bundle_mb
-        return ApiError(413, "too_large", f"the upload is {size} bytes; bundles are limited to "
-                        f"{limit} MiB. Move data out of the bundle (the platform provides bars)")
+        return ApiError(413, "too_large", f"the upload is {'over ' if at_least else ''}{size} "
+                        f"bytes; bundles are limited to {limit} MiB. Move data out of the "
+                        "bundle (the platform provides bars)")
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size <= self._cap:
             self._chunks.append(chunk)
-        else:
-            self._chunks.clear()
+            return
+        self._chunks.clear()
+        if self._size > DRAIN_FACTOR * self._cap and not self._finished:
+            # Enough read and dropped: answer now; tornado then closes the connection.
+            self.write_api_error(self._too_large(self._size, at_least=True))
 
     async def post(self) -> None:
         if self._size > self._cap:
@@ -274,7 +291,8 @@ class LogsHandler(ApiHandler):
                            f"{view.status.value}); logs appear when an attempt ends")
         data = await self.ctx.run(_read_artifact, rows["log.txt"], self.ctx.stack.config)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(data)
+        # Captured logs are already printable; a log recorded before they were is made so.
+        self.finish(printable_log(data))
 
 
 class JobArtifactHandler(ApiHandler):

@@ -19,6 +19,7 @@ from pitwall.engine.audit import describe
 from pitwall.engine.report import format_metrics, period
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
+from pitwall.text import printable_line
 from pitwall_executor.cli.app import config_of
 from pitwall_executor.cli.sweep import parse_grid, print_results
 from pitwall_executor.config import Config
@@ -115,9 +116,14 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid backtest: " + "; ".join(parts)
 
 
+def _reason(view: JobView) -> str:
+    """The job's reason as one printable line: it may quote what the strategy printed."""
+    return printable_line(view.reason or "")
+
+
 def _print_job(view: JobView, stack: Stack) -> None:
     click.echo(f"job {view.id}: {view.status.value}"
-               + (f" — {view.reason}" if view.reason else ""))
+               + (f" — {_reason(view)}" if view.reason else ""))
     if view.metrics is not None:
         rows = format_metrics(view.metrics)
         width = max(len(label) for label, _ in rows)
@@ -170,7 +176,7 @@ def jobs_list(ctx: click.Context, status: str | None, limit: int) -> None:
     for view in stack.store.list_jobs(status=JobStatus(status) if status else None, limit=limit):
         sharpe = f"{view.metrics.sharpe:.3f}" if view.metrics else "-"
         click.echo(f"{view.id}  {view.status.value:<9}  {view.created_at:%Y-%m-%d %H:%M:%S}  "
-                   f"sharpe={sharpe}  {view.reason or ''}")
+                   f"sharpe={sharpe}  {_reason(view)}")
 
 
 @jobs.command("show")

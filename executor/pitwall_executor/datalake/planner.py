@@ -21,6 +21,7 @@ from pitwall.errors import EmptyRangeError, UnknownSymbolError
 from pitwall_executor.datalake.chunk_index import Fetch, GroupRead, read_groups
 from pitwall_executor.datalake.generate import BARS_SCHEMA
 from pitwall_executor.datalake.group_cache import file_fetch
+from pitwall_executor.datalake.market_calendar import trading_days
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,6 +37,8 @@ _LISTED_SYMBOLS = 10
 def _utc_bounds(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """``[start 00:00 UTC, end + 1 day 00:00 UTC)``: whole UTC days, end inclusive."""
     lo = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
+    if end >= dt.date.max:  # no day after the last date: the bound is the end of time
+        return lo, dt.datetime.max.replace(tzinfo=dt.UTC)
     return lo, dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
@@ -85,14 +88,24 @@ def _check_symbols(snapshot: Snapshot, symbols: Sequence[str]) -> None:
     )
 
 
+def _closed_market(start: dt.date, end: dt.date) -> str:
+    """A sentence when the NYSE held no session at all in ``[start, end]``, else ''."""
+    try:
+        if trading_days(start, end):
+            return ""
+    except ValueError:  # outside the calendar's years: nothing to say
+        return ""
+    return " The NYSE held no session in that range (weekend, holiday or closure)."
+
+
 def _empty_range(snapshot: Snapshot, start: dt.date, end: dt.date) -> EmptyRangeError:
     first, last = snapshot.first_ts, snapshot.last_ts
     if first is None or last is None:
         return EmptyRangeError(f"dataset {snapshot.label} holds no bars; generate or import data")
     return EmptyRangeError(
         f"no bars between {start} and {end} in dataset {snapshot.label}: its data runs from "
-        f"{first.date()} to {last.date()} (UTC), on trading days only. "
-        "Pick dates inside that range."
+        f"{first.date()} to {last.date()} (UTC), on trading days only."
+        f"{_closed_market(start, end)} Pick dates inside that range."
     )
 
 
@@ -307,7 +320,7 @@ def read_indexed(
 def _scan_sorted(files: Sequence[FileEntry], scan: pl.LazyFrame) -> pl.DataFrame:
     if _time_ordered(files):
         # Each file is sorted (symbol, ts) and the files follow each other in time, so a
-        # stable sort by symbol alone yields (symbol, ts): about 3x cheaper than a full sort.
+        # stable sort by symbol alone yields (symbol, ts), one key instead of two.
         frame = scan.sort("symbol", maintain_order=True).collect()
     else:
         frame = scan.sort("symbol", "ts").collect()

@@ -4,6 +4,10 @@ Both pipes are drained to EOF, always, so a chatty strategy can never block on a
 pipe; only the first ``limit`` bytes of stdout are kept (the result channel: a cut
 result is useless, and the decoder rejects it), and the head and tail of stderr (the
 log: the traceback is at the end).
+
+The log is where a strategy's text enters the trusted side: it is read back as printable
+UTF-8 (escape sequences and control characters removed, :mod:`pitwall.text`), so the job
+``reason`` taken from it, the stored ``log.txt`` and every view of them are safe to print.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import os
 import threading
 import time
 from typing import IO
+
+from pitwall.text import printable_log
 
 _CHUNK = 64 * 1024
 
@@ -39,7 +45,8 @@ class HeadBuffer:
 
 
 class HeadTailBuffer:
-    """Keeps the first and the last ``limit // 2`` bytes, with a marker where bytes were cut."""
+    """Keeps the first and the last ``limit // 2`` bytes of a log, with a marker where bytes
+    were cut; :meth:`getvalue` answers them as printable UTF-8."""
 
     def __init__(self, limit: int) -> None:
         self._head_limit = limit - limit // 2
@@ -67,9 +74,10 @@ class HeadTailBuffer:
     def getvalue(self) -> bytes:
         tail = bytes(self._tail[max(0, len(self._tail) - self._tail_limit) :])
         if not self.truncated:
-            return bytes(self._head) + bytes(self._tail)
+            return printable_log(bytes(self._head) + bytes(self._tail))
         skipped = self.total - len(self._head) - len(tail)
-        return bytes(self._head) + f"\n[... {skipped} bytes cut ...]\n".encode() + tail
+        return printable_log(bytes(self._head) + f"\n[... {skipped} bytes cut ...]\n".encode()
+                             + tail)
 
 
 class StreamReader(threading.Thread):

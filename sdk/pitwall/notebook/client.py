@@ -5,7 +5,9 @@
 >>> client.wait(job).metrics.sharpe                              # doctest: +SKIP
 
 The URL and token default to ``PITWALL_API_URL`` and ``PITWALL_TOKEN``; inside JupyterLab
-the Pitwall server extension sets both for the kernels it starts.
+the Pitwall server extension sets both for the kernels it starts. :meth:`Client.wait` and
+:meth:`Client.stream_events` ride out an API that is briefly unavailable (see
+:mod:`pitwall.notebook.backoff`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
+from pitwall.notebook.backoff import Backoff, retry_after_s
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,13 +33,30 @@ if TYPE_CHECKING:
     from tornado.websocket import WebSocketClientConnection
 
 
-class ApiError(PitwallError):
-    """The Backtest API refused a request; ``status`` is the HTTP status."""
+#: Statuses that mean "not now" rather than "no": the API's database is restarting (503),
+#: a proxy in front of it cannot reach it (502, 504), or tornado's client lost the
+#: connection before an answer (599).
+UNAVAILABLE = frozenset({502, 503, 504, 599})
+#: How long :meth:`Client.wait` and :meth:`Client.stream_events` retry an unavailable API.
+RETRY_FOR_S = 120.0
 
-    def __init__(self, status: int, message: str) -> None:
+
+class ApiError(PitwallError):
+    """The Backtest API refused a request; ``status`` is the HTTP status.
+
+    ``retry_after`` is the answer's ``Retry-After`` in seconds, when it had one.
+    """
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+
+class ApiUnavailableError(ApiError, ConnectionError):
+    """The API stayed unavailable (503, 502/504, unreachable) for longer than the client
+    retries; ``status`` is the last status it answered, 503 when it could not be reached."""
 
 
 class Client:
@@ -71,7 +91,8 @@ class Client:
                 message = body.get("message") or body.get("error") or resp.text
             except ValueError:
                 message = resp.text
-            raise ApiError(resp.status_code, str(message))
+            raise ApiError(resp.status_code, str(message),
+                           retry_after=retry_after_s(resp.headers.get("Retry-After")))
         if not resp.content:
             return None
         return resp.json() if "json" in resp.headers.get("content-type", "") else resp.content
@@ -153,23 +174,40 @@ class Client:
         return out
 
     async def stream_events(self, job_id: str, *, after: int = 0,
-                            ) -> AsyncIterator[ProgressEvent]:
+                            retry_for: float = RETRY_FOR_S) -> AsyncIterator[ProgressEvent]:
         """The job's events after ``after`` as they happen (the running equity curve rides
         on the progress events). Ends when the server ends the stream after the job's
-        terminal event; raises :class:`ConnectionError` when the stream was lost before,
-        so the caller can resume with ``after=`` the last ``seq`` it saw."""
-        conn = await self._connect_events(job_id, after)
-        try:
-            while (message := await conn.read_message()) is not None:
-                yield ProgressEvent.model_validate_json(message)
-            if conn.close_code != 1000:
-                raise ConnectionError(f"the events stream of {job_id} was lost "
-                                      f"({conn.close_code}: {conn.close_reason})")
-        finally:
-            conn.close()
+        terminal event.
+
+        A stream refused with 503 (the API's database is restarting) or lost mid-way is
+        reopened after the last event seen, with backoff, for up to ``retry_for`` seconds
+        in a row; then :class:`ApiUnavailableError` (a :class:`ConnectionError`), and the
+        caller can resume later with ``after=`` the last ``seq`` it saw.
+        """
+        outage = Backoff(retry_for)
+        while True:
+            try:
+                conn = await self._connect_events(job_id, after)
+            except (ApiError, OSError) as exc:
+                await asyncio.sleep(self._retry_delay(exc, outage, job_id, "follow"))
+                continue
+            try:
+                while (message := await conn.read_message()) is not None:
+                    event = ProgressEvent.model_validate_json(message)
+                    after = event.seq
+                    outage.reset()
+                    yield event
+                if conn.close_code == 1000:  # the server's end: the job has ended
+                    return
+                lost = ConnectionError(f"the events stream was lost ({conn.close_code}: "
+                                       f"{conn.close_reason})")
+            finally:
+                conn.close()
+            await asyncio.sleep(self._retry_delay(lost, outage, job_id, "follow"))
 
     async def _connect_events(self, job_id: str, after: int) -> WebSocketClientConnection:
         from tornado.httpclient import HTTPClientError, HTTPRequest
+        from tornado.iostream import StreamClosedError
         from tornado.websocket import websocket_connect
 
         url = "ws" + self.url.removeprefix("http") + f"/v1/backtests/{job_id}/events"
@@ -180,18 +218,56 @@ class Client:
             body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
             with contextlib.suppress(ValueError, AttributeError):
                 body = str(json.loads(body).get("message") or body)
-            raise ApiError(exc.code, body) from exc
+            retry_after = retry_after_s(exc.response.headers.get("Retry-After")
+                                        if exc.response else None)
+            raise ApiError(exc.code, body, retry_after=retry_after) from exc
+        except StreamClosedError as exc:  # the API closed the connection during the upgrade
+            raise ConnectionError(f"the API closed the connection ({exc})") from exc
 
-    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5) -> JobView:
-        """Block until the job ends (or ``timeout`` seconds pass: TimeoutError)."""
+    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 0.5,
+             retry_for: float = RETRY_FOR_S) -> JobView:
+        """Block until the job ends (or ``timeout`` seconds pass: TimeoutError).
+
+        An unavailable API (503 while its database restarts, 502/504 from a proxy, a
+        refused or dropped connection) is retried with backoff, honouring its
+        ``Retry-After``, for up to ``retry_for`` seconds in a row (and never past
+        ``timeout``); then :class:`ApiUnavailableError`. The job itself is unaffected.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage = Backoff(retry_for)
+        retried: tuple[type[Exception], ...] = (ApiError, OSError, *_transient_http_errors())
         while True:
-            view = self.get(job_id)
+            try:
+                view = self.get(job_id)
+            except retried as exc:
+                time.sleep(self._retry_delay(exc, outage, job_id, "wait for", until=deadline))
+                continue
+            outage.reset()
             if view.status.terminal:
                 return view
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {view.status.value} after {timeout} s")
             time.sleep(poll)
+
+    def _retry_delay(self, exc: BaseException, outage: Backoff, job_id: str, doing: str, *,
+                     until: float | None = None) -> float:
+        """How long to wait before retrying after ``exc``; re-raises ``exc`` when it is not
+        an outage, :class:`ApiUnavailableError` when the outage outlasted the budget."""
+        if isinstance(exc, ApiError) and exc.status not in UNAVAILABLE:
+            raise exc
+        retry_after = exc.retry_after if isinstance(exc, ApiError) else None
+        delay = outage.delay(retry_after=retry_after, until=until)
+        if delay is not None:
+            return delay
+        status = exc.status if isinstance(exc, ApiError) else 503
+        what = (f"it answered {exc.status}: {exc.message[:200]}" if isinstance(exc, ApiError)
+                else f"the connection failed: {exc}")
+        raise ApiUnavailableError(status, (
+            f"the Backtest API at {self.url} has been unavailable for {outage.elapsed_s:.0f} s "
+            f"({what}), so the client stopped trying to {doing} job {job_id}. The job itself "
+            f"is unaffected: check the API ({self.url}/healthz, or ask whoever runs it), then "
+            f"call the same method again, with a larger retry_for= to wait longer"),
+        ) from exc
 
     def report_url(self, job_id: str) -> str:
         """A signed, expiring URL of the job's HTML report."""
@@ -222,6 +298,13 @@ class Client:
         import polars as pl
 
         return pl.read_parquet(io.BytesIO(self.artifact(job_id, "equity.parquet")))
+
+
+def _transient_http_errors() -> tuple[type[Exception], ...]:
+    """httpx's errors of a connection that failed or dropped (not of a malformed URL)."""
+    import httpx
+
+    return (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
 def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
