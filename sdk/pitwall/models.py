@@ -7,13 +7,77 @@ TypeScript types of the labextension are generated from their JSON Schema.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pitwall.text import printable_line, printable_text
 
 JsonScalar = str | int | float | bool | None
 ParamValue = JsonScalar | list[JsonScalar]
+
+#: The dates a spec may name: wider than any market history, and narrow enough that a
+#: date, the day after it and its UTC datetimes are valid everywhere downstream.
+FIRST_DATE = dt.date(1900, 1, 1)
+LAST_DATE = dt.date(2200, 12, 31)
+
+
+def finite(what: str, example: str) -> BeforeValidator:
+    """Refuse NaN and infinity with a sentence naming the field, what it holds and an example.
+
+    Without it a NaN fails a bound instead ("should be less than or equal to 1e15"),
+    which tells the researcher nothing about what went wrong.
+    """
+
+    def check(value: object, info: ValidationInfo) -> object:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return value  # not a number at all: pydantic says so
+        if isinstance(number, float) and not math.isfinite(number):
+            raise PydanticCustomError(
+                "finite_number", "{field} must be a finite {what}, e.g. {example}",
+                {"field": info.field_name, "what": what, "example": example})
+        return value
+
+    return BeforeValidator(check)
+
+
+def _printable_line(value: str | None) -> str | None:
+    return None if value is None else printable_line(value)
+
+
+def _printable_text(value: str | None) -> str | None:
+    return None if value is None else printable_text(value)
+
+
+def _printable_data(value: Any) -> Any:
+    """Every string of a JSON-like value made printable (an event's payload quotes reasons)."""
+    if isinstance(value, str):
+        return printable_text(value)
+    if isinstance(value, dict):
+        return {printable_text(str(k)): _printable_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_data(v) for v in value]
+    return value
+
+
+#: Text that may quote what a strategy wrote: shown as one printable line.
+PrintableLine = Annotated[str | None, AfterValidator(_printable_line)]
 
 
 class JobStatus(StrEnum):
@@ -45,15 +109,19 @@ class _Model(BaseModel):
 class Costs(_Model):
     """Trading costs applied by the trusted engine to every traded notional."""
 
-    commission_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
-    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    commission_bps: Annotated[float, Field(ge=0, le=1000),
+                              finite("number of basis points", "1.5")] = 0.0
+    slippage_bps: Annotated[float, Field(ge=0, le=1000),
+                            finite("number of basis points", "2")] = 0.0
     # Currency per share traded (qty = notional / fill price).
-    commission_per_share: Annotated[float, Field(ge=0, le=100)] = 0.0
+    commission_per_share: Annotated[float, Field(ge=0, le=100),
+                                    finite("number of dollars per share", "0.005")] = 0.0
     # "fixed": pay half of ``spread_bps``; "range": pay half the fill bar's high − low.
     spread_model: Literal["fixed", "range"] = "fixed"
-    spread_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    spread_bps: Annotated[float, Field(ge=0, le=1000), finite("number of basis points", "5")] = 0.0
     # Annual rate on short notional, accrued over the time a short is held (ACT/365).
-    borrow_bps: Annotated[float, Field(ge=0, le=100_000)] = 0.0
+    borrow_bps: Annotated[float, Field(ge=0, le=100_000),
+                          finite("number of basis points a year", "50")] = 0.0
 
 
 class Execution(_Model):
@@ -65,19 +133,22 @@ class Execution(_Model):
     target is not traded.
     """
 
-    max_gross: Annotated[float, Field(gt=0, le=1000)] | None = None
-    max_net: Annotated[float, Field(gt=0, le=1000)] | None = None
+    max_gross: Annotated[float, Field(gt=0, le=1000),
+                         finite("multiple of capital", "2")] | None = None
+    max_net: Annotated[float, Field(gt=0, le=1000),
+                       finite("multiple of capital", "1")] | None = None
     leverage_policy: Literal["clip", "refuse"] = "clip"
-    rebalance_threshold: Annotated[float, Field(ge=0, le=10)] = 0.0
+    rebalance_threshold: Annotated[float, Field(ge=0, le=10), finite("weight", "0.01")] = 0.0
 
 
 class Limits(_Model):
     """Resource limits of the sandbox that runs the strategy."""
 
-    timeout_s: Annotated[float, Field(gt=0, le=24 * 3600)] = 600.0
+    timeout_s: Annotated[float, Field(gt=0, le=24 * 3600),
+                         finite("number of seconds", "600")] = 600.0
     memory_mb: Annotated[int, Field(ge=64, le=64 * 1024)] = 2048
     pids: Annotated[int, Field(ge=8, le=4096)] = 128
-    cpus: Annotated[float, Field(gt=0, le=64)] = 1.0
+    cpus: Annotated[float, Field(gt=0, le=64), finite("number of CPUs", "2")] = 1.0
     scratch_mb: Annotated[int, Field(ge=1, le=16 * 1024)] = 256
     output_mb: Annotated[int, Field(ge=1, le=4096)] = 256
     log_kb: Annotated[int, Field(ge=1, le=64 * 1024)] = 1024
@@ -96,18 +167,42 @@ class BacktestSpec(_Model):
     end: dt.date
     bar_size: str = "1min"
     engine: EngineKind = EngineKind.VECTORIZED
-    capital: Annotated[float, Field(gt=0, le=1e15)] = 1_000_000.0
+    capital: Annotated[float, Field(gt=0, le=1e15),
+                       finite("number of dollars", "1000000")] = 1_000_000.0
     costs: Costs = Costs()
     execution: Execution = Execution()
     # Symbol of the universe whose buy-and-hold is the benchmark for beta and alpha.
     benchmark: Annotated[str, Field(min_length=1, max_length=32)] | None = None
     # Annual risk-free rate; the metrics use risk_free / 252 per day.
-    risk_free: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    risk_free: Annotated[float, Field(ge=-1, le=1), finite("annual rate", "0.04 (4%)")] = 0.0
     params: dict[str, ParamValue] = Field(default_factory=dict)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     limits: Limits = Limits()
     # Re-run a vectorized strategy on truncated data and compare (lookahead audit).
     audit: bool = True
+
+    @field_validator("start", "end")
+    @classmethod
+    def _supported_date(cls, value: dt.date, info: ValidationInfo) -> dt.date:
+        if not FIRST_DATE <= value <= LAST_DATE:
+            raise PydanticCustomError(
+                "date_range", "{field} {value} is outside the dates Pitwall supports, {first} "
+                "to {last}; pick a date inside the dataset's history",
+                {"field": info.field_name, "value": value.isoformat(),
+                 "first": FIRST_DATE.isoformat(), "last": LAST_DATE.isoformat()})
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _finite_params(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        # JSON has no NaN or infinity: such a value would reach the strategy as null.
+        for name, value in params.items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise PydanticCustomError(
+                    "finite_number", "parameter '{name}' must hold finite numbers, e.g. 0.5; "
+                    "NaN and infinity cannot be sent", {"name": name})
+        return params
 
     @model_validator(mode="after")
     def _check(self) -> BacktestSpec:
@@ -139,18 +234,43 @@ class AuditFinding(_Model):
     n_differences: int
 
 
+class DetectionPower(_Model):
+    """How likely the audit's random cuts were to miss a leak on ``fraction`` of the bars."""
+
+    fraction: float
+    miss_probability: float
+
+
 class LookaheadAudit(_Model):
     """Verdict of the lookahead audit of a vectorized run (docs/lookahead-audit.md).
 
-    ``status``: ``passed`` (every checked cut agreed), ``flagged`` (``first`` is the
-    earliest disagreement), or ``not_run`` (no cut could be checked; ``notes`` say why).
+    ``status``: ``no_lookahead_found`` (every checked cut agreed; ``statement`` says what
+    that covers and with which power), ``flagged`` (``first`` is the earliest
+    disagreement), ``not_run`` (no cut could be checked; ``notes`` say why), or ``exact``
+    (a stepped run: point-in-time by construction, nothing to audit).
+    ``coverage`` counts the checked cuts per family (``session_end``, ``session_start``,
+    ``week_end``, ``month_end``, ``before_gap``, ``random``).
     """
 
-    status: Literal["passed", "flagged", "not_run"]
+    status: Literal["no_lookahead_found", "flagged", "not_run", "exact"]
     tolerance: float
     cuts_checked: list[dt.datetime] = Field(default_factory=list)
     first: AuditFinding | None = None
     notes: list[str] = Field(default_factory=list)
+    level: Literal["default", "thorough"] = "default"
+    coverage: dict[str, int] = Field(default_factory=dict)
+    power: list[DetectionPower] = Field(default_factory=list)
+    #: The smallest leak fraction found with probability >= 99% by the random cuts.
+    detectable_fraction: float | None = None
+    #: Each re-run was a fresh process that saw only the bars up to its cut.
+    independent: bool = True
+    statement: str = ""
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        # Jobs recorded before the verdict said what it covered said "passed".
+        return "no_lookahead_found" if value == "passed" else value
 
 
 class Metrics(_Model):
@@ -191,7 +311,8 @@ class JobView(_Model):
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    reason: str | None = None
+    # Often the last line a strategy wrote to stderr: shown only as printable text.
+    reason: PrintableLine = None
     progress: float = 0.0
     metrics: Metrics | None = None
     bundle_sha256: str
@@ -214,8 +335,8 @@ class ProgressEvent(_Model):
     at: dt.datetime
     status: JobStatus | None = None
     progress: float | None = None
-    message: str | None = None
-    data: dict[str, Any] | None = None
+    message: Annotated[str | None, AfterValidator(_printable_text)] = None
+    data: Annotated[dict[str, Any] | None, AfterValidator(_printable_data)] = None
     #: A progress event's new points of the running equity curve since the job's previous
     #: event, as ``[ts_ms, equity]`` (ms since the epoch, UTC): marked by the trusted broker
     #: while an event-driven job runs; one downsampled curve once a vectorized job is

@@ -1,5 +1,7 @@
-"""The lookahead audit: the real runner re-runs strategies on truncated frames; the trusted
-side flags every leaky strategy at the right place and passes every honest one."""
+"""The lookahead audit: cuts drawn from a secret seed over the places leaks live, each
+re-run a fresh process fed only the bars up to its cut (the real runner, unsandboxed
+here; through gVisor in tests/e2e/test_audit_e2e.py), and a verdict that says what it
+checked. Every leak class is flagged; every honest shape is not."""
 
 from __future__ import annotations
 
@@ -9,165 +11,250 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
-from audit_strategies import HONEST, LEAKY
-from engine_bars import random_walk_bars
+from audit_strategies import HONEST, LEAKY, SPARSE, STATEFUL
 
-from pitwall.engine.audit import (
-    TOLERANCE,
-    audit_weights,
-    choose_cuts,
-    cut_datetime,
-    describe,
-    split_run,
+from pitwall.engine.audit import TOLERANCE, audit_weights, describe
+from pitwall.engine.audit_cuts import (
+    LEVELS,
+    STRUCTURAL,
+    Cut,
+    CutPlan,
+    coverage,
+    detectable_fraction,
+    miss_probability,
+    plan_cuts,
 )
 from pitwall.engine.validate import validate_weights
-from pitwall.errors import StrategyOutputError
-from pitwall.frames import FrameKind, encode_frame
+from pitwall.frames import decode_frames, decode_result
 from pitwall.models import LookaheadAudit
+from pitwall_executor.datalake.generate import generate_bars
+from pitwall_executor.execution.prefix_feed import feed_prefixes
 
-SYMBOLS = ["AAA", "BBB", "CCC"]
-T0 = dt.datetime(2024, 3, 4, 14, 30, tzinfo=dt.UTC)
-N_BARS = 600
+SYMBOLS = ["AAPL", "MSFT"]
 BIG = 2**28
 
 
-def make_bars(n: int = N_BARS) -> pl.DataFrame:
-    """Random-walk minute bars for three symbols, sorted by (symbol, ts)."""
-    return random_walk_bars(SYMBOLS, n, start=T0, seed=5, base=100.0, sigma=0.002)
+def bars_for(days: int, start: dt.date = dt.date(2024, 1, 2)) -> pl.DataFrame:
+    """Generated minute bars of two symbols over ``days`` calendar days, (symbol, ts) order."""
+    end = start + dt.timedelta(days=days - 1)
+    frames = list(generate_bars(SYMBOLS, start, end, seed=11))
+    return pl.concat(frames).sort("symbol", "ts")
 
 
-BARS = make_bars()
-CUTS = choose_cuts(BARS)
+BARS = bars_for(21)
 
 
-def run_runner(tmp_path: Path, source: str, *, cuts: list[int] | None = CUTS,
-               max_seconds: float = 120.0, max_bytes: int = BIG, bars: pl.DataFrame = BARS,
-               ) -> bytes:
-    """``python -m pitwall.sandbox.runner`` on a job dir, unsandboxed; its result channel bytes."""
-    job = tmp_path / "job"
-    (job / "input").mkdir(parents=True)
-    (job / "bundle").mkdir()
-    (job / "bundle" / "strategy.py").write_text(source)
-    bars.write_ipc(job / "input" / "bars.arrow")
-    audit = {"cuts": cuts, "max_bytes": max_bytes, "max_seconds": max_seconds} if cuts else None
-    (job / "input" / "spec.json").write_text(json.dumps(
-        {"entrypoint": "strategy.py", "params": {}, "seed": 3, "audit": audit}))
-    env = {**os.environ, "PYTHONHASHSEED": "0", "TZ": "UTC"}
-    proc = subprocess.run([sys.executable, "-m", "pitwall.sandbox.runner", str(job)], env=env,
-                          capture_output=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout
+def _job(root: Path, source: str, spec: dict[str, Any], bars: pl.DataFrame | None) -> Path:
+    (root / "input").mkdir(parents=True)
+    (root / "bundle").mkdir()
+    (root / "bundle" / "strategy.py").write_text(source)
+    if bars is not None:
+        bars.write_ipc(root / "input" / "bars.arrow")
+    (root / "input" / "spec.json").write_text(json.dumps(spec))
+    return root
 
 
-def audit_source(tmp_path: Path, source: str, **kwargs: object) -> LookaheadAudit:
-    stdout = run_runner(tmp_path, source, **kwargs)  # type: ignore[arg-type]
-    full, outputs = split_run(stdout, n_cuts=len(CUTS), max_bytes=BIG)
-    clean = validate_weights(full, BARS, SYMBOLS)
-    return audit_weights(BARS, clean, CUTS, outputs, SYMBOLS)
+def _runner(job: Path, tmp: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "TZ": "UTC", "TMPDIR": str(tmp)}
+    return subprocess.Popen([sys.executable, "-m", "pitwall.sandbox.runner", str(job)],
+                            env=env, **kwargs)
 
 
-def test_cuts_are_spread_deterministic_and_never_the_full_run() -> None:
-    ts = BARS.get_column("ts").unique().sort().dt.epoch("us").to_list()
-    assert CUTS == choose_cuts(BARS.reverse()) == choose_cuts(BARS)
-    assert [ts[120], ts[240], ts[360], ts[480], ts[598]] == CUTS
-    assert choose_cuts(make_bars(3)) == []
-    assert choose_cuts(make_bars(4)) == [int(make_bars(4).get_column("ts")[2].timestamp() * 1e6)]
+def full_run(tmp_path: Path, source: str, bars: pl.DataFrame) -> pl.DataFrame:
+    """The plain run's validated weights (a process of its own, like the main sandbox)."""
+    job = _job(tmp_path / "full", source, {"entrypoint": "strategy.py", "params": {},
+                                           "seed": 3}, bars)
+    proc = _runner(job, tmp_path / "tmp-full", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    frames = decode_frames(out, max_frames=1, max_payload=BIG)
+    return validate_weights(decode_result(frames[0].payload), bars, SYMBOLS)
+
+
+def rerun(tmp_path: Path, source: str, bars: pl.DataFrame, times: list[int], *,
+          mode: str = "audit", deadline: float | None = None) -> list[Any]:
+    """The audit's re-runs (or a stepped run): the prefix channel to a fresh runner."""
+    job = _job(tmp_path / mode, source, {"kind": "prefixes", "mode": mode,
+                                         "entrypoint": "strategy.py", "params": {},
+                                         "seed": 3}, None)
+    proc = _runner(job, tmp_path / f"tmp-{mode}", stdin=subprocess.PIPE,
+                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        return feed_prefixes(proc.stdin, proc.stdout, bars, times, max_answer_bytes=BIG,
+                             deadline=deadline)
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+
+
+def audit(tmp_path: Path, source: str, bars: pl.DataFrame = BARS, *, seed: int = 7,
+          level: str = "default") -> LookaheadAudit:
+    weights = full_run(tmp_path, source, bars)
+    plan = plan_cuts(bars, seed=seed, level=level)
+    return audit_weights(bars, weights, plan, rerun(tmp_path, source, bars, plan.times),
+                         SYMBOLS)
+
+
+def test_the_plan_depends_on_the_secret_seed_and_covers_every_family() -> None:
+    plan = plan_cuts(BARS, seed=1)
+    assert plan == plan_cuts(BARS.reverse(), seed=1)  # the bars' order does not matter
+    assert plan.times != plan_cuts(BARS, seed=2).times
+    last = BARS.get_column("ts").max()
+    assert all(c.at < last for c in plan.cuts)  # never the full run
+    assert plan.times == sorted(set(plan.times))
+    counts = coverage(plan.cuts)
+    per_family, n_random = LEVELS["default"]
+    assert counts["random"] == n_random
+    # 21 days starting on a Tuesday: sessions, weeks, a month end; generated bars have no
+    # intraday gaps, so that family is empty
+    assert {f: counts[f] for f in ("session_end", "session_start", "week_end")} == \
+        dict.fromkeys(("session_end", "session_start", "week_end"), per_family)
+    assert counts["before_gap"] == 0
+    ny = [c.at.astimezone(dt.timezone(dt.timedelta(hours=-5))) for c in plan.cuts]
+    for cut, local in zip(plan.cuts, ny, strict=True):
+        if "session_end" in cut.kinds:
+            assert (local.hour, local.minute) == (15, 59)
+        if "session_start" in cut.kinds:
+            assert (local.hour, local.minute) == (9, 30)
+    assert plan_cuts(BARS.head(3), seed=1).cuts == ()
+
+
+def test_random_cuts_land_on_distinct_minutes_of_the_hour() -> None:
+    plan = plan_cuts(BARS, seed=5, level="thorough")
+    minutes = [c.at.minute for c in plan.cuts if "random" in c.kinds]
+    assert len(minutes) == LEVELS["thorough"][1]
+    assert len(set(minutes)) == min(60, len(minutes))
+
+
+def test_a_gap_inside_a_session_is_a_family_of_its_own() -> None:
+    gappy = BARS.filter(~pl.col("ts").dt.minute().is_between(20, 24)
+                        | (pl.col("ts").dt.hour() != 17))
+    plan = plan_cuts(gappy, seed=3)
+    gaps = [c for c in plan.cuts if "before_gap" in c.kinds]
+    assert gaps and all((c.at.hour, c.at.minute) == (17, 19) for c in gaps)
+
+
+def test_the_power_the_verdict_claims_is_the_binomial_bound() -> None:
+    assert miss_probability(0.1, 20) == pytest.approx(0.9**20)
+    frac = detectable_fraction(60)
+    assert frac is not None and miss_probability(frac, 60) == pytest.approx(0.01)
+    assert detectable_fraction(0) is None
+    # Drawn over many secret seeds, the random cuts miss a 1-in-10 leak at the claimed rate.
+    rng = np.random.default_rng(0)
+    ts = BARS.get_column("ts").unique().sort()
+    misses = 0
+    for seed in range(300):
+        leak = set(rng.choice(ts.len(), size=ts.len() // 10, replace=False).tolist())
+        idx = {t: i for i, t in enumerate(ts.dt.epoch("us").to_list())}
+        random_cuts = [c for c in plan_cuts(BARS, seed=seed).cuts if "random" in c.kinds]
+        misses += all(idx[c.ts_us] not in leak for c in random_cuts)
+    claimed = miss_probability(0.1, LEVELS["default"][1])
+    assert misses / 300 <= claimed + 3 * (claimed * (1 - claimed) / 300) ** 0.5
 
 
 @pytest.mark.parametrize("name", sorted(LEAKY))
-def test_leaky_strategies_are_flagged_where_the_leak_starts(tmp_path: Path, name: str) -> None:
-    verdict = audit_source(tmp_path, LEAKY[name])
+def test_classic_leaks_are_flagged(tmp_path: Path, name: str) -> None:
+    verdict = audit(tmp_path, LEAKY[name])
     assert verdict.status == "flagged", verdict
     first = verdict.first
     assert first is not None and first.symbol in SYMBOLS and first.n_differences > 0
     assert first.ts <= first.cut and abs(first.full - first.truncated) > TOLERANCE
-    cut0 = cut_datetime(CUTS[0])
-    if name in ("full_sample_zscore", "global_max_normalisation"):
-        assert first.ts == T0  # a full-sample statistic changes every weight, the first too
-    if name == "next_close":
-        assert first.ts == cut0 and first.cut == cut0  # only the bar at the cut peeks
-    if name == "centered_rolling_mean":  # a 21-bar centred window reads 10 bars ahead
-        assert cut0 - dt.timedelta(minutes=10) <= first.ts <= cut0
     text = describe(verdict)
     assert "flagged" in text and first.symbol in text and first.cut.isoformat() in text
 
 
+@pytest.mark.parametrize("days", [20, 21, 25, 30])
+@pytest.mark.parametrize("name", sorted(SPARSE))
+def test_sparse_peeks_are_flagged_whatever_the_range(tmp_path: Path, name: str,
+                                                     days: int) -> None:
+    # a different secret seed per range: the peek is caught whichever cuts are drawn
+    verdict = audit(tmp_path, SPARSE[name], bars_for(days), seed=days)
+    assert verdict.status == "flagged", verdict.statement
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_state_carried_across_calls_cannot_hide_a_leak(tmp_path: Path, name: str) -> None:
+    verdict = audit(tmp_path, STATEFUL[name])
+    assert verdict.status == "flagged", verdict.statement
+
+
 @pytest.mark.parametrize("name", sorted(HONEST))
-def test_honest_strategies_pass(tmp_path: Path, name: str) -> None:
-    verdict = audit_source(tmp_path, HONEST[name])
-    assert verdict.status == "passed", verdict
-    assert [int(c.timestamp() * 1e6) for c in verdict.cuts_checked] == CUTS
-    assert verdict.first is None and verdict.notes == []
+def test_honest_strategies_are_never_flagged(tmp_path: Path, name: str) -> None:
+    for seed in (1, 2):
+        verdict = audit(tmp_path / str(seed), HONEST[name], seed=seed)
+        assert verdict.status == "no_lookahead_found", verdict
+        assert verdict.first is None and verdict.notes == []
+        assert len(verdict.cuts_checked) == len(plan_cuts(BARS, seed=seed).cuts)
+        statement = describe(verdict)
+        assert "passed" not in statement and f"{len(verdict.cuts_checked)} cuts" in statement
+        assert "session ends" in statement and "probability" in statement
 
 
 def test_a_rerun_that_raises_is_noted_not_fatal(tmp_path: Path) -> None:
+    half = BARS.height // 2
     source = LEAKY["next_close"].replace(
-        "def s(bars):\n", f"def s(bars):\n    if bars.height < {len(SYMBOLS) * 450}:\n"
-        "        raise ValueError('need 450 bars')\n")
-    verdict = audit_source(tmp_path, source)
-    # The cuts at 120..360 bars raise; those at 480 and 598 still catch the leak.
+        "def s(bars):\n", f"def s(bars):\n    if bars.height < {half}:\n"
+        "        raise ValueError('need more bars')\n")
+    verdict = audit(tmp_path, source)
     assert verdict.status == "flagged"
-    assert len(verdict.notes) == 3 and all("ValueError: need 450 bars" in n for n in verdict.notes)
-    assert len(verdict.cuts_checked) == 2
+    assert verdict.notes and all("ValueError: need more bars" in n for n in verdict.notes)
 
 
-def test_budgets_skip_cuts_and_the_verdict_says_not_run(tmp_path: Path) -> None:
-    verdict = audit_source(tmp_path, LEAKY["next_close"], max_seconds=0.0)
-    assert verdict.status == "not_run" and len(verdict.notes) == len(CUTS)
-    assert all("time budget" in n for n in verdict.notes)
-    # The full result (~58 kB) fits; no re-run fits beside it with the 64 KiB headroom.
-    limit = 130_000
-    stdout = run_runner(tmp_path / "b", LEAKY["next_close"], max_bytes=limit)
-    full, outputs = split_run(stdout, n_cuts=len(CUTS), max_bytes=limit)
-    assert full.num_rows == BARS.height
-    assert all(isinstance(o, str) and "output limit" in o for o in outputs)
-    assert len(stdout) <= limit
-
-
-def test_split_run_checks_frames() -> None:
-    result = encode_frame(FrameKind.RESULT, b"not arrow")
-    with pytest.raises(StrategyOutputError, match="Arrow"):
-        split_run(result, n_cuts=1, max_bytes=BIG)
-    error = encode_frame(FrameKind.ERROR, b'{"error": "KeyError", "message": "x"}')
-    with pytest.raises(StrategyOutputError, match="KeyError: x"):
-        split_run(error, n_cuts=1, max_bytes=BIG)
-    with pytest.raises(StrategyOutputError, match="more than 2 frames"):
-        split_run(error * 3, n_cuts=1, max_bytes=BIG)
-    with pytest.raises(StrategyOutputError, match="exceeds"):
-        split_run(error, n_cuts=1, max_bytes=10)
+def test_a_spent_budget_leaves_cuts_unchecked_and_says_so(tmp_path: Path) -> None:
+    plan = plan_cuts(BARS, seed=1)
+    answers = rerun(tmp_path, HONEST["momentum"], BARS, plan.times, deadline=0.0)
+    assert answers == ["not checked: the audit's time budget ran out"] * len(plan.cuts)
+    weights = full_run(tmp_path, HONEST["momentum"], BARS)
+    verdict = audit_weights(BARS, weights, plan, answers, SYMBOLS)
+    assert verdict.status == "not_run" and "time budget" in describe(verdict)
 
 
 def _weights(frame: pl.DataFrame, value: pl.Expr) -> pl.DataFrame:
     return frame.select("ts", "symbol", weight=value)
 
 
-def _outputs(fn: object) -> list[pl.DataFrame]:
-    return [fn(BARS.filter(pl.col("ts") <= cut_datetime(c))) for c in CUTS]  # type: ignore[operator]
+PLAN = plan_cuts(BARS, seed=4)
+
+
+def _outputs(fn: Any) -> list[Any]:
+    return [fn(BARS.filter(pl.col("ts") <= c.at)).to_arrow() for c in PLAN.cuts]
 
 
 def test_tolerance_and_missing_rows_follow_the_engine() -> None:
     full = _weights(BARS, pl.lit(0.25))
     noisy = _outputs(lambda b: _weights(b, pl.lit(0.25 + 1e-14)))
-    assert audit_weights(BARS, full, CUTS, [o.to_arrow() for o in noisy], SYMBOLS).status == \
-        "passed"
+    assert audit_weights(BARS, full, PLAN, noisy, SYMBOLS).status == "no_lookahead_found"
     off = _outputs(lambda b: _weights(b, pl.lit(0.25 + 1e-9)))
-    assert audit_weights(BARS, full, CUTS, [o.to_arrow() for o in off], SYMBOLS).status == \
-        "flagged"
+    assert audit_weights(BARS, full, PLAN, off, SYMBOLS).status == "flagged"
     # Rows only where the target changes mean the same targets as a row on every bar.
     sparse = _outputs(lambda b: _weights(b.group_by("symbol").head(1), pl.lit(0.25)))
-    assert audit_weights(BARS, full, CUTS, [o.to_arrow() for o in sparse], SYMBOLS).status == \
-        "passed"
+    assert audit_weights(BARS, full, PLAN, sparse, SYMBOLS).status == "no_lookahead_found"
 
 
 def test_invalid_rerun_output_flags_and_says_why() -> None:
     full = _weights(BARS, pl.lit(0.1))
     nan = _outputs(lambda b: _weights(b, pl.lit(float("nan"))))
-    verdict = audit_weights(BARS, full, CUTS, [o.to_arrow() for o in nan], SYMBOLS)
+    verdict = audit_weights(BARS, full, PLAN, nan, SYMBOLS)
     assert verdict.status == "flagged" and verdict.first is None
     assert "invalid weights" in verdict.notes[0] and "NaN" in verdict.notes[0]
     assert "flagged" in describe(verdict)
-    empty = audit_weights(BARS, full, [], [], SYMBOLS)
+    empty = audit_weights(BARS, full, CutPlan((), "default", 0, 0), [], SYMBOLS)
     assert empty.status == "not_run" and "fewer than four" in describe(empty)
+
+
+def test_a_verdict_from_a_shared_process_says_what_it_could_not_rule_out() -> None:
+    full = _weights(BARS, pl.lit(0.1))
+    same = _outputs(lambda b: _weights(b, pl.lit(0.1)))
+    verdict = audit_weights(BARS, full, PLAN, same, SYMBOLS, independent=False)
+    assert verdict.status == "no_lookahead_found" and "not ruled out" in verdict.statement
+    old = LookaheadAudit.model_validate({"status": "passed", "tolerance": 1e-12})
+    assert old.status == "no_lookahead_found"  # jobs recorded before the rename still load
+    assert Cut(0, ("random",)).at == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert set(STRUCTURAL) < set(coverage([]))

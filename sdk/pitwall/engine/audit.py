@@ -1,10 +1,11 @@
-"""The lookahead audit, trusted side: choose cuts, decode the re-runs, compare (DESIGN §1.2).
+"""The lookahead audit, trusted side: decode the re-runs, compare, state the verdict.
 
 A vectorized strategy sees its whole frame, so nothing stops it from reading the future
 by mistake (a full-sample z-score, a centered window, ``shift(-1)``). The audit re-runs it
-inside the same sandbox on ``bars[ts <= cut]`` for a few cuts (:func:`choose_cuts`) and
-compares the weights up to each cut with the full run's. An honest strategy decides at
-``t`` from bars up to ``t`` only, so removing later bars cannot change its weights.
+on ``bars[ts <= cut]`` at cuts the strategy cannot predict (:mod:`pitwall.engine.audit_cuts`),
+each re-run in a fresh process that never held a later bar, and compares the weights up
+to each cut with the full run's. An honest strategy decides at ``t`` from bars up to ``t``
+only, so removing later bars cannot change its weights.
 
 What is compared is what the engine executes: the *effective* target of every bar up to
 the cut (a missing row keeps the previous target, 0 before the first). Two targets ``a``
@@ -12,8 +13,8 @@ and ``b`` differ when ``|a − b| > TOLERANCE · max(1, |a|, |b|)``: weights are
 equity, so this is 1e-12 absolute for ordinary weights and 1e-12 relative for large ones,
 far above float noise of a deterministic computation and far below any real signal.
 
-The audit is for honest mistakes. A hostile strategy can detect that its data was cut
-and behave; it still cannot forge its PnL, which the trusted engine computes.
+The verdict never says more than was checked: which cuts, of which kind, and the chance
+that the random ones missed a sparse leak (docs/lookahead-audit.md).
 """
 
 from __future__ import annotations
@@ -26,16 +27,24 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pitwall.engine.audit_cuts import (
+    Cut,
+    CutPlan,
+    coverage,
+    detectable_fraction,
+    miss_probability,
+    plan_cuts,
+)
 from pitwall.engine.grid import BarGrid, FloatGrid, build_grid, target_grid
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import StrategyOutputError
 from pitwall.frames import FrameKind, decode_error, decode_frames, decode_result
-from pitwall.models import AuditFinding, LookaheadAudit
+from pitwall.models import AuditFinding, DetectionPower, LookaheadAudit
 
 TOLERANCE = 1e-12
-#: Cuts spread evenly over the run, at 1/5, 2/5, 3/5 and 4/5 of its timestamps …
-SPREAD_CUTS = 4
-# … plus one at the second-to-last timestamp, which catches a one-bar peek at the end.
+#: Leak fractions whose miss probability a verdict reports: once a session, once every
+#: 100 bars, once an hour, one bar in ten.
+POWER_FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
 
 #: One re-run's output: its weights, or why it has none (raised, skipped, missing).
 CutOutput: TypeAlias = pa.Table | str
@@ -43,19 +52,9 @@ CutOutput: TypeAlias = pa.Table | str
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def choose_cuts(bars: pl.DataFrame, *, spread: int = SPREAD_CUTS) -> list[int]:
-    """The cut timestamps (µs since the epoch, UTC) of a run, deterministic in its bars.
-
-    With ``T`` distinct timestamps: those at index ``⌊T·i/(spread+1)⌋`` for
-    ``i = 1..spread`` and at ``T − 2``; never the last (that would be the full run),
-    never the first two. Empty when the run has fewer than four timestamps.
-    """
-    ts = bars.get_column("ts").unique().sort().dt.epoch("us").to_list()
-    n = len(ts)
-    if n < 4:
-        return []
-    picks = {n * i // (spread + 1) for i in range(1, spread + 1)} | {n - 2}
-    return [int(ts[i]) for i in sorted(p for p in picks if 2 <= p <= n - 2)]
+def choose_cuts(bars: pl.DataFrame, *, seed: int = 0, level: str = "default") -> list[int]:
+    """The cut timestamps (µs since the epoch, UTC) :func:`plan_cuts` picks for ``seed``."""
+    return plan_cuts(bars, seed=seed, level=level).times
 
 
 def cut_datetime(cut_us: int) -> dt.datetime:
@@ -101,11 +100,12 @@ def split_run(stdout: bytes, *, n_cuts: int, max_bytes: int) -> tuple[pa.Table, 
 def audit_weights(
     bars: pl.DataFrame,
     full: pl.DataFrame,
-    cuts: Sequence[int],
+    cuts: Sequence[int] | CutPlan,
     outputs: Sequence[CutOutput],
     universe: Sequence[str],
     *,
     tolerance: float = TOLERANCE,
+    independent: bool = True,
 ) -> LookaheadAudit:
     """Compare each re-run with the full run's validated weights ``full``; the verdict.
 
@@ -120,20 +120,23 @@ def audit_weights(
     >>> close = [1.0, 2, 3, 4, 5, 6]
     >>> bars = pl.DataFrame({"ts": ts, "symbol": ["A"] * 6, "open": close, "close": close})
     >>> leaky = lambda b: b.select("ts", "symbol", weight=pl.col("close") / pl.col("close").max())
-    >>> cuts = choose_cuts(bars)
+    >>> cuts = choose_cuts(bars, seed=7)
     >>> outs = [leaky(bars.filter(pl.col("ts") <= cut_datetime(c))).to_arrow() for c in cuts]
     >>> verdict = audit_weights(bars, leaky(bars), cuts, outs, ["A"])
     >>> verdict.status, verdict.first.ts.minute, verdict.first.symbol
     ('flagged', 30, 'A')
     """
+    plan = cuts if isinstance(cuts, CutPlan) else CutPlan(
+        tuple(Cut(int(c), ()) for c in cuts), "default", 0, 0)
     notes: list[str] = []
     checked: list[dt.datetime] = []
+    checked_cuts: list[Cut] = []
     findings: list[AuditFinding] = []
     invalid = False
     grid = build_grid(bars)
     full_targets = target_grid(grid, bars, full)
-    for cut_us, output in zip(cuts, outputs, strict=True):
-        cut = cut_datetime(cut_us)
+    for planned, output in zip(plan.cuts, outputs, strict=True):
+        cut = planned.at
         if isinstance(output, str):
             notes.append(f"cut {cut.isoformat()}: not checked, {output}")
             continue
@@ -146,6 +149,7 @@ def audit_weights(
                          f"although the full run's were valid ({exc})")
             continue
         checked.append(cut)
+        checked_cuts.append(planned)
         finding = _compare(cut, grid, full_targets, cut_bars, weights, tolerance)
         if finding is not None:
             findings.append(finding)
@@ -153,13 +157,21 @@ def audit_weights(
     if first is not None or invalid:
         status = "flagged"
     elif checked:
-        status = "passed"
+        status = "no_lookahead_found"
     else:
         status = "not_run"
-        if not cuts:
+        if not plan.cuts:
             notes.append("the run has fewer than four timestamps; nothing to cut")
-    return LookaheadAudit(status=status, tolerance=tolerance, cuts_checked=checked,
-                          first=first, notes=notes)
+    counts = coverage(checked_cuts)
+    n_random = counts.get("random", 0)
+    audit = LookaheadAudit(
+        status=status, tolerance=tolerance, cuts_checked=checked, first=first, notes=notes,
+        level=plan.level if plan.level in ("default", "thorough") else "default",
+        coverage=counts, independent=independent,
+        power=[DetectionPower(fraction=p, miss_probability=miss_probability(p, n_random))
+               for p in POWER_FRACTIONS] if n_random else [],
+        detectable_fraction=detectable_fraction(n_random))
+    return audit.model_copy(update={"statement": describe(audit)})
 
 
 def _compare(cut: dt.datetime, grid: BarGrid, full_targets: FloatGrid, cut_bars: pl.DataFrame,
@@ -185,17 +197,43 @@ def _compare(cut: dt.datetime, grid: BarGrid, full_targets: FloatGrid, cut_bars:
                         truncated=float(b[row, col]), n_differences=int(differs.sum()))
 
 
+_FAMILY_WORDS = {"session_end": "session ends", "session_start": "session starts",
+                 "week_end": "week ends", "month_end": "month ends",
+                 "before_gap": "bars before a gap", "random": "random bars"}
+
+
 def describe(audit: LookaheadAudit) -> str:
-    """One sentence for a job's reason, the CLI and the report banner."""
-    if audit.status == "passed":
-        return (f"lookahead audit passed: the weights did not change when the data was cut "
-                f"at {len(audit.cuts_checked)} points")
+    """One sentence for a job's reason, the CLI, the API, the report and the lab: what was
+    found, and for a clean run exactly what was checked and how strong that is."""
+    if audit.status == "exact":
+        return ("no lookahead possible: a stepped run gave the strategy only the bars up to "
+                "each decision time")
     if audit.status == "not_run":
         return "lookahead audit not run: " + ("; ".join(audit.notes) or "no cut was checked")
-    if audit.first is None:
-        return "lookahead audit flagged: " + "; ".join(audit.notes)
-    f = audit.first
-    return (f"lookahead audit flagged: the weight of {f.symbol} at {f.ts.isoformat()} is "
-            f"{f.full:.6g} with all the data but {f.truncated:.6g} when the data ends at "
-            f"{f.cut.isoformat()}; the strategy reads bars after the time it decides "
-            f"({f.n_differences} differing bars at that cut)")
+    if audit.status == "flagged":
+        if audit.first is None:
+            return "lookahead audit flagged: " + "; ".join(audit.notes)
+        f = audit.first
+        return (f"lookahead audit flagged: the weight of {f.symbol} at {f.ts.isoformat()} is "
+                f"{f.full:.6g} with all the data but {f.truncated:.6g} when the data ends at "
+                f"{f.cut.isoformat()}; the strategy reads bars after the time it decides "
+                f"({f.n_differences} differing bars at that cut)")
+    n = len(audit.cuts_checked)
+    parts = [f"{k} {_FAMILY_WORDS.get(fam, fam)}" for fam, k in audit.coverage.items() if k]
+    text = f"no lookahead found at {n} cuts ({', '.join(parts) or 'unlabelled'})"
+    structural = [_FAMILY_WORDS[f] for f in ("session_end", "session_start", "week_end",
+                                             "month_end") if audit.coverage.get(f)]
+    if structural:
+        text += (f"; a strategy peeking at every one of its {', '.join(structural)} would "
+                 "have been caught")
+    if audit.detectable_fraction is not None:
+        text += (f"; a leak on {audit.detectable_fraction:.0%} of bars or more would have been "
+                 "found with probability >= 99%")
+        sparse = next((p for p in audit.power if p.fraction < 0.01), None)
+        if sparse is not None:
+            text += (f", one on 1 bar in {round(1 / sparse.fraction)} with probability "
+                     f"{1 - sparse.miss_probability:.0%}")
+    if not audit.independent:
+        text += ("; the re-runs shared the full run's process (a local quick run), so state "
+                 "cached across calls was not ruled out")
+    return text

@@ -156,7 +156,7 @@ _CSS = (
     "td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
     "td.num{text-align:right;font-family:monospace}"
     ".banner{padding:.8em 1em;border-radius:6px;margin:1em 0;font-weight:600}"
-    ".passed{background:#e6f4ea;border:1px solid #34a853}"
+    ".no_lookahead_found,.exact{background:#e6f4ea;border:1px solid #34a853}"
     ".flagged{background:#fce8e6;border:1px solid #d93025}"
     ".not_run{background:#f1f3f4;border:1px solid #9aa0a6}"
     ".warn{background:#fef7e0;border:1px solid #f9ab00}"
@@ -209,7 +209,8 @@ def _audit_banner(audit: LookaheadAudit | None) -> str:
         return ('<div class="banner not_run">Lookahead audit: not run for this run (turned '
                 "off in the spec, or an event-driven run, which is point-in-time by "
                 "construction).</div>")
-    icon = {"passed": "&#10004;", "flagged": "&#9888;", "not_run": "&#8212;"}[audit.status]
+    icon = {"no_lookahead_found": "&#10004;", "exact": "&#10004;", "flagged": "&#9888;",
+            "not_run": "&#8212;"}[audit.status]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in audit.notes)
     cuts = ", ".join(c.isoformat() for c in audit.cuts_checked) or "none"
     return (f'<div class="banner {audit.status}" id="lookahead-audit">{icon} '

@@ -92,19 +92,27 @@ def backtest(
 
 def _audit(call: Callable[[pl.DataFrame], Any], bars: pl.DataFrame, weights: pl.DataFrame,
            universe: list[str]) -> LookaheadAudit:
-    """Re-run on ``bars[ts <= cut]`` for the official run's cuts and compare (in-process)."""
+    """Re-run on ``bars[ts <= cut]`` at cuts drawn like an official run's, and compare.
+
+    Here the re-runs share the kernel's process with the full run, so the verdict says
+    that state cached across calls was not ruled out (an official run's re-runs are
+    fresh processes in the sandbox).
+    """
+    import secrets
+
     import polars as pl
 
-    from pitwall.engine.audit import audit_weights, choose_cuts, cut_datetime
+    from pitwall.engine.audit import audit_weights
+    from pitwall.engine.audit_cuts import plan_cuts
 
-    cuts = choose_cuts(bars)
+    plan = plan_cuts(bars, seed=secrets.randbits(63))
     outputs: list[Any] = []
-    for cut in cuts:
+    for cut in plan.cuts:
         try:
-            out = call(bars.filter(pl.col("ts") <= cut_datetime(cut)))
+            out = call(bars.filter(pl.col("ts") <= cut.at))
         except Exception as exc:  # a re-run that raises is a note, not a failed run
             outputs.append(f"{type(exc).__name__}: {str(exc)[:500]}")
             continue
         outputs.append(out.to_arrow() if isinstance(out, pl.DataFrame) else
                        f"the re-run returned {type(out).__name__}, not a polars DataFrame")
-    return audit_weights(bars, weights, cuts, outputs, universe)
+    return audit_weights(bars, weights, plan, outputs, universe, independent=False)

@@ -6,8 +6,10 @@ one way to seed ``random`` and NumPy (docs/architecture.md §5, determinism).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.abc
 import importlib.util
+import io
 import random
 import re
 import sys
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pitwall.event_strategy import Strategy
+    from pitwall.sandbox.clock import SimulatedClock
 
 _MODULE_FILE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -32,8 +35,9 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, str | None]:
 def seed_everything(seed: int) -> None:
     """Seed ``random`` now and NumPy's global generator now or when it is first imported.
 
-    Importing NumPy only to seed it cost every cold sandbox ~0.2 s (gVisor); a strategy
-    that never imports it should not pay, and one that does gets the same seeded state.
+    Importing NumPy only to seed it costs every cold sandbox a noticeable share of its
+    start-up in gVisor (docs/benchmarks.md, "Where the rest goes"); a strategy that never
+    imports it should not pay, and one that does gets the same seeded state.
     """
     random.seed(seed)
     np = sys.modules.get("numpy")
@@ -100,3 +104,27 @@ def load_event_strategy(bundle: Path, entrypoint: str) -> type[Strategy]:
     from pitwall.event_strategy import find_event_strategy
 
     return find_event_strategy(*_import_entry(bundle, entrypoint))
+
+
+def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
+                  clock: SimulatedClock) -> bytes:
+    """One call of the strategy, re-seeded and with the clock at the frame's last bar."""
+    import polars as pl
+
+    clock.set(last_ts(bars))
+    seed_everything(seed)
+    result = fn(bars, **params)
+    if not isinstance(result, pl.DataFrame):
+        raise TypeError(
+            f"the strategy returned {type(result).__name__}; return a polars DataFrame "
+            "with columns ts, symbol, weight"
+        )
+    buf = io.BytesIO()
+    result.write_ipc_stream(buf)
+    return bytes(buf.getvalue())
+
+
+def last_ts(bars: Any) -> dt.datetime:
+    """The simulated "now" of a vectorized run: the ts of the last bar it is given."""
+    last = bars.get_column("ts").max() if bars.height else None
+    return last if isinstance(last, dt.datetime) else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -17,11 +17,9 @@ one frame per cut of the lookahead audit (:mod:`pitwall.sandbox.cuts`).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import importlib
 import importlib.abc
 import importlib.util
-import io
 import json
 import os
 import sys
@@ -29,12 +27,12 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from pitwall.frames import FrameKind, encode_frame
 from pitwall.sandbox.clock import SimulatedClock
 from pitwall.sandbox.cuts import AuditPlan, run_cuts
-from pitwall.sandbox.loader import load_strategy, seed_everything
+from pitwall.sandbox.loader import call_strategy, last_ts, load_strategy, seed_everything
 
 # The real monotonic clock (the simulated clock leaves it real; captured to be explicit).
 _monotonic = time.monotonic
@@ -63,7 +61,7 @@ def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
     bars = pl.read_ipc(job / "input" / "bars.arrow")
     seed, params = int(spec.get("seed", 0)), dict(spec.get("params") or {})
     clock = SimulatedClock()
-    clock.set(_last_ts(bars))
+    clock.set(last_ts(bars))
     clock.install()  # before the strategy module is imported: it sees the simulated clock
     seed_everything(seed)
     fn = load_strategy(job / "bundle", str(spec["entrypoint"]))
@@ -81,30 +79,6 @@ def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
                  used_bytes=used_bytes)
 
     return payload, audit
-
-
-def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
-                  clock: SimulatedClock) -> bytes:
-    """One call of the strategy, re-seeded and with the clock at the frame's last bar."""
-    import polars as pl
-
-    clock.set(_last_ts(bars))
-    seed_everything(seed)
-    result = fn(bars, **params)
-    if not isinstance(result, pl.DataFrame):
-        raise TypeError(
-            f"the strategy returned {type(result).__name__}; return a polars DataFrame "
-            "with columns ts, symbol, weight"
-        )
-    buf = io.BytesIO()
-    result.write_ipc_stream(buf)
-    return buf.getvalue()
-
-
-def _last_ts(bars: Any) -> dt.datetime:
-    """The simulated "now" of a vectorized run: the ts of the last bar it is given."""
-    last = bars.get_column("ts").max() if bars.height else None
-    return last if isinstance(last, dt.datetime) else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 # --- warm pool (issue 5): ``python -m pitwall.sandbox.runner --warm /job`` ---
@@ -155,10 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     if warm and not wait_for_go(channel):
         return 0
     try:
-        if json.loads((job / "input" / "spec.json").read_text()).get("kind") == "event":
+        kind = json.loads((job / "input" / "spec.json").read_text()).get("kind")
+        if kind == "event":
             from pitwall.sandbox.event_loop import serve  # lock-step event mode
 
             serve(job, channel)
+            return 0
+        if kind == "prefixes":  # audit re-runs or a stepped run (pitwall.prefix_wire)
+            from pitwall.sandbox.prefixes import serve_prefixes
+
+            serve_prefixes(job, channel)
             return 0
         payload, audit = run_job(job)
     except BaseException as exc:  # a strategy may raise anything, even SystemExit
