@@ -1,99 +1,188 @@
-"""What the lookahead audit costs: in the sandbox (re-runs) and in the worker (comparison).
+"""What the lookahead audit costs and what it catches, and what a stepped run costs.
 
-Runs ``python -m pitwall.sandbox.runner`` (unsandboxed: the sandbox adds the same start-up to
-both) on the same job with and without the audit plan, and times the trusted comparison
-against the trusted engine on the same weights. Prints the ratios.
+Three parts, in one run (``docs/benchmarks.md``, "Lookahead audit v2"):
 
-    .venv/bin/python bench/audit.py --symbols 20 --days 63
+1. **Cost** on the official job path: the demo job (10 symbols x 6 months, SMA crossover)
+   submitted to a stack and run by a worker through gVisor, with the audit off, at the
+   default level and at ``thorough``. Window: submit to the job's terminal state
+   (``run_embedded``), sandbox start, data load, engine, report included. Printed: each
+   level's extra time over the audit-off job, as a ratio to that job (goal: default
+   <= 2x). Every run's equity must be identical (the audit never changes results).
+2. **Detection**: generated leaks, the audit's own cut plan and comparison, re-runs
+   computed in this process (the leaks are stateless functions of their frame, so an
+   in-process call gives the bytes a sandboxed one does; the sandboxed path is proved by
+   tests/engine/test_audit.py and tests/e2e). Structural families (a peek at every session
+   end, session start, week end, month end, bar before a gap): detection rate over
+   ``--trials`` secret seeds (goal 100 %). Random-bar leaks on a fraction p of bars
+   (1/390 .. 1/10; the leaky bars drawn per trial, independently of the cuts): measured
+   detection rate beside the power the verdict claims, ``1 - (1-p)^R``.
+3. **Stepped** runs on the official path: 10 symbols x 1 year, daily and 30-minute
+   schedules, against the plain run (goal: daily <= 3x); every-bar on one month
+   (the per-decision cost extrapolated to a year is printed as such).
+
+    .venv/bin/python bench/audit.py [--trials 40] [--skip-stepped]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pitwall.engine.audit import audit_weights, choose_cuts, split_run
+from pitwall.bundle import build_bundle
+from pitwall.engine.audit import audit_weights
+from pitwall.engine.audit_cuts import LEVELS, miss_probability, plan_cuts
 from pitwall.engine.validate import validate_weights
-from pitwall.engine.vectorized import run_vectorized
-from pitwall.models import Costs
+from pitwall.models import BacktestSpec, JobView, Limits
+from pitwall_executor.config import load_config
+from pitwall_executor.datalake.catalog import Catalog, generate_dataset
+from pitwall_executor.datalake.generate import generate_bars, sample_symbols
+from pitwall_executor.orchestration.embedded import run_embedded
+from pitwall_executor.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
+SMA = (ROOT / "examples" / "sma_crossover.py").read_text()
+SYMBOLS = sample_symbols(10)
+FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
 
 
-def make_bars(n_symbols: int, days: int) -> pl.DataFrame:
-    rng = np.random.default_rng(1)
-    minutes = (np.arange(days)[:, None] * 1440 + np.arange(390)[None, :]).ravel()
-    ts = np.datetime64(T0.replace(tzinfo=None), "us") + minutes.astype("timedelta64[m]")
-    n = len(ts)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (n_symbols, n)), axis=1))
-    open_ = np.concatenate([close[:, :1], close[:, :-1]], axis=1)
-    return pl.DataFrame({
-        "ts": np.tile(ts, n_symbols), "symbol": np.repeat([f"S{i:03d}" for i in
-                                                            range(n_symbols)], n),
-        "open": open_.ravel(), "high": np.maximum(open_, close).ravel(),
-        "low": np.minimum(open_, close).ravel(), "close": close.ravel(),
-        "volume": np.full(n * n_symbols, 1000, dtype=np.int64),
-    }).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+def stack(root: Path, end: dt.date) -> Stack:
+    root.chmod(0o755)
+    generate_dataset(Catalog(root / "lake"), "sample", symbols=SYMBOLS,
+                     start=dt.date(2024, 1, 1), end=end, seed=7)
+    return Stack.from_config(load_config(environ={}, data_dir=root, sandbox="gvisor"))
 
 
-def run_runner(job: Path, bars: pl.DataFrame, audit: dict[str, object] | None) -> tuple[float,
-                                                                                         bytes]:
-    spec = {"entrypoint": "sma_crossover.py", "params": {"fast": 10, "slow": 60}, "seed": 0,
-            "audit": audit}
-    (job / "input" / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONHASHSEED": "0", "TZ": "UTC"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pitwall.sandbox.runner", str(job)], env=env,
-                          capture_output=True, check=True)
-    return time.perf_counter() - start, proc.stdout
+def job(st: Stack, end: dt.date, **spec: Any) -> tuple[float, JobView]:
+    bundle = build_bundle({"strategy.py": SMA}, entrypoint="strategy.py")
+    full = BacktestSpec(dataset="sample", universe=SYMBOLS, start=dt.date(2024, 1, 2),
+                        end=end, params={"fast": 30, "slow": 240},
+                        limits=Limits(timeout_s=1800, memory_mb=2048), **spec)
+    started = time.perf_counter()
+    view = run_embedded(st, full, bundle)
+    seconds = time.perf_counter() - started
+    assert view.status.value == "COMPLETED", view.reason
+    return seconds, view
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--symbols", type=int, default=20)
-    parser.add_argument("--days", type=int, default=63)
+def cost(root: Path, repeat: int) -> None:
+    st = stack(root / "cost", dt.date(2024, 6, 28))
+    job(st, dt.date(2024, 6, 28), audit=False)  # warm the cache, the pool and the image
+    rows: dict[str, list[float]] = {"off": [], "default": [], "thorough": []}
+    finals: set[float] = set()
+    cuts: dict[str, int] = {}
+    for _ in range(repeat):
+        for level, times in rows.items():
+            extra = {"audit": False} if level == "off" else {"audit_level": level}
+            seconds, view = job(st, dt.date(2024, 6, 28), **extra)
+            times.append(seconds)
+            assert view.metrics is not None
+            finals.add(view.metrics.final_equity)
+            if view.metrics.lookahead is not None:
+                cuts[level] = len(view.metrics.lookahead.cuts_checked)
+    assert len(finals) == 1, f"the audit changed the result: {finals}"
+    off = float(np.median(rows["off"]))
+    print(f"## cost: demo job (10 symbols x 6 months), submit -> COMPLETED, median of {repeat}")
+    print(f"audit off       {off:6.2f} s")
+    for level in ("default", "thorough"):
+        on = float(np.median(rows[level]))
+        print(f"audit {level:<9} {on:6.2f} s   {cuts.get(level, 0):4d} cuts checked   "
+              f"audit = {(on - off) / off:4.2f}x the main run   job = {on / off:4.2f}x")
+
+
+def _peek(mask: pl.Expr) -> Any:
+    """A leak: the next close relative to this one, on the bars of ``mask`` only."""
+    def fn(bars: pl.DataFrame) -> pl.DataFrame:
+        nxt = (pl.col("close").shift(-1) / pl.col("close")).over("symbol").fill_null(0.0)
+        return bars.select("ts", "symbol", weight=pl.when(mask).then(nxt * 0.3).otherwise(0.0))
+    return fn
+
+
+def _flagged(fn: Any, bars: pl.DataFrame, seed: int) -> bool:
+    plan = plan_cuts(bars, seed=seed)
+    universe = bars.get_column("symbol").unique().to_list()
+    full = validate_weights(fn(bars), bars, universe)
+    outs = [fn(bars.filter(pl.col("ts") <= c.at)).to_arrow() for c in plan.cuts]
+    return audit_weights(bars, full, plan, outs, universe).status == "flagged"
+
+
+def detection(trials: int) -> None:
+    bars = pl.concat(list(generate_bars(["AAPL", "MSFT"], dt.date(2024, 1, 2),
+                                        dt.date(2024, 2, 29), seed=5)))
+    # an intraday gap on some days, so the "bar before a gap" family exists
+    bars = bars.filter(~((pl.col("ts").dt.hour() == 17) & pl.col("ts").dt.minute().is_between(
+        20, 24) & (pl.col("ts").dt.day() % 3 == 0))).sort("symbol", "ts")
+    ny = pl.col("ts").dt.convert_time_zone("America/New_York")
+    day = ny.dt.date()
+    nxt_ts = pl.col("ts").shift(-1).over("symbol")
+    families = {
+        "session end": ny.dt.hour().eq(15) & ny.dt.minute().eq(59),
+        "session start": ny.dt.hour().eq(9) & ny.dt.minute().eq(30),
+        "week end": ny.dt.hour().eq(15) & ny.dt.minute().eq(59) & ny.dt.weekday().eq(5),
+        "month end": day.eq(day.max().over(day.dt.month_start()))
+        & ny.dt.hour().eq(15) & ny.dt.minute().eq(59),
+        "bar before a gap": ((nxt_ts - pl.col("ts")) > dt.timedelta(minutes=1))
+        & (nxt_ts.dt.date() == pl.col("ts").dt.date()),
+    }
+    print(f"## detection: structural leaks, {trials} secret seeds each (goal 100%)")
+    for name, mask in families.items():
+        hits = sum(_flagged(_peek(mask), bars, seed) for seed in range(trials))
+        print(f"peek at every {name:<17} caught {hits}/{trials} = {hits / trials:6.1%}")
+    n_random = LEVELS["default"][1]
+    print(f"## detection: leaks on a fraction p of bars ({n_random} random cuts, "
+          f"{trials} trials each)")
+    rng = np.random.default_rng(11)
+    ts = bars.get_column("ts").unique().sort()
+    for p in FRACTIONS:
+        hits = 0
+        for seed in range(trials):
+            leaky = ts.gather(np.flatnonzero(rng.random(ts.len()) < p))
+            hits += _flagged(_peek(pl.col("ts").is_in(leaky.implode())), bars, 10_000 + seed)
+        claimed = 1 - miss_probability(p, n_random)
+        print(f"p = 1/{round(1 / p):<4} measured {hits / trials:6.1%}   claimed "
+              f">= {claimed:6.1%}")
+
+
+def stepped(root: Path) -> None:
+    st = stack(root / "stepped", dt.date(2024, 12, 31))
+    year = dt.date(2024, 12, 31)
+    job(st, year, audit=False)  # warm
+    plain, _ = job(st, year, audit=False)
+    print("## stepped: 10 symbols x 1 year, submit -> COMPLETED (no audit)")
+    print(f"plain          {plain:7.2f} s")
+    for schedule in ("daily", "30min"):
+        seconds, _ = job(st, year, audit=False, stepped=schedule)
+        print(f"stepped {schedule:<6} {seconds:7.2f} s   {seconds / plain:5.2f}x the plain run")
+    month = dt.date(2024, 1, 31)
+    base, _ = job(st, month, audit=False)
+    seconds, _ = job(st, month, audit=False, stepped="bar")
+    decisions = 21 * 390
+    per = (seconds - base) / decisions
+    print(f"stepped bar    {seconds:7.2f} s on one month ({decisions} decisions, "
+          f"{per * 1e3:.1f} ms each; a year would take ~{per * 252 * 390 / 60:.0f} min)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-stepped", action="store_true")
     args = parser.parse_args()
-    bars = make_bars(args.symbols, args.days)
-    universe = sorted(set(bars.get_column("symbol").to_list()))
-    cuts = choose_cuts(bars)
     with tempfile.TemporaryDirectory() as tmp:
-        job = Path(tmp)
-        (job / "input").mkdir()
-        (job / "bundle").mkdir()
-        (job / "bundle" / "sma_crossover.py").write_bytes(
-            (ROOT / "examples" / "sma_crossover.py").read_bytes())
-        bars.write_ipc(job / "input" / "bars.arrow")
-        plain_s, _ = run_runner(job, bars, None)
-        audit_s, stdout = run_runner(job, bars, {"cuts": cuts, "max_bytes": 2**31,
-                                                 "max_seconds": 3600})
-    start = time.perf_counter()
-    table, outputs = split_run(stdout, n_cuts=len(cuts), max_bytes=2**31)
-    weights = validate_weights(table, bars, universe)
-    decode_s = time.perf_counter() - start
-    start = time.perf_counter()
-    verdict = audit_weights(bars, weights, cuts, outputs, universe)
-    compare_s = time.perf_counter() - start
-    start = time.perf_counter()
-    run_vectorized(bars, weights, capital=1e6, costs=Costs())
-    engine_s = time.perf_counter() - start
-    print(f"{args.symbols} symbols x {args.days} days = {bars.height:,} bars; "
-          f"{len(cuts)} cuts; verdict {verdict.status}")
-    print(f"sandbox side: runner without audit {plain_s:.2f} s, with audit {audit_s:.2f} s "
-          f"-> {audit_s / plain_s:.2f}x")
-    print(f"worker side: decode+validate {decode_s:.2f} s; audit comparison {compare_s:.2f} s "
-          f"vs engine {engine_s:.2f} s -> {compare_s / engine_s:.2f}x the engine")
+        root = Path(tmp)
+        cost(root, args.repeat)
+        detection(args.trials)
+        if not args.skip_stepped:
+            stepped(root)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

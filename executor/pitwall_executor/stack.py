@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.bundle import load_bundle
+from pitwall.errors import DataMismatchError
 from pitwall.models import BacktestSpec
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.lake_files import LakeFiles
 from pitwall_executor.datalake.planner import validate_request
+from pitwall_executor.datalake.snapshot import Snapshot
 from pitwall_executor.jobs.queue import JobQueue
 from pitwall_executor.jobs.redis_queue import make_queue
 from pitwall_executor.jobs.store import MetadataStore
@@ -92,7 +94,9 @@ class Stack:
         checked = load_bundle(bundle, max_bytes=self.config.max_bundle_mb * 2**20)
         snapshot = self.catalog.snapshot(spec.dataset, spec.version)
         validate_request(snapshot, spec.universe, spec.start, spec.end)
-        return spec.model_copy(update={"version": snapshot.version}), checked.sha256
+        check_data_identity(spec, snapshot)
+        return spec.model_copy(update={"version": snapshot.version,
+                                       "data_digest": snapshot.content_digest}), checked.sha256
 
     def _enqueue(self, job_id: str, priority: int) -> None:
         try:
@@ -100,3 +104,14 @@ class Stack:
         except Exception as exc:  # the job is committed PENDING: recovery will enqueue it
             log.warning("job %s is saved but could not be queued (%s); the recovery loop "
                         "re-enqueues it", job_id, exc)
+
+
+def check_data_identity(spec: BacktestSpec, snapshot: Snapshot) -> None:
+    """Refuse ``snapshot`` when ``spec`` pins the digest of other data under the same name
+    (a rerun on another lake, a lake regenerated with another seed)."""
+    if spec.data_digest is not None and spec.data_digest != snapshot.content_digest:
+        raise DataMismatchError(
+            f"{snapshot.label} here holds other data than the run being repeated read: "
+            f"its content digest is {snapshot.content_digest}, the run recorded "
+            f"{spec.data_digest}. Point PITWALL_DATA_DIR (or the lake) at the data the "
+            "first run used, or submit a new run to use this data.")

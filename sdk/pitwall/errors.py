@@ -44,6 +44,10 @@ class EmptyRangeError(DataError, StrategyError):
     """The requested date range holds no bars."""
 
 
+class DataMismatchError(DataError, StrategyError):
+    """The data behind a pinned ``dataset@version`` is not the data a run recorded."""
+
+
 class StrategyOutputError(StrategyError):
     """What came out of the sandbox is not a valid strategy result."""
 

@@ -75,6 +75,10 @@ class FrameReader:
             at += n
         return at
 
+    def pending(self) -> int:
+        """Bytes of a next frame already received (a lock-step peer never sends any)."""
+        return self._have
+
     def read(self) -> tuple[int, memoryview]:
         """The next frame's kind and payload; EOFError when the other side closed."""
         got = self._have

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -79,6 +80,22 @@ def _printable_data(value: Any) -> Any:
 #: Text that may quote what a strategy wrote: shown as one printable line.
 PrintableLine = Annotated[str | None, AfterValidator(_printable_line)]
 
+
+
+_EVERY_MINUTES = re.compile(r"^(\d{1,3})min$")
+_AT_TIMES = re.compile(r"^at:([01]?\d|2[0-3]):[0-5]\d(,([01]?\d|2[0-3]):[0-5]\d)*$")
+
+
+def check_schedule(schedule: str) -> str:
+    """``schedule`` if it names decision times a stepped run understands, else a ValueError
+    that lists the forms: ``bar``, ``daily``, ``<N>min`` (1-390), ``at:HH:MM[,HH:MM...]``."""
+    if schedule in ("bar", "daily") or _AT_TIMES.match(schedule):
+        return schedule
+    match = _EVERY_MINUTES.match(schedule)
+    if match and 1 <= int(match.group(1)) <= 390:
+        return schedule
+    raise ValueError(f"stepped schedule {schedule!r} is not one of 'bar', 'daily', "
+                     "'<N>min' (1-390) or 'at:HH:MM[,HH:MM...]' (New York time)")
 
 class JobStatus(StrEnum):
     """Lifecycle of a job: ``PENDING → RUNNING → COMPLETED | FAILED | CANCELLED | TIMED_OUT``."""
@@ -178,8 +195,17 @@ class BacktestSpec(_Model):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     limits: Limits = Limits()
-    # Re-run a vectorized strategy on truncated data and compare (lookahead audit).
+    # Re-run a vectorized strategy on truncated data and compare (lookahead audit):
+    # "default" keeps its cost near the main run's, "thorough" is for final runs.
     audit: bool = True
+    audit_level: Literal["default", "thorough"] = "default"
+    # A stepped run: call a vectorized strategy on the prefix of bars up to each decision
+    # time ("bar", "daily", "<N>min", "at:HH:MM[,HH:MM]" New York time) and keep only the
+    # weights of that time; point-in-time by construction (docs/lookahead-audit.md).
+    stepped: Annotated[str, Field(max_length=200)] | None = None
+    # The content digest of the data the first run read (set when the job is submitted):
+    # a rerun on a data dir whose dataset@version holds other bytes is refused.
+    data_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
 
     @field_validator("start", "end")
     @classmethod
@@ -215,6 +241,11 @@ class BacktestSpec(_Model):
                              "(a strategy may give it weight 0)")
         if self.bar_size != "1min":
             raise ValueError(f"bar_size {self.bar_size!r} is not available; use '1min'")
+        if self.stepped is not None:
+            if self.engine is not EngineKind.VECTORIZED:
+                raise ValueError("stepped runs are for vectorized strategies; an event-driven "
+                                 "strategy already decides bar by bar")
+            check_schedule(self.stepped)
         return self
 
 

@@ -162,10 +162,11 @@ def s(bars):
     log = (artifacts(data_dir, view) / "log.txt").read_text()
     assert "NET: blocked" in log and "NET: connected" not in log
     assert accepted == []
-    # The lookahead audit re-runs the strategy once per cut: 1 + 5 runs, each denied.
-    assert log.count("SCRATCH: ok") == 6
-    assert log.count("WRITE: denied") == 4 * 6 and "WRITE: wrote" not in log
-    assert "SCRATCH: ok" in log
+    # The full run, then the lookahead audit's re-runs (a sandbox of their own, whose
+    # output follows in the log): every one denied.
+    runs = log.count("SCRATCH: ok")
+    assert runs >= 2 and "--- lookahead audit" in log
+    assert log.count("WRITE: denied") >= 4 * runs - 4 and "WRITE: wrote" not in log
     assert not Path("/escape.txt").exists()
 
 

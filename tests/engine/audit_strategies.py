@@ -100,8 +100,9 @@ return ordered.select("ts", "symbol", weight=pl.Series(noise) / 5 - 0.1)
 #: The sparse and stateful leaks of the audit's second version (docs/lookahead-audit.md):
 #: each peeks only where a fixed cut rarely lands, or hides its future in state.
 _NY = 'pl.col("ts").dt.convert_time_zone("America/New_York")'
-_PEEK = ('(pl.col("close").shift(-1) / pl.col("close") - 1).over("symbol")'
-         '.sign().fill_null(0.0) * 0.5')
+# The next close relative to this one: never 0 where it peeks (a tick-sized market often
+# repeats a close, and a peek that changes no weight is not one the audit can see).
+_PEEK = '(pl.col("close").shift(-1) / pl.col("close")).over("symbol").fill_null(0.0) * 0.3'
 SPARSE: dict[str, str] = {
     # one bar ahead, only at the last bar of each session (15:59 New York)
     "session_end_peek": _module(f"""

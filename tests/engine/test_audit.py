@@ -95,11 +95,11 @@ def rerun(tmp_path: Path, source: str, bars: pl.DataFrame, times: list[int], *,
 
 
 def audit(tmp_path: Path, source: str, bars: pl.DataFrame = BARS, *, seed: int = 7,
-          level: str = "default") -> LookaheadAudit:
+          level: str = "default", mode: str = "audit") -> LookaheadAudit:
     weights = full_run(tmp_path, source, bars)
     plan = plan_cuts(bars, seed=seed, level=level)
-    return audit_weights(bars, weights, plan, rerun(tmp_path, source, bars, plan.times),
-                         SYMBOLS)
+    return audit_weights(bars, weights, plan,
+                         rerun(tmp_path, source, bars, plan.times, mode=mode), SYMBOLS)
 
 
 def test_the_plan_depends_on_the_secret_seed_and_covers_every_family() -> None:
@@ -179,10 +179,36 @@ def test_sparse_peeks_are_flagged_whatever_the_range(tmp_path: Path, name: str,
     assert verdict.status == "flagged", verdict.statement
 
 
+@pytest.mark.parametrize("mode", ["audit", "audit_fork"])
 @pytest.mark.parametrize("name", sorted(STATEFUL))
-def test_state_carried_across_calls_cannot_hide_a_leak(tmp_path: Path, name: str) -> None:
-    verdict = audit(tmp_path, STATEFUL[name])
+def test_state_carried_across_calls_cannot_hide_a_leak(tmp_path: Path, name: str,
+                                                       mode: str) -> None:
+    verdict = audit(tmp_path, STATEFUL[name], mode=mode)
     assert verdict.status == "flagged", verdict.statement
+
+
+@pytest.mark.parametrize("mode", ["audit", "audit_fork"])
+def test_an_honest_strategy_that_caches_is_not_flagged(tmp_path: Path, mode: str) -> None:
+    # A research habit: memoise an indicator in a module global and on disk. Each re-run
+    # loads the strategy anew with an empty scratch dir, so the cache of an earlier,
+    # shorter prefix is never served for a later one.
+    source = HONEST["sma_crossover"].replace("def s(bars):\n", """def s(bars):
+    import os, tempfile
+    path = os.path.join(tempfile.gettempdir(), "memo.arrow")
+    if "memo" in globals():
+        return globals()["memo"]
+    if os.path.exists(path):
+        return pl.read_ipc(path)
+    out = _s(bars)
+    globals()["memo"] = out
+    out.write_ipc(path)
+    return out
+
+
+def _s(bars):
+""")
+    verdict = audit(tmp_path, source, mode=mode)
+    assert verdict.status == "no_lookahead_found", verdict.statement
 
 
 @pytest.mark.parametrize("name", sorted(HONEST))

@@ -14,6 +14,7 @@ lookahead audit and on an event job, exactly as ``python -m pitwall.sandbox.runn
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -26,7 +27,9 @@ import polars as pl
 import pytest
 from tests.import_graph import PACKAGES, Import, chain_to, graph, imports_of, modules
 
-from pitwall.lockstep import DUE, END, StepWriter
+from pitwall.lockstep import DUE, END, StepWriter, write_frame
+from pitwall.prefix_wire import BARS, CALL
+from pitwall.prefix_wire import END as PREFIX_END
 
 #: What the sandbox side may never load (a package counts with its submodules).
 FORBIDDEN = ("pitwall.engine", "pitwall.notebook", "plotly", "ipywidgets", "httpx",
@@ -160,19 +163,38 @@ def _run_runner(tmp_path: Path, job: Path, stdin: Path | None) -> tuple[int, byt
     return done.returncode, done.stdout + done.stderr, loaded
 
 
-def test_the_runner_loads_nothing_forbidden_on_a_vectorized_job_with_its_audit(
-    tmp_path: Path,
-) -> None:
+def test_the_runner_loads_nothing_forbidden_on_a_vectorized_job(tmp_path: Path) -> None:
     bars = _bars(60)
-    cuts = [int(bars["ts"][i].timestamp() * 1_000_000) for i in (20, 40)]
     job = _job(tmp_path / "vectorized", VECTORIZED, {
-        "entrypoint": "strategy.py:momentum", "params": {"window": 2}, "seed": 1,
-        "audit": {"cuts": cuts, "max_bytes": 1 << 20, "max_seconds": 30}})
+        "entrypoint": "strategy.py:momentum", "params": {"window": 2}, "seed": 1})
     bars.write_ipc(job / "input" / "bars.arrow")
     code, output, loaded = _run_runner(tmp_path, job, None)
     assert code == 0, output.decode("utf-8", "replace")
-    # The path really ran: the strategy, the simulated clock and the audit's re-runs.
-    assert {"strategy", "pitwall.sandbox.clock", "pitwall.sandbox.cuts"} <= set(loaded)
+    # The path really ran: the strategy and the simulated clock.
+    assert {"strategy", "pitwall.sandbox.clock"} <= set(loaded)
+    assert [m for m in loaded if _forbidden(m)] == []
+
+
+@pytest.mark.parametrize("mode", ["audit", "stepped"])
+def test_the_runner_loads_nothing_forbidden_on_the_prefix_channel(tmp_path: Path,
+                                                                  mode: str) -> None:
+    bars = _bars(60)
+    job = _job(tmp_path / mode, VECTORIZED, {
+        "kind": "prefixes", "mode": mode, "entrypoint": "strategy.py:momentum",
+        "params": {"window": 2}, "seed": 1})
+    calls = tmp_path / f"{mode}-calls.bin"
+    # The worker's side of the prefix channel, recorded: two prefixes, then the end.
+    with calls.open("wb") as fh:
+        for lo, hi in ((0, 20), (20, 40)):
+            buf = io.BytesIO()
+            bars.slice(lo, hi - lo).write_ipc_stream(buf)
+            write_frame(fh.fileno(), BARS, buf.getvalue())
+            write_frame(fh.fileno(), CALL)
+        write_frame(fh.fileno(), PREFIX_END)
+    code, output, loaded = _run_runner(tmp_path, job, calls)
+    assert code == 0, output.decode("utf-8", "replace")
+    assert output.count(b"PWL1") == 2  # one answer per call
+    assert {"pitwall.sandbox.prefixes", "pitwall.sandbox.clock"} <= set(loaded)
     assert [m for m in loaded if _forbidden(m)] == []
 
 

@@ -63,12 +63,18 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
               show_default=True, help="event: a pitwall.Strategy fed bar by bar in lock-step.")
 @click.option("--no-audit", "no_audit", is_flag=True,
               help="Skip the lookahead audit (re-runs on cut data) of a vectorized strategy.")
+@click.option("--audit-level", type=click.Choice(["default", "thorough"]), default="default",
+              show_default=True, help="thorough: 4x the cuts, a fresh process for each.")
+@click.option("--stepped", default=None, metavar="SCHEDULE",
+              help="Call a vectorized strategy on the bars up to each decision time only: "
+                   "bar, daily, <N>min or at:HH:MM[,HH:MM] (New York time).")
 @click.pass_context
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
         memory_mb: int | None, as_json: bool, engine: str = "vectorized",
-        grid: tuple[str, ...] = (), no_audit: bool = False) -> None:
+        grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
+        stepped: str | None = None) -> None:
     """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
     cfg = config_of(ctx)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
@@ -82,7 +88,7 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             start=start.date(), end=end.date(), capital=capital,
             costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
             params=_parse_params(params), seed=seed, limits=limits, engine=EngineKind(engine),
-            audit=not no_audit,
+            audit=not no_audit, audit_level=audit_level, stepped=stepped,
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc

@@ -10,6 +10,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -159,6 +160,18 @@ class Snapshot:
     def symbols(self) -> frozenset[str]:
         """Every symbol held by some file of the version."""
         return frozenset(s for f in self.files for s in f.symbols)
+
+    @functools.cached_property
+    def content_digest(self) -> str:
+        """The version's identity by content: sha256 over its files' own sha256, sorted.
+
+        Two lakes can both hold a ``sample@v1``; only this says whether they hold the same
+        bytes. A run manifest records it, and a rerun refuses other data under the name.
+        """
+        digest = hashlib.sha256()
+        for sha in sorted(f.sha256 for f in self.files):
+            digest.update(sha.encode() + b"\n")
+        return "sha256:" + digest.hexdigest()
 
     @property
     def first_ts(self) -> dt.datetime | None:

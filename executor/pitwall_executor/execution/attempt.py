@@ -37,7 +37,7 @@ from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome
 from pitwall_executor.sandbox.base import STRATEGY_FAILED_EXIT
-from pitwall_executor.stack import Stack
+from pitwall_executor.stack import Stack, check_data_identity
 from pitwall_executor.storage.objectstore import ObjectStoreError
 
 Progress = Callable[..., None]
@@ -194,6 +194,7 @@ def ended_by(exc: PitwallError) -> AttemptResult:
 def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Step 1: the exact bars the job may see, and the data part of its manifest."""
     snapshot = stack.catalog.snapshot(spec.dataset, spec.version)
+    check_data_identity(spec, snapshot)  # this worker's lake must hold the pinned bytes
     files = validate_request(snapshot, spec.universe, spec.start, spec.end)
     try:
         bars = load_bars(stack.catalog, snapshot, spec.universe, spec.start, spec.end,
@@ -205,6 +206,7 @@ def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str
         if stack.lake is not None:
             stack.lake.release()  # the bars are in memory: the cache may evict the files again
     data = {"dataset": spec.dataset, "version": snapshot.version,
+            "digest": snapshot.content_digest,
             "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
     return bars, data
 

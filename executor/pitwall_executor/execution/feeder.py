@@ -13,6 +13,8 @@ validated (bounded counts, known types, symbols in the universe, finite quantiti
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +132,7 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
             trips += 1
             kind, payload = read()
             _check_error(kind, payload)
+            _check_turn(reader)
             orders, cancels = decode_orders(kind, payload, max_orders=max_orders)
             if orders or cancels:
                 broker.submit(orders, cancels)
@@ -142,7 +145,31 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
     kind, payload = read()
     _check_error(kind, payload)
     decode_orders(kind, payload, max_orders=max_orders)  # on_end's orders are never filled
+    _check_turn(reader, drain_s=END_DRAIN_S)
     return trips
+
+
+#: After its last answer the strategy process exits; bytes it sends in this time were
+#: sent out of turn.
+END_DRAIN_S = 2.0
+
+
+def _check_turn(reader: FrameReader, *, drain_s: float = 0.0) -> None:
+    """One answer per step: a byte of another frame already here (or, at the end, before
+    the channel closes within ``drain_s``) is an answer out of turn, a protocol violation."""
+    extra = reader.pending()
+    deadline = time.monotonic() + drain_s
+    while not extra and drain_s:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([reader.fd], [], [], left)[0]:
+            break
+        chunk = os.read(reader.fd, 1 << 16)
+        if not chunk:
+            break  # the channel closed: nothing was sent out of turn
+        extra = len(chunk)
+    if extra:
+        raise StrategyOutputError("the strategy answered out of turn (a frame it was not "
+                                  "asked for); answer each bar exactly once")
 
 
 def _ticker(market: Market, broker: Broker,

@@ -1,88 +1,153 @@
 """A vectorized attempt (docs/architecture.md §2 steps 3–5): the whole slice at once.
 
 The sandbox reads the job's bars from its read-only input dir and answers with target
-weights for every bar (Arrow IPC), plus one answer per cut of the lookahead audit; the
-trusted engine validates them, fills next-bar and accounts. The rest of the attempt is
-the template's (:mod:`.attempt`).
+weights for every bar (Arrow IPC); the trusted engine validates them, fills next-bar and
+accounts. Then the lookahead audit re-runs the strategy at secret cuts in a fresh sandbox
+(:mod:`.audit`). A *stepped* run instead feeds the strategy the prefix of its bars up to
+each decision time and keeps the weights of that time: point-in-time by construction,
+nothing to audit. The rest of the attempt is the template's (:mod:`.attempt`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
-from pitwall.engine.audit import audit_weights, choose_cuts, describe, split_run
+from pitwall.engine.audit import describe
+from pitwall.engine.decisions import decision_label, decision_times
 from pitwall.engine.metrics import metrics_for_spec
 from pitwall.engine.validate import validate_weights
 from pitwall.engine.vectorized import EngineResult, run_vectorized
-from pitwall.models import MAX_EQUITY_POINTS, BacktestSpec, EngineKind, LookaheadAudit
-from pitwall_executor.execution.attempt import Accounted, Attempt, Staged
+from pitwall.models import MAX_EQUITY_POINTS, EngineKind, JobStatus, LookaheadAudit
+from pitwall.prefix_wire import AUDIT, AUDIT_FORK
+from pitwall_executor.execution.attempt import (
+    Accounted,
+    Attempt,
+    AttemptResult,
+    Staged,
+    stage_inputs,
+)
+from pitwall_executor.execution.audit import audit_vectorized, prefix_spec, stepped_answers
+from pitwall_executor.execution.prefix_feed import Answer
 from pitwall_executor.sandbox import SandboxOutcome, runner_request
 from pitwall_executor.sandbox.results import decode_weights
 
-#: Share of the wall-clock limit the runner may use for the full run plus its re-runs.
-AUDIT_TIME_SHARE = 0.6
-
 
 class VectorizedAttempt(Attempt):
-    """The sandbox decides every weight at once; the engine accounts them afterwards."""
+    """The sandbox decides every weight at once (or at each decision time of a stepped
+    run); the engine accounts them afterwards."""
 
     engine = EngineKind.VECTORIZED
+    _main_seconds = 0.0
+    _stepped: tuple[list[Answer], str | None] | None = None
+
+    def unsupported(self) -> str | None:
+        """A stepped run feeds a live session, which a one-shot-only backend lacks."""
+        if self.spec.stepped is None or callable(getattr(self.stack.backend, "start", None)):
+            return None
+        return (f"the {self.stack.backend.name} sandbox backend cannot run stepped runs "
+                "(no live session); use gvisor or docker")
 
     def runner_inputs(self, staged: Staged) -> tuple[dict[str, Any], pl.DataFrame | None]:
-        """``spec.json`` with the audit's cuts, and the bars as a file."""
+        """A plain run gets ``spec.json`` and the bars as a file; a stepped run gets no
+        bars at all (they come through the prefix channel)."""
         spec = self.spec
+        if spec.stepped is not None:
+            return prefix_spec("stepped", staged.bundle.entrypoint, spec), None
         return {"entrypoint": staged.bundle.entrypoint, "params": spec.params,
-                "seed": spec.seed, "audit": audit_plan(spec, staged.bars)}, staged.bars
+                "seed": spec.seed}, staged.bars
 
     def execute(self, staged: Staged) -> SandboxOutcome:
-        """One sandbox run: the full run, then the audit's re-runs, in the same process."""
-        return self.stack.backend.run(runner_request(self.job.id, self.workdir, self.spec.limits))
+        """One sandbox run of the full slice, or the stepped session."""
+        request = runner_request(self.job.id, self.workdir, self.spec.limits)
+        started = time.monotonic()
+        if self.spec.stepped is not None:
+            times = decision_times(staged.bars, self.spec.stepped)
+            answers, outcome, problem = stepped_answers(
+                self.stack.backend, self.job.id, self.workdir, self.spec, staged.bars, times)
+            self._stepped = (answers, problem)
+            assert outcome is not None  # unsupported() refused a backend without sessions
+        else:
+            outcome = self.stack.backend.run(request)
+        self._main_seconds = time.monotonic() - started
+        return outcome
 
-    def account(self, staged: Staged, outcome: SandboxOutcome) -> Accounted:
+    def account(self, staged: Staged, outcome: SandboxOutcome) -> Accounted | AttemptResult:
         """Validate the untrusted weights, then fill and account them; the audit's verdict."""
         spec = self.spec
-        self.progress(0.7, "strategy finished; accounting")
-        clean, audit = decode_and_audit(staged.bars, outcome, spec)
+        self.progress(0.6, "strategy finished; validating")
+        if self._stepped is not None:
+            clean = self._stepped_weights(staged)
+            if isinstance(clean, AttemptResult):
+                return clean
+            audit: LookaheadAudit | None = stepped_verdict()
+            entries: dict[str, Any] = {"stepped": {
+                "schedule": spec.stepped, "decisions": len(self._stepped[0]),
+                "label": decision_label(spec.stepped or "")}}
+        else:
+            weights = decode_weights(outcome.stdout, max_bytes=spec.limits.output_mb * 2**20)
+            clean = validate_weights(weights, staged.bars, spec.universe)
+            audit, entries = self._audit(staged, clean)
         result = run_vectorized(staged.bars, clean, capital=spec.capital, costs=spec.costs,
                                 execution=spec.execution)
         # A vectorized strategy decides every weight at once, so there is no running curve
         # to show while the sandbox runs: the equity exists only once the trusted engine has
         # accounted. It goes out now, thinned, before the metrics and the report.
-        self.progress(0.8, "accounted; writing the report", accounted_equity(result))
+        self.progress(0.85, "accounted; writing the report", accounted_equity(result))
         metrics = metrics_for_spec(result, staged.bars, spec)
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})
-        flagged = (audit is not None and audit.status == "flagged"
+        entries["lookahead_audit"] = describe(audit) if audit is not None else "not run"
+        refused = (audit is not None and audit.status in ("flagged", "not_run")
                    and self.stack.config.audit_fail)
-        return Accounted(result, metrics,
-                         {"lookahead_audit": describe(audit) if audit is not None else "not run"},
-                         failure=describe(audit) if flagged and audit is not None else None)
+        return Accounted(result, metrics, entries,
+                         failure=describe(audit) if refused and audit is not None else None)
+
+    def _audit(self, staged: Staged, clean: pl.DataFrame,
+               ) -> tuple[LookaheadAudit | None, dict[str, Any]]:
+        """The lookahead audit in a fresh sandbox whose inputs hold no bars and no cuts."""
+        if not self.spec.audit:
+            return None, {}
+        self.progress(0.7, "auditing for lookahead")
+        audit_dir = self.workdir / "audit"
+        # The default level reloads the strategy per cut in one process; "thorough" pays
+        # a forked process per cut (docs/lookahead-audit.md, "Independence").
+        mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
+        stage_inputs(audit_dir, staged.bundle,
+                     prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
+        run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
+                               staged.bars, clean, main_seconds=self._main_seconds)
+        if run.log:
+            with (self.out_dir / "log.txt").open("ab") as log:
+                log.write(b"\n--- lookahead audit: the re-runs' output ---\n" + run.log)
+        return run.verdict, {"audit": run.record}
+
+    def _stepped_weights(self, staged: Staged) -> pl.DataFrame | AttemptResult:
+        """The weights of every decision time, validated against the whole slice."""
+        assert self._stepped is not None
+        answers, problem = self._stepped
+        if problem is not None:
+            return AttemptResult(JobStatus.FAILED, f"stepped run: {problem}")
+        failed = next((a for a in answers if isinstance(a, str)), None)
+        if failed is not None:
+            return AttemptResult(JobStatus.FAILED, f"strategy raised during a stepped run: "
+                                 f"{failed}; see the job's log")
+        tables = [a for a in answers if isinstance(a, pa.Table)]
+        if not tables:
+            return AttemptResult(JobStatus.FAILED, "the stepped run had no decision time in "
+                                 "the data; widen the dates or change the schedule")
+        weights = pl.concat([pl.DataFrame(pl.from_arrow(t)) for t in tables],
+                            how="vertical_relaxed")
+        return validate_weights(weights, staged.bars, self.spec.universe)
 
 
-def audit_plan(spec: BacktestSpec, bars: pl.DataFrame) -> dict[str, Any] | None:
-    """What the runner needs for the audit: the cuts and its budgets; None without audit."""
-    if not spec.audit or spec.engine != EngineKind.VECTORIZED:
-        return None
-    cuts = choose_cuts(bars)
-    if not cuts:
-        return None
-    return {"cuts": cuts, "max_bytes": spec.limits.output_mb * 2**20,
-            "max_seconds": AUDIT_TIME_SHARE * spec.limits.timeout_s}
-
-
-def decode_and_audit(bars: pl.DataFrame, outcome: SandboxOutcome, spec: BacktestSpec,
-                     ) -> tuple[pl.DataFrame, LookaheadAudit | None]:
-    """The validated weights of the full run and, if the job has one, the audit's verdict."""
-    max_bytes = spec.limits.output_mb * 2**20
-    plan = audit_plan(spec, bars)
-    if plan is None:
-        weights = decode_weights(outcome.stdout, max_bytes=max_bytes)
-        return validate_weights(weights, bars, spec.universe), None
-    table, outputs = split_run(outcome.stdout, n_cuts=len(plan["cuts"]), max_bytes=max_bytes)
-    clean = validate_weights(table, bars, spec.universe)
-    return clean, audit_weights(bars, clean, plan["cuts"], outputs, spec.universe)
+def stepped_verdict() -> LookaheadAudit:
+    """A stepped run's verdict: exact, since no call ever held a bar after its time."""
+    verdict = LookaheadAudit(status="exact", tolerance=0.0)
+    return verdict.model_copy(update={"statement": describe(verdict)})
 
 
 def accounted_equity(result: EngineResult) -> list[tuple[int, float]]:

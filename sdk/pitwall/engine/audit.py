@@ -38,7 +38,6 @@ from pitwall.engine.audit_cuts import (
 from pitwall.engine.grid import BarGrid, FloatGrid, build_grid, target_grid
 from pitwall.engine.validate import validate_weights
 from pitwall.errors import StrategyOutputError
-from pitwall.frames import FrameKind, decode_error, decode_frames, decode_result
 from pitwall.models import AuditFinding, DetectionPower, LookaheadAudit
 
 TOLERANCE = 1e-12
@@ -60,41 +59,6 @@ def choose_cuts(bars: pl.DataFrame, *, seed: int = 0, level: str = "default") ->
 def cut_datetime(cut_us: int) -> dt.datetime:
     """A cut as an aware UTC datetime."""
     return _EPOCH + dt.timedelta(microseconds=cut_us)
-
-
-def split_run(stdout: bytes, *, n_cuts: int, max_bytes: int) -> tuple[pa.Table, list[CutOutput]]:
-    """Decode a run with an audit: the full run's weights, then one output per cut.
-
-    Same bounds as a plain run (the whole output within ``max_bytes``, frames checked by
-    :func:`pitwall.frames.decode_frames`). The full run must come first as a RESULT; a
-    cut's ERROR frame or a missing frame becomes a reason string, so a re-run that fails
-    never fails the job.
-    """
-    if len(stdout) > max_bytes:
-        raise StrategyOutputError(f"the strategy's result exceeds {max_bytes} bytes; "
-                                  "return one row per (ts, symbol) you trade, not more")
-    frames = decode_frames(stdout, max_frames=1 + n_cuts, max_payload=max_bytes)
-    if not frames:
-        raise StrategyOutputError("the strategy produced no result; return a frame of weights")
-    if frames[0].kind is FrameKind.ERROR:
-        err = decode_error(frames[0].payload)
-        raise StrategyOutputError(f"{err.get('error', 'error')}: {err.get('message', '')}")
-    if frames[0].kind is not FrameKind.RESULT:
-        raise StrategyOutputError("the strategy's first frame is not its result")
-    outputs: list[CutOutput] = []
-    for frame in frames[1:]:
-        if frame.kind is FrameKind.RESULT:
-            try:
-                outputs.append(decode_result(frame.payload))
-            except StrategyOutputError as exc:
-                outputs.append(f"unreadable result ({exc})")
-        elif frame.kind is FrameKind.ERROR:
-            err = decode_error(frame.payload)
-            outputs.append(f"{err.get('error', 'error')}: {err.get('message', '')}"[:500])
-        else:
-            outputs.append("unexpected frame kind")
-    outputs += ["no result (the runner stopped early)"] * (n_cuts - len(outputs))
-    return decode_result(frames[0].payload), outputs
 
 
 def audit_weights(

@@ -15,20 +15,10 @@ import re
 import numpy as np
 import polars as pl
 
+from pitwall.models import check_schedule
+
 _NEW_YORK = "America/New_York"
 _MINUTES = re.compile(r"^(\d{1,3})min$")
-_AT = re.compile(r"^at:(\d{1,2}:\d{2}(?:,\d{1,2}:\d{2})*)$")
-
-
-def check_schedule(schedule: str) -> str:
-    """``schedule`` if it is one of the forms above; else a ValueError saying which exist."""
-    if schedule in ("bar", "daily") or _AT.match(schedule):
-        return schedule
-    match = _MINUTES.match(schedule)
-    if match and 1 <= int(match.group(1)) <= 390:
-        return schedule
-    raise ValueError(f"stepped schedule {schedule!r} is not one of 'bar', 'daily', "
-                     "'<N>min' (1-390) or 'at:HH:MM[,HH:MM...]' (New York time)")
 
 
 def decision_times(bars: pl.DataFrame, schedule: str) -> list[int]:

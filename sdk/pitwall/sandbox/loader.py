@@ -87,7 +87,8 @@ def _import_entry(bundle: Path, entrypoint: str) -> tuple[dict[str, Any], str | 
         raise ImportError(f"cannot import {module_file} from the bundle")
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
-    sys.path.insert(0, str(bundle))  # helper modules shipped next to the strategy
+    if str(bundle) not in sys.path:
+        sys.path.insert(0, str(bundle))  # helper modules shipped next to the strategy
     spec.loader.exec_module(module)
     return vars(module), name
 

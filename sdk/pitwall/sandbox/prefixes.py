@@ -4,11 +4,14 @@ The worker sends bars in time order and, at each time it chose, asks for the str
 weights on everything sent so far. Nothing here ever holds a bar the worker has not sent,
 so an answer can only depend on the past of the time it was asked at.
 
-* ``audit`` mode: every answer comes from a **fresh process** forked from this server
-  before it loaded any strategy code. The child loads the strategy module anew, runs it on
-  the prefix, sends its frame through a pipe and exits; its process group is killed
-  after it. What one re-run could leave behind (a module global, a file in ``/scratch``)
-  was made by a process that saw an earlier, shorter prefix, so it holds no future.
+* ``audit`` mode: before every call the bundle's modules are executed anew (fresh module
+  globals, so a fit cached in one is not reused) and the scratch dir is emptied; then
+  the strategy runs on the prefix. ``audit_fork`` mode: every answer comes from a
+  **fresh process** forked from this server, which never loads strategy code; its
+  process group is killed after it. Either way, what one re-run could leave behind was
+  made from an earlier, shorter prefix: it holds no future, so it can make an honest
+  strategy look leaky at worst, never a leaky one look clean. The full run's process
+  and files live in another sandbox.
 * ``stepped`` mode: one process loads the strategy once and answers every call on the
   growing prefix; state it keeps between calls is the past, so this is point-in-time by
   construction, like event mode. Only the weights at the prefix's last timestamp are sent.
@@ -21,7 +24,9 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -29,10 +34,14 @@ from typing import IO, Any
 
 from pitwall.frames import HEADER_SIZE, MAGIC, FrameKind, encode_frame
 from pitwall.lockstep import HEADER, FrameReader
-from pitwall.prefix_wire import AUDIT, BARS, CALL, END, STEPPED
+from pitwall.prefix_wire import AUDIT, AUDIT_FORK, BARS, CALL, END, STEPPED
 from pitwall.sandbox.clock import SimulatedClock
 from pitwall.sandbox.loader import call_strategy, last_ts, load_strategy, seed_everything
 
+#: The sandbox's only writable dir (pitwall_executor.sandbox.base.SCRATCH).
+SCRATCH = "/scratch"
+#: Temporary dirs never emptied (an unsandboxed test run shares them with the host).
+_SHARED_TMP = ("/", "/tmp", "/var/tmp")
 #: The largest frame the worker sends (a chunk of bars): its own limit, not the strategy's.
 MAX_CHUNK_BYTES = 1 << 30
 #: After a re-run's process exits, how long its pipe may stay open (a lingering child).
@@ -43,8 +52,10 @@ def serve_prefixes(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
     """Answer the worker's calls until ``END``; the mode is named in ``spec.json``."""
     spec: dict[str, Any] = json.loads((job / "input" / "spec.json").read_text())
     mode = spec.get("mode")
-    if mode not in (AUDIT, STEPPED):
+    if mode not in (AUDIT, AUDIT_FORK, STEPPED):
         raise ValueError(f"unknown prefix mode {mode!r}")
+    if mode == AUDIT_FORK:
+        import polars  # noqa: F401  (loaded once here; every re-run's process inherits it)
     reader = FrameReader(in_fd, max_payload=MAX_CHUNK_BYTES)
     call = _Call(job, spec)
     chunks: list[bytes] = []
@@ -53,11 +64,13 @@ def serve_prefixes(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
         if kind == BARS:
             chunks.append(bytes(payload))
         elif kind == CALL:
-            frame = call.in_child(chunks) if mode == AUDIT else call.in_process(chunks)
+            if mode == AUDIT_FORK:
+                frame = call.in_child(chunks, (in_fd, channel.fileno()))
+            else:
+                frame = call.in_process(chunks, fresh=mode == AUDIT)
+                chunks = []  # appended to the process's prefix already
             channel.write(frame)
             channel.flush()
-            if mode == STEPPED:
-                chunks = []  # appended to the process's prefix already
         elif kind == END:
             return
         else:
@@ -75,13 +88,17 @@ class _Call:
         self.clock = SimulatedClock()
         self._fn: Any = None
         self._prefix: Any = None
+        self._installed = False
 
     def _run(self, bars: Any, *, last_only: bool) -> bytes:
         if self._fn is None:
-            # Read the bars' time once before the clock is installed, as the runner does:
-            # polars loads its datetime conversion on first use and must get the real class.
-            self.clock.set(last_ts(bars))
-            self.clock.install()
+            if not self._installed:
+                # Read the bars' time once before the clock is installed, as the runner
+                # does: polars loads its datetime conversion on first use and must get
+                # the real class.
+                self.clock.set(last_ts(bars))
+                self.clock.install()
+                self._installed = True
             seed_everything(self.seed)
             self._fn = load_strategy(self.job / "bundle", self.entrypoint)
         payload = call_strategy(self._fn, bars, self.params, seed=self.seed, clock=self.clock)
@@ -89,24 +106,44 @@ class _Call:
             payload = _last_rows(payload, bars)
         return encode_frame(FrameKind.RESULT, payload)
 
-    def in_process(self, chunks: list[bytes]) -> bytes:
-        """Stepped: append the new bars to this process's prefix and call the strategy."""
+    def in_process(self, chunks: list[bytes], *, fresh: bool) -> bytes:
+        """Append the new bars to this process's prefix and call the strategy: loaded anew
+        with an empty scratch dir (``fresh``, the audit; the whole answer), or as it is
+        (a stepped run; only the weights at the prefix's last timestamp)."""
         import polars as pl
 
         new = [pl.read_ipc_stream(io.BytesIO(c)) for c in chunks]
         self._prefix = pl.concat([self._prefix, *new] if self._prefix is not None else new,
                                  rechunk=False)
+        if fresh:
+            self._forget()
         try:
-            return self._run(_in_job_order(self._prefix), last_only=True)
+            return self._run(_in_job_order(self._prefix), last_only=not fresh)
         except BaseException as exc:  # the strategy may raise anything
             return _error(exc)
 
-    def in_child(self, chunks: list[bytes]) -> bytes:
-        """Audit: a fresh process answers; this one never runs strategy code."""
+    def _forget(self) -> None:
+        """Drop the strategy's modules and empty the scratch dir, so the next call loads
+        the strategy as a fresh run would."""
+        bundle = str((self.job / "bundle").resolve())
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None) or ""
+            if path.startswith(bundle) or name == Path(self.entrypoint.split(":")[0]).stem:
+                del sys.modules[name]
+        self._fn = None
+        _empty_scratch()
+
+    def in_child(self, chunks: list[bytes], channels: tuple[int, ...]) -> bytes:
+        """Audit: a fresh process answers; this one never runs strategy code. The child
+        holds neither of the worker's pipes (``channels``): only this server talks to the
+        worker, one frame per call."""
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: its own process group, then the strategy
             os.close(read_end)
+            for fd in channels:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             os.setsid()
             code = 0
             try:
@@ -127,6 +164,7 @@ class _Call:
             os.close(read_end)
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)  # whatever the re-run left running
+            _empty_scratch()  # and whatever it left on disk
         return data if _one_frame(data) else _error_frame(
             "NoResult", "the re-run ended without a result")
 
@@ -135,6 +173,19 @@ def _in_job_order(bars: Any) -> Any:
     """The prefix in the order a plain run's bars come in, ``(symbol, ts)``: the worker
     sends time order, and a strategy must see the same frame as ``bars[ts <= t]``."""
     return bars.sort("symbol", "ts", maintain_order=True)
+
+
+def _empty_scratch() -> None:
+    """Empty the sandbox's writable dir (``$TMPDIR``, /scratch in the sandbox)."""
+    scratch = Path(os.environ.get("TMPDIR") or SCRATCH)
+    if not scratch.is_dir() or str(scratch) in _SHARED_TMP:
+        return
+    for entry in scratch.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _collect(fd: int, pid: int) -> bytes:

@@ -10,8 +10,10 @@ is :data:`STRATEGY_FAILED`.
 
 Determinism: before every call of the strategy, ``random`` and NumPy are seeded from
 ``spec.seed`` and the simulated clock (:mod:`pitwall.sandbox.clock`) is set to the frame's last
-bar. When ``spec.json`` holds an ``"audit"`` plan, the full RESULT frame is followed by
-one frame per cut of the lookahead audit (:mod:`pitwall.sandbox.cuts`).
+bar. A ``spec.json`` of kind ``"event"`` runs the lock-step loop
+(:mod:`pitwall.sandbox.event_loop`), one of kind ``"prefixes"`` answers the worker's
+prefix calls of the lookahead audit or of a stepped run (:mod:`pitwall.sandbox.prefixes`);
+the runner itself never re-runs a strategy.
 """
 
 from __future__ import annotations
@@ -25,13 +27,11 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from pitwall.frames import FrameKind, encode_frame
 from pitwall.sandbox.clock import SimulatedClock
-from pitwall.sandbox.cuts import AuditPlan, run_cuts
 from pitwall.sandbox.loader import call_strategy, last_ts, load_strategy, seed_everything
 
 # The real monotonic clock (the simulated clock leaves it real; captured to be explicit).
@@ -48,15 +48,10 @@ def take_result_channel() -> IO[bytes]:
     return os.fdopen(channel_fd, "wb")
 
 
-def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
-    """Run the job's strategy: its output as an Arrow IPC stream, and the audit to follow.
-
-    The second item, when the spec asks for a lookahead audit, writes one frame per cut
-    (:mod:`pitwall.sandbox.cuts`) once the full result is on the channel.
-    """
+def run_job(job: Path) -> bytes:
+    """Run the job's strategy on its bars: its output as an Arrow IPC stream."""
     import polars as pl
 
-    started = _monotonic()
     spec = json.loads((job / "input" / "spec.json").read_text())
     bars = pl.read_ipc(job / "input" / "bars.arrow")
     seed, params = int(spec.get("seed", 0)), dict(spec.get("params") or {})
@@ -65,20 +60,7 @@ def run_job(job: Path) -> tuple[bytes, Callable[[IO[bytes], int], None] | None]:
     clock.install()  # before the strategy module is imported: it sees the simulated clock
     seed_everything(seed)
     fn = load_strategy(job / "bundle", str(spec["entrypoint"]))
-    payload = call_strategy(fn, bars, params, seed=seed, clock=clock)
-    plan = AuditPlan.from_spec(spec)
-    if plan is None:
-        return payload, None
-    full_seconds = _monotonic() - started
-
-    def audit(channel: IO[bytes], used_bytes: int) -> None:
-        def call(frame: pl.DataFrame) -> bytes:
-            return call_strategy(fn, frame, params, seed=seed, clock=clock)
-
-        run_cuts(plan, bars, call, channel, started=started, full_seconds=full_seconds,
-                 used_bytes=used_bytes)
-
-    return payload, audit
+    return call_strategy(fn, bars, params, seed=seed, clock=clock)
 
 
 # --- warm pool (issue 5): ``python -m pitwall.sandbox.runner --warm /job`` ---
@@ -140,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
             serve_prefixes(job, channel)
             return 0
-        payload, audit = run_job(job)
+        payload = run_job(job)
     except BaseException as exc:  # a strategy may raise anything, even SystemExit
         traceback.print_exc()
         sys.stderr.flush()
@@ -148,12 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         channel.write(encode_frame(FrameKind.ERROR, json.dumps(err).encode()))
         channel.flush()
         return STRATEGY_FAILED
-    frame = encode_frame(FrameKind.RESULT, payload)
-    channel.write(frame)
+    channel.write(encode_frame(FrameKind.RESULT, payload))
     channel.flush()
-    if audit is not None:
-        del payload
-        audit(channel, len(frame))
     return 0
 
 
