@@ -26,6 +26,9 @@ export interface BacktestSpec {
   seed?: number;
   limits?: Limits;
   audit?: boolean;
+  audit_level?: "default" | "thorough";
+  stepped?: string | null;
+  data_digest?: string | null;
 }
 
 export interface Costs {
@@ -35,6 +38,11 @@ export interface Costs {
   spread_model?: "fixed" | "range";
   spread_bps?: number;
   borrow_bps?: number;
+}
+
+export interface DetectionPower {
+  fraction: number;
+  miss_probability: number;
 }
 
 export type EngineKind = "vectorized" | "event";
@@ -77,11 +85,17 @@ export interface Limits {
 }
 
 export interface LookaheadAudit {
-  status: "passed" | "flagged" | "not_run";
+  status: "no_lookahead_found" | "flagged" | "not_run" | "exact";
   tolerance: number;
   cuts_checked?: Array<string>;
   first?: AuditFinding | null;
   notes?: Array<string>;
+  level?: "default" | "thorough";
+  coverage?: { [key: string]: number };
+  power?: Array<DetectionPower>;
+  detectable_fraction?: number | null;
+  independent?: boolean;
+  statement?: string;
 }
 
 export interface Metrics {

@@ -115,9 +115,15 @@ export class BacktestsPanel extends Widget {
           TERMINAL.has(job.status) ? `<button data-action="rerun" data-id="${job.id}">Rerun</button>` : ''
         ].join('');
         const cls = job.id === this.selected ? ' pitwall-selected' : '';
+        // A flagged lookahead audit is never shown as a plain success.
+        const audit = job.metrics?.lookahead?.status;
+        const badge =
+          audit === 'flagged'
+            ? '<span class="pitwall-audit" data-audit="flagged" title="lookahead audit flagged">&#9888; lookahead</span>'
+            : '';
         return (
           `<div class="pitwall-job${cls}" data-id="${job.id}"><span class="pitwall-id">${job.id.slice(0, 8)}</span>` +
-          `<span class="pitwall-status" data-status="${job.status}">${job.status}</span>` +
+          `<span class="pitwall-status" data-status="${job.status}">${job.status}</span>${badge}` +
           `<progress max="100" value="${pct}"></progress><span class="pitwall-actions">${actions}</span></div>`
         );
       })
@@ -140,7 +146,11 @@ export class BacktestsPanel extends Widget {
         }).join('') +
         '</table>'
       : '';
-    this.detail.innerHTML = `<h4>${job.id}</h4><p>${job.status}</p>${reason}${metrics}`;
+    const lookahead = job.metrics?.lookahead;
+    const verdict = lookahead
+      ? `<p class="pitwall-audit" data-audit="${lookahead.status}">${escape(lookahead.statement ?? '')}</p>`
+      : '';
+    this.detail.innerHTML = `<h4>${job.id}</h4><p>${job.status}</p>${reason}${verdict}${metrics}`;
     if (job.status === 'COMPLETED') {
       this.stopLive();
       if (this.plotted !== job.id) {
