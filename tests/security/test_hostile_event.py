@@ -100,12 +100,11 @@ def test_an_answer_out_of_turn_fails_the_job(stack: Stack) -> None:
 def test_a_flood_of_frames_is_cut_off(stack: Stack) -> None:
     view = run(stack, HOSTILE["floods_the_channel"])
     assert view.status is JobStatus.FAILED
-    assert "out of turn" in (view.reason or "") or "exceeds" in (view.reason or "")
+    assert (view.reason or "").startswith("invalid strategy output")
 
 
 def test_a_forged_platform_error_is_the_strategy_s_failure(stack: Stack) -> None:
     view = run(stack, HOSTILE["forges_a_platform_error"])
     assert view.status is JobStatus.FAILED
     reason = view.reason or ""
-    assert "infrastructure" not in reason and "SandboxError" in reason
-    assert "strategy" in reason
+    assert "infrastructure" not in reason and "strategy" in reason
