@@ -74,12 +74,13 @@ class Env:
     attacks: Stack
     benign: Stack
     reference: JobView
+    audit: bool = False  # attacks also run through the lookahead audit's re-run sandbox
     benign_views: list[JobView] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def spec(self, limits: dict[str, Any] | None = None, **params: Any) -> BacktestSpec:
         return BacktestSpec(dataset="sample", universe=SYMBOLS, start=START, end=END,
-                            params=params, audit=False,
+                            params=params, audit=self.audit,
                             limits=FAST.model_copy(update=limits or {}))
 
     def run(self, body: str, *, limits: dict[str, Any] | None = None, header: str = HEADER,
@@ -138,8 +139,11 @@ def _benign_loop(env: Env, bundle: bytes) -> None:
         env.benign_views.append(env.benign.store.get(job_id))
 
 
-@pytest.fixture(scope="session")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="session", params=["audit-off", "audit-on"])
+def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+        ) -> Iterator[Env]:
+    """The red-team stack, once with the lookahead audit off and once on: an attack must
+    fail the same way whether or not its code also runs in the audit's sandbox."""
     if shutil.which(RUNSC) is None:
         pytest.fail(f"the red-team suite needs gVisor at {RUNSC}; install runsc — never skipped")
     root = tmp_path_factory.mktemp("redteam")
@@ -157,7 +161,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                                         end=END, audit=False, limits=FAST), bundle,
                            researcher="benign")
     Worker(benign, name="benign").run_one(timeout=5)
-    env = Env(root, attacks, benign, benign.store.get(ref_id))
+    env = Env(root, attacks, benign, benign.store.get(ref_id), audit=request.param == "audit-on")
     assert env.reference.status.value == "COMPLETED", env.reference.reason
     thread = threading.Thread(target=_benign_loop, args=(env, bundle), daemon=True)
     thread.start()
