@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast, overload
 
 import polars as pl
 
@@ -43,10 +43,36 @@ class VectorizedStrategy(Protocol):
 F = TypeVar("F", bound=Callable[..., pl.DataFrame])
 
 
-def vectorized(fn: F) -> F:
-    """Mark ``fn(bars, **params) -> weights`` as a vectorized Pitwall strategy."""
-    fn.pitwall_kind = "vectorized"  # type: ignore[attr-defined]
-    return fn
+@overload
+def vectorized(fn: F, /) -> F: ...
+
+
+@overload
+def vectorized(*, lookback: int | None = None) -> Callable[[F], F]: ...
+
+
+def vectorized(fn: F | None = None, /, *, lookback: int | None = None) -> F | Callable[[F], F]:
+    """Mark ``fn(bars, **params) -> weights`` as a vectorized Pitwall strategy.
+
+    ``lookback`` (bars per symbol) promises that the weight at a bar depends on at most
+    that many bars of each symbol up to it. A stepped run then calls the strategy on the
+    last ``lookback`` bars of each symbol at each decision time instead of the whole
+    prefix (still never a later bar), so its cost per decision stops growing.
+
+    >>> @vectorized(lookback=240)
+    ... def sma(bars): return bars.select("ts", "symbol", weight=pl.lit(0.0))
+    >>> sma.pitwall_lookback
+    240
+    """
+    if lookback is not None and (not isinstance(lookback, int) or lookback < 1):
+        raise ValueError(f"lookback must be a positive number of bars, not {lookback!r}")
+
+    def mark(f: F) -> F:
+        f.pitwall_kind = "vectorized"  # type: ignore[attr-defined]
+        f.pitwall_lookback = lookback  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
 
 
 def default_params(fn: Callable[..., Any]) -> dict[str, Any]:

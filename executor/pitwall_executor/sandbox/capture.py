@@ -75,9 +75,16 @@ class HeadTailBuffer:
         tail = bytes(self._tail[max(0, len(self._tail) - self._tail_limit) :])
         if not self.truncated:
             return printable_log(bytes(self._head) + bytes(self._tail))
-        skipped = self.total - len(self._head) - len(tail)
-        return printable_log(bytes(self._head) + f"\n[... {skipped} bytes cut ...]\n".encode()
-                             + tail)
+        # Cut at line ends, and clean each side on its own: an escape sequence split by
+        # the cut must not swallow the marker, nor leave its payload as plain text.
+        head = bytes(self._head)
+        if (end := head.rfind(b"\n")) >= 0:
+            head = head[: end + 1]
+        if (start := tail.find(b"\n")) >= 0:
+            tail = tail[start + 1 :]
+        skipped = self.total - len(head) - len(tail)
+        return (printable_log(head) + f"\n[... {skipped} bytes cut ...]\n".encode()
+                + printable_log(tail))
 
 
 class StreamReader(threading.Thread):

@@ -87,10 +87,11 @@ class _Call:
         self.seed = int(spec.get("seed", 0))
         self.clock = SimulatedClock()
         self._fn: Any = None
-        self._prefix: Any = None
+        self._parts: dict[str, list[Any]] = {}  # the prefix, per symbol, in time order
         self._installed = False
 
     def _run(self, bars: Any, *, last_only: bool) -> bytes:
+        """One call on ``bars``; loads the strategy first when it is not loaded."""
         if self._fn is None:
             if not self._installed:
                 # Read the bars' time once before the clock is installed, as the runner
@@ -110,17 +111,43 @@ class _Call:
         """Append the new bars to this process's prefix and call the strategy: loaded anew
         with an empty scratch dir (``fresh``, the audit; the whole answer), or as it is
         (a stepped run; only the weights at the prefix's last timestamp)."""
-        import polars as pl
-
-        new = [pl.read_ipc_stream(io.BytesIO(c)) for c in chunks]
-        self._prefix = pl.concat([self._prefix, *new] if self._prefix is not None else new,
-                                 rechunk=False)
+        self._append(chunks)
         if fresh:
             self._forget()
         try:
-            return self._run(_in_job_order(self._prefix), last_only=not fresh)
+            if self._fn is None:
+                return self._run(self._frame(None), last_only=not fresh)
+            lookback = None if fresh else getattr(self._fn, "pitwall_lookback", None)
+            return self._run(self._frame(lookback), last_only=not fresh)
         except BaseException as exc:  # the strategy may raise anything
             return _error(exc)
+
+    def _append(self, chunks: list[bytes]) -> None:
+        """File the new bars (time order) under their symbols: no re-sort per call."""
+        import polars as pl
+
+        for chunk in chunks:
+            frame = pl.read_ipc_stream(io.BytesIO(chunk))
+            for (symbol,), part in frame.partition_by(
+                    "symbol", as_dict=True, maintain_order=True).items():
+                self._parts.setdefault(str(symbol), []).append(part)
+
+    def _frame(self, lookback: int | None) -> Any:
+        """The prefix in a plain run's order, ``(symbol, ts)``; with a declared
+        ``lookback``, only each symbol's last ``lookback`` bars (older parts dropped)."""
+        import polars as pl
+
+        blocks = []
+        for symbol in sorted(self._parts):
+            parts = self._parts[symbol]
+            block = pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
+            if lookback is not None and block.height > lookback:
+                block = block.tail(lookback)
+                self._parts[symbol] = [block]
+            blocks.append(block)
+        # One contiguous copy, as a plain run reads it: a reduction over several chunks
+        # can round differently, and the weights must match the plain run's bit for bit.
+        return pl.concat(blocks, rechunk=True)
 
     def _forget(self) -> None:
         """Drop the strategy's modules and empty the scratch dir, so the next call loads
