@@ -95,6 +95,23 @@ def test_audit_fail_turns_a_flag_into_a_failed_job(data_dir: Path, tmp_path: Pat
     assert (artifacts(data_dir, view) / "report.html").is_file()  # still there to read
 
 
+def test_audit_fail_also_fails_a_run_whose_audit_could_not_run(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every re-run raises (it sees fewer bars than the full run): nothing was checked
+    source = LEAKY["next_close"].replace(
+        "def s(bars):\n", "def s(bars):\n"
+        "    if bars.get_column('ts').max().isoformat() < '2024-03-08T20:59':\n"
+        "        raise ValueError('needs the whole week')\n")
+    strategy = write(tmp_path, source)
+    view = run_json(data_dir, strategy)
+    lookahead = view["metrics"]["lookahead"]  # type: ignore[index]
+    assert view["status"] == "COMPLETED" and lookahead["status"] == "not_run"
+    monkeypatch.setenv("PITWALL_AUDIT_FAIL", "true")
+    refused = run_json(data_dir, strategy)
+    assert refused["status"] == "FAILED"
+    assert str(refused["reason"]).startswith("lookahead audit not run")
+
+
 def test_the_same_manifest_twice_gives_identical_bytes(data_dir: Path, tmp_path: Path) -> None:
     strategy = write(tmp_path, RANDOM_AND_CLOCK)
     first = run_json(data_dir, strategy, "--seed", "42")

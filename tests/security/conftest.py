@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pitwall.bundle import build_bundle
-from pitwall.models import BacktestSpec, JobView, Limits
+from pitwall.models import BacktestSpec, JobView, Limits, Metrics
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.orchestration.worker import Worker
@@ -94,6 +94,12 @@ class Env:
         log_path = out_dir / "log.txt"
         log = log_path.read_text(errors="replace") if log_path.exists() else ""
         return Attack(view, log, settled_leftovers(self, job_id))
+
+
+def results(metrics: Metrics | None) -> Metrics | None:
+    """The figures a run produced, without the lookahead audit's verdict (whose cuts are
+    drawn anew each run, and which a run without the audit lacks)."""
+    return None if metrics is None else metrics.model_copy(update={"lookahead": None})
 
 
 def job_leftovers(env: Env, job_id: str) -> list[str]:
