@@ -54,6 +54,7 @@ FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
 
 
 def stack(root: Path, end: dt.date) -> Stack:
+    root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     generate_dataset(Catalog(root / "lake"), "sample", symbols=SYMBOLS,
                      start=dt.date(2024, 1, 1), end=end, seed=7)
@@ -176,6 +177,7 @@ def main() -> int:
     parser.add_argument("--skip-stepped", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
         root = Path(tmp)
         cost(root, args.repeat)
         detection(args.trials)

@@ -32,6 +32,13 @@ def s(bars):
 """
 
 
+@pytest.fixture(autouse=True)
+def every_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Detection is tested with every planned cut checked: the time budget (which thins
+    random cuts on a slow machine) has tests of its own in tests/engine/test_audit.py."""
+    monkeypatch.setenv("PITWALL_AUDIT_BUDGET", "0")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sample_data_dir(tmp_path_factory, end=dt.date(2024, 3, 15))

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from audit_strategies import HONEST, LEAKY, SPARSE, STATEFUL
 
-from pitwall.engine.audit import TOLERANCE, audit_weights, describe
+from pitwall.engine.audit import BUDGET_PREFIX, TOLERANCE, audit_weights, describe
 from pitwall.engine.audit_cuts import (
     LEVELS,
     STRUCTURAL,
@@ -33,6 +33,7 @@ from pitwall.engine.validate import validate_weights
 from pitwall.frames import decode_frames, decode_result
 from pitwall.models import LookaheadAudit
 from pitwall_executor.datalake.generate import generate_bars
+from pitwall_executor.execution.audit import BudgetPacer
 from pitwall_executor.execution.prefix_feed import feed_prefixes
 
 SYMBOLS = ["AAPL", "MSFT"]
@@ -236,10 +237,32 @@ def test_a_rerun_that_raises_is_noted_not_fatal(tmp_path: Path) -> None:
 def test_a_spent_budget_leaves_cuts_unchecked_and_says_so(tmp_path: Path) -> None:
     plan = plan_cuts(BARS, seed=1)
     answers = rerun(tmp_path, HONEST["momentum"], BARS, plan.times, deadline=0.0)
-    assert answers == ["not checked: the audit's time budget ran out"] * len(plan.cuts)
+    assert answers == [f"{BUDGET_PREFIX}it ran out"] * len(plan.cuts)
     weights = full_run(tmp_path, HONEST["momentum"], BARS)
     verdict = audit_weights(BARS, weights, plan, answers, SYMBOLS)
     assert verdict.status == "not_run" and "time budget" in describe(verdict)
+    assert len(verdict.notes) == 1  # one line for all the cuts the budget left out
+
+
+def test_the_pacer_keeps_the_budget_and_spreads_the_cuts_it_keeps() -> None:
+    plan = plan_cuts(bars_for(60), seed=9)
+    n = len(plan.cuts)
+    rows = [1000 * (i + 1) for i in range(n)]  # prefixes grow
+    budget = 1.0
+    pacer = BudgetPacer(plan, budget)
+    kept = []
+    for i in range(n):
+        if pacer.keep(i, rows):
+            kept.append(i)
+            pacer.observe(i, rows[i], 0.005 + rows[i] * 1e-6)  # a + b·rows, all of it 2.4 s
+    structural = [i for i, c in enumerate(plan.cuts) if set(c.kinds) - {"random"}]
+    assert set(structural) <= set(kept)  # structural cuts are always made
+    assert pacer.spent <= 1.3 * budget and len(kept) < n
+    thirds = [sum(1 for i in kept if i in r and i not in structural)
+              for r in (range(n // 3), range(n // 3, 2 * n // 3), range(2 * n // 3, n))]
+    assert all(t > 0 for t in thirds), thirds  # thinned across the run, not cut off early
+    unlimited = BudgetPacer(plan, None)
+    assert all(unlimited.keep(i, rows) for i in range(n))
 
 
 def _weights(frame: pl.DataFrame, value: pl.Expr) -> pl.DataFrame:

@@ -25,6 +25,13 @@ START = dt.date(2024, 1, 2)
 LEAKS = {**SPARSE, **STATEFUL}
 
 
+@pytest.fixture(autouse=True)
+def every_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Detection is tested with every planned cut checked: the time budget (which thins
+    random cuts on a slow machine) has tests of its own in tests/engine/test_audit.py."""
+    monkeypatch.setenv("PITWALL_AUDIT_BUDGET", "0")
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audit-leaks")

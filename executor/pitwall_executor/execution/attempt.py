@@ -35,7 +35,7 @@ from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import InfrastructureError, PitwallError, StrategyOutputError
 from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
 from pitwall_executor.datalake.planner import load_bars, validate_request
-from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome
+from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome, owner
 from pitwall_executor.sandbox.base import STRATEGY_FAILED_EXIT
 from pitwall_executor.stack import Stack, check_data_identity
 from pitwall_executor.storage.objectstore import ObjectStoreError
@@ -110,6 +110,7 @@ class Attempt(ABC):
                 return AttemptResult(JobStatus.FAILED, refused)
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir.mkdir(parents=True)
+            owner.mark(self.workdir)  # if this process dies, reap_orphans removes it
             staged = self.before_start()
             outcome = self.execute(staged)
             return self.on_complete(staged, outcome)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, Protocol, TypeAlias
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pitwall.engine.audit import BUDGET_PREFIX
 from pitwall.errors import StrategyOutputError
 from pitwall.frames import FrameKind, decode_error, decode_result
 from pitwall.lockstep import FrameReader, write_frame
@@ -28,13 +29,22 @@ from pitwall.prefix_wire import BARS, CALL, END
 Answer: TypeAlias = pa.Table | str
 
 
+class Pacer(Protocol):
+    """Decides, call by call, which of the planned calls are made (a time budget)."""
+
+    def keep(self, index: int, rows: Sequence[int]) -> bool: ...
+
+    def observe(self, index: int, rows: int, seconds: float) -> None: ...
+
+
 def feed_prefixes(stdin: BinaryIO, stdout: BinaryIO, bars: pl.DataFrame,
                   times_us: Sequence[int], *, max_answer_bytes: int,
-                  deadline: float | None = None) -> list[Answer]:
+                  deadline: float | None = None, pacer: Pacer | None = None) -> list[Answer]:
     """Ask for the weights on ``bars[ts <= t]`` for each ``t`` of ``times_us`` (ascending).
 
     Once ``deadline`` (``time.monotonic()``) has passed, the remaining times get the
-    answer "not checked" instead of a call. Raises :class:`StrategyOutputError` when the
+    answer "not checked" instead of a call; a ``pacer`` may skip calls before that (given
+    every call's prefix size in rows). Raises :class:`StrategyOutputError` when the
     sandbox breaks the protocol and ``EOFError`` when it stopped answering.
     """
     ordered = bars.sort("ts", "symbol", maintain_order=True)
@@ -43,16 +53,22 @@ def feed_prefixes(stdin: BinaryIO, stdout: BinaryIO, bars: pl.DataFrame,
     out = stdin.fileno()
     answers: list[Answer] = []
     sent = 0
-    for i, t in enumerate(times_us):
+    ends = [int(e) for e in np.searchsorted(ts_us, np.asarray(times_us), side="right")]
+    for i, end in enumerate(ends):
         if deadline is not None and time.monotonic() > deadline:
-            answers += ["not checked: the audit's time budget ran out"] * (len(times_us) - i)
+            answers += [f"{BUDGET_PREFIX}it ran out"] * (len(times_us) - i)
             break
-        end = int(np.searchsorted(ts_us, t, side="right"))
+        if pacer is not None and not pacer.keep(i, ends):
+            answers.append(f"{BUDGET_PREFIX}thinned at random")
+            continue
+        started = time.monotonic()
         if end > sent:
             write_frame(out, BARS, _ipc(ordered.slice(sent, end - sent)))
             sent = end
         write_frame(out, CALL)
         answers.append(_answer(*reader.read()))
+        if pacer is not None:
+            pacer.observe(i, end, time.monotonic() - started)
     write_frame(out, END)
     return answers
 

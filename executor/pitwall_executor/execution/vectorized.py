@@ -119,7 +119,8 @@ class VectorizedAttempt(Attempt):
         stage_inputs(audit_dir, staged.bundle,
                      prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
         run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
-                               staged.bars, clean, main_seconds=self._main_seconds)
+                               staged.bars, clean, main_seconds=self._main_seconds,
+                               budget_factor=self.stack.config.audit_budget)
         if run.log:
             with (self.out_dir / "log.txt").open("ab") as log:
                 log.write(b"\n--- lookahead audit: the re-runs' output ---\n" + run.log)

@@ -45,6 +45,9 @@ TOLERANCE = 1e-12
 #: 100 bars, once an hour, one bar in ten.
 POWER_FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
 
+#: How the worker marks a cut it did not call for lack of time (one note for all of them).
+BUDGET_PREFIX = "not checked (time budget): "
+
 #: One re-run's output: its weights, or why it has none (raised, skipped, missing).
 CutOutput: TypeAlias = pa.Table | str
 
@@ -95,6 +98,7 @@ def audit_weights(
     notes: list[str] = []
     checked: list[dt.datetime] = []
     checked_cuts: list[Cut] = []
+    over_budget = 0
     findings: list[AuditFinding] = []
     invalid = False
     grid = build_grid(bars)
@@ -102,7 +106,10 @@ def audit_weights(
     for planned, output in zip(plan.cuts, outputs, strict=True):
         cut = planned.at
         if isinstance(output, str):
-            notes.append(f"cut {cut.isoformat()}: not checked, {output}")
+            if output.startswith(BUDGET_PREFIX):
+                over_budget += 1
+            else:
+                notes.append(f"cut {cut.isoformat()}: not checked, {output}")
             continue
         cut_bars = bars.filter(pl.col("ts") <= cut)
         try:
@@ -117,6 +124,10 @@ def audit_weights(
         finding = _compare(cut, grid, full_targets, cut_bars, weights, tolerance)
         if finding is not None:
             findings.append(finding)
+    if over_budget:
+        notes.append(f"{over_budget} of {len(plan.cuts)} cuts not checked within the audit's "
+                     "time budget (random cuts are thinned at random first; raise the "
+                     "executor's audit_budget to check them all)")
     first = min(findings, key=lambda f: (f.ts, f.cut)) if findings else None
     if first is not None or invalid:
         status = "flagged"
