@@ -17,6 +17,7 @@ sandbox's ``spec.json`` holds, how the sandbox runs, and how its answers are acc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -118,6 +119,8 @@ class Attempt(ABC):
             return self.on_failure(exc)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the job's dir, once its last attempt is gone
+                self.workdir.parent.rmdir()
 
     # -- the engine's part ---------------------------------------------------------------
 

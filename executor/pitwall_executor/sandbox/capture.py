@@ -80,7 +80,7 @@ class HeadTailBuffer:
         head = bytes(self._head)
         if (end := head.rfind(b"\n")) >= 0:
             head = head[: end + 1]
-        if (start := tail.find(b"\n")) >= 0:
+        if 0 <= (start := tail.find(b"\n")) < len(tail) - 1:  # keep a lone last line whole
             tail = tail[start + 1 :]
         skipped = self.total - len(head) - len(tail)
         return (printable_log(head) + f"\n[... {skipped} bytes cut ...]\n".encode()
