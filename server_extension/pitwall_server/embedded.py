@@ -1,10 +1,12 @@
 """The embedded stack inside the Jupyter server: the Backtest API and workers in threads.
 
 Used when no ``api_url`` is configured (a laptop, ``make lab``): the same
-:class:`~pitwall_executor.cli.serve.EmbeddedServer` as ``pitwall serve``, on a free
-loopback port, so Jupyter's loop never waits on the database. Kernels get the URL and a
-researcher token only; database and queue settings are removed from the environment
-they inherit.
+:class:`~pitwall_executor.orchestration.embedded.EmbeddedServer` as ``pitwall serve``, on
+a free loopback port, so Jupyter's loop never waits on the database. One embedded stack
+runs the jobs of a data dir (it holds the data dir's lock): if a ``pitwall serve`` (or
+another lab) already does, this server talks to that one instead of starting its own.
+Kernels get the URL and a researcher token only; database and queue settings are removed
+from the environment they inherit.
 """
 
 from __future__ import annotations
@@ -24,17 +26,16 @@ SECRET_ENV = ("PITWALL_DB_URL", "PITWALL_QUEUE_URL", "PITWALL_STORE_URL", "PITWA
 
 @dataclass
 class EmbeddedStack:
-    """A running embedded API plus workers, and the token of the notebook's researcher."""
+    """The Backtest API the lab uses, the token of the notebook's researcher, and the
+    embedded server when this process runs it (None: another process does)."""
 
-    server: EmbeddedServer
+    url: str
     token: str
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+    server: EmbeddedServer | None = None
 
     def shutdown(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 def _token(data_dir: Path, store: MetadataStore) -> str:
@@ -51,13 +52,26 @@ def _token(data_dir: Path, store: MetadataStore) -> str:
 
 
 def start_embedded(workers: int = 1) -> EmbeddedStack:
-    """Start the API on a free loopback port and ``workers`` worker threads."""
+    """Start the API on a free loopback port and ``workers`` worker threads, or use the
+    embedded server that already runs the data dir's jobs."""
     from pitwall_executor.config import load_config
     from pitwall_executor.orchestration.embedded import EmbeddedServer
+    from pitwall_executor.orchestration.ownership import DataDirInUseError, running_server
     from pitwall_executor.stack import Stack
 
     stack = Stack.from_config(load_config())
     for name in SECRET_ENV:
         os.environ.pop(name, None)
-    token = _token(stack.config.data_dir, stack.store)
-    return EmbeddedStack(server=EmbeddedServer(stack, workers=workers).start(), token=token)
+    data_dir = stack.config.data_dir
+    for _ in range(3):  # a server starting at the same moment may win the lock
+        other = running_server(data_dir)
+        if other is not None:
+            stack.store.close()
+            return EmbeddedStack(url=other.url, token=other.token)
+        token = _token(data_dir, stack.store)
+        try:
+            server = EmbeddedServer(stack, workers=workers, token=token).start()
+        except DataDirInUseError:
+            continue
+        return EmbeddedStack(url=server.url, token=token, server=server)
+    raise DataDirInUseError(f"could not start or find the Pitwall server of {data_dir}")

@@ -106,10 +106,13 @@ class Cluster:
 
     def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start ``pitwall worker`` with ``args``; its log goes to ``logs/``."""
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen([*PITWALL, "worker", "--log-level", "INFO", *args],
-                                env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=ROOT)
+        return self.spawn("worker", "--log-level", "INFO", *args, **env)
+
+    def spawn(self, command: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start ``pitwall <command> <args>``; its log goes to ``logs/``."""
+        log = (self.logs / f"{command}-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen([*PITWALL, command, *args], env={**self.env, **env},
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc
 
@@ -133,6 +136,10 @@ class Cluster:
 
     def log_tail(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("*.log")))
+
+    def log_text(self) -> str:
+        """Every process's whole log."""
+        return "\n".join(p.read_text() for p in sorted(self.logs.glob("*.log")))
 
     def rows(self, sql: str, **params: object) -> list[tuple[object, ...]]:
         with self.stack.store.engine.connect() as conn:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +13,7 @@ import sqlalchemy as sa
 from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall_executor.jobs.queue import MemoryQueue
 from pitwall_executor.jobs.schema import attempts
-from pitwall_executor.jobs.store import MetadataStore, ResearcherAtQuotaError
+from pitwall_executor.jobs.store import AttemptOwner, MetadataStore, ResearcherAtQuotaError
 from pitwall_executor.jobs.sweeps import SweepError, expand_grid
 from pitwall_executor.orchestration.recovery import (
     RecoveryLoop,
@@ -19,6 +21,7 @@ from pitwall_executor.orchestration.recovery import (
     recover_at_startup,
     recover_stale,
 )
+from pitwall_executor.sandbox import owner
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5), params={"fast": 5})
@@ -205,24 +208,60 @@ def test_a_job_cancelled_while_running_is_not_rerun_after_recovery(store: Metada
     assert store.get(job).status is JobStatus.CANCELLED
 
 
-def test_startup_recovery_takes_back_a_dead_serves_jobs_at_once(store: MetadataStore) -> None:
-    running, pending, poison = _job(store), _job(store), _job(store)
-    assert store.start_attempt(running, "dead-serve") == 1  # heartbeat: just now
+def _dead_process() -> AttemptOwner:
+    """A process of this host that has exited: its pid and the start time it had."""
+    proc = subprocess.Popen(["sleep", "30"])
+    with open(f"/proc/{proc.pid}/stat", "rb") as fh:
+        stat = fh.read()
+    start = int(stat[stat.rfind(b")") + 2:].split()[19])
+    proc.kill()
+    proc.wait()
+    return AttemptOwner(owner.host(), proc.pid, start)
+
+
+def test_startup_recovery_takes_back_only_what_dead_workers_left(store: MetadataStore) -> None:
+    me = owner.current()
+    alive_here = AttemptOwner(owner.host(), me.pid, me.start)
+    elsewhere = AttemptOwner("another-host", me.pid, me.start)
+    dead_here = _dead_process()
+    poison = _job(store)
     for attempt in (1, 2):
-        assert store.start_attempt(poison, "dead-serve") == attempt
+        assert store.start_attempt(poison, "w") == attempt
         _silence(store, poison)
         recover_stale(store, older_than=30, max_attempts=3)
-    assert store.start_attempt(poison, "dead-serve") == 3
+    assert store.start_attempt(poison, "w", owner=dead_here) == 3
+    jobs = {name: _job(store) for name in (
+        "dead_here", "alive_here", "elsewhere_fresh", "elsewhere_silent", "unknown", "pending")}
+    for name, who in (("dead_here", dead_here), ("alive_here", alive_here),
+                      ("elsewhere_fresh", elsewhere), ("elsewhere_silent", elsewhere),
+                      ("unknown", None)):
+        assert store.start_attempt(jobs[name], "w", owner=who) == 1  # heartbeat: just now
+    _silence(store, jobs["elsewhere_silent"])
     q = MemoryQueue()
-    # Shared queue (other workers may be alive): a fresh heartbeat is left alone.
-    assert recover_at_startup(store, q, max_attempts=3, exclusive=False,
-                              stale_after_s=30) == []
-    assert sorted(q.queued_ids()) == [pending]
-    # Only this process runs jobs: every RUNNING attempt is an orphan, taken back now.
-    q = MemoryQueue()
-    got = recover_at_startup(store, q, max_attempts=3, exclusive=True, stale_after_s=30)
-    assert {(r.job_id, r.status) for r in got} == {(running, JobStatus.PENDING),
-                                                   (poison, JobStatus.FAILED)}
-    assert sorted(q.queued_ids()) == sorted([running, pending])
+    got = recover_at_startup(store, q, max_attempts=3, stale_after_s=30)
+    # A dead process of this host at once, whatever its heartbeat; elsewhere, by silence.
+    assert {(r.job_id, r.status) for r in got} == {
+        (jobs["dead_here"], JobStatus.PENDING), (jobs["elsewhere_silent"], JobStatus.PENDING),
+        (poison, JobStatus.FAILED)}
+    for name in ("alive_here", "elsewhere_fresh", "unknown"):  # a live worker keeps its job
+        assert store.get(jobs[name]).status is JobStatus.RUNNING
+        assert store.beat(jobs[name], 1) == "live"
+    assert sorted(q.queued_ids()) == sorted(
+        [jobs["dead_here"], jobs["elsewhere_silent"], jobs["pending"]])
     assert store.get(poison).reason is not None
-    assert store.start_attempt(running, "new-serve") == 2
+    assert store.start_attempt(jobs["dead_here"], "new-serve") == 2
+    assert store.attempt_outcomes(jobs["dead_here"]) == ["LOST", None]
+
+
+def test_recovery_waits_for_heartbeats_after_the_database_was_unreachable(
+        store: MetadataStore) -> None:
+    job = _job(store)
+    assert store.start_attempt(job, "w", owner=AttemptOwner("another-host", 1, 1)) == 1
+    _silence(store, job)  # as every heartbeat looks after an outage
+    loop = RecoveryLoop(store, MemoryQueue(), stale_after_s=30, max_attempts=3)
+    loop._db_back_at = None  # the last pass failed on the database
+    loop.tick()
+    assert store.get(job).status is JobStatus.RUNNING  # live workers get time to beat
+    loop._db_back_at = time.monotonic() - 31
+    loop.tick()
+    assert store.get(job).status is JobStatus.PENDING

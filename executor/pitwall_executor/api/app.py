@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import tornado.web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
@@ -39,15 +39,37 @@ access_log = logging.getLogger("pitwall.api.access")
 _ID = r"([^/]+)"
 
 
+class Loops(Protocol):
+    """The worker loops of the process serving the API (the embedded mode's
+    ``orchestration.health.Health``)."""
+
+    def states(self) -> dict[str, str]: ...
+    def failing(self) -> dict[str, str]: ...
+    def render(self) -> bytes: ...
+
+
+def _loops(handler: tornado.web.RequestHandler) -> Loops | None:
+    loops: Loops | None = handler.application.settings.get("pitwall_loops")
+    return loops
+
+
 class HealthHandler(ApiHandler):
-    """``GET /healthz``: 200 when the API runs and the database answers, else 503."""
+    """``GET /healthz``: 200 when the API runs, the database answers and no worker loop of
+    this process is dead or stuck; else 503 saying which."""
 
     route = "/healthz"
     auth_required = False
 
     async def get(self) -> None:
         await self.ctx.run(self.ctx.stack.store.ping)
-        self.write_json(HealthResponse(status="ok", database="ok"))
+        loops = _loops(self)
+        failing = loops.failing() if loops is not None else {}
+        if failing:
+            raise ApiError(503, "worker_loop_failing", "worker loops of this process are not "
+                           "running: " + "; ".join(f"{n} {why}" for n, why in failing.items())
+                           + ". Restart the process; its jobs are recovered")
+        self.write_json(HealthResponse(status="ok", database="ok",
+                                       loops=loops.states() if loops is not None else {}))
 
 
 class MetricsHandler(ApiHandler):
@@ -65,7 +87,8 @@ class MetricsHandler(ApiHandler):
         self.set_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
         # The cache's counters are files on disk: read them off the IOLoop.
         text = await self.ctx.run(self.ctx.metrics.render, counts, self.ctx.stack.lake)
-        self.finish(text)
+        loops = _loops(self)
+        self.finish(text + (loops.render() if loops is not None else b""))
 
 
 class OpenApiHandler(ApiHandler):
@@ -98,8 +121,10 @@ HANDLERS: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 
 
 def make_app(stack: Stack, *, secret: bytes | None = None, db_threads: int = 16,
-             report_ttl_s: float = 300.0, events_poll_s: float = 0.25) -> tornado.web.Application:
-    """The API over ``stack``; the secret signing report URLs defaults to one in data_dir."""
+             report_ttl_s: float = 300.0, events_poll_s: float = 0.25,
+             loops: Loops | None = None) -> tornado.web.Application:
+    """The API over ``stack``; the secret signing report URLs defaults to one in data_dir.
+    ``loops``: the worker loops of this process, reported by ``/healthz`` and ``/metrics``."""
     ctx = ApiContext(
         stack=stack, secret=secret if secret is not None else load_secret(stack.config.data_dir),
         pool=ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="pitwall-api-db"),
@@ -116,7 +141,7 @@ def make_app(stack: Stack, *, secret: bytes | None = None, db_threads: int = 16,
                        handler.request.uri, 1000 * seconds)
 
     return tornado.web.Application(
-        HANDLERS, pitwall=ctx, log_function=log_request,
+        HANDLERS, pitwall=ctx, pitwall_loops=loops, log_function=log_request,
         default_handler_class=NotFoundHandler, compress_response=False,
     )
 
@@ -138,4 +163,4 @@ def start_server(app: tornado.web.Application, port: int, *, address: str = "127
     return server
 
 
-__all__ = ["HANDLERS", "ApiError", "api_context", "make_app", "start_server"]
+__all__ = ["HANDLERS", "ApiError", "Loops", "api_context", "make_app", "start_server"]

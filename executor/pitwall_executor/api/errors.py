@@ -1,16 +1,15 @@
 """Every error the API can answer, mapped from exceptions in one place.
 
 400 bad input (field-level), 401/403, 404, 409 (cancel a finished job), 413 (bundle too
-large), 415 (wrong content type), 503 (metadata database unreachable; with a
-``Retry-After`` header, which ``pitwall.Client`` honours). Anything else is a bug: 500,
-logged with its traceback.
+large), 415 (wrong content type), 503 (the metadata database, or another part of the
+platform such as an S3 lake, is unreachable; with a ``Retry-After`` header, which
+``pitwall.Client`` honours). Anything else is a bug: 500, logged with its traceback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from pydantic import ValidationError
 from tornado.web import HTTPError
 
@@ -18,11 +17,12 @@ from pitwall.errors import (
     BundleError,
     DataError,
     EmptyRangeError,
+    InfrastructureError,
     UnknownDatasetError,
     UnknownSymbolError,
 )
 from pitwall_executor.api.models import ErrorResponse, FieldError
-from pitwall_executor.jobs.store import JobNotFoundError
+from pitwall_executor.jobs.store import JobNotFoundError, database_unreachable
 from pitwall_executor.jobs.sweeps import SweepError
 
 DB_DOWN = ("the metadata database is unreachable; the job store is temporarily unavailable. "
@@ -79,15 +79,6 @@ def _data_field(exc: DataError) -> str:
     return "spec"
 
 
-def _is_db_down(exc: BaseException) -> bool:
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-    # Pool exhausted while every connection hangs on a dead server.
-    return isinstance(exc, sa.exc.TimeoutError | ConnectionError)
-
-
 def _input_error(exc: BaseException) -> ApiError | None:
     if isinstance(exc, ValidationError):
         return _validation(exc, "spec")
@@ -108,10 +99,15 @@ def to_api_error(exc: BaseException) -> ApiError | None:
     """The API error for ``exc``, or None when it is a bug (answered 500)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, InfrastructureError):
+        # Before the input errors: a lake that cannot be read (an S3 outage) is a DataError
+        # too, but the request was fine; the client should retry it, not change it.
+        return ApiError(503, "platform_unavailable", f"{exc}. This is a platform outage, not "
+                        "a fault of the request: retry in a few seconds")
     err = _input_error(exc)
     if err is None and isinstance(exc, JobNotFoundError):
         err = not_found("this job")
-    if err is None and _is_db_down(exc):
+    if err is None and database_unreachable(exc):
         err = ApiError(503, "database_unavailable", DB_DOWN)
     if err is None and isinstance(exc, HTTPError):
         message = exc.log_message or exc.reason or "request failed"

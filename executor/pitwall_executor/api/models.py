@@ -57,7 +57,9 @@ class ErrorResponse(_Model):
 
 
 class HealthResponse(_Model):
-    """Liveness of the API and reachability of the metadata database."""
+    """Liveness of the API, reachability of the metadata database, and the state of each
+    worker loop of the process (embedded mode: ``up`` or ``retrying``; empty otherwise)."""
 
     status: str
     database: str
+    loops: dict[str, str] = {}

@@ -31,7 +31,8 @@ _MESSAGES = {
     409: "The job already ended; there is nothing to cancel.",
     413: "The bundle is larger than the configured limit.",
     415: "The request body is not multipart/form-data.",
-    503: "The metadata database is unreachable; retry shortly.",
+    503: "The metadata database or another part of the platform is unreachable; retry "
+         "shortly (Retry-After).",
 }
 
 

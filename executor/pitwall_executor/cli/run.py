@@ -75,7 +75,11 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         memory_mb: int | None, as_json: bool, engine: str = "vectorized",
         grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
         stepped: str | None = None) -> None:
-    """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics."""
+    """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics.
+
+    When a Pitwall server (``pitwall serve``, JupyterLab) runs the jobs of this data dir,
+    the job is submitted to it (it shows in the lab's panel); otherwise this process runs
+    it, and Ctrl-C cancels it."""
     cfg = config_of(ctx)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
     try:
@@ -94,16 +98,19 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         raise click.ClickException(_validation_message(exc)) from exc
     bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py",
                           kind=engine)
+    def notify(message: str) -> None:
+        click.echo(message, err=True)
+
     if grid:  # a sweep: every combination of the --grid values, then the results table
         try:
-            sweep, rows = run_sweep_embedded(cfg, spec, bundle, parse_grid(grid))
+            sweep, rows = run_sweep_embedded(cfg, spec, bundle, parse_grid(grid), notify=notify)
         except PitwallError as exc:
             raise click.ClickException(str(exc)) from exc
         print_results(sweep, rows)
         sys.exit(0 if all(r.status is JobStatus.COMPLETED for r in rows) else 1)
     stack = Stack.from_config(cfg)
     try:
-        view = run_embedded(stack, spec, bundle)
+        view = run_embedded(stack, spec, bundle, notify=notify)
     except PitwallError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

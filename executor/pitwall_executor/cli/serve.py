@@ -15,7 +15,7 @@ import click
 
 from pitwall_executor.cli.app import config_of
 from pitwall_executor.jobs.researchers import ResearcherExistsError, create_researcher
-from pitwall_executor.orchestration.embedded import EmbeddedServer
+from pitwall_executor.orchestration.embedded import DataDirInUseError, EmbeddedServer
 from pitwall_executor.orchestration.process import DEFAULT_NICE
 from pitwall_executor.stack import Stack
 
@@ -42,10 +42,17 @@ def serve(ctx: click.Context, port: int, host: str, workers: int | None, nice: i
     cfg = config_of(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     n = cfg.workers if workers is None else workers
-    with EmbeddedServer(Stack.from_config(cfg), port=port, host=host, workers=n,
-                        worker_nice=nice) as server:
+    server = EmbeddedServer(Stack.from_config(cfg), port=port, host=host, workers=n,
+                            worker_nice=nice)
+    try:
+        server.start()
+    except DataDirInUseError as exc:  # another serve or lab runs this data dir's jobs
+        raise click.ClickException(str(exc)) from exc
+    try:
         click.echo(f"pitwall API on {server.url} with {n} worker thread(s); Ctrl-C stops")
         _wait_for_signal()
+    finally:
+        server.stop()
     click.echo("stopped")
 
 

@@ -26,11 +26,29 @@ from pitwall_executor.jobs.schema import (
 
 
 class StaleAttempt(NamedTuple):
-    """The open attempt of a RUNNING job whose worker stopped heartbeating."""
+    """The open attempt of a RUNNING job whose worker is dead (gone, or silent too long)."""
 
     job_id: str
     attempt: int
     worker: str
+
+
+class AttemptOwner(NamedTuple):
+    """The process running an attempt: its host, pid and the pid's start time."""
+
+    host: str
+    pid: int
+    pid_start: int
+
+
+class OpenAttempt(NamedTuple):
+    """The open attempt of a RUNNING job, with its last heartbeat and its process if known."""
+
+    job_id: str
+    attempt: int
+    worker: str
+    heartbeat_at: dt.datetime | None
+    owner: AttemptOwner | None
 
 
 _WITH_METRICS = (sa.select(jobs, job_metrics.c.metrics)
@@ -117,16 +135,21 @@ def attempt_outcomes(conn: Connection, job_id: str) -> list[str | None]:
     return [row[0] for row in rows]
 
 
-def stale_attempts(conn: Connection, silent_since: dt.datetime) -> list[StaleAttempt]:
-    """Open attempts of RUNNING jobs whose last heartbeat is older than ``silent_since``."""
+def open_attempts(conn: Connection) -> list[OpenAttempt]:
+    """The open attempt of every RUNNING job."""
     rows = conn.execute(
-        sa.select(jobs.c.id, jobs.c.attempt, attempts.c.worker)
+        sa.select(jobs.c.id, jobs.c.attempt, attempts.c.worker, attempts.c.heartbeat_at,
+                  attempts.c.host, attempts.c.pid, attempts.c.pid_start)
         .select_from(jobs.join(attempts, sa.and_(attempts.c.job_id == jobs.c.id,
                                                  attempts.c.attempt == jobs.c.attempt)))
         .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.kind == "run",
-               attempts.c.finished_at.is_(None), attempts.c.heartbeat_at < silent_since)
+               attempts.c.finished_at.is_(None))
     ).all()
-    return [StaleAttempt(str(j), int(a), str(w)) for j, a, w in rows]
+    return [OpenAttempt(str(r.id), int(r.attempt), str(r.worker), aware(r.heartbeat_at),
+                        AttemptOwner(str(r.host), int(r.pid), int(r.pid_start))
+                        if r.pid is not None and r.host is not None
+                        and r.pid_start is not None else None)
+            for r in rows]
 
 
 def pending_runs(conn: Connection) -> dict[str, int]:

@@ -15,6 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# What a claim's heartbeat found: the worker still holds it; another consumer was handed
+# it (this one was thought dead); or the queue no longer has it (Redis lost its data).
+# Whatever the answer, the database's attempt decides whether the job is still this
+# worker's; the queue's answer only says whether heartbeating the claim is still useful.
+HELD = "held"
+TAKEN = "taken"
+GONE = "gone"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -28,7 +36,7 @@ class Claim:
 class JobQueue(Protocol):
     def enqueue(self, job_id: str, *, priority: int = 0) -> None: ...
     def claim(self, worker: str, *, timeout: float) -> Claim | None: ...
-    def heartbeat(self, claim: Claim) -> None: ...
+    def heartbeat(self, claim: Claim) -> str: ...
     def ack(self, claim: Claim) -> None: ...
     def requeue_stale(self, *, older_than: float) -> list[str]: ...
     def release(self, claim: Claim) -> None: ...
@@ -74,11 +82,13 @@ class MemoryQueue:
             self._leases[token] = _Lease(job_id, worker, deliveries + 1, prio)
             return Claim(job_id=job_id, token=token, deliveries=deliveries + 1)
 
-    def heartbeat(self, claim: Claim) -> None:
+    def heartbeat(self, claim: Claim) -> str:
         with self._cond:
             lease = self._leases.get(claim.token)
-            if lease is not None:
-                lease.beat = time.monotonic()
+            if lease is None:
+                return GONE  # requeued as stale meanwhile
+            lease.beat = time.monotonic()
+            return HELD
 
     def ack(self, claim: Claim) -> None:
         with self._cond:

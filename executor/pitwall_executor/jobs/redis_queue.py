@@ -11,23 +11,31 @@ pending list; ``requeue_stale`` moves such entries, in one Lua script per stream
 fresh entry at the tail with ``deliveries + 1`` and removes the old one, so the recovery
 itself can neither lose nor duplicate a job however many reapers race. The database stays
 the source of truth: a redelivered job whose row is no longer PENDING is just acknowledged.
+
+Redis may lose its data (a restart without persistence, ``FLUSHDB``): the streams and the
+group vanish, a blocked read fails with ``UNBLOCKED`` and later commands with ``NOGROUP``.
+The queue then recreates the group and calls its ``on_reset`` listeners, so the recovery
+loop reconciles at once (every PENDING job of the database is enqueued again).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 
-from pitwall_executor.jobs.queue import Claim, JobQueue, MemoryQueue
+from pitwall_executor.jobs.queue import GONE, HELD, TAKEN, Claim, JobQueue, MemoryQueue
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "pitwall"
 STREAM_KEY = "{prefix}:queue:{lane}"
+EPOCH_KEY = "{prefix}:queue:epoch"  # new with every group Redis had lost: claims name theirs
 GROUP = "workers"
 REAPER = "pitwall-reaper"  # the consumer that owns an entry only inside the requeue script
 HIGH = "high"  # priority <= 0
@@ -36,6 +44,10 @@ LANES = (HIGH, LOW)
 FIELD_JOB = "job_id"
 FIELD_DELIVERIES = "deliveries"  # how many times the job was handed out before this entry
 CONSUMER_TTL_S = 3600.0  # a consumer idle this long with nothing pending is forgotten
+SOCKET_TIMEOUT_S = 15.0  # > the longest blocking claim; a hung server then fails, not hangs
+CONNECT_TIMEOUT_S = 5.0
+# The replies that say the stream or its group is gone (Redis lost its data).
+_LOST = ("NOGROUP", "UNBLOCKED", "no such key")
 
 # Re-add every entry idle for at least ARGV[3] ms with deliveries + 1, then XACK + XDEL it.
 _REQUEUE_LUA = """
@@ -60,11 +72,13 @@ until cursor == '0-0'
 return moved
 """
 
-# Reset the idle time of ARGV[3] only while consumer ARGV[2] still owns it (1), else 0.
+# Reset the idle time of ARGV[3] while consumer ARGV[2] owns it (1). -1: the streams
+# are not those the claim was read from (the epoch KEYS[2] changed: Redis lost its data);
+# 0: another consumer holds the entry, or requeue_stale moved it to a new one.
 _HEARTBEAT_LUA = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
-  return 0
-end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return -1 end
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 """
@@ -95,6 +109,8 @@ class RedisQueue:
         self.client = client
         self.prefix = prefix
         self.consumer_ttl_s = CONSUMER_TTL_S
+        #: Called (without arguments) after the queue found its stream or group gone.
+        self.on_reset: list[Callable[[], None]] = []
         self._requeue = client.register_script(_REQUEUE_LUA)
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
@@ -102,11 +118,18 @@ class RedisQueue:
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisQueue:
         """A queue on the Redis at ``redis://host:port/db`` (``rediss://`` for TLS)."""
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix=prefix)
+        client = redis.Redis.from_url(url, decode_responses=True,
+                                      socket_timeout=SOCKET_TIMEOUT_S,
+                                      socket_connect_timeout=CONNECT_TIMEOUT_S)
+        return cls(client, prefix=prefix)
 
     def key(self, lane: str) -> str:
         """The stream key of ``lane`` (``HIGH`` or ``LOW``)."""
         return STREAM_KEY.format(prefix=self.prefix, lane=lane)
+
+    @property
+    def epoch_key(self) -> str:
+        return EPOCH_KEY.format(prefix=self.prefix)
 
     # -- the JobQueue protocol ---------------------------------------------------------
 
@@ -131,20 +154,26 @@ class RedisQueue:
             self._release(keys=[self.key(lane)], args=[GROUP, entry_id])
         return self._to_claim(worker, got[0])
 
-    def heartbeat(self, claim: Claim) -> None:
-        lane, entry_id, worker = _parse_token(claim.token)
+    def heartbeat(self, claim: Claim) -> str:
+        lane, entry_id, epoch, worker = _parse_token(claim.token)
         try:
-            held = self._heartbeat(keys=[self.key(lane)], args=[GROUP, worker, entry_id])
+            held = int(self._heartbeat(keys=[self.key(lane), self.epoch_key],
+                                       args=[GROUP, worker, entry_id, epoch]))
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _lost(exc):
                 raise
-            held = 0
-        if not held:
+            held = -1
+        if held == 0:
             log.warning("job %s: the claim %s was already handed to another worker",
                         claim.job_id, claim.token)
+        elif held == -1:
+            log.info("job %s: the queue lost the claim %s with its data; the database's "
+                     "attempt still decides who runs the job", claim.job_id, claim.token)
+            self._reset()
+        return {1: HELD, 0: TAKEN}.get(held, GONE)
 
     def ack(self, claim: Claim) -> None:
-        lane, entry_id, _ = _parse_token(claim.token)
+        lane, entry_id, _, _ = _parse_token(claim.token)
         key = self.key(lane)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.xack(key, GROUP, entry_id)
@@ -153,18 +182,20 @@ class RedisQueue:
                 pipe.execute()
             except redis.ResponseError as exc:
                 # Redis lost its data (restart) and the group is gone: nothing to ack.
-                if "NOGROUP" not in str(exc):
+                if not _lost(exc):
                     raise
 
     def release(self, claim: Claim) -> None:
         """Give a claim back unchanged, at the tail of its lane (e.g. its researcher is
         at quota): the same delivery count, so it does not look like a failure."""
-        lane, entry_id, _ = _parse_token(claim.token)
+        lane, entry_id, _, _ = _parse_token(claim.token)
         try:
-            self._release(keys=[self.key(lane)], args=[GROUP, entry_id])
+            moved = int(self._release(keys=[self.key(lane)], args=[GROUP, entry_id]))
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _lost(exc):
                 raise
+            moved = 0
+        if not moved:  # the entry is gone (Redis lost it): a new one; a duplicate is harmless
             self.enqueue(claim.job_id, priority=0 if lane == HIGH else 1)
 
     def queued_ids(self) -> list[str]:
@@ -192,9 +223,10 @@ class RedisQueue:
             try:
                 jobs = self._requeue(keys=[key], args=[GROUP, REAPER, min_idle_ms])
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not _lost(exc):
                     raise
                 self._create_group(key)  # a fresh group has nothing pending
+                self._reset()
                 continue
             moved.extend(str(j) for j in jobs)
             self._forget_idle_consumers(key)
@@ -208,10 +240,13 @@ class RedisQueue:
         try:
             reply = self.client.xreadgroup(GROUP, worker, streams, count=1, block=block_ms)
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _lost(exc):
                 raise
             for key in streams:
                 self._create_group(key)
+            self._reset()
+            if "UNBLOCKED" in str(exc):
+                return []  # a wait cut short: the caller claims again, from the fresh group
             reply = self.client.xreadgroup(GROUP, worker, streams, count=1, block=block_ms)
         lane_of = {self.key(lane): lane for lane in lanes}
         return [(lane_of[key], entry_id, fields)
@@ -219,7 +254,11 @@ class RedisQueue:
 
     def _to_claim(self, worker: str, entry: _Entry) -> Claim:
         lane, entry_id, fields = entry
-        return Claim(job_id=fields[FIELD_JOB], token=f"{lane}:{entry_id}:{worker}",
+        # Read after the entry: a loss in between gives the claim an epoch its heartbeat
+        # will not find, which is the truth (its entry went with the data).
+        raw: Any = self.client.get(self.epoch_key)
+        epoch = str(raw or "")
+        return Claim(job_id=fields[FIELD_JOB], token=f"{lane}:{entry_id}:{epoch}:{worker}",
                      deliveries=int(fields.get(FIELD_DELIVERIES, 0)) + 1)
 
     def _create_group(self, key: str) -> None:
@@ -228,20 +267,42 @@ class RedisQueue:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        self.client.set(self.epoch_key, uuid.uuid4().hex, nx=True)
+
+    def _reset(self) -> None:
+        for listener in self.on_reset:
+            listener()
 
     def _forget_idle_consumers(self, key: str) -> None:
         """Drop long-idle consumers with nothing pending: worker names change per process."""
-        for consumer in self.client.xinfo_consumers(key, GROUP):
+        try:
+            consumers = self.client.xinfo_consumers(key, GROUP)
+        except redis.ResponseError as exc:
+            if not _lost(exc):
+                raise
+            return  # lost meanwhile: the next read or requeue recreates the group
+        for consumer in consumers:
             idle_s = int(consumer["idle"]) / 1000
             if int(consumer["pending"]) == 0 and idle_s >= self.consumer_ttl_s:
                 self.client.xgroup_delconsumer(key, GROUP, consumer["name"])
 
 
-def _parse_token(token: str) -> tuple[str, str, str]:
-    lane, entry_id, worker = token.split(":", 2)
-    if lane not in LANES:
+def _lost(exc: redis.ResponseError) -> bool:
+    return any(marker in str(exc) for marker in _LOST)
+
+
+def queue_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis could not be reached (down, restarting, loading its data)."""
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | ConnectionError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("LOADING"))
+
+
+def _parse_token(token: str) -> tuple[str, str, str, str]:
+    """(lane, entry id, epoch, worker) of a claim's token."""
+    parts = token.split(":", 3)
+    if len(parts) != 4 or parts[0] not in LANES:
         raise ValueError(f"claim token {token!r} was not made by a RedisQueue")
-    return lane, entry_id, worker
+    return parts[0], parts[1], parts[2], parts[3]
 
 
 def make_queue(url: str) -> JobQueue:

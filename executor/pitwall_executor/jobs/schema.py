@@ -14,10 +14,10 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 _TS = sa.DateTime(timezone=True)
 
-# attempts.outcome: a terminal JobStatus, or why the job went back to PENDING: one of
-# these, or the worker's own (INFRA_FAILED: the platform, not the strategy, failed).
-LOST = "LOST"  # the worker stopped heartbeating
+# attempts.outcome: a terminal JobStatus, or why the job went back to PENDING.
+LOST = "LOST"  # the worker stopped heartbeating, or its process is gone
 HANDED_BACK = "HANDED_BACK"  # the worker shut down and gave the job back
+INFRA_FAILED = "INFRA_FAILED"  # the platform, not the strategy, ended the attempt
 
 researchers = sa.Table(
     "researchers", metadata,
@@ -72,6 +72,12 @@ attempts = sa.Table(
     sa.Column("finished_at", _TS),
     sa.Column("outcome", sa.String(16)),  # how it ended: a JobStatus, LOST, HANDED_BACK…
     sa.Column("heartbeat_at", _TS),
+    # The worker's process: its host, pid and the pid's start time (clock ticks since boot).
+    # Recovery on the same host tells a dead worker from a live one at once by these,
+    # instead of waiting for its heartbeat to go stale (a recycled pid has another start).
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("pid_start", sa.BigInteger),
 )
 
 job_metrics = sa.Table(

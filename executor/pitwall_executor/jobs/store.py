@@ -26,12 +26,24 @@ from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEv
 from pitwall_executor.jobs import events, queries, sweeps, transitions
 from pitwall_executor.jobs.errors import JobNotFoundError, ResearcherAtQuotaError
 from pitwall_executor.jobs.migrations import upgrade
-from pitwall_executor.jobs.queries import StaleAttempt
+from pitwall_executor.jobs.queries import AttemptOwner, OpenAttempt, StaleAttempt
 from pitwall_executor.jobs.schema import HANDED_BACK
 from pitwall_executor.jobs.sweeps import SweepRow
 
 # The errors the store raises, and what it returns, are importable beside it.
-__all__ = ["JobNotFoundError", "MetadataStore", "ResearcherAtQuotaError", "StaleAttempt"]
+__all__ = ["AttemptOwner", "JobNotFoundError", "MetadataStore", "OpenAttempt",
+           "ResearcherAtQuotaError", "StaleAttempt", "database_unreachable"]
+CONNECT_TIMEOUT_S = 10  # a server that accepts but never answers (stopped, hung) fails here
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached (down, restarting, a dead
+    connection, the pool exhausted while every connection hangs), rather than a bug."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    return isinstance(exc, sa.exc.TimeoutError | ConnectionError)
 
 
 class MetadataStore:
@@ -44,6 +56,8 @@ class MetadataStore:
         kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        elif url.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         self.engine: Engine = sa.create_engine(url, **kwargs)
         # Single-statement reads (the API's status reads) on connections that stay in
         # autocommit: no BEGIN/COMMIT round trips and no reset when they go back to the pool.
@@ -109,7 +123,7 @@ class MetadataStore:
 
     # -- transitions (jobs.transitions) -------------------------------------------------
     def start_attempt(self, job_id: str, worker: str, *, max_running: int | None = None,
-                      ) -> int | None:
+                      owner: AttemptOwner | None = None) -> int | None:
         """PENDING → RUNNING for a new attempt; None if the job is not PENDING any more.
 
         ``max_running`` is the per-researcher concurrency quota, and it is a quota on
@@ -120,9 +134,12 @@ class MetadataStore:
         nor wait: they already go first in the queue, and a researcher's own sweep must
         not block their next interactive run. The count and the start are one atomic
         step: an advisory lock per researcher on PostgreSQL, the single writer on SQLite.
+
+        ``owner`` (host, pid, pid start time) is recorded with the attempt, so recovery
+        on the same host can tell at once whether its worker is dead.
         """
         with self._tx() as conn:
-            return transitions.start(conn, job_id, worker, max_running)
+            return transitions.start(conn, job_id, worker, max_running, owner)
 
     def beat(self, job_id: str, attempt: int) -> str:
         """A worker's heartbeat for its attempt: ``"live"``, ``"cancel"`` (the researcher
@@ -230,10 +247,10 @@ class MetadataStore:
         with self._read() as conn:
             return queries.attempt_outcomes(conn, job_id)
 
-    def stale_attempts(self, silent_since: dt.datetime) -> list[StaleAttempt]:
-        """Open attempts of RUNNING jobs whose last heartbeat is older than ``silent_since``."""
+    def open_attempts(self) -> list[OpenAttempt]:
+        """The open attempt of every RUNNING job, with its heartbeat and its process."""
         with self._read() as conn:
-            return queries.stale_attempts(conn, silent_since)
+            return queries.open_attempts(conn)
 
     def pending_runs(self) -> dict[str, int]:
         """Every PENDING job a worker should run, with its queue priority."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall_executor.jobs import events, sweeps
 from pitwall_executor.jobs.errors import ResearcherAtQuotaError
-from pitwall_executor.jobs.queries import StaleAttempt
+from pitwall_executor.jobs.queries import AttemptOwner, StaleAttempt
 from pitwall_executor.jobs.schema import (
     LOST,
     artifacts,
@@ -62,7 +62,8 @@ def put_bundle(conn: Connection, sha256: str, data: bytes) -> None:
         conn.execute(bundles.insert().values(sha256=sha256, data=data, created_at=utcnow()))
 
 
-def start(conn: Connection, job_id: str, worker: str, max_running: int | None) -> int | None:
+def start(conn: Connection, job_id: str, worker: str, max_running: int | None,
+          owner: AttemptOwner | None = None) -> int | None:
     """PENDING → RUNNING for a new attempt (see ``MetadataStore.start_attempt``)."""
     now = utcnow()
     row = conn.execute(sa.select(jobs.c.researcher, jobs.c.parent_id, jobs.c.kind,
@@ -93,8 +94,9 @@ def start(conn: Connection, job_id: str, worker: str, max_running: int | None) -
             raise ResearcherAtQuotaError(row.researcher, quota)
         return None
     attempt = int(res[0])
+    process = owner._asdict() if owner is not None else {}
     conn.execute(attempts.insert().values(job_id=job_id, attempt=attempt, worker=worker,
-                                          started_at=now, heartbeat_at=now))
+                                          started_at=now, heartbeat_at=now, **process))
     events.append(conn, job_id, "status", {"status": "RUNNING", "attempt": attempt})
     if row.parent_id is not None:
         sweeps.parent_started(conn, row.parent_id, now)

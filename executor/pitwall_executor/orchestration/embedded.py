@@ -3,14 +3,16 @@
 :class:`EmbeddedServer` is ``pitwall serve`` as an object (the API on its own IOLoop
 thread plus N worker threads sharing one :class:`~pitwall_executor.stack.Stack`); the
 server extension, tests and benchmarks start it. :func:`run_embedded` and
-:func:`run_sweep_embedded` submit a job (or a sweep) and run it on an in-process worker
-until it ends, as ``pitwall run`` and the notebooks do. See docs/architecture.md §7.
+:func:`run_sweep_embedded` are ``pitwall run``: they submit to the embedded server of the
+data dir when one runs, else run the job (or sweep) in this process until it ends. See
+docs/architecture.md §7.
 
-With workers, the server first recovers what a killed predecessor left behind (jobs
-RUNNING or PENDING in its database: re-enqueued, or FAILED after ``max_attempts``
-deaths), then runs the recovery loop beside its workers. Worker threads run at nice
-``worker_nice`` (they and their sandboxes yield the CPU to the API thread); they still
-share the GIL with the API, which is why production runs ``pitwall api`` and
+A server with workers owns its data dir (:mod:`.ownership`): one per data dir. Before its
+workers start it takes back what dead workers left (a killed predecessor's jobs at once,
+never a live process's), then runs the recovery loop beside them. Its loops survive their
+failures (:mod:`.health`) and the API's ``/healthz`` reports them. Worker threads run at
+nice ``worker_nice`` (they and their sandboxes yield the CPU to the API thread); they
+still share the GIL with the API, which is why production runs ``pitwall api`` and
 ``pitwall worker`` as separate processes.
 """
 
@@ -21,42 +23,53 @@ import getpass
 import logging
 import os
 import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
-from pitwall.errors import InfrastructureError
-from pitwall.models import BacktestSpec, JobStatus, JobView
+from pitwall.models import BacktestSpec, JobView
 from pitwall_executor.api.app import api_context, make_app, start_server
 from pitwall_executor.config import Config
-from pitwall_executor.jobs.queue import MemoryQueue
+from pitwall_executor.jobs.researchers import authenticate, create_researcher
 from pitwall_executor.jobs.sweeps import SweepRow
+from pitwall_executor.orchestration import local_run, server_client
+from pitwall_executor.orchestration.health import Health
+from pitwall_executor.orchestration.ownership import (
+    DataDirInUseError,
+    Ownership,
+    running_server,
+)
 from pitwall_executor.orchestration.process import lower_cpu_priority
 from pitwall_executor.orchestration.recovery import RecoveryLoop, recover_at_startup
 from pitwall_executor.orchestration.worker import Worker
+from pitwall_executor.sandbox import reap_orphans
 from pitwall_executor.stack import Stack
 
 log = logging.getLogger(__name__)
-
-IDLE_LIMIT_S = 30.0  # a sweep's queue stayed empty this long with children still pending
-
-
-class SweepStalledError(InfrastructureError):
-    """A sweep's children stopped reaching this process's queue (another worker holds them)."""
+TOKEN_FILE = "embedded-token"  # the researcher `pitwall run` submits as, beside a serve
 
 
 class EmbeddedServer:
-    """The API (on its own IOLoop thread) plus ``workers`` in-process worker threads."""
+    """The API (on its own IOLoop thread) plus ``workers`` in-process worker threads.
+
+    ``token``: a researcher token that local clients (``pitwall run``) may use; by
+    default one is made once and kept in the data dir.
+    """
 
     def __init__(self, stack: Stack, *, port: int = 0, host: str = "127.0.0.1",
                  workers: int = 0, worker_nice: int = 0, recovery_interval_s: float | None = None,
-                 **app_options: Any) -> None:
+                 token: str | None = None, **app_options: Any) -> None:
         self.stack = stack
         self.host = host
         self.port = port
         self.workers = workers
         self.worker_nice = worker_nice
         self.recovery_interval_s = recovery_interval_s
+        self.token = token
         self.app_options = app_options
+        # Loops never give up here: this process is a lab or a laptop's serve, and a
+        # restart is the user's call; /healthz says what is wrong meanwhile.
+        self.health = Health(give_up_after_s=float("inf"))
+        self._ownership: Ownership | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ready = threading.Event()
@@ -69,11 +82,23 @@ class EmbeddedServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> EmbeddedServer:
-        """Recover, start the worker threads and the API; return once the API listens."""
+        """Own the data dir, recover, start the worker threads and the API; return once
+        the API listens. Raises :class:`DataDirInUseError` if another stack owns it."""
+        if self.workers:
+            self._own_data_dir()
+        try:
+            self._start()
+        except BaseException:
+            self.stop(timeout=5.0)
+            raise
+        return self
+
+    def _start(self) -> None:
         if self.workers:
             self._recover()
         for i in range(self.workers):
-            worker = Worker(self.stack, name=f"embedded-{os.getpid()}-{i}")
+            worker = Worker(self.stack, name=f"embedded-{os.getpid()}-{i}",
+                            loop=self.health.loop(f"worker-{i}"))
             thread = threading.Thread(target=self._work, args=(worker,),
                                       name=f"pitwall-worker-{i}", daemon=True)
             thread.start()
@@ -84,21 +109,33 @@ class EmbeddedServer:
         self._ready.wait(30)
         if self._error is not None:
             raise RuntimeError(f"the API did not start: {self._error}") from self._error
-        return self
+        if self._ownership is not None:
+            self._ownership.publish(self.url, self.token or _kept_token(self.stack))
+
+    def _own_data_dir(self) -> None:
+        data_dir = self.stack.config.data_dir
+        ownership = Ownership(data_dir)
+        if not ownership.acquire():
+            other = running_server(data_dir)
+            where = f" at {other.url} (pid {other.pid})" if other is not None else ""
+            raise DataDirInUseError(
+                f"another Pitwall server runs the jobs of {data_dir}{where}; use it (`pitwall "
+                "run` submits to it), stop it first, or give this one another data dir "
+                "(PITWALL_DATA_DIR)")
+        self._ownership = ownership
 
     def _recover(self) -> None:
-        """Take back a killed predecessor's jobs, then keep the recovery loop running."""
+        """Take back what dead workers left, then keep the recovery loop running."""
         cfg, store, queue = self.stack.config, self.stack.store, self.stack.queue
-        # On the in-process queue no other process can be running this database's jobs.
-        exclusive = isinstance(queue, MemoryQueue)
         for rec in recover_at_startup(store, queue, max_attempts=cfg.max_attempts,
-                                      exclusive=exclusive, stale_after_s=cfg.stale_after_s,
+                                      stale_after_s=cfg.stale_after_s,
                                       artifacts=self.stack.artifacts):
-            log.warning("job %s was left RUNNING (attempt %d) by a serve that died: now %s",
+            log.warning("job %s was left RUNNING (attempt %d) by a worker that died: now %s",
                         rec.job_id, rec.attempt, rec.status.value)
         loop = RecoveryLoop(store, queue, stale_after_s=cfg.stale_after_s,
                             max_attempts=cfg.max_attempts, interval_s=self.recovery_interval_s,
-                            artifacts=self.stack.artifacts)
+                            artifacts=self.stack.artifacts, reap=lambda: reap_orphans(cfg),
+                            loop=self.health.loop("recovery"))
         thread = threading.Thread(target=loop.run, args=(self._stop,), name="pitwall-recovery",
                                   daemon=True)
         thread.start()
@@ -116,7 +153,8 @@ class EmbeddedServer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        app = make_app(self.stack, **self.app_options)
+        loops = self.health if self.workers else None
+        app = make_app(self.stack, loops=loops, **self.app_options)
         server = start_server(app, self.port, address=self.host)
         self.port = next(iter(server._sockets.values())).getsockname()[1]
         self._loop = asyncio.get_running_loop()
@@ -128,12 +166,15 @@ class EmbeddedServer:
         api_context(app).shutdown()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the API and let each worker finish its current job."""
+        """Stop the API and let each worker finish its current job; give up the data dir."""
         self._stop.set()
         if self._loop is not None and self._done is not None:
             self._loop.call_soon_threadsafe(self._done.set)
         for thread in self._threads:
             thread.join(timeout)
+        if self._ownership is not None:
+            self._ownership.release()
+            self._ownership = None
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()
@@ -142,35 +183,62 @@ class EmbeddedServer:
         self.stop()
 
 
-def run_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes) -> JobView:
-    """Submit a job and run it with an in-process worker until it ends, on the stack
-    ``where`` names (a configuration, as notebooks call it, or a stack already built)."""
+def _kept_token(stack: Stack) -> str:
+    """A researcher token for local clients, made once and kept in the data dir (0600);
+    made again if the database no longer knows it (another ``db_url``)."""
+    path = stack.config.data_dir / TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if authenticate(stack.store, token) is not None:
+            return token
+        path.unlink()
+    token = create_researcher(stack.store, f"local-{getpass.getuser()}-{os.urandom(3).hex()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return token
+
+
+Notify = Callable[[str], None]
+
+
+def run_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,
+                 notify: Notify = log.info) -> JobView:
+    """Run a job until it ends, on the stack ``where`` names (a configuration, as notebooks
+    call it, or a stack already built): through the data dir's embedded server when one
+    runs (``notify`` is told so), else with a worker in this process."""
     stack = where if isinstance(where, Stack) else Stack.from_config(where)
-    researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
-    job_id = stack.submit(spec, bundle, researcher=researcher)
-    worker = Worker(stack)
-    worker.run_one(timeout=5.0)
-    # An infrastructure failure puts the job back in the queue for another attempt.
-    while ((view := stack.store.get(job_id)).status is JobStatus.PENDING
-           and worker.run_one(timeout=5.0) is not None):
-        pass
-    return view
+    server = running_server(stack.config.data_dir)
+    if server is not None:
+        job_id = server_client.submit(server, spec, bundle)
+        notify(f"job {job_id} submitted to the Pitwall server of this data dir "
+               f"({server.url}); waiting for it to end")
+        return local_run.wait_for(stack, server, job_id, [job_id])
+    job_id = stack.submit(spec, bundle, researcher=_researcher())
+    return local_run.run_here(stack, job_id, [job_id])
 
 
 def run_sweep_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,
-                       grid: dict[str, list[Any]]) -> tuple[JobView, list[SweepRow]]:
-    """Submit a sweep and run its children on an in-process worker until all have ended."""
+                       grid: dict[str, list[Any]], notify: Notify = log.info,
+                       ) -> tuple[JobView, list[SweepRow]]:
+    """Run a sweep until all its runs have ended, like :func:`run_embedded`."""
     stack = where if isinstance(where, Stack) else Stack.from_config(where)
-    researcher = os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
-    parent = stack.submit_sweep(spec, bundle, grid, researcher=researcher)
-    worker = Worker(stack)
-    idle_since = time.monotonic()
-    while not (view := stack.store.get(parent)).status.terminal:
-        if worker.run_one(timeout=1.0) is not None:
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since > IDLE_LIMIT_S:
-            raise SweepStalledError(
-                f"sweep {parent} is still {view.status.value} but no run reached this "
-                f"process's queue for {IDLE_LIMIT_S:.0f} s; another worker may hold them "
-                f"(`pitwall jobs show {parent}`)")
+    server = running_server(stack.config.data_dir)
+    if server is not None:
+        parent = server_client.submit(server, spec, bundle, grid)
+        notify(f"sweep {parent} submitted to the Pitwall server of this data dir "
+               f"({server.url}); waiting for its runs to end")
+        children = [row.job_id for row in stack.store.sweep_results(parent)]
+        view = local_run.wait_for(stack, server, parent, children)
+    else:
+        parent = stack.submit_sweep(spec, bundle, grid, researcher=_researcher())
+        children = [row.job_id for row in stack.store.sweep_results(parent)]
+        view = local_run.run_here(stack, parent, children)
     return view, stack.store.sweep_results(parent)
+
+
+def _researcher() -> str:
+    return os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
+
+
+__all__ = ["DataDirInUseError", "EmbeddedServer", "run_embedded", "run_sweep_embedded"]
