@@ -1,10 +1,10 @@
 """Start-up cost of the gVisor sandbox, against bare Python on the host (docs/architecture.md §5).
 
 Measures, median of N runs, from "start" to "strategy code running": the time until the
-first byte the child writes (a marker it prints as its first statement), for a shell
-(the sandbox's own boot), ``python -c`` and the runner's imports (``pitwall`` → polars,
-numpy), on the host (plain subprocess) and in gVisor (``GVisorBackend``). Host and
-sandbox runs alternate (round robin) so a change of machine load hits both alike.
+first byte the child writes (a marker it prints as its first statement), for
+``python -c`` and the runner's imports (``pitwall`` → polars, numpy), on the host (plain
+subprocess) and in gVisor (``GVisorBackend``). Host and sandbox runs alternate (round
+robin) so a change of machine load hits both alike.
 
 Both sides get compiled bytecode: the sandbox its read-only ``PYTHONPYCACHEPREFIX`` tree
 (``sandbox/pycache.py``), the host a private prefix filled by the warm-up run (the
@@ -59,24 +59,13 @@ def host(code: str) -> float:
     return first
 
 
-def host_shell() -> float:
-    start = time.monotonic()
-    proc = subprocess.Popen(["/bin/sh", "-c", "echo up >&2"], stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    proc.stderr.read(1)
-    first = time.monotonic() - start
-    proc.wait()
-    return first
-
-
 def sandbox(backend: GVisorBackend, code: str, env: dict[str, str] | None = None) -> float:
-    argv = ("/bin/sh", "-c", "echo up >&2") if code == SHELL else (PYTHON, "-S", "-c", code)
+    argv = (PYTHON, "-S", "-c", code)
     out = backend.run(SandboxRequest("bench", argv, env=env or {}, limits=Limits()))
     assert out.exit_code == 0 and out.start_s is not None, out
     return out.start_s
 
 
-SHELL = "<shell>"
 #: No bytecode tree (an empty value unsets it): the stdlib's own __pycache__ is used, and
 #: the venv (uv compiles nothing by default) is compiled from source in every job: before.
 NO_PYC = {"PYTHONPYCACHEPREFIX": ""}
@@ -239,8 +228,8 @@ def main(n: int = 7) -> None:
         restoring = GVisorBackend(Path(state) / "restoring")
         SnapshotStore.attach(restoring)
         rows = interleaved({
-            "host   sh -c echo": host_shell,
-            "gVisor sh -c echo (the sandbox's own boot)": lambda: sandbox(backend, SHELL),
+            # No shell row: the sandbox image has none (docs/security.md, "The root file
+            # system"); the sandbox's own boot shows in `python -c pass`.
             "host   python -c pass": lambda: host(BARE),
             "gVisor python -c pass": lambda: sandbox(backend, BARE),
             "host   runner imports (polars, numpy)": lambda: host(IMPORTS),

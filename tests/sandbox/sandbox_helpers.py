@@ -6,16 +6,20 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
 import polars as pl
 
 from pitwall.models import Limits
-from pitwall_executor.sandbox import owner
-from pitwall_executor.sandbox.docker import JOB_LABEL, DockerBackend
+from pitwall_executor.sandbox import orphans, owner, supervisor
+from pitwall_executor.sandbox.docker import JOB_LABEL, OWNER_LABEL, DockerBackend
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 
 Backend = GVisorBackend | DockerBackend
@@ -112,3 +116,115 @@ def leftovers(backend: GVisorBackend) -> list[str]:
 def docker_leftovers(backend: DockerBackend) -> list[str]:
     containers = backend.client.containers.list(all=True, filters={"label": JOB_LABEL})
     return [f"container {c.name} ({c.status})" for c in containers]
+
+
+#: A runner strategy that says so on stderr, then sleeps far past any limit of the tests.
+SLEEPY = SMA.replace('print("computing", fast, slow)',
+                     'import sys, time; print("up", file=sys.stderr, flush=True); '
+                     'time.sleep(600)')
+
+
+def supervisors_of(pid: int) -> list[int]:
+    """The sandbox supervisors (``sandbox/supervisor.py``) started by process ``pid``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_bytes()
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        if ppid == pid and b"supervisor.py" in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): state ``T``."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return stat.rsplit(b")", 1)[1].split()[0] == b"T"
+
+
+def live_processes(needle: str) -> list[str]:
+    """The live processes (zombies aside) whose command line holds ``needle``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle.encode() in cmd and state != b"Z":
+            found.append(f"{proc.name}: {cmd[:100]!r}")
+    return found
+
+
+class WorkerSandboxes:
+    """The sandboxes a worker process (``pid``) runs over a data dir, and everything of
+    them on the host: what must be gone within seconds of the worker's death."""
+
+    def __init__(self, kind: str, data_dir: Path, pid: int) -> None:
+        self.kind, self.data_dir, self.pid = kind, data_dir, pid
+        #: Per container seen: its id, overlay dir and network namespace (host mounts).
+        self.traces: dict[str, list[str]] = {}
+
+    def running(self, job: str | None = None) -> list[str]:
+        """Its running sandboxes (runsc ids, container names); with ``job``, only the one
+        running that job (on a warm-pool slot: the slot holding the job's bars)."""
+        if self.kind == "docker":
+            client = docker.from_env()
+            try:
+                found = [c for c in client.containers.list(filters={"status": "running"})
+                         if c.labels.get(OWNER_LABEL, "").startswith(f"{self.pid}-")
+                         and job in (None, c.labels.get(JOB_LABEL))]
+            finally:
+                client.close()
+            for c in found:
+                self.traces[str(c.name)] = [str(c.id),
+                                            c.attrs["GraphDriver"]["Data"]["MergedDir"],
+                                            c.attrs["NetworkSettings"]["SandboxKey"]]
+            return [str(c.name) for c in found]
+        served = {p.parts[-3] for p in
+                  (self.data_dir / "sandbox-pool").glob("pool-*/slot-*/input/bars.arrow")}
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", job or "")[:32]
+        return [cid for cid in orphans.runsc_ids(self.data_dir / "sandbox")
+                if (who := owner.named(cid, orphans.CID_PREFIX)) is not None
+                and who.pid == self.pid and supervisor.runsc_processes(cid)
+                and (job is None or f"-{slug}-" in cid
+                     or any(f"-warm-{slot}-" in cid for slot in served))]
+
+    def remains(self, names: list[str], *paths: Path) -> list[str]:
+        """Everything of these sandboxes still on the host, and any mount of ``paths``."""
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        marks = [*names, *map(str, paths)]
+        marks += [t for n in names for t in self.traces.get(n, []) if t]
+        found = [f"mount {ln}" for ln in mounts for m in marks if m in ln]
+        if self.kind == "docker":
+            found += [f"process {p}" for n in names for p in live_processes(self.traces[n][0])]
+            client = docker.from_env()
+            try:
+                for name in names:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        found.append(f"container {name} "
+                                     f"({client.containers.get(name).status})")
+            finally:
+                client.close()
+            return found
+        state = self.data_dir / "sandbox"
+        for cid in names:
+            found += [f"process {p}" for p in live_processes(cid)]  # its supervisor too
+            found += [f"cgroup {p}" for p in supervisor.cgroup_dirs(cid)]
+            found += [f"runsc state {p.name}" for p in (state / "runsc").glob(f"*{cid}*")]
+            if (state / "jobs" / cid).exists():
+                found.append(f"bundle dir {cid}")
+        return found
+
+    def wait_gone(self, names: list[str], within: float, *paths: Path) -> float:
+        """Seconds until nothing of ``names`` is left; fails after ``within``."""
+        t0 = time.monotonic()
+        while left := self.remains(names, *paths):
+            assert time.monotonic() - t0 < within, left
+            time.sleep(0.05)
+        return time.monotonic() - t0

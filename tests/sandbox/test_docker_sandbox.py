@@ -12,7 +12,8 @@ from sandbox_helpers import FAST
 
 from pitwall_executor.sandbox import oci
 from pitwall_executor.sandbox.base import PYTHON, SandboxRequest
-from pitwall_executor.sandbox.docker import BASE_IMAGE, DockerBackend, ensure_base_image
+from pitwall_executor.sandbox.docker import DockerBackend
+from pitwall_executor.sandbox.image import ROOTFS_LABEL, docker_image
 
 pytestmark = pytest.mark.docker
 
@@ -39,10 +40,11 @@ def test_engine_accepted_the_policy(docker_backend: DockerBackend) -> None:
     assert host["Tmpfs"] == {"/scratch": "size=8m,mode=1777"}
     ulimits = {u["Name"]: u["Hard"] for u in host["Ulimits"]}
     assert ulimits == {"nofile": 1024, "nproc": 40, "fsize": 8 << 20, "core": 0}
-    binds = {m["Target"]: m.get("ReadOnly", False) for m in host["Mounts"]}
-    assert {"/usr", "/opt/python", "/opt/pitwall/sdk", "/opt/pitwall/pycache", "/tmp"} <= set(binds)
-    assert all(binds.values()), binds
+    assert not host.get("Mounts")  # no host path: everything is the sandbox image's
     # stdin is open for event mode and closed by the engine when our end closes it.
     assert config["OpenStdin"] is True and config["StdinOnce"] is True and config["Tty"] is False
-    assert ensure_base_image(backend.client) == backend.image_id  # idempotent, same skeleton
-    assert backend.client.images.get(BASE_IMAGE).id == backend.image_id
+    # The gVisor backend's image, imported once per digest (idempotent).
+    assert backend.rootfs is not None
+    assert docker_image(backend.client, backend.rootfs) == backend.image_id
+    image = backend.client.images.get(backend.image_id)
+    assert image.labels[ROOTFS_LABEL] == backend.rootfs.digest

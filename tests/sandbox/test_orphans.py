@@ -1,9 +1,10 @@
 """Sandboxes of a worker killed with SIGKILL are destroyed when a backend next starts.
 
 A real holder process starts a sandbox that would run for ten minutes, says so, and is
-SIGKILLed; its sandbox keeps running (nothing watches its clock any more). The next
-backend started on the same state dir (gVisor) or engine (Docker) must destroy it,
-while a live process's sandbox is left running.
+SIGKILLed together with the sandbox's supervisor (which would otherwise destroy it at
+once: ``test_containment.py``); the sandbox keeps running, unwatched. The next backend
+started on the same state dir (gVisor) or engine (Docker) must destroy it, while a live
+process's sandbox is left running.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import leftovers
+from sandbox_helpers import leftovers, supervisors_of
 
 from pitwall.models import Limits
 from pitwall_executor.sandbox.base import PYTHON, SandboxRequest
@@ -50,7 +51,8 @@ time.sleep(600)
 
 
 def orphan(kind: str, state: Path) -> str:
-    """Start a holder process with a running sandbox, SIGKILL it; the sandbox's name."""
+    """Start a holder process with a running sandbox, SIGKILL it and the sandbox's
+    supervisor; the sandbox's name."""
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, kind, str(state), SLEEPER],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -58,7 +60,8 @@ def orphan(kind: str, state: Path) -> str:
         name = holder.stdout.readline().strip()
         assert name.startswith("pitwall-"), name
     finally:
-        os.kill(holder.pid, signal.SIGKILL)
+        for pid in [*supervisors_of(holder.pid), holder.pid]:
+            os.kill(pid, signal.SIGKILL)
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()

@@ -96,8 +96,10 @@ print(json.dumps(res))
     assert "root" not in res.pop("root")  # the host's / is not the sandbox's /
     # Read-only as mounted, not merely unwritable by uid 65534.
     mounts = res.pop("mounts")
-    read_only = ("/usr", "/tmp", "/job/bundle", "/job/input", "/opt/pitwall/pycache")
+    # /usr, /tmp and the bytecode are the image's root, not mounts of their own.
+    read_only = ("/", "/job/bundle", "/job/input")
     assert {t: mounts[t] for t in read_only} == dict.fromkeys(read_only, "ro"), mounts
+    assert not {"/usr", "/tmp", "/opt/pitwall/pycache"} & set(mounts), mounts
     assert mounts["/scratch"] == "rw"
     assert "written" not in res.values(), res
     assert (bundle / "f").read_text() == "x"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import click
 
 from pitwall_executor.cli.app import config_of
@@ -15,21 +13,30 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--tag", default=None, help="image tag (default pitwall-sandbox:offline)")
+@click.option("--tag", default=None, help="also tag the Docker image (e.g. pitwall-sandbox:v3)")
+@click.option("--docker/--no-docker", "docker_too", default=True,
+              help="also import the image into the Docker engine (default: yes)")
 @click.pass_context
-def image_build(ctx: click.Context, tag: str | None) -> None:
-    """Build the sandbox image offline and load it into Docker; print its digest."""
-    from pitwall_executor.sandbox.image import TAG, build_image
+def image_build(ctx: click.Context, tag: str | None, docker_too: bool) -> None:
+    """Build the sandbox image offline from this host's .venv (both backends); print its
+    digest. Backends build it on first use too: this does it ahead of time."""
+    from pitwall_executor.sandbox.image import build_image
 
     config = config_of(ctx)
+    out = config.data_dir / "image"
     try:
-        record = build_image(config.data_dir / "image", tag=tag or TAG)
+        record = build_image(out, tag=tag, docker_too=docker_too)
     except Exception as exc:  # docker unreachable, disk full: say what to do
-        raise click.ClickException(f"image build failed: {exc}; is the Docker engine "
-                                   "running (make services)?") from exc
-    click.echo(f"image {record['tag']}  {record['image']}")
-    click.echo(f"rootfs sha256:{record['rootfs_sha256']}  ({record['rootfs_bytes']} bytes)")
-    missing = cast(list[str], record["missing_libraries"])
+        hint = (" is the Docker engine running (make services)? Or build for gVisor only "
+                "with --no-docker") if docker_too else ""
+        raise click.ClickException(f"image build failed: {exc};{hint}") from exc
+    click.echo(f"image {record['digest']}  ({record['files']} files, "
+               f"{record['bytes'] / 1e6:.0f} MB, {record['build_s']} s)")
+    click.echo(f"root file system {record['rootfs']}")
+    if record["docker_image"] is not None:
+        click.echo(f"docker image {record['docker_image']}  ({record['docker_s']} s)"
+                   + (f", tagged {record['tag']}" if record["tag"] else ""))
+    missing = record["missing_libraries"]
     if missing:
         click.echo(f"not in this host's .venv, so not in the image: {', '.join(missing)}")
-    click.echo(f"recorded in {config.data_dir / 'image' / 'image.json'}")
+    click.echo(f"recorded in {out / 'image.json'}, every file in {out / 'manifest.json'}")

@@ -121,9 +121,13 @@ class VectorizedAttempt(Attempt):
         run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
                                staged.bars, clean, main_seconds=self._main_seconds,
                                budget_factor=self.stack.config.audit_budget)
-        if run.log:
-            with (self.out_dir / "log.txt").open("ab") as log:
-                log.write(b"\n--- lookahead audit: the re-runs' output ---\n" + run.log)
+        log_path = self.out_dir / "log.txt"
+        # The re-runs' output follows the main run's, within the same log cap.
+        room = self.spec.limits.log_kb * 1024 - log_path.stat().st_size
+        header = b"\n--- lookahead audit: the re-runs' output ---\n"
+        if run.log and room > len(header):
+            with log_path.open("ab") as log:
+                log.write(header + run.log[: room - len(header)])
         return run.verdict, {"audit": run.record}
 
     def _stepped_weights(self, staged: Staged) -> pl.DataFrame | AttemptResult:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pitwall.errors import SandboxError
+from pitwall_executor.sandbox import orphans
 from pitwall_executor.sandbox.base import (
     PYTHON,
     Mount,
@@ -14,12 +17,23 @@ from pitwall_executor.sandbox.base import (
     SandboxRequest,
     runner_request,
 )
+from pitwall_executor.sandbox.orphans import ReapReport
 
-__all__ = ["PYTHON", "Mount", "SandboxBackend", "SandboxOutcome", "SandboxRequest",
-           "make_backend", "runner_request"]
+__all__ = ["PYTHON", "Mount", "ReapReport", "SandboxBackend", "SandboxOutcome",
+           "SandboxRequest", "make_backend", "reap_orphans", "runner_request"]
 
 if TYPE_CHECKING:
     from pitwall_executor.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _gvisor_state(config: Config) -> Path:
+    return config.data_dir / "sandbox"
+
+
+def _pool_root(config: Config) -> Path:
+    return config.data_dir / "sandbox-pool"
 
 
 def make_backend(config: Config) -> SandboxBackend:
@@ -29,7 +43,7 @@ def make_backend(config: Config) -> SandboxBackend:
         from pitwall_executor.sandbox.gvisor import GVisorBackend
 
         runsc = shutil.which(config.runsc) or config.runsc
-        gvisor = GVisorBackend(config.data_dir / "sandbox", runsc=runsc)
+        gvisor = GVisorBackend(_gvisor_state(config), runsc=runsc)
         # Cold jobs and pool refills restore a saved warm runner instead of booting
         # (docs/architecture.md §5); the backend itself knows nothing of checkpoints.
         snapshots = SnapshotStore.attach(gvisor)
@@ -38,7 +52,7 @@ def make_backend(config: Config) -> SandboxBackend:
         from pitwall_executor.sandbox.pool import PooledBackend, WarmPool
 
         pool = WarmPool(gvisor, config.pool_size, config.limits,
-                        config.data_dir / "sandbox-pool", snapshots=snapshots)
+                        _pool_root(config), snapshots=snapshots)
         return PooledBackend(gvisor, pool)
     if config.sandbox == "docker":
         from pitwall_executor.sandbox.docker import DockerBackend
@@ -50,3 +64,42 @@ def make_backend(config: Config) -> SandboxBackend:
         # Reaching here means the operator named the unsandboxed backend explicitly.
         return LocalBackend(allow_unsandboxed=True)
     raise SandboxError(f"sandbox {config.sandbox!r} is not available yet; use 'gvisor' or 'docker'")
+
+
+def reap_orphans(config: Config) -> ReapReport:
+    """Destroy what dead worker processes of this host left under ``config``; what went.
+
+    Their sandboxes still running or half torn down (gVisor: processes, runsc state,
+    cgroups, bundle dirs; Docker, with ``sandbox = "docker"``: containers labelled with
+    this host), their warm-pool and checkpoint-build dirs, and the job work dirs they
+    marked (``<data_dir>/jobs/<job>/attempt-<n>``, the staged bars included). A live
+    process's things, another host's, and anything unmarked are never touched
+    (:mod:`.orphans`). A sandbox's own supervisor normally destroys it within seconds of
+    its worker's death (:mod:`.supervisor`); this collects the rest.
+
+    Safe to call as often as every recovery pass, from any number of processes of the
+    host at once (every step is idempotent). A pass that finds nothing costs a few
+    directory listings under ``data_dir`` and ``/sys/fs/cgroup``, one ``/proc/<pid>/stat``
+    read per sandbox, pool or work dir found, and with Docker one container listing
+    from the engine; runsc, the engine's removal and the file deletions run only for
+    orphans. A Docker engine that cannot be reached is logged and skipped.
+    """
+    runsc = shutil.which(config.runsc) or config.runsc
+    state = _gvisor_state(config)
+    report = (orphans.reap_runsc(state, runsc) + orphans.reap_cgroups()
+              + orphans.reap_pools(_pool_root(config))
+              + orphans.reap_builds(state / "snapshots")
+              + orphans.reap_work_dirs(config.jobs_dir))
+    if config.sandbox == "docker":
+        import docker
+        import docker.errors
+
+        try:
+            client = docker.from_env()
+            try:
+                report += orphans.reap_containers(client)
+            finally:
+                client.close()
+        except docker.errors.DockerException as exc:
+            log.warning("orphaned containers not checked: the Docker engine failed (%s)", exc)
+    return report

@@ -30,12 +30,12 @@ which lifting the quota removes. The figures, the commands that produced them an
 a restore's time goes: docs/benchmarks.md, "Sandbox", the restored cold start.
 
 The image is built lazily by the first fitting request (which pays for it once) and
-stored under the backend's state dir, keyed like the bytecode tree (``pycache.py``):
-the runtime's digest (rootfs, interpreter, venv, SDK, runsc), the mtimes of the SDK
-and venv (an edit mid-process rebuilds), the flags and the limits baked into a running
-sandbox (memory, pids, CPUs, scratch size). A restore that fails is logged, the image
-dropped (rebuilt by the next request) and the job run plain cold; after
-:data:`_MAX_FAILURES` failures the store turns itself off for this process.
+stored under the backend's state dir, keyed by the digest of the sandbox image it was
+taken on (``rootfs.py``: interpreter, libraries, SDK, bytecode), the runsc version, the
+flags and the limits baked into a running sandbox (memory, pids, CPUs, scratch size). A
+restore that fails is logged, the image dropped (rebuilt by the next request) and the job
+run plain cold; after :data:`_MAX_FAILURES` failures the store turns itself off for this
+process.
 
 Determinism: the runner seeds ``random`` and NumPy, and installs the simulated clock,
 when the job starts (after "go"), not at import, so a restored job is seeded as a cold
@@ -60,7 +60,7 @@ from typing import Self
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
 from pitwall.sandbox.runner import GO_LINE, PING_LINE, READY_LINE, WARM_FLAG
-from pitwall_executor.sandbox import affinity, oci, owner
+from pitwall_executor.sandbox import affinity, oci, orphans, owner
 from pitwall_executor.sandbox.base import (
     JOB_ROOT,
     PYTHON,
@@ -172,7 +172,7 @@ class SnapshotStore:
         self._backend = backend
         self._root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._remove_dead_builds()
+        orphans.reap_builds(root)
         self._lock = threading.Lock()
         self._failures = 0
         self._count = threading.Lock()
@@ -192,13 +192,12 @@ class SnapshotStore:
                 and all(m.readonly for m in request.mounts))
 
     def key(self, limits: Limits) -> str:
-        """The image's name: baked limits, then a digest of what the sandbox holds."""
+        """The image's name: baked limits, then a digest of what the sandbox holds (the
+        root file system's digest: a new sandbox image never restores an old checkpoint)
+        and of what restores it (runsc, its flags)."""
         backend = self._backend
-        layout = backend.layout
-        stamps = [p.stat().st_mtime_ns for p in sorted((layout.sdk / "pitwall").rglob("*.py"))]
-        stamps.append(layout.site_packages.stat().st_mtime_ns)
-        parts = [backend.image, *backend.flags, *backend.checkpoint_flags, *map(str, stamps),
-                 *WARM_ARGV]
+        parts = [backend.image, backend.runsc_version, *backend.flags,
+                 *backend.checkpoint_flags, *WARM_ARGV]
         digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
         baked = "-".join(f"{getattr(limits, k)}" for k in BAKED_LIMITS)
         return f"{baked}-{digest}"
@@ -282,7 +281,7 @@ class SnapshotStore:
 
     def _build(self, limits: Limits, dest: Path) -> None:
         """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""
-        work = self._root / f".build-{owner.current().token}-{uuid.uuid4().hex[:8]}"
+        work = self._root / f"{orphans.BUILD_PREFIX}{owner.current().token}-{uuid.uuid4().hex[:8]}"
         try:
             mounts = empty_job_mounts(work)
             clock = limits.model_copy(update={"timeout_s": _BUILD_TIMEOUT_S})
@@ -314,8 +313,3 @@ class SnapshotStore:
             if old.name != key:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _remove_dead_builds(self) -> None:
-        for d in self._root.glob(".build-*"):
-            who = owner.Owner.parse("-".join(d.name.split("-")[1:3]))
-            if who is None or not who.alive():
-                shutil.rmtree(d, ignore_errors=True)

@@ -1,28 +1,28 @@
 """``DockerBackend``: runs a job in a Docker container on the ``runsc`` (gVisor) runtime.
 
-The policy is the gVisor backend's (``oci.py``): the same skeleton rootfs (imported once
-as an image, no registry needed), the same read-only binds of the interpreter, the
-project's site-packages and the SDK, the same environment and rlimits; the engine adds
+The policy is the gVisor backend's (``oci.py``): the same sandbox image (its root file
+system, ``rootfs.py``, imported into the engine once per digest, no registry needed:
+``image.docker_image``), read-only, with only the job's own mounts on top; the same
+environment and rlimits; the engine adds
 what a daemon can: the memory/pids/CPU cgroup, no network, no IPC namespace (so no
 writable ``/dev/shm``), and the OOM verdict. Per job: a container with a unique name,
 never reused, whose stdout/stderr are streamed through the attach API into capped
 buffers (the log driver is ``none``: nothing of the job's output lands on the host's
 disk). The wall-clock timeout and ``kill`` are enforced from outside with
-``container.kill()``; ``finally`` always force-removes the container.
+``container.kill()``; ``finally`` always force-removes the container. Each container also
+has a supervisor process (:mod:`.supervisor`) that force-removes it if the worker dies, or
+if the worker has not ended it shortly after its wall clock (a stopped worker).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import math
 import os
 import re
 import socket
-import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -36,9 +36,14 @@ from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import affinity, oci, owner, pycache
+from pitwall_executor.sandbox import affinity, oci, orphans, owner
 from pitwall_executor.sandbox.base import SCRATCH, SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer
+from pitwall_executor.sandbox.image import docker_image
+from pitwall_executor.sandbox.orphans import HOST_LABEL, OWNER_LABEL
+from pitwall_executor.sandbox.rootfs import Rootfs, RootfsStore
+from pitwall_executor.sandbox.supervisor import GRACE_S as SUPERVISOR_GRACE_S
+from pitwall_executor.sandbox.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -46,62 +51,18 @@ if TYPE_CHECKING:
     from pitwall.models import Limits
 
 log = logging.getLogger(__name__)
-BASE_IMAGE = "pitwall-sandbox-base:1"
 RUNTIME = "runsc"
 JOB_LABEL = "pitwall.job"
-#: The worker process that started the container (``owner.Owner.token``) and its host.
-OWNER_LABEL = "pitwall.owner"
-HOST_LABEL = "pitwall.host"
-_SKELETON_LABEL = "pitwall.skeleton"
+__all__ = ["HOST_LABEL", "JOB_LABEL", "OWNER_LABEL", "DockerBackend", "DockerSession"]
 _POLL_S = 0.02
 _GRACE_S = 0.5
 _OOM_SETTLE_S = 3.0  # the engine can report OOM seconds after the exit on a loaded host
 
 
-def _skeleton_tar() -> bytes:
-    """The skeleton rootfs of ``oci.ensure_rootfs`` as a reproducible tar (root-owned)."""
-
-    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        return info
-
-    with tempfile.TemporaryDirectory(prefix="pitwall-skeleton-") as tmp:
-        root = oci.ensure_rootfs(Path(tmp) / "rootfs")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(root.rglob("*")):
-                tar.add(path, arcname=str(path.relative_to(root)), recursive=False,
-                        filter=normalise)
-        return buf.getvalue()
-
-
-def ensure_base_image(client: docker.DockerClient) -> str:
-    """The id of the sandbox's base image, imported offline from the skeleton if missing.
-
-    The image holds only mount points, the merged-/usr symlinks and ``/etc/passwd``:
-    everything executable comes from read-only binds. It is re-imported when the
-    skeleton changes (its sha256 is a label), so a stale tag is never used.
-    """
-    data = _skeleton_tar()
-    digest = hashlib.sha256(data).hexdigest()
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        image = client.images.get(BASE_IMAGE)
-        if image.labels.get(_SKELETON_LABEL) == digest and image.id is not None:
-            return image.id
-    repository, tag = BASE_IMAGE.split(":")
-    client.api.import_image_from_data(data, repository=repository, tag=tag,
-                                      changes=[f"LABEL {_SKELETON_LABEL}={digest}"])
-    image_id = client.images.get(BASE_IMAGE).id
-    if image_id is None:
-        raise SandboxError(f"docker import of {BASE_IMAGE} produced no image id")
-    return image_id
-
-
 @dataclass
 class _Run:
     name: str
+    guard: Supervisor | None = None
     container: Container | None = None
     exit_code: int | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -139,9 +100,9 @@ class _SocketWriter(io.RawIOBase):
 class DockerBackend:
     """Runs each request in a fresh container on the ``runsc`` runtime, no network.
 
-    ``state_dir`` holds the empty directory bound read-only over ``/tmp`` and the
-    interpreter's own site-packages. ``image`` overrides the base image (by default the
-    skeleton is imported offline, see :func:`ensure_base_image`).
+    ``image`` overrides the sandbox image (by default the image of this interpreter, venv
+    and SDK: found or built in the user's store, :mod:`.rootfs`, and imported into the
+    engine if missing). ``state_dir`` is kept for the composition (nothing is in it).
     """
 
     name = "docker"
@@ -159,13 +120,11 @@ class DockerBackend:
             raise SandboxError(f"the Docker engine has no {RUNTIME!r} runtime; register gVisor "
                                "in /etc/docker/daemon.json or choose another sandbox backend")
         self._state = state_dir.resolve()
-        self._empty = self._state / "empty"
-        self._empty.mkdir(parents=True, exist_ok=True)
-        self._layout = layout or oci.PythonLayout.of_this_interpreter()
-        self._pycache = pycache.default_dir(self._layout)
-        pycache.build(self._layout, self._pycache)
+        self.rootfs: Rootfs | None = None
         if image is None:
-            self._image_id = ensure_base_image(self._client)
+            store = RootfsStore()
+            self.rootfs = store.ensure(layout or oci.PythonLayout.of_this_interpreter())
+            self._image_id = docker_image(self._client, self.rootfs, store=store)
         else:
             try:
                 found = self._client.images.get(image).id
@@ -177,28 +136,21 @@ class DockerBackend:
             self._image_id = found
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._socket = _unix_socket(self._client)
+        if self._socket is None:
+            log.warning("the Docker engine is not on a unix socket: containers have no "
+                        "supervisor; a dead worker's are removed by reap_orphans only")
         self.destroy_orphans()
 
     def destroy_orphans(self) -> list[str]:
         """Remove (forcibly) the containers of dead worker processes of this host; names.
 
-        A worker killed with SIGKILL leaves its containers running with nobody enforcing
-        their wall clock. Each container carries its owner's labels; a live owner's and
-        another host's are left alone.
+        Their supervisors normally did it within seconds of the death; this catches the
+        containers whose supervisor died too (:func:`orphans.reap_containers`). Each
+        container carries its owner's labels; a live owner's and another host's are left
+        alone.
         """
-        destroyed: list[str] = []
-        for container in self._client.containers.list(
-                all=True, filters={"label": [f"{HOST_LABEL}={owner.host()}", OWNER_LABEL]}):
-            who = owner.Owner.parse(container.labels.get(OWNER_LABEL, ""))
-            if who is None or who.alive():
-                continue
-            with contextlib.suppress(docker.errors.NotFound):
-                self._remove(container)
-            destroyed.append(str(container.name))
-        if destroyed:
-            log.warning("removed %d container(s) left by dead worker processes: %s",
-                        len(destroyed), ", ".join(destroyed))
-        return destroyed
+        return list(orphans.reap_containers(self._client).sandboxes)
 
     @property
     def image_id(self) -> str:
@@ -215,14 +167,14 @@ class DockerBackend:
         return self._client
 
     def _mounts(self, request: SandboxRequest) -> list[DockerMount]:
-        # The OCI mount list is the policy; keep its binds (the engine makes /proc, /dev
-        # and the /scratch tmpfs itself).
+        # The OCI mount list is the policy; keep its binds (the job's: the engine makes
+        # /proc, /dev and the /scratch tmpfs itself).
+        if self.rootfs is not None:
+            self.rootfs.touch()  # in use: a build's garbage collection keeps it
         return [
             DockerMount(target=m["destination"], source=m["source"], type="bind",
                         read_only="ro" in m["options"])
-            for m in oci.mounts(self._layout, self._empty, request.mounts, request.limits,
-                                self._pycache)
-            if m["type"] == "bind"
+            for m in oci.mounts(request.mounts, request.limits) if m["type"] == "bind"
         ]
 
     def container_options(self, request: SandboxRequest, name: str) -> dict[str, Any]:
@@ -280,9 +232,12 @@ class DockerBackend:
         """Start a session; ``arm=False`` leaves the wall clock off until
         :meth:`DockerSession.arm`."""
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
-        run = _Run(f"pitwall-{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}")
+        run = _Run(f"{orphans.CID_PREFIX}{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}")
         started = time.monotonic()
+        deadline = started + request.limits.timeout_s if arm else math.inf
         options = self.container_options(request, run.name)
+        if self._socket is not None:  # before the container exists: the worker may die
+            run.guard = Supervisor.for_container(self._socket, run.name, deadline=deadline)
         sock: Any = None
         with self._lock:
             self._runs[request.job_id] = run
@@ -300,9 +255,11 @@ class DockerBackend:
             if run.container is not None:
                 with contextlib.suppress(docker.errors.DockerException):
                     self._remove(run.container)
+            if run.guard is not None:
+                run.guard.release()
             raise SandboxError(f"the Docker engine failed to run job {request.job_id}: {exc}"
                                ) from exc
-        return DockerSession(self, request, run, sock, started, armed=arm)
+        return DockerSession(self, request, run, sock, started, deadline)
 
     def _forget(self, job_id: str, run: _Run) -> None:
         with self._lock:
@@ -363,6 +320,13 @@ class DockerBackend:
                 run.container.kill()
 
 
+def _unix_socket(client: docker.DockerClient) -> str | None:
+    """The path of the engine's unix socket, for the supervisors; None over TCP or SSH."""
+    adapter = getattr(client.api, "_custom_adapter", None)  # docker-py keeps it there
+    path = getattr(adapter, "socket_path", None)
+    return path if isinstance(path, str) and os.path.exists(path) else None
+
+
 def _raw_socket(sock: Any) -> socket.socket:
     """The ``socket.socket`` under what ``attach_socket`` returns (a ``SocketIO`` on a
     unix socket, the socket itself over TLS)."""
@@ -389,7 +353,7 @@ class DockerSession(SessionEnd):
     """
 
     def __init__(self, backend: DockerBackend, request: SandboxRequest, run: _Run, sock: Any,
-                 started: float, *, armed: bool) -> None:
+                 started: float, deadline: float) -> None:
         self._sock_ref = sock  # keeps the HTTP response (and so the socket) alive
         self._sock = _raw_socket(sock)
         # Blocking, no timeout: the client's 60 s default would end a quiet session's
@@ -403,7 +367,7 @@ class DockerSession(SessionEnd):
         self._what = f"container {run.name}"
         self._first_stderr: float | None = None
         self._backend, self._request, self._run = backend, request, run
-        self._deadline = started + request.limits.timeout_s if armed else math.inf
+        self._deadline = deadline  # math.inf: not armed yet
         self._err = HeadTailBuffer(request.limits.log_kb * 1024)
         self._outcome: SandboxOutcome | None = None
         self._done = threading.Event()
@@ -434,6 +398,8 @@ class DockerSession(SessionEnd):
     def arm(self, timeout_s: float) -> None:
         """Start (or restart) the wall clock: the container is killed ``timeout_s`` from now."""
         self._deadline = time.monotonic() + timeout_s
+        if self._run.guard is not None:
+            self._run.guard.arm(self._deadline)
 
     def kill(self) -> None:
         """Stop the container (from any thread); :meth:`wait` then reports ``cancelled``."""
@@ -483,6 +449,9 @@ class DockerSession(SessionEnd):
                 if time.monotonic() >= self._deadline:
                     timed_out = True
                     break
+            # Found ended past the supervisor's deadline: this thread did not run (the
+            # worker was stopped) and the supervisor removed it for the wall clock.
+            timed_out = timed_out or time.monotonic() >= self._deadline + SUPERVISOR_GRACE_S
             backend._stop(run)
             self._demux.join(timeout=5)  # the stream ends when the container has exited
             oom = backend._oom_killed(run, stopped=timed_out or run.cancelled.is_set())
@@ -492,9 +461,13 @@ class DockerSession(SessionEnd):
             backend._forget(self._request.job_id, run)
             with contextlib.suppress(OSError):
                 self._sock.close()
+            removed = False
             if run.container is not None:
                 with contextlib.suppress(docker.errors.DockerException):
                     backend._remove(run.container)
+                    removed = True
+            if run.guard is not None and removed:  # else it stays, to remove it later
+                run.guard.release()
             self._outcome = SandboxOutcome(
                 exit_code=run.exit_code, timed_out=timed_out,
                 cancelled=run.cancelled.is_set() and not timed_out, oom=oom,

@@ -6,7 +6,9 @@ memory cgroup we create ourselves (so the OOM count can be read after the run), 
 caps. The wall-clock timeout and ``kill`` are enforced from outside with
 ``runsc kill <id> KILL`` (the sandbox exits almost at once), escalating to
 ``runsc delete --force`` and SIGKILL of the process group. ``finally`` always deletes
-the container, the cgroup and the job dir.
+the container, the cgroup and the job dir. Each sandbox also has a supervisor process
+(:mod:`.supervisor`) that destroys it if the worker dies, or if the worker has not ended
+it shortly after its wall clock (a stopped worker).
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 from pitwall.errors import SandboxError
-from pitwall_executor.sandbox import affinity, oci, owner, pycache
+from pitwall_executor.sandbox import affinity, oci, orphans, owner
 from pitwall_executor.sandbox.base import SandboxOutcome, SandboxRequest, SessionEnd
 from pitwall_executor.sandbox.capture import HeadTailBuffer, StreamReader
+from pitwall_executor.sandbox.rootfs import Rootfs, RootfsStore
+from pitwall_executor.sandbox.supervisor import GRACE_S as SUPERVISOR_GRACE_S
+from pitwall_executor.sandbox.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 RUNSC = "/usr/bin/runsc"
-#: A container id: ``pitwall-<owner pid>-<owner start time>-<job slug>-<random>``.
-_CID = re.compile(r"^pitwall-(\d+-\d+)-")
 _MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
 _POLL_S = 0.02
 _GRACE_S = 1.0
@@ -47,6 +50,7 @@ _GRACE_S = 1.0
 class _Run:
     container_id: str
     proc: subprocess.Popen[bytes]
+    guard: Supervisor
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -66,7 +70,11 @@ class _MemoryCgroup:
     def oom_killed(self) -> bool | None:
         if self.path is None:
             return None
-        for line in (self.path / "memory.oom_control").read_text().splitlines():
+        try:
+            text = (self.path / "memory.oom_control").read_text()
+        except OSError:  # removed by the supervisor (the worker was stopped past the clock)
+            return None
+        for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
                 return int(value) > 0
@@ -101,7 +109,9 @@ class GVisorBackend:
     default platform: systrap with the backported runsc the setup installs on Debian 12
     (``scripts/lib.sh``), ptrace with the distribution's own older runsc.
 
-    ``state_dir`` holds the rootfs skeleton, runsc's ``--root`` and per-job bundles; give
+    Every sandbox's root is the sandbox image (:mod:`.rootfs`, read-only), found or
+    built in ``images`` (by default the user's store) at construction; :attr:`image`
+    is its digest. ``state_dir`` holds runsc's ``--root`` and per-job bundles; give
     each worker its own, or share one: a backend starting up destroys the sandboxes
     left in it by dead workers (:meth:`destroy_orphans`), never a live worker's.
     :attr:`snapshots`, when the composition sets it (``SnapshotStore.attach``, done by
@@ -114,7 +124,7 @@ class GVisorBackend:
     name = "gvisor"
 
     def __init__(self, state_dir: Path, *, runsc: str = RUNSC,
-                 layout: oci.PythonLayout | None = None,
+                 layout: oci.PythonLayout | None = None, images: Path | None = None,
                  extra_flags: tuple[str, ...] = ()) -> None:
         if shutil.which(runsc) is None:
             raise SandboxError(f"runsc (gVisor) is not installed at {runsc}; install gVisor "
@@ -125,11 +135,10 @@ class GVisorBackend:
         self._jobs = self._state / "jobs"
         for d in (self._runsc_root, self._jobs):
             d.mkdir(parents=True, exist_ok=True)
-        self._rootfs = oci.ensure_rootfs(self._state / "rootfs")
-        self._empty = self._state / "empty"
-        self._layout = layout or oci.PythonLayout.of_this_interpreter()
-        self._pycache = pycache.default_dir(self._layout)
-        pycache.build(self._layout, self._pycache)
+        # The sandbox image, built from ``layout`` (this interpreter, its venv and the SDK)
+        # on first use: the read-only root of every sandbox (sandbox/rootfs.py).
+        self._rootfs = RootfsStore(images).ensure(
+            layout or oci.PythonLayout.of_this_interpreter())
         # Mounts cached like the root (fscache, not remote_revalidating): nothing on the host
         # changes them during a job, and imports cost fewer gofer round trips, hence less
         # start-up CPU (docs/benchmarks.md, "Where the rest goes"). Files the warm pool
@@ -147,35 +156,21 @@ class GVisorBackend:
     def destroy_orphans(self) -> list[str]:
         """Destroy this state dir's sandboxes whose worker process has died; their ids.
 
-        A worker killed with SIGKILL leaves its sandboxes running, unwatched. Each
-        container id names its owner (:mod:`owner`); for every container (and every job
-        dir) of a dead owner: ``runsc delete --force``, SIGKILL of whatever of it still
-        runs, then its memory cgroup and bundle dir are removed.
+        Their supervisors normally did it within seconds of the death; this catches the
+        sandboxes whose supervisor died too (:func:`orphans.reap_runsc`). Each container
+        id names its owner (:mod:`owner`); a live owner's are never touched.
         """
-        listing = subprocess.run(self._runsc_cmd("list", "-quiet"), capture_output=True,
-                                 text=True, timeout=30, check=False).stdout.split()
-        destroyed: list[str] = []
-        for cid in sorted(set(listing) | {p.name for p in self._jobs.iterdir()}):
-            m = _CID.match(cid)
-            who = owner.Owner.parse(m.group(1)) if m else None
-            if who is None or who.alive():
-                continue
-            self._delete(cid)
-            self._reap(cid)
-            _MemoryCgroup.remove_path(_MEMCG_ROOT / cid)
-            shutil.rmtree(self._jobs / cid, ignore_errors=True)
-            destroyed.append(cid)
-        if destroyed:
-            log.warning("destroyed %d sandbox(es) left by dead worker processes: %s",
-                        len(destroyed), ", ".join(destroyed))
-        return destroyed
+        return list(orphans.reap_runsc(self._state, self._runsc).sandboxes)
 
-    @functools.cached_property
+    @property
     def image(self) -> str:
-        """The run manifest's "image": a digest of everything the mounts show a job."""
-        from pitwall_executor.sandbox.image import runtime_digest
+        """The run manifest's "image": the digest of the sandbox's root file system."""
+        return self._rootfs.digest
 
-        return runtime_digest(self._layout, self._rootfs, self._runsc)
+    @property
+    def rootfs(self) -> Rootfs:
+        """The sandbox image every sandbox of this backend runs on."""
+        return self._rootfs
 
     @property
     def state_dir(self) -> Path:
@@ -186,13 +181,15 @@ class GVisorBackend:
         return self._runsc_root
 
     @property
-    def layout(self) -> oci.PythonLayout:
-        return self._layout
-
-    @property
     def flags(self) -> tuple[str, ...]:
         """The runsc flags every sandbox of this backend starts (and restores) with."""
         return self._flags
+
+    @functools.cached_property
+    def runsc_version(self) -> str:
+        """``runsc --version``: a checkpoint restores only with the runsc that took it."""
+        return subprocess.run([self._runsc, "--version"], capture_output=True, text=True,
+                              check=False).stdout.strip()
 
     @functools.cached_property
     def checkpoint_flags(self) -> tuple[str, ...]:
@@ -230,13 +227,13 @@ class GVisorBackend:
         bundle = self._jobs / cid
         bundle.mkdir()
         limits = request.limits
+        self._rootfs.touch()  # in use: a build's garbage collection keeps it
         cfg = oci.config(
-            rootfs=self._rootfs,
+            rootfs=self._rootfs.path,
             argv=oci.interpreter_argv(request.argv),
             env=oci.environment(request.env),
             cwd=request.cwd,
-            mount_list=oci.mounts(self._layout, self._empty, request.mounts, limits,
-                                  self._pycache),
+            mount_list=oci.mounts(request.mounts, limits),
             limits=limits,
             cgroup=f"/{cid}",
         )
@@ -259,11 +256,16 @@ class GVisorBackend:
         restored from it with this request's bundle (mounts, limits, cgroups) and id."""
         # runsc's control socket name holds the id: keep it well under 108 bytes.
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:32]
-        cid = f"pitwall-{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}"
+        cid = f"{orphans.CID_PREFIX}{owner.current().token}-{slug}-{uuid.uuid4().hex[:12]}"
         started = time.monotonic()
-        bundle = self._write_bundle(request, cid)
+        deadline = started + request.limits.timeout_s if arm else math.inf
+        # Before anything of the sandbox exists: the worker may die at any point after.
+        guard = Supervisor.for_runsc(self._runsc, self._runsc_root, cid, self._jobs / cid,
+                                     deadline=deadline)
         cgroup: _MemoryCgroup | None = None
+        bundle = self._jobs / cid
         try:
+            bundle = self._write_bundle(request, cid)
             cgroup = _MemoryCgroup(cid, request.limits.memory_mb * 1024 * 1024)
             proc = subprocess.Popen(
                 self._runsc_cmd(*self._flags, "--log", str(bundle / "runsc.log"),
@@ -275,11 +277,12 @@ class GVisorBackend:
             if cgroup is not None:
                 cgroup.remove()
             shutil.rmtree(bundle, ignore_errors=True)
+            guard.release()
             raise
-        run = _Run(cid, proc)
+        run = _Run(cid, proc, guard)
         with self._lock:
             self._runs[request.job_id] = run
-        return GVisorSession(self, request, run, bundle, cgroup, started, armed=arm)
+        return GVisorSession(self, request, run, bundle, cgroup, started, deadline)
 
     def run(self, request: SandboxRequest) -> SandboxOutcome:
         if self.snapshots is not None:
@@ -290,20 +293,23 @@ class GVisorBackend:
         with affinity.one_cpu_run(session, request.limits.cpus):
             return session.collect(request)
 
-    def _retire(self, cid: str, cgroup: _MemoryCgroup | None, bundle: Path) -> None:
+    def _retire(self, run: _Run, cgroup: _MemoryCgroup | None, bundle: Path) -> None:
         """Delete an ended container's runsc state, cgroups and bundle dir in the
         background. Its processes are dead, but ``runsc delete`` waits until they are
         reaped, and a restored sandbox's gofer and Sentry are orphans of ``runsc restore``
         whose reaping is up to PID 1, which may take longer than the job itself
         (docs/benchmarks.md, "Restored cold start"); the job would not end meanwhile.
         Nothing reads these after the outcome; a worker that dies meanwhile leaves them
-        to the next start's :meth:`destroy_orphans`."""
+        to the sandbox's supervisor, released only once they are gone."""
+        cid = run.container_id
+
         def work() -> None:
             try:
                 self._delete(cid)
                 if cgroup is not None:
                     cgroup.remove()
                 shutil.rmtree(bundle, ignore_errors=True)
+                run.guard.release()
             finally:
                 with self._lock:
                     self._retiring.discard(thread)
@@ -413,8 +419,8 @@ class GVisorSession(SessionEnd):
     """
 
     def __init__(self, backend: GVisorBackend, request: SandboxRequest, run: _Run,
-                 bundle: Path, cgroup: _MemoryCgroup | None, started: float, *,
-                 armed: bool) -> None:
+                 bundle: Path, cgroup: _MemoryCgroup | None, started: float,
+                 deadline: float) -> None:
         proc = run.proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         self.stdin = cast(BinaryIO, proc.stdin)
@@ -424,7 +430,7 @@ class GVisorSession(SessionEnd):
         self._what = f"sandbox {run.container_id}"
         self._backend, self._request, self._run = backend, request, run
         self._bundle, self._cgroup = bundle, cgroup
-        self._deadline = started + request.limits.timeout_s if armed else math.inf
+        self._deadline = deadline  # math.inf: not armed yet (a warm-pool slot)
         self._wake = threading.Event()
         self._err = HeadTailBuffer(request.limits.log_kb * 1024)
         self._err_reader = StreamReader(proc.stderr, self._err)
@@ -456,6 +462,7 @@ class GVisorSession(SessionEnd):
     def arm(self, timeout_s: float) -> None:
         """Start (or restart) the wall clock: the sandbox is killed ``timeout_s`` from now."""
         self._deadline = time.monotonic() + timeout_s
+        self._run.guard.arm(self._deadline)
         self._wake.set()
 
     def kill(self) -> None:
@@ -482,7 +489,11 @@ class GVisorSession(SessionEnd):
                 self._wake.wait(min(_POLL_S * 5, max(0.0, self._deadline - time.monotonic())))
                 self._wake.clear()
             self._backend._stop(run)
+            run.guard.arm(math.inf)  # ended: only the worker's death matters to it now
             exit_code = run.proc.returncode
+            # Found ended past the supervisor's deadline: this thread did not run (the
+            # worker was stopped) and the supervisor ended it for the wall clock.
+            timed_out = timed_out or time.monotonic() >= self._deadline + SUPERVISOR_GRACE_S
         finally:
             self._outcome = self._cleanup(exit_code, timed_out)
             self._done.set()
@@ -502,7 +513,7 @@ class GVisorSession(SessionEnd):
                 self._err_reader.join(timeout=5)
         oom = self._cgroup.oom_killed() if self._cgroup is not None else None
         log = _tail(self._bundle / "runsc.log")
-        backend._retire(run.container_id, self._cgroup, self._bundle)
+        backend._retire(run, self._cgroup, self._bundle)
         return SandboxOutcome(
             exit_code=exit_code, timed_out=timed_out,
             cancelled=run.cancelled.is_set() and not timed_out, oom=oom,

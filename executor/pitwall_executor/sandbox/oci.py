@@ -1,12 +1,13 @@
-"""The OCI bundle of a gVisor job: a minimal read-only rootfs and a locked-down config.
+"""The OCI bundle of a gVisor job: the sandbox image's root, read-only, and a locked-down
+config.
 
-The rootfs is a skeleton of empty directories and three symlinks (merged-/usr Debian:
-``/bin -> usr/bin`` ...), never the host's ``/``. What Python needs is bind-mounted
-read-only on top: ``/usr``, the interpreter prefix at ``/opt/python``, the venv's
-site-packages at ``/opt/pitwall/site-packages`` and the SDK at ``/opt/pitwall/sdk``.
-The interpreter's own site-packages (host tools, not the project's) is hidden under an
-empty directory, and ``/tmp`` too: the only writable place is the size-capped tmpfs at
-``/scratch``.
+The root is the sandbox image (``sandbox/rootfs.py``): the interpreter at ``/opt/python``,
+its standard library, the quant libraries at ``/opt/pitwall/site-packages``, the SDK at
+``/opt/pitwall/sdk``, their compiled bytecode at ``/opt/pitwall/pycache``, the shared
+libraries they link to under ``/usr/lib``, and the skeleton below (mount points, the
+merged-/usr symlinks of Debian, ``/etc/passwd``); never a host directory. On top of it a
+job gets only ``/proc``, a tiny ``/dev``, the size-capped tmpfs at ``/scratch`` (the only
+writable place) and its own read-only mounts under ``/job``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ SDK = "/opt/pitwall/sdk"
 PYCACHE = "/opt/pitwall/pycache"
 _PY_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 _SKELETON_DIRS = (
-    "usr", "proc", "dev", "etc", "tmp", "job/bundle", "job/input", SCRATCH.lstrip("/"),
-    PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"), SDK.lstrip("/"), PYCACHE.lstrip("/"),
+    "usr/bin", "usr/lib", "usr/lib64", "proc", "dev", "etc", "tmp", "job/bundle",
+    "job/input", SCRATCH.lstrip("/"), PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"),
+    SDK.lstrip("/"), PYCACHE.lstrip("/"),
 )
-_SYMLINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
+_SYMLINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64",
+             # What ``docker run IMAGE python ...`` finds on PATH.
+             "usr/bin/python": f"{PY_PREFIX}/bin/{_PY_VERSION}",
+             "usr/bin/python3": f"{PY_PREFIX}/bin/{_PY_VERSION}"}
 # Host paths a job must never see, whatever a caller passes as a mount source.
 _FORBIDDEN_SOURCES = tuple(
     Path(p) for p in ("/root", "/etc", "/proc", "/sys", "/dev", "/run", "/var/run", "/boot")
@@ -45,7 +50,7 @@ _NO_CAPS: dict[str, list[str]] = {
 
 @dataclass(frozen=True)
 class PythonLayout:
-    """Host paths of what the sandboxed interpreter needs."""
+    """Host paths the sandbox image is built from (``sandbox/contents.py``)."""
 
     prefix: Path  # sys.base_prefix: bin/python3.X, lib/python3.X, lib/libpython
     site_packages: Path  # the venv's: polars, pyarrow, numpy
@@ -60,12 +65,14 @@ class PythonLayout:
             None,
         )
         if site is None:
-            raise SandboxError("cannot find this interpreter's site-packages to mount")
+            raise SandboxError("cannot find this interpreter's site-packages to build the "
+                               "sandbox image from; run the worker from the project's .venv")
         return cls(Path(sys.base_prefix), site, Path(pitwall.__file__).resolve().parent.parent)
 
 
-def ensure_rootfs(root: Path) -> Path:
-    """Create (idempotently) the read-only skeleton under ``root`` and return its path."""
+def skeleton(root: Path) -> Path:
+    """Write the image's skeleton under ``root`` (created, or completed): mount points,
+    symlinks and the sandbox user's ``/etc/passwd``; return ``root``."""
     for d in _SKELETON_DIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
     for name, target in _SYMLINKS.items():
@@ -75,8 +82,9 @@ def ensure_rootfs(root: Path) -> Path:
     passwd = f"nobody:x:{SANDBOX_UID}:{SANDBOX_UID}::{SCRATCH}:/bin/false\n"
     (root / "etc/passwd").write_text(passwd)
     (root / "etc/group").write_text(f"nogroup:x:{SANDBOX_UID}:\n")
-    empty = root.parent / "empty"
-    empty.mkdir(exist_ok=True)
+    # runsc mounts a writable tmpfs over an empty /tmp that is not a mount (gVisor's
+    # Docker compatibility): a file in it keeps /tmp the read-only root's.
+    (root / "tmp/README").write_text(f"Read-only: write to {SCRATCH}, the only writable place.\n")
     os.chmod(root, 0o755)
     return root
 
@@ -99,24 +107,14 @@ def _bind(source: Path, target: str, *, readonly: bool = True) -> dict[str, Any]
             "options": ["rbind", mode, "nosuid", "nodev"]}
 
 
-def mounts(layout: PythonLayout, empty: Path, job_mounts: tuple[Mount, ...], limits: Limits,
-           pycache: Path) -> list[dict[str, Any]]:
-    """System mounts, then the job's (read-only unless a mount says otherwise).
-
-    ``pycache`` is the host's bytecode tree for :data:`PYCACHE` (``pycache.build``).
-    """
+def mounts(job_mounts: tuple[Mount, ...], limits: Limits) -> list[dict[str, Any]]:
+    """What a job sees besides the image's root: ``/proc``, a tiny ``/dev``, the scratch
+    tmpfs and its own mounts (read-only unless a mount says otherwise)."""
     scratch_opts = ["nosuid", "nodev", f"size={limits.scratch_mb}m", "mode=1777"]
     return [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "noexec", "mode=755", "size=64k"]},
-        _bind(Path("/usr"), "/usr"),
-        _bind(layout.prefix, PY_PREFIX),
-        _bind(empty, f"{PY_PREFIX}/lib/{_PY_VERSION}/site-packages"),
-        _bind(layout.site_packages, SITE_PACKAGES),
-        _bind(layout.sdk, SDK),
-        _bind(pycache, PYCACHE),
-        _bind(empty, "/tmp"),
         {"destination": SCRATCH, "type": "tmpfs", "source": "tmpfs", "options": scratch_opts},
         *(_bind(check_source(m.source), m.target, readonly=m.readonly) for m in job_mounts),
     ]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from pitwall.models import Limits
 from pitwall.sandbox.runner import GO_LINE, READY_LINE
-from pitwall_executor.sandbox import affinity
+from pitwall_executor.sandbox import affinity, orphans, owner
 from pitwall_executor.sandbox.base import JOB_ROOT, SandboxOutcome, SandboxRequest
 from pitwall_executor.sandbox.capture import HeadBuffer
 from pitwall_executor.sandbox.checkpoint import (
@@ -176,14 +176,6 @@ def _fill(source: Path, dest: Path) -> None:
     shutil.copytree(source, dest, symlinks=True, copy_function=link, dirs_exist_ok=True)
 
 
-def _remove_dead_pools(root: Path) -> None:
-    """Remove the dirs of pools whose process is gone (they may hold old jobs' files)."""
-    for d in root.glob("pool-*") if root.is_dir() else ():
-        pid = d.name.split("-")[1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(d, ignore_errors=True)
-
-
 class WarmPool:
     """Keeps ``size`` warm sandboxes with ``limits`` baked in; refills in the background,
     restoring ``snapshots``' image for those limits when given, else booting."""
@@ -192,9 +184,10 @@ class WarmPool:
                  snapshots: SnapshotStore | None = None) -> None:
         self._backend, self.size, self.limits = backend, size, limits
         self._snapshots = snapshots
-        _remove_dead_pools(root)
-        # One dir per pool: several worker processes may share a data dir.
-        self._root = root / f"pool-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        orphans.reap_pools(root)  # dead pools' dirs may hold old jobs' files
+        # One dir per pool, named after its owner: several worker processes may share a
+        # data dir, and reap_orphans removes a dead one's.
+        self._root = root / f"{orphans.POOL_PREFIX}{owner.current().token}-{uuid.uuid4().hex[:8]}"
         self._root.mkdir(parents=True)
         root.chmod(0o755)
         self._root.chmod(0o755)

@@ -1,92 +1,52 @@
-"""Compiled bytecode for the sandbox's read-only Python, built once on the host.
+"""Compiled bytecode of the sandbox image, built with it (``sandbox/rootfs.py``).
 
-The sandbox mounts the interpreter, the project's site-packages and the SDK read-only
-and sets ``PYTHONDONTWRITEBYTECODE``: a module without a valid ``.pyc`` next to it is
-compiled from source on *every* import, in every job. An installer that does not compile
-bytecode (uv's default) leaves the whole of numpy, polars and pyarrow like that, and in
-gVisor the compiling costs a cold job more than the sandbox's own boot
-(docs/benchmarks.md, "Bytecode").
+The image's Python is read-only and the sandbox sets ``PYTHONDONTWRITEBYTECODE``: a module
+without a valid ``.pyc`` is compiled from source on *every* import, in every job. An
+installer that does not compile bytecode (uv's default) leaves the whole of numpy, polars
+and pyarrow like that, and in gVisor the compiling costs a cold job more than the
+sandbox's own boot (docs/benchmarks.md, "Bytecode").
 
-So the backend builds a private bytecode tree (``PYTHONPYCACHEPREFIX``): for every module
-a job may import (the standard library, the SDK, and the distributions the sandbox image
-ships, ``distributions.QUANT_LIBRARIES`` and their dependencies), the ``.pyc`` is compiled for the
-path the module has *inside* the sandbox, stored at the place the interpreter looks for
-it under the prefix, and the tree is mounted read-only at :data:`PYCACHE`. The host's
-venv is never written. The ``.pyc`` files are timestamp-checked (source mtime and size,
-as a normal ``__pycache__``): a source edited after the build is recompiled in memory,
-never run stale; the next backend start refreshes the tree. Each file is written
-atomically (the interpreter's own writer), so workers sharing a state dir may build it
-at the same time.
+So the image carries a bytecode tree (``PYTHONPYCACHEPREFIX``): for every module of the
+image (the standard library, the quant libraries, the SDK) the ``.pyc`` is compiled for
+the path the module has *inside* the sandbox and stored where the interpreter looks for it
+under :data:`PYCACHE`. The ``.pyc`` files are unchecked-hash ones: the image is immutable
+(content-addressed, the sandbox's read-only root), so checking them against their source
+could only cost time, never catch a stale one. Compiling is most of a first build; a
+rebuild (the SDK edited) links the ``.pyc`` of every source the previous image held with
+the same content at the same path, and compiles only the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import logging
+import json
 import os
 import py_compile
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pitwall.errors import SandboxError
 from pitwall_executor.sandbox import oci
-from pitwall_executor.sandbox.distributions import distributions
 
-log = logging.getLogger(__name__)
-
-#: Where the tree is mounted inside the sandbox (``PYTHONPYCACHEPREFIX``).
+#: Where the tree is inside the sandbox (``PYTHONPYCACHEPREFIX``).
 PYCACHE = oci.PYCACHE
 _TAG = sys.implementation.cache_tag  # cpython-311
-_SKIP_DIRS = {"__pycache__", "tests", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
-              "lib2to3", "site-packages"}
+_CHUNK = 500  # sources per compiling process, at least
 
 
 @dataclass(frozen=True)
 class BuildStats:
-    """What :func:`build` did: sources seen, compiled now, failed to compile, seconds."""
+    """What :func:`compile_into` did: sources, compiled now, linked from the previous
+    image, failed to compile, seconds."""
 
     sources: int
     compiled: int
+    linked: int
     failed: int
     seconds: float
-
-
-def _sources(root: Path) -> Iterator[Path]:
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS and not d.endswith(".dist-info")]
-        for name in names:
-            if name.endswith(".py"):
-                yield Path(dirpath) / name
-
-
-def _site_roots(site: Path) -> set[Path]:
-    """Top-level files and package dirs in ``site`` of the sandbox's distributions."""
-    dists, _missing = distributions()
-    roots: set[Path] = set()
-    for dist in dists:
-        for f in dist.files or []:
-            parts = Path(str(f)).parts
-            if not parts or parts[0].endswith((".dist-info", ".data")) or parts[0] == "..":
-                continue
-            top = site / parts[0]
-            if top.suffix == ".py" or top.is_dir():
-                roots.add(top)
-    return roots
-
-
-def trees(layout: oci.PythonLayout) -> list[tuple[Path, str]]:
-    """(host root, path of that root inside the sandbox) of every source to compile."""
-    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    site = layout.site_packages.resolve()
-    found = [(layout.prefix / "lib" / ver, f"{oci.PY_PREFIX}/lib/{ver}"),
-             (layout.sdk / "pitwall", f"{oci.SDK}/pitwall")]
-    found += sorted((root, f"{oci.SITE_PACKAGES}/{root.relative_to(site)}")
-                    for root in _site_roots(site))
-    return found
 
 
 def cache_path(prefix: Path, inside: str) -> Path:
@@ -95,57 +55,64 @@ def cache_path(prefix: Path, inside: str) -> Path:
     return prefix / head.lstrip("/") / f"{name[:-3]}.{_TAG}.pyc"
 
 
-def _fresh(source: Path, cfile: Path) -> bool:
-    """True when ``cfile`` is a timestamp pyc of this interpreter matching ``source``."""
-    try:
-        with cfile.open("rb") as fh:
-            head = fh.read(16)
-        st = source.stat()
-    except OSError:
-        return False
-    return (len(head) == 16 and head[:4] == importlib.util.MAGIC_NUMBER
-            and int.from_bytes(head[4:8], "little") == 0
-            and int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
+def pyc_path(inside: str) -> str:
+    """The path inside the sandbox of the ``.pyc`` of source ``inside``."""
+    return cache_path(Path(PYCACHE), inside).as_posix()
 
 
-def default_dir(layout: oci.PythonLayout) -> Path:
-    """The per-user tree of this interpreter and venv, shared by every backend using them
-    (a worker restart or a test session then finds it built: the first build compiles
-    thousands of modules, a check of a fresh tree only reads their headers;
-    docs/benchmarks.md, "Bytecode")."""
-    key = hashlib.sha256("\0".join(map(str, (layout.prefix.resolve(),
-                                               layout.site_packages.resolve(),
-                                               layout.sdk.resolve(), _TAG))).encode())
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "pitwall" / "sandbox-bytecode" / key.hexdigest()[:16]
+def _compile(root: str, arcs: list[str]) -> list[str]:
+    """Compile ``arcs`` (paths inside the image) found under ``root``; the failed ones."""
+    failed = []
+    for arc in arcs:
+        cfile = cache_path(Path(root) / PYCACHE.lstrip("/"), arc)
+        try:
+            py_compile.compile(f"{root}{arc}", cfile=str(cfile), dfile=arc, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except (py_compile.PyCompileError, OSError, ValueError):
+            failed.append(arc)  # a module that does not compile fails the same way in a job
+    return failed
 
 
-def build(layout: oci.PythonLayout, prefix: Path) -> BuildStats:
-    """Compile what is missing or stale under ``prefix``; idempotent and cheap when fresh."""
+def compile_into(root: Path, sources: Mapping[str, str],
+                 reuse: Callable[[str, str], Path | None]) -> BuildStats:
+    """Give every source of ``sources`` (path inside the image → its sha256), already
+    under ``root``, its ``.pyc`` under ``root``'s :data:`PYCACHE`. ``reuse(arc, sha)``
+    names the previous image's ``.pyc`` of the same source, or None: compile it."""
     started = time.monotonic()
-    prefix.mkdir(parents=True, exist_ok=True)
-    seen = compiled = failed = 0
-    for root, inside_root in trees(layout):
-        sources = [root] if root.is_file() else _sources(root)
-        for source in sources:
-            seen += 1
-            rel = "" if source == root else "/" + source.relative_to(root).as_posix()
-            inside = inside_root + rel
-            cfile = cache_path(prefix, inside)
-            if _fresh(source, cfile):
-                continue
+    todo: list[str] = []
+    linked = 0
+    for arc, sha in sorted(sources.items()):
+        cfile = cache_path(root / PYCACHE.lstrip("/"), arc)
+        old = reuse(arc, sha)
+        if old is not None:
+            cfile.parent.mkdir(parents=True, exist_ok=True)
             try:
-                py_compile.compile(str(source), cfile=str(cfile), dfile=inside, doraise=True,
-                                   invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-                compiled += 1
-            except (py_compile.PyCompileError, OSError, ValueError):
-                failed += 1  # a module that does not compile fails the same way in a job
-    for dirpath, _dirs, _files in os.walk(prefix):  # readable by the sandbox's uid
-        with contextlib.suppress(OSError):  # another user's tree: theirs to keep readable
-            os.chmod(dirpath, 0o755)
-    stats = BuildStats(seen, compiled, failed, time.monotonic() - started)
-    if compiled:
-        log.info("sandbox bytecode: compiled %d of %d modules in %.1f s (%d failed)",
-                 compiled, seen, stats.seconds, failed)
-    return stats
+                os.link(old, cfile)
+                linked += 1
+                continue
+            except OSError:
+                pass  # another file system, or gone meanwhile: compile it
+        todo.append(arc)
+    failed: list[str] = []
+    workers = max(1, min(os.cpu_count() or 1, len(todo) // _CHUNK)) if todo else 0
+    # Processes of their own (``python -m`` this module), never a fork of a worker's
+    # threads nor multiprocessing's re-import of whatever ``__main__`` is.
+    procs = [subprocess.Popen([sys.executable, "-m", __name__, str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    for i, proc in enumerate(procs):
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(todo[i::workers]))
+        proc.stdin.close()
+    for proc in procs:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        if proc.wait() != 0:
+            raise SandboxError(f"compiling the sandbox image's bytecode failed (exit "
+                               f"{proc.returncode}); its error is in the worker's log above")
+        failed += json.loads(out)
+    return BuildStats(len(sources), len(todo) - len(failed), linked, len(failed),
+                      time.monotonic() - started)
+
+
+if __name__ == "__main__":  # one compiling process of :func:`compile_into`
+    print(json.dumps(_compile(sys.argv[1], json.loads(sys.stdin.read()))))
