@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
-from test_audit import BARS, CUTS, run_runner
+from test_audit import BARS, _job, _runner, rerun
 
-from pitwall.engine.audit import cut_datetime
+from pitwall.engine.audit_cuts import plan_cuts
 from pitwall.frames import decode_frames, decode_result
 from pitwall.sandbox.clock import SimulatedClock
+
+CUT = plan_cuts(BARS, seed=1).cuts[0]
 
 NOW = dt.datetime(2024, 3, 15, 20, 59, tzinfo=dt.UTC)
 
@@ -51,31 +54,43 @@ def s(bars):
 '''
 
 
-def _tables(stdout: bytes) -> list[pl.DataFrame]:
-    frames = decode_frames(stdout, max_frames=1 + len(CUTS))
-    return [pl.DataFrame(decode_result(f.payload)) for f in frames]
+def run_runner(tmp_path: Path, source: str) -> bytes:
+    """The plain run's raw result channel (the runner, unsandboxed)."""
+    job = _job(tmp_path / "job", source, {"entrypoint": "strategy.py", "params": {},
+                                          "seed": 3}, BARS)
+    proc = _runner(job, tmp_path / "tmp", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    return out
+
+
+def _table(stdout: bytes) -> pl.DataFrame:
+    [frame] = decode_frames(stdout, max_frames=1)
+    return pl.DataFrame(decode_result(frame.payload))
 
 
 def test_unseeded_random_strategy_gives_the_same_bytes_twice(tmp_path: Path) -> None:
     first = run_runner(tmp_path / "one", RANDOM_STRATEGY)
     second = run_runner(tmp_path / "two", RANDOM_STRATEGY)
     assert first == second
-    full = _tables(first)[0]
+    full = _table(first)
     assert full.get_column("weight").n_unique() > BARS.height // 2  # it is random
     # Each re-run is re-seeded: a cut sees the same draws as the full run's prefix would.
-    assert _tables(first)[1].get_column("weight")[0] == full.get_column("weight")[0]
+    [cut] = rerun(tmp_path, RANDOM_STRATEGY, BARS, [CUT.ts_us])
+    assert pl.DataFrame(cut).get_column("weight")[0] == full.get_column("weight")[0]
 
 
 def test_strategies_read_the_simulated_clock(tmp_path: Path) -> None:
-    tables = _tables(run_runner(tmp_path, CLOCK_STRATEGY))
+    table = _table(run_runner(tmp_path, CLOCK_STRATEGY))
     last_bar = BARS.get_column("ts").max()
     assert isinstance(last_bar, dt.datetime)
     day = dt.datetime.combine(last_bar.date(), dt.time(), tzinfo=dt.UTC).timestamp()
     expect = [last_bar.timestamp()] * 5 + [day] + [last_bar.timestamp()] * 2
-    assert tables[0].get_column("weight").to_list() == pytest.approx(expect, abs=1e-6)
+    assert table.get_column("weight").to_list() == pytest.approx(expect, abs=1e-6)
     # On an audit re-run "now" is the last bar before the cut.
-    cut = cut_datetime(CUTS[0]).timestamp()
-    assert tables[1].get_column("weight")[0] == pytest.approx(cut, abs=1e-6)
+    [cut] = rerun(tmp_path, CLOCK_STRATEGY, BARS, [CUT.ts_us])
+    assert pl.DataFrame(cut).get_column("weight")[0] == pytest.approx(CUT.at.timestamp(),
+                                                                       abs=1e-6)
 
 
 def test_simulated_clock_patches_and_restores() -> None:
