@@ -130,8 +130,9 @@ def test_the_report_redirects_to_a_signed_url_that_expires(api: Api) -> None:
 
 
 def test_health_metrics_and_unknown_paths(api: Api) -> None:
+    # an API without worker threads has no loops to report
     assert requests.get(api.url + "/healthz", timeout=10).json() == {
-        "status": "ok", "database": "ok"}
+        "status": "ok", "database": "ok", "loops": {}}
     _job(api)
     api.get("/v1/backtests")
     text = requests.get(api.url + "/metrics", timeout=10).text

@@ -36,7 +36,7 @@ def test_sma_crossover_notebook_runs_through_the_sandbox() -> None:
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     text = _outputs(nb)
     assert "COMPLETED sharpe=" in text and "data=sample@v1" in text
-    assert "identical metrics" in text and "lookahead audit: passed" in text
+    assert "identical metrics" in text and "lookahead audit: no_lookahead_found" in text
     local = text.split("sharpe=")[1].split()[0]
     sandboxed = text.split("COMPLETED sharpe=")[1].split()[0]
     assert local == sandboxed
@@ -76,7 +76,7 @@ def test_lookahead_bug_notebook_is_flagged_then_passes() -> None:
     assert "COMPLETED" in leaky and "audit: flagged" in leaky
     assert _field(leaky, "first_symbol") in {"AAPL", "MSFT", "AMZN"}
     assert _field(leaky, "first_ts").startswith("2024-03-")
-    assert "COMPLETED" in fixed and "audit: passed" in fixed
+    assert "COMPLETED" in fixed and "audit: no_lookahead_found" in fixed
     assert int(_field(fixed, "cuts_checked")) > 0
 
 
