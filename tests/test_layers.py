@@ -23,7 +23,7 @@ EXECUTOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("execution",),
     ("stack",),
     ("jobs", "storage", "datalake", "sandbox"),
-    ("config",),
+    ("config", "keys"),
 )
 #: The only imports allowed between folders of the same layer, and why.
 EXECUTOR_SIBLINGS: dict[tuple[str, str], str] = {

@@ -58,10 +58,11 @@ class Config(BaseModel):
     pool_size: Annotated[int, Field(ge=0, le=64)] = 0
     # A run the lookahead audit flags fails instead of completing with a warning.
     audit_fail: bool = False
-    # The lookahead audit's time, as a multiple of the main run's (at least 2 s): past it,
-    # the remaining random cuts are thinned at random and the verdict counts only what was
-    # checked. 0 lifts the limit (every planned cut is checked).
-    audit_budget: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    # The lookahead audit's budget, in full-data strategy calls (the bars fed to the
+    # strategy over all its re-runs, as a multiple of the run's bars): past it, random
+    # cuts are thinned at random (the same way for the same run) and the verdict counts
+    # only what was checked. 0 lifts the limit (every planned cut is checked).
+    audit_budget: Annotated[float, Field(ge=0, le=1000)] = 16.0
     # Orchestration (workers, recovery, quota): see pitwall_executor.orchestration.process.
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # deaths or outages before FAILED
     max_running_per_researcher: Annotated[int, Field(ge=1)] | None = None  # None: no quota

@@ -248,16 +248,22 @@ def test_the_pacer_keeps_the_budget_and_spreads_the_cuts_it_keeps() -> None:
     plan = plan_cuts(bars_for(60), seed=9)
     n = len(plan.cuts)
     rows = [1000 * (i + 1) for i in range(n)]  # prefixes grow
-    budget = 1.0
-    pacer = BudgetPacer(plan, budget)
-    kept = []
-    for i in range(n):
-        if pacer.keep(i, rows):
-            kept.append(i)
-            pacer.observe(i, rows[i], 0.005 + rows[i] * 1e-6)  # a + b·rows, all of it 2.4 s
+    budget = sum(rows) // 3
+
+    def run() -> list[int]:
+        pacer = BudgetPacer(plan, budget)
+        kept = []
+        for i in range(n):
+            if pacer.keep(i, rows):
+                kept.append(i)
+                pacer.observe(i, rows[i], 0.01)
+        assert pacer.spent <= 1.2 * budget
+        return kept
+
+    kept = run()
+    assert kept == run()  # the same run thins the same way: its verdict reproduces
     structural = [i for i, c in enumerate(plan.cuts) if set(c.kinds) - {"random"}]
-    assert set(structural) <= set(kept)  # structural cuts are always made
-    assert pacer.spent <= 1.3 * budget and len(kept) < n
+    assert set(structural) <= set(kept) and len(kept) < n  # structural cuts always made
     thirds = [sum(1 for i in kept if i in r and i not in structural)
               for r in (range(n // 3), range(n // 3, 2 * n // 3), range(2 * n // 3, n))]
     assert all(t > 0 for t in thirds), thirds  # thinned across the run, not cut off early

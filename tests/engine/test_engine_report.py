@@ -111,9 +111,11 @@ def test_page_sections_and_banners(tmp_path: Path) -> None:
         assert f'id="{div}"' in page
     assert "<h2>Trades</h2>" in page and "<h2>Manifest</h2>" in page
     assert '"name":"benchmark"' in page  # the benchmark trace
-    passed = LookaheadAudit(status="passed", tolerance=1e-12, cuts_checked=[minute(2)])
-    page = _write(tmp_path / "passed", passed)[-1].read_text()
-    assert 'class="banner passed"' in page and "audit passed" in page
+    clean = LookaheadAudit(status="no_lookahead_found", tolerance=1e-12,
+                           cuts_checked=[minute(2)], coverage={"random": 1})
+    page = _write(tmp_path / "clean", clean)[-1].read_text()
+    assert 'class="banner no_lookahead_found"' in page
+    assert "no lookahead found at 1 cuts (1 random bars)" in page
     page = _write(tmp_path / "none", None)[-1].read_text()
     assert 'class="banner not_run"' in page
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
+
+from pitwall_executor import keys
 
 SECRET_FILE = "api-secret"
 
@@ -23,20 +23,7 @@ def load_secret(data_dir: Path) -> bytes:
 
     API replicas that share ``data_dir`` share it, so a URL minted by one verifies on all.
     """
-    path = data_dir / SECRET_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use theirs
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return bytes.fromhex(value)
+    return keys.load_secret(data_dir, SECRET_FILE)
 
 
 def _mac(secret: bytes, job_id: str, name: str, expires: int) -> str:

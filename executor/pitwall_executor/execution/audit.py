@@ -12,7 +12,8 @@ the protocol ends the audit with a verdict that says so, never with a silent pas
 from __future__ import annotations
 
 import contextlib
-import secrets
+import hashlib
+import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,57 +30,40 @@ from pitwall.models import BacktestSpec, LookaheadAudit
 from pitwall_executor.execution.prefix_feed import Answer, Pacer, feed_prefixes
 from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome, runner_request
 
-#: The least time the audit may take, whatever the main run took.
-MIN_BUDGET_S = 2.0
-#: Past its budget by this factor, the audit stops calling at all (a safety net: the
-#: pacer's estimate is off only when the strategy's cost jumps).
-HARD_STOP = 3.0
+#: A safety net in time, whatever the rows: past this many times the main run's wall
+#: time (at least HARD_STOP_MIN_S), the audit stops calling and says so.
+HARD_STOP = 10.0
+HARD_STOP_MIN_S = 30.0
 
 
 class BudgetPacer:
-    """Keeps the audit within ``budget_s``: every structural cut is made; random cuts are
-    made while the projected cost of the rest fits, else each is kept with the chance
-    that makes it fit, drawn from the audit's secret random stream, so the cuts that are
-    checked stay spread over the whole run instead of stopping early.
+    """Keeps the audit within ``budget_rows`` bars fed to the strategy in all (the cost of
+    a call grows with its prefix): every structural cut is made; a random cut is made while
+    the rows of the rest fit, else with the chance that makes them fit, drawn from the
+    audit's own seeded stream. Rows, not seconds, so the same run thins the same way and a
+    rerun reproduces its verdict; the cuts kept stay spread over the whole run."""
 
-    Projection: a call's time is ``a + b·rows`` (its prefix's rows), fitted on the calls
-    made so far.
-    """
-
-    def __init__(self, plan: CutPlan, budget_s: float | None) -> None:
-        self.budget_s = budget_s
+    def __init__(self, plan: CutPlan, budget_rows: int | None) -> None:
+        self.budget_rows = budget_rows
         self.required = {i for i, c in enumerate(plan.cuts) if set(c.kinds) - {"random"}}
         self.rng = np.random.default_rng(plan.seed ^ 0x5EED)
-        self.spent = 0.0
-        self.samples: list[tuple[int, float]] = []
-
-    def _cost(self, rows: int) -> float:
-        if not self.samples:
-            return 0.0
-        if len(self.samples) == 1:
-            (r0, s0), = self.samples
-            return s0 * max(rows, 1) / max(r0, 1)
-        x = np.array([r for r, _ in self.samples], dtype=float)
-        y = np.array([s for _, s in self.samples])
-        b = float(np.polyfit(x, y, 1)[0]) if np.ptp(x) > 0 else 0.0
-        b = max(b, 0.0)
-        a = max(float(np.mean(y - b * x)), 0.0)
-        return a + b * rows
+        self.spent = 0  # rows fed in the calls made
+        self.seconds = 0.0
 
     def keep(self, index: int, rows: Sequence[int]) -> bool:
-        if self.budget_s is None or index in self.required or not self.samples:
+        if self.budget_rows is None or index in self.required:
             return True
         later = range(index, len(rows))
-        need = sum(self._cost(rows[j]) for j in later if j in self.required)
-        optional = sum(self._cost(rows[j]) for j in later if j not in self.required)
-        room = self.budget_s - self.spent - need
+        need = sum(rows[j] for j in later if j in self.required)
+        optional = sum(rows[j] for j in later if j not in self.required)
+        room = self.budget_rows - self.spent - need
         if optional <= room:
             return True
-        return bool(self.rng.random() < max(room, 0.0) / optional)
+        return bool(self.rng.random() < max(room, 0) / optional)
 
     def observe(self, index: int, rows: int, seconds: float) -> None:
-        self.spent += seconds
-        self.samples.append((rows, seconds))
+        self.spent += rows
+        self.seconds += seconds
 
 
 @dataclass(frozen=True)
@@ -91,19 +75,33 @@ class AuditRun:
     log: bytes = b""  # the re-run sandbox's stderr, for the job's log
 
 
+#: The data-dir secret the audit's seeds are keyed with (pitwall_executor.keys).
+SEED_SECRET = "audit-secret"
+
+
+def audit_seed(secret: bytes, bundle_sha256: str, spec: BacktestSpec) -> int:
+    """The audit's secret seed of a run: HMAC of the deployment's secret over what the
+    run is (bundle, spec with its parameters, data digest). The same run draws the same
+    cuts, so a rerun reproduces its verdict bit for bit; a strategy cannot compute them
+    (it lacks the secret), and any change to its code, parameters or data draws new ones.
+    The seed is disclosed in the manifest after the run."""
+    message = f"{bundle_sha256}|{spec.model_dump_json()}".encode()
+    return int.from_bytes(hmac.new(secret, message, hashlib.sha256).digest()[:8], "big") >> 1
+
+
 def audit_vectorized(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,
-                     bars: pl.DataFrame, weights: pl.DataFrame, *,
-                     main_seconds: float, budget_factor: float = 2.0) -> AuditRun:
+                     bars: pl.DataFrame, weights: pl.DataFrame, *, seed: int,
+                     main_seconds: float, budget_calls: float = 16.0) -> AuditRun:
     """Re-run the strategy at secret cuts in a fresh sandbox and compare with ``weights``
     (the full run's, validated). ``workdir`` holds the bundle and an input dir whose
     ``spec.json`` is :func:`prefix_spec` in ``audit`` mode, and nothing else. The audit
-    takes about ``budget_factor`` times ``main_seconds`` (0: no limit)."""
-    seed = secrets.randbits(63)
+    feeds the strategy at most ``budget_calls`` times the run's bars in all (0: no
+    limit), as many full-data calls' worth."""
     plan = plan_cuts(bars, seed=seed, level=spec.audit_level)
     started = time.monotonic()
-    budget = max(budget_factor * main_seconds, MIN_BUDGET_S) if budget_factor else None
-    pacer = BudgetPacer(plan, budget)
-    deadline = started + HARD_STOP * budget if budget is not None else None
+    pacer = BudgetPacer(plan, int(budget_calls * bars.height) if budget_calls else None)
+    deadline = (started + max(HARD_STOP * main_seconds, HARD_STOP_MIN_S)
+                if budget_calls else None)
     answers, problem, log = _answers(backend, f"{job_id}-audit", workdir, spec, bars,
                                      plan.times, deadline=deadline, pacer=pacer)
     if problem is not None:

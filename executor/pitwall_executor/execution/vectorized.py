@@ -30,8 +30,15 @@ from pitwall_executor.execution.attempt import (
     Staged,
     stage_inputs,
 )
-from pitwall_executor.execution.audit import audit_vectorized, prefix_spec, stepped_answers
+from pitwall_executor.execution.audit import (
+    SEED_SECRET,
+    audit_seed,
+    audit_vectorized,
+    prefix_spec,
+    stepped_answers,
+)
 from pitwall_executor.execution.prefix_feed import Answer
+from pitwall_executor.keys import load_secret
 from pitwall_executor.sandbox import SandboxOutcome, runner_request
 from pitwall_executor.sandbox.results import decode_weights
 
@@ -118,9 +125,12 @@ class VectorizedAttempt(Attempt):
         mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
         stage_inputs(audit_dir, staged.bundle,
                      prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
+        secret = load_secret(self.stack.config.data_dir, SEED_SECRET)
         run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
-                               staged.bars, clean, main_seconds=self._main_seconds,
-                               budget_factor=self.stack.config.audit_budget)
+                               staged.bars, clean,
+                               seed=audit_seed(secret, self.job.bundle_sha256, self.spec),
+                               main_seconds=self._main_seconds,
+                               budget_calls=self.stack.config.audit_budget)
         log_path = self.out_dir / "log.txt"
         # The re-runs' output follows the main run's, within the same log cap.
         room = self.spec.limits.log_kb * 1024 - log_path.stat().st_size
