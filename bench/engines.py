@@ -1,4 +1,10 @@
-"""SMA(10/50) crossover on one-minute bars: Pitwall's engine against its peers, same run.
+"""SMA(10/50) crossover on one-minute bars: Pitwall's SMA sweep kernel against its peers.
+
+SPECIAL CASE, NOT THE PATH JOBS USE. The ``pitwall`` row times ``sma_crossover_sweep``, a
+hand-written closed form of this one strategy with its own Numba kernel (a notebook
+research tool). No job, CLI or API run goes through it: those run the strategy's weights
+through ``validate_weights`` → ``run_vectorized`` → ``compute_metrics``, timed against
+vectorbt and a Numba loop by ``bench/official_path.py``.
 
 Same strategy, same data (``generate_bars``: 98,280 bars per symbol, a year of minutes),
 same conventions (long when SMA(10) > SMA(50) of the close, decided at the close, filled
@@ -132,7 +138,10 @@ def vectorbt_run(opens: np.ndarray, closes: np.ndarray, pairs: list[tuple[int, i
 
 
 def pitwall_run(bars: pl.DataFrame, pairs: list[tuple[int, int]]) -> np.ndarray:
-    """Pitwall's sweep engine (independent one-symbol books), unit capital."""
+    """Pitwall's SMA sweep kernel (independent one-symbol books), unit capital.
+
+    The special case: ``sma_crossover_sweep``, not the path jobs run.
+    """
     return sma_crossover_sweep(bars, pairs, capital=1.0)[1]
 
 
@@ -147,11 +156,11 @@ def portfolio_weights(bars: pl.DataFrame) -> pl.DataFrame:
 def compare(label: str, times: dict[str, float], curves: dict[str, np.ndarray]) -> None:
     """Print each engine's time, its ratio to Pitwall and its worst deviation from NumPy."""
     ref = curves["numpy"]
-    print(f"\n{label}")
+    print(f"\n{label}  (pitwall = the SMA sweep kernel, a special case not used by jobs)")
     for name, seconds in times.items():
         dev = float(np.max(np.abs(curves[name] / ref - 1.0)))
         print(f"  {name:8s} {seconds * 1e3:9.2f} ms   x{seconds / times['pitwall']:7.2f} of "
-              f"pitwall   max rel dev from numpy {dev:.1e}")
+              f"pitwall SMA kernel   max rel dev from numpy {dev:.1e}")
 
 
 def _peak_rss_since_reset() -> int:

@@ -114,7 +114,7 @@ export interface Metrics {
   calmar?: number;
   max_drawdown_days?: number;
   win_rate?: number;
-  profit_factor?: number;
+  profit_factor?: number | null;
   n_trades?: number;
   beta?: number | null;
   alpha?: number | null;

@@ -322,7 +322,8 @@ class Metrics(_Model):
     calmar: float = 0.0
     max_drawdown_days: int = 0
     win_rate: float = 0.0
-    profit_factor: float = 0.0
+    # None: gains and no losing day, a ratio of +inf (JSON has no infinity).
+    profit_factor: float | None = 0.0
     n_trades: int = 0
     # Against the spec's benchmark; None when the run has none (not a measured 0).
     beta: float | None = None

@@ -102,7 +102,11 @@ def test_compute_metrics_daily_conventions_by_hand() -> None:
     assert metrics.turnover == pytest.approx((1.0 + 0.75) / 2 * 252)  # per-day sums, mean, ×252
     assert metrics.exposure == pytest.approx((0 + 1 + 2 + 1) / 4)  # mean gross over bars
     assert metrics.sharpe == 0.0  # two equal daily returns: zero dispersion
-    assert metrics.max_drawdown == 0.0  # daily marks never fell (the intraday 99 is not a day end)
+    # The drawdown is of the equity at every close (the curve a report plots): the 99
+    # after 110 is a fall of 10%, though no day *ended* below the previous one.
+    assert metrics.max_drawdown == pytest.approx(99 / 110 - 1, rel=1e-12)
+    assert metrics.calmar == pytest.approx(metrics.cagr / 0.1, rel=1e-12)
+    assert metrics.max_drawdown_days == 0  # counted in days: none closed under a peak
     json.dumps(metrics.model_dump(), allow_nan=False)
 
 

@@ -1,4 +1,8 @@
-"""Fills and the equity recursion on the ``(N, T)`` grid, vectorized over bars.
+"""Fills and the equity recursion on the ``(N, T)`` grid.
+
+Two implementations of the same equations: one compiled pass over the bars
+(:func:`simulate_compiled`, Numba, what :func:`simulate` runs), and blocked NumPy passes
+vectorized over bars (:func:`simulate_numpy`, without Numba; a test checks they agree).
 
 Notation (``docs/engine-conventions.md`` derives it): bar ``t`` trades at its open to the
 target ``a(t) = w(t−1)`` and then holds ``h(t)`` (``= a(t)`` where the symbol has a bar)
@@ -11,18 +15,27 @@ are per-symbol gross returns; ``d(t)`` are the weights drifted into the open of 
     E(t)    = P(t) · (1 + Σh(t)·(M(t) − 1))              (marked at the close)
 
 Bar 0 holds nothing (no decision precedes it), so arrays below cover bars ``1..T−1``:
-column ``j`` is bar ``j+1``. Large temporaries are reused in place because the engine is
-bound by memory bandwidth, and fused reductions (``einsum``) avoid materialising products.
+column ``j`` is bar ``j+1``. In the NumPy passes large temporaries are reused in place
+(memory bandwidth bounds them) and fused reductions (``einsum``) avoid materialising
+products.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pitwall.engine.grid import BarGrid, BoolGrid, FloatGrid, last_present
+from pitwall.errors import DataError
+
+_numba: Any
+try:  # the compiled loop; without Numba the NumPy passes below give the same path
+    import numba as _numba
+except ImportError:  # pragma: no cover - numba is a runtime dependency
+    _numba = None
 
 FloatArray = npt.NDArray[np.float64]
 # A cost rate per traded notional: one number, or one per grid cell (per-share, spread).
@@ -69,6 +82,15 @@ def simulate(
         one, zero = np.ones(1), np.zeros(1)
         return Path(pre=one, post=one, close=one, turnover=zero, gross=zero, net=zero,
                     n_trades=0)
+    if _numba is not None:
+        return simulate_compiled(grid, target, rate=rate, borrow=borrow)
+    return simulate_numpy(grid, target, rate=rate, borrow=borrow)
+
+
+def simulate_numpy(
+    grid: BarGrid, target: FloatGrid, *, rate: Rate, borrow: FloatArray | None = None
+) -> Path:
+    """:func:`simulate` as blocked NumPy passes (the path without Numba; a test compares)."""
     executed = target[:, :-1]  # decided at the close of t−1, traded at the open of t
     opens, closes = grid.open[:, 1:], grid.close[:, 1:]
     rate = rate if isinstance(rate, float) else rate[:, 1:]
@@ -323,3 +345,165 @@ def _apply_ruin(path: Path) -> Path:
     return Path(pre=pre, post=post, close=close, turnover=turnover, gross=gross, net=net,
                 n_trades=path.n_trades, fee=fee, held=path.held, book_gap=path.book_gap,
                 trades=path.trades)
+
+
+def _recursion_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop, see below
+    grid: Any, rate: float, borrow: Any, out: Any, held: Any, book_gap: Any,
+) -> tuple[int, bool, bool]:
+    """The recursion of the module docstring in one pass over the bars (compiled by Numba).
+
+    ``grid`` is (opens, closes, present, target, rates): ``(N, T)`` each, ``present`` and
+    ``rates`` ``(0, 0)`` when every cell has a bar or the rate is the number ``rate``;
+    ``borrow`` is empty without borrow. ``out`` rows are pre, post, close, turnover,
+    gross, net, fee (length ``T``); ``held`` is written only when ``present`` is a grid.
+    Returns the number of trades, whether every price of a bar is positive and finite, and
+    whether the equity reached 0 (or stopped being finite) at some mark (ruin).
+
+    One function on purpose: split into compiled helpers, the arrays passed per bar cost
+    reference counting that made the loop several times slower.
+    """
+    opens, closes, present, target, rates = grid
+    n, t_len = opens.shape
+    dense, per_cell, has_borrow = present.shape[0] == 0, rates.shape[0] > 0, borrow.shape[0] > 0
+    h, drift, reach, gain = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n)
+    ok = True
+    for i in range(n):
+        o, c = opens[i, 0], closes[i, 0]
+        if (dense or present[i, 0]) and not (0.0 < o < np.inf and 0.0 < c < np.inf):
+            ok = False
+    out[:3, 0] = 1.0
+    out[3:, 0] = 0.0
+    post, n_trades, ruined = 1.0, 0, False
+    for t in range(1, t_len):
+        pre = post
+        if t > 1:
+            # Drift the held weights from the last open to this one; the book's return.
+            gap, short = 0.0, 0.0
+            for i in range(n):
+                o1, o0 = opens[i, t], opens[i, t - 1]
+                # A NaN price (before a symbol's first bar) counts as 1: nothing is held.
+                gain[i] = (1.0 if np.isnan(o1) else o1) / (1.0 if np.isnan(o0) else o0)
+                gap += h[i] * gain[i] - h[i]
+                if h[i] < 0.0:
+                    short -= h[i]
+            if has_borrow:
+                gap -= borrow[t - 1] * short
+            book_gap[t - 2] = gap
+            pre = post * (1.0 + gap)
+            for i in range(n):
+                drift[i] = h[i] * gain[i] / (1.0 + gap)
+                # Where the bar is missing no trade: its aim and reach are 0.
+                reach[i] = drift[i] if dense or present[i, t] else 0.0
+        # Solve k = 1 − Σ rate·|a·k − d| by Newton from 1 (see keep_fraction).
+        keep = 1.0
+        if per_cell or rate != 0.0:
+            for _ in range(_MAX_NEWTON_STEPS + 1):
+                excess, slope = keep - 1.0, 1.0
+                for i in range(n):
+                    a = target[i, t - 1] if dense or present[i, t] else 0.0
+                    x = a * keep - reach[i]
+                    r_i = rates[i, t] if per_cell else rate
+                    excess += r_i * abs(x)
+                    slope += r_i * a * np.sign(x)
+                if not excess > _TOLERANCE:
+                    break
+                step = min(excess / slope if slope > 0.0 else keep, keep)
+                if not step > 0.0:
+                    break
+                keep -= step
+        turnover, fee, marked, marked_abs, hsum = 0.0, 0.0, 0.0, 0.0, 0.0
+        for i in range(n):
+            o, c = opens[i, t], closes[i, t]
+            if dense or present[i, t]:
+                if not (0.0 < o < np.inf and 0.0 < c < np.inf):
+                    ok = False
+                size = abs(target[i, t - 1] * keep - reach[i])
+                turnover += size
+                if per_cell:
+                    fee += rates[i, t] * size
+                if size > TRADE_EPSILON:
+                    n_trades += 1
+                h[i] = target[i, t - 1]
+            else:
+                # No bar: no trade; the position keeps its value (its weight drifts).
+                h[i] = drift[i] / keep if keep > 0.0 else 0.0
+                o = 1.0 if np.isnan(o) else o
+                c = 1.0 if np.isnan(c) else c
+            if not dense:
+                held[i, t - 1] = h[i]
+            marked += h[i] * (c / o)
+            marked_abs += abs(h[i]) * (c / o)
+            hsum += h[i]
+        post = post * ((1.0 + book_gap[t - 2]) * keep if t > 1 else keep)
+        book_bar = marked - hsum
+        out[0, t], out[1, t], out[2, t] = pre, post, post * (1.0 + book_bar)
+        out[3, t] = turnover
+        out[4, t] = marked_abs / (1.0 + book_bar)
+        out[5, t] = marked / (1.0 + book_bar)
+        out[6, t] = fee if per_cell else rate * turnover
+        if not (pre > 0.0 and post > 0.0 and 0.0 < out[2, t] < np.inf):
+            ruined = True
+    return n_trades, ok, ruined
+
+
+_kernel: list[Any] = []
+
+
+def _recursion() -> Any:
+    """The compiled :func:`_recursion_loop`, built (or loaded from Numba's cache) on first use.
+
+    One signature, inputs read-only, so writable and read-only arrays (Polars hands out
+    read-only views) share one compilation.
+    """
+    if not _kernel:
+        types: Any = _numba.types
+        ro2, ro1 = (types.Array(types.float64, d, "C", readonly=True) for d in (2, 1))
+        mask = types.Array(types.bool_, 2, "C", readonly=True)
+        rw2, rw1 = types.float64[:, ::1], types.float64[::1]
+        grid = types.Tuple((ro2, ro2, mask, ro2, ro2))
+        signature = types.Tuple((types.int64, types.boolean, types.boolean))(
+            grid, types.float64, ro1, rw2, rw2, rw1)
+        _kernel.append(_numba.njit(signature, cache=True, nogil=True,
+                                   error_model="numpy")(_recursion_loop))
+    return _kernel[0]
+
+
+_NONE_GRID = np.zeros((0, 0))
+_NONE_MASK = np.zeros((0, 0), dtype=np.bool_)
+
+
+def simulate_compiled(
+    grid: BarGrid, target: FloatGrid, *, rate: Rate, borrow: FloatArray | None = None
+) -> Path:
+    """:func:`simulate` as one compiled pass over the bars; also checks the bars' prices.
+
+    Raises :class:`~pitwall.errors.DataError` when a bar's price is not positive and finite.
+    """
+    kernel = _recursion() if _numba is not None else _recursion_loop
+    n, t_len = grid.shape
+    dense = grid.cells is None
+    out = np.empty((7, t_len))
+    held = _NONE_GRID if dense else np.zeros((n, t_len - 1))
+    book_gap = np.zeros(t_len - 1)
+    rates = _NONE_GRID if isinstance(rate, float) else np.ascontiguousarray(rate)
+    c = np.ascontiguousarray
+    n_trades, ok, ruined = kernel(
+        (c(grid.open), c(grid.close), _NONE_MASK if dense else c(grid.present),
+         c(target, dtype=np.float64), rates),
+        float(rate) if isinstance(rate, float) else 0.0,
+        np.zeros(0) if borrow is None else c(borrow), out, held, book_gap,
+    )
+    if not ok:
+        raise DataError("bars hold a non-positive or non-finite price; fix the dataset")
+    pre, post, close, turnover, gross, net, fee = out
+    path = Path(
+        pre=pre, post=post, close=close, turnover=turnover, gross=gross, net=net,
+        n_trades=int(n_trades), fee=fee, held=target[:, :-1] if dense else held,
+        book_gap=book_gap,
+    )
+    return _apply_ruin(path) if ruined else path
+
+
+def compiled_path() -> bool:
+    """Whether :func:`simulate` runs the compiled pass (which checks the prices itself)."""
+    return _numba is not None

@@ -9,6 +9,7 @@ before a symbol's first bar its prices are NaN and it is never held.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,83 @@ def is_grouped_sorted(values: list[str], ts: IntArray, lengths: IntArray) -> boo
     return bool(ok.all())
 
 
+@dataclass(eq=False)
+class BarsLayout:
+    """What the validation and the engine both need to know of one bars frame.
+
+    ``ts`` (µs), the symbols' runs (``values``, ``lengths``), whether the rows are sorted
+    by ``(symbol, ts)`` without a repeated key, and the grid once built.
+    """
+
+    ts: IntArray
+    values: list[str]
+    lengths: IntArray
+    sorted: bool
+    grid: BarGrid | None = None
+
+
+# The layout of the last bars frame seen: a run validates its weights against the bars
+# and then executes them on the same bars, and the runs of a sweep share one frame.
+_LAST_LAYOUT: list[tuple[weakref.ref[pl.DataFrame], tuple[object, ...], BarsLayout]] = []
+
+
+def micros(ts: pl.Series) -> IntArray:
+    """A ``Datetime("us")`` column as µs since the epoch, without a copy where possible."""
+    dtype = ts.dtype
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit == "us" and ts.null_count() == 0:
+        # to_numpy gives datetime64[us] (a view of one chunk); to_physical would run a query.
+        return ts.to_numpy().view(np.int64)
+    return ts.to_physical().to_numpy().astype(np.int64, copy=False)
+
+
+def _address(values: npt.NDArray[np.generic]) -> int:
+    return int(values.__array_interface__["data"][0])
+
+
+_MAX_CHUNKS = 64
+
+
+def _fingerprint(frame: pl.DataFrame, columns: tuple[str, ...]) -> tuple[object, ...]:
+    """Changes if the frame's shape, schema, keys or the buffers of ``columns`` change.
+
+    Polars frames are immutable but for a few in-place methods; a replaced or edited
+    column gets new buffers (their addresses are read here without a copy, chunk by
+    chunk), and the symbol column's ends and the height cover an edit of the keys. A
+    column with nulls or in very many chunks gets a key equal to nothing (no reuse).
+    """
+    if frame.height == 0 or max(frame.n_chunks("all")) > _MAX_CHUNKS:
+        return (object(),)
+    buffers = []
+    for name in columns:
+        column = frame.get_column(name)
+        if column.null_count():
+            return (object(),)
+        chunks = column.get_chunks() if column.n_chunks() > 1 else [column]
+        buffers += [_address(chunk.to_numpy()) for chunk in chunks]
+    symbols = frame.get_column("symbol")
+    return (frame.height, tuple(frame.schema.items()), *buffers, symbols[0], symbols[-1])
+
+
+def bars_layout(bars: pl.DataFrame) -> BarsLayout:
+    """The :class:`BarsLayout` of ``bars``, reused while the same frame is passed again."""
+    key = _fingerprint(bars, tuple(c for c in ("ts", "open", "close") if c in bars.columns))
+    for ref, known, layout in list(_LAST_LAYOUT):  # a copy: another thread may replace it
+        if ref() is bars and known == key:
+            return layout
+    ts = micros(bars.get_column("ts"))
+    values, lengths = symbol_blocks(bars.get_column("symbol"))
+    layout = BarsLayout(ts=ts, values=values, lengths=lengths,
+                        sorted=is_grouped_sorted(values, ts, lengths))
+    _LAST_LAYOUT[:] = [(weakref.ref(bars, _forget_layout), key, layout)]
+    return layout
+
+
+def _forget_layout(ref: weakref.ref[pl.DataFrame]) -> None:
+    """The bars frame is gone: drop its layout, whose grid holds views of its prices."""
+    if _LAST_LAYOUT and _LAST_LAYOUT[0][0] is ref:
+        _LAST_LAYOUT.clear()
+
+
 def build_grid(bars: pl.DataFrame) -> BarGrid:
     """Lay ``bars`` (sorted by ``symbol, ts``) out on the grid; see the module docstring."""
     for name, dtype in BAR_COLUMNS.items():
@@ -77,10 +155,16 @@ def build_grid(bars: pl.DataFrame) -> BarGrid:
             raise DataError(f"bars need a column {name!r} of type {dtype}; check the dataset")
     if bars.height == 0:
         raise DataError("there are no bars to trade on; widen the date range or universe")
-    ts = bars.get_column("ts").to_physical().to_numpy().astype(np.int64, copy=False)
-    values, lengths = symbol_blocks(bars.get_column("symbol"))
-    if not is_grouped_sorted(values, ts, lengths):
+    layout = bars_layout(bars)
+    if not layout.sorted:
         raise DataError("bars must be sorted by (symbol, ts) with one bar per (symbol, ts)")
+    if layout.grid is None:
+        layout.grid = _grid(bars, layout)
+    return layout.grid
+
+
+def _grid(bars: pl.DataFrame, layout: BarsLayout) -> BarGrid:
+    ts, values, lengths = layout.ts, layout.values, layout.lengths
     opens = bars.get_column("open").to_numpy()
     closes = bars.get_column("close").to_numpy()
     n, t = len(values), int(lengths[0])
@@ -142,6 +226,23 @@ def ffill(values: FloatGrid, present: BoolGrid, *, fill: float) -> FloatGrid:
     return out
 
 
+_ALIGNED: list[tuple[weakref.ref[pl.DataFrame], weakref.ref[pl.DataFrame], tuple[object, ...]]] = []
+
+
+def mark_aligned(weights: pl.DataFrame, bars: pl.DataFrame) -> None:
+    """Record that validated ``weights`` hold one row per bar of ``bars``, in their order."""
+    if weights.height:
+        key = _fingerprint(weights, ("ts", "weight"))
+        _ALIGNED[:] = [(weakref.ref(weights), weakref.ref(bars), key)]
+
+
+def _is_aligned(weights: pl.DataFrame, bars: pl.DataFrame) -> bool:
+    for w_ref, b_ref, key in list(_ALIGNED):  # a copy: another thread may replace it
+        if w_ref() is weights and b_ref() is bars:
+            return _fingerprint(weights, ("ts", "weight")) == key
+    return False
+
+
 def target_grid(grid: BarGrid, bars: pl.DataFrame, weights: pl.DataFrame) -> FloatGrid:
     """Targets on the grid: each weight forward-filled until the next one, 0 before the first.
 
@@ -152,18 +253,22 @@ def target_grid(grid: BarGrid, bars: pl.DataFrame, weights: pl.DataFrame) -> Flo
     n, t = grid.shape
     if weights.height == 0:
         return np.zeros((n, t))
+    if grid.cells is None and _is_aligned(weights, bars):
+        # validate_weights found one weight per bar, in the bars' order, on a dense grid.
+        w = weights.get_column("weight").to_numpy()
+        return np.ascontiguousarray(w.reshape(n, t), dtype=np.float64)
     if weights.height > n * t:
         raise StrategyOutputError("more weights than bars; run validate_weights first")
     values, lengths = symbol_blocks(weights.get_column("symbol"))
-    w_ts = weights.get_column("ts").to_physical().to_numpy().astype(np.int64, copy=False)
+    w_ts = micros(weights.get_column("ts"))
     if not is_grouped_sorted(values, w_ts, lengths):
         weights = weights.sort("symbol", "ts")
         values, lengths = symbol_blocks(weights.get_column("symbol"))
-        w_ts = weights.get_column("ts").to_physical().to_numpy().astype(np.int64, copy=False)
+        w_ts = micros(weights.get_column("ts"))
     w = weights.get_column("weight").to_numpy()
     dense = grid.cells is None and values == list(grid.symbols) and bool((lengths == t).all())
     if dense and weights.height == bars.height:
-        bar_ts = bars.get_column("ts").to_physical().to_numpy()
+        bar_ts = micros(bars.get_column("ts"))
         if np.array_equal(w_ts, bar_ts):
             # Dense weights on dense bars: one weight per cell, nothing to fill.
             return np.ascontiguousarray(w.reshape(n, t), dtype=np.float64)

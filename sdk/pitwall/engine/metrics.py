@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pitwall.engine.grid import micros
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import DataError
 from pitwall.models import BacktestSpec, Metrics
@@ -141,13 +142,14 @@ def win_rate(returns: Returns) -> float:
 def profit_factor(returns: Returns) -> float:
     """Σ positive daily returns / |Σ negative daily returns|.
 
-    0.0 with no positive day; with gains and no losing day, the largest float.
+    0.0 with no positive day; ``+inf`` with gains and no losing day (``Metrics`` stores
+    that as ``None``, JSON ``null``: JSON has no infinity).
     """
     gains = float(returns[returns > 0.0].sum())
     losses = -float(returns[returns < 0.0].sum())
     if gains == 0.0:
         return 0.0
-    return _finite(gains / losses) if losses > 0.0 else sys.float_info.max
+    return _finite(gains / losses) if losses > 0.0 else math.inf
 
 
 def beta(returns: Returns, benchmark: Returns) -> float:
@@ -214,17 +216,39 @@ def daily_returns(result: EngineResult) -> Returns:
 
     After a wipe-out (equity 0) the remaining days return 0.
     """
-    daily = (
-        result.equity.group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True)
-        .agg(pl.col("equity").last())
-        .sort("day")
-        .get_column("equity")
-        .to_numpy()
-    )
+    return _daily_returns(result, _day_ends(result))
+
+
+def _daily_returns(result: EngineResult, ends: npt.NDArray[np.intp]) -> Returns:
+    daily = result.equity.get_column("equity").to_numpy()[ends]
     previous = np.concatenate(([result.capital], daily[:-1]))
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = np.where(previous > 0, daily / previous - 1.0, 0.0)
     return np.asarray(returns, dtype=np.float64)
+
+
+_US_PER_DAY = 86_400_000_000
+
+
+def _day_ends(result: EngineResult) -> npt.NDArray[np.intp]:
+    """Row of the last bar of each UTC date (the engine's timestamps are sorted, unique)."""
+    ts = micros(result.equity.get_column("ts"))
+    day = ts // _US_PER_DAY  # floor division: the UTC date, also before 1970
+    return np.flatnonzero(np.concatenate((day[1:] != day[:-1], [True])))
+
+
+def bar_drawdown(result: EngineResult) -> float:
+    """:func:`max_drawdown` of the equity marked at every close, the curve a report plots.
+
+    The starting capital counts as a peak. Returns a negative fraction, 0.0 if it never fell.
+    """
+    equity = result.equity.get_column("equity").to_numpy()
+    if len(equity) == 0:
+        return 0.0
+    peak = np.maximum(np.maximum.accumulate(equity), result.capital)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = np.where(peak > 0, equity / peak - 1.0, -1.0)
+    return _finite(min(float(drawdown.min()), 0.0))
 
 
 def compute_metrics(
@@ -242,31 +266,30 @@ def compute_metrics(
     benchmark's daily returns on the same days (:func:`benchmark_returns`); without it
     beta and alpha are None (the report and the CLI leave them out).
     """
-    returns = daily_returns(result)
+    ends = _day_ends(result)
+    returns = _daily_returns(result, ends)
     if benchmark is not None and len(benchmark) != len(returns):
         raise ValueError(f"benchmark has {len(benchmark)} daily returns, the run {len(returns)}")
     frame = result.equity
-    daily_turnover = (
-        frame.group_by(pl.col("ts").dt.date(), maintain_order=True)
-        .agg(pl.col("turnover").sum())
-        .get_column("turnover")
-    )
+    turnover = frame.get_column("turnover").to_numpy()
+    daily_turnover = np.add.reduceat(turnover, np.concatenate(([0], ends[:-1] + 1)))
+    drawdown = bar_drawdown(result)
     return Metrics(
         total_return=total_return(returns),
         cagr=cagr(returns, periods_per_year=periods_per_year),
         annual_volatility=annual_volatility(returns, periods_per_year=periods_per_year),
         sharpe=sharpe(returns, risk_free=risk_free, periods_per_year=periods_per_year),
         sortino=sortino(returns, required_return=risk_free, periods_per_year=periods_per_year),
-        max_drawdown=max_drawdown(returns),
+        max_drawdown=drawdown,
         turnover=_finite(_mean(daily_turnover) * periods_per_year),
-        exposure=_finite(_mean(frame.get_column("gross_exposure"))),
+        exposure=_finite(_mean(frame.get_column("gross_exposure").to_numpy())),
         n_days=len(returns),
         n_bars=frame.height,
         final_equity=_finite(result.final_equity),
-        calmar=calmar(returns, periods_per_year=periods_per_year),
+        calmar=_calmar(returns, drawdown, periods_per_year=periods_per_year),
         max_drawdown_days=max_drawdown_days(returns),
         win_rate=win_rate(returns),
-        profit_factor=profit_factor(returns),
+        profit_factor=_json_ratio(profit_factor(returns)),
         n_trades=result.n_trades,
         beta=None if benchmark is None else beta(returns, benchmark),
         alpha=None if benchmark is None else alpha(
@@ -283,8 +306,20 @@ def metrics_for_spec(result: EngineResult, bars: pl.DataFrame, spec: BacktestSpe
     return compute_metrics(result, risk_free=spec.risk_free / TRADING_DAYS, benchmark=bench)
 
 
-def _mean(values: pl.Series) -> float:
-    return float(values.to_numpy().mean()) if len(values) else 0.0
+def _mean(values: Returns) -> float:
+    return float(values.mean()) if len(values) else 0.0
+
+
+def _calmar(returns: Returns, drawdown: float, *, periods_per_year: int) -> float:
+    """:func:`calmar` with the run's drawdown (the one ``Metrics.max_drawdown`` reports)."""
+    if drawdown >= 0.0:
+        return 0.0
+    return _finite(cagr(returns, periods_per_year=periods_per_year) / abs(drawdown))
+
+
+def _json_ratio(value: float) -> float | None:
+    """A ratio for ``Metrics``: +inf (no denominator) becomes None, JSON ``null``."""
+    return None if math.isinf(value) else value
 
 
 def _constant(values: Returns) -> bool:

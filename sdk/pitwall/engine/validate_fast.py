@@ -15,7 +15,13 @@ import numpy.typing as npt
 import polars as pl
 
 from pitwall.engine import weight_rules as rules
-from pitwall.engine.grid import is_grouped_sorted, symbol_blocks
+from pitwall.engine.grid import (
+    bars_layout,
+    is_grouped_sorted,
+    mark_aligned,
+    micros,
+    symbol_blocks,
+)
 from pitwall.errors import StrategyOutputError
 
 BoolArray = npt.NDArray[np.bool_]
@@ -28,19 +34,27 @@ def check_sorted_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str
     """
     if frame.null_count().row(0) != (0, 0, 0) or bars.height == 0:
         return False
-    w_ts = _micros(frame.get_column("ts"))
-    values, lengths = symbol_blocks(frame.get_column("symbol"))
-    b_ts = _micros(bars.get_column("ts"))
-    b_values, b_lengths = symbol_blocks(bars.get_column("symbol"))
-    aligned = (values == b_values and np.array_equal(lengths, b_lengths)
-               and np.array_equal(w_ts, b_ts))
-    # Aligned keys are sorted if the bars are: one check serves both.
-    if not is_grouped_sorted(values, w_ts, lengths):
+    if bars.schema.get("ts") != pl.Datetime("us", "UTC") or bars.schema.get(
+            "symbol") != pl.String:
         return False
-    if not aligned and not is_grouped_sorted(b_values, b_ts, b_lengths):
+    w_ts = _micros(frame.get_column("ts"))
+    layout = bars_layout(bars)
+    b_values, b_lengths, b_ts = layout.values, layout.lengths, layout.ts
+    # One row per bar in the bars' order: the same timestamps and the same symbols.
+    aligned = (frame.height == bars.height and np.array_equal(w_ts, b_ts)
+               and frame.get_column("symbol").equals(bars.get_column("symbol")))
+    if aligned:
+        values, lengths = b_values, b_lengths
+    else:
+        values, lengths = symbol_blocks(frame.get_column("symbol"))
+        if not is_grouped_sorted(values, w_ts, lengths):
+            return False
+    # Aligned keys are sorted if the bars are: one check serves both.
+    if not layout.sorted:
         return False
     weight = frame.get_column("weight").to_numpy()
     if aligned and set(values) <= universe and _all_small(weight, rules.MAX_ABS_WEIGHT):
+        mark_aligned(frame, bars)
         return True
     bad_symbol, not_bar = _key_checks(values, lengths, w_ts, (b_values, b_lengths, b_ts),
                                       universe)
@@ -66,7 +80,7 @@ def _all_small(weight: npt.NDArray[np.float64], bound: float) -> bool:
 
 
 def _micros(ts: pl.Series) -> npt.NDArray[np.int64]:
-    return ts.to_physical().to_numpy().astype(np.int64, copy=False)
+    return micros(ts)
 
 
 def _key_checks(

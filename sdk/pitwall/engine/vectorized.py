@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from pitwall.engine.charges import borrow_fraction, cost_rate, limit_leverage
-from pitwall.engine.fills import simulate
+from pitwall.engine.fills import compiled_path, simulate
 from pitwall.engine.grid import BarGrid, build_grid, target_grid
 from pitwall.engine.ledger import Ledger, positions, trades
 from pitwall.engine.threshold import simulate_threshold
@@ -99,11 +99,13 @@ def run_vectorized(
         raise ValueError(f"capital must be a positive number, got {capital}")
     execution = execution or Execution()
     grid = build_grid(bars)
-    _check_prices(grid)
+    threshold = execution.rebalance_threshold > 0 and grid.shape[1] > 1
+    if threshold or grid.shape[1] == 1 or not compiled_path():
+        _check_prices(grid)  # otherwise the compiled pass checks them on its way
     limited = limit_leverage(grid, target_grid(grid, bars, weights), execution)
     rate = cost_rate(grid, bars, costs)
     borrow = borrow_fraction(grid, costs)
-    if execution.rebalance_threshold > 0 and grid.shape[1] > 1:
+    if threshold:
         path = simulate_threshold(grid, limited.target, rate=rate, borrow=borrow,
                                   threshold=execution.rebalance_threshold)
     else:

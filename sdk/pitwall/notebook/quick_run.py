@@ -80,7 +80,7 @@ def backtest(
         seed_everything(seed)
         return strategy(frame, **params)
 
-    universe = bars.get_column("symbol").unique().to_list()
+    universe = _symbols(bars)
     weights = validate_weights(call(bars), bars, universe)
     result = run_vectorized(bars, weights, capital=capital, costs=costs or Costs())
     metrics = compute_metrics(result)
@@ -88,6 +88,21 @@ def backtest(
     if verdict is not None:
         metrics = metrics.model_copy(update={"lookahead": verdict})
     return LocalResult(weights=weights, equity=result.equity, metrics=metrics, audit=verdict)
+
+
+def _symbols(bars: pl.DataFrame) -> list[str]:
+    """The bars' symbols: read off their layout when sorted (validation and the engine
+    reuse it), else a hash of the column."""
+    import polars as pl
+
+    from pitwall.engine.grid import BAR_COLUMNS, bars_layout
+
+    if bars.height and bars.schema.get("symbol") == pl.String and bars.schema.get(
+            "ts") == BAR_COLUMNS["ts"]:
+        layout = bars_layout(bars)
+        if layout.sorted:
+            return list(layout.values)
+    return bars.get_column("symbol").unique().to_list()
 
 
 def _audit(call: Callable[[pl.DataFrame], Any], bars: pl.DataFrame, weights: pl.DataFrame,
