@@ -6,7 +6,10 @@
   (step 1–2), the sandbox's read-only input dir;
 - :meth:`~Attempt.execute`: the engine's own step — run the sandbox (step 3–4);
 - :meth:`~Attempt.on_complete`: the log, how the sandbox ended, the engine's trusted
-  accounting (step 5), the manifest and the report (step 6);
+  accounting (step 5), the manifest and what a client shows at once (step 6); the HTML
+  report and the Parquet ledgers come back as :attr:`AttemptResult.later`, which the
+  worker runs once the status and metrics are committed (the critical path is only what
+  a client needs to show the result);
 - :meth:`~Attempt.on_failure`: every way a run ends in an error, as a status and a sentence;
   an :class:`~pitwall.errors.InfrastructureError` becomes an :class:`Outage`, which the
   worker retries instead of blaming the strategy.
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import json
+import os
 import shutil
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +37,7 @@ import polars as pl
 
 from pitwall import __version__ as sdk_version
 from pitwall.bundle import Bundle, load_bundle
-from pitwall.engine.report import write_report
+from pitwall.engine.report import metrics_json, write_parquet, write_report
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import InfrastructureError, PitwallError, StrategyOutputError
 from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
@@ -59,6 +65,11 @@ class AttemptResult:
 
     ``outage`` is set when an infrastructure failure ended it: the worker then runs the
     job again (up to ``max_attempts``) rather than recording ``status``.
+
+    ``later`` writes the files no client needs to show the result (the HTML report, the
+    trades and positions): the worker calls it once ``status``, ``metrics`` and ``files``
+    are committed, and records what it returns. ``timings`` are the attempt's stage
+    durations in seconds, which the worker completes and records with those files.
     """
 
     status: JobStatus
@@ -66,6 +77,8 @@ class AttemptResult:
     metrics: Metrics | None = None
     files: tuple[Path, ...] = ()
     outage: Outage | None = None
+    later: Callable[[], tuple[Path, ...]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,9 @@ class Attempt(ABC):
     """One attempt of one job; subclasses are the engines (``spec.engine``)."""
 
     engine: ClassVar[EngineKind]
+    #: Write the HTML report and the ledgers after the commit (``AttemptResult.later``);
+    #: False writes them before it, as one step (bench/latency.py compares the two).
+    report_after_commit: ClassVar[bool] = True
 
     def __init__(self, stack: Stack, job: JobView, attempt: int,
                  on_progress: Progress | None = None) -> None:
@@ -102,9 +118,28 @@ class Attempt(ABC):
         self.progress: Progress = on_progress or (lambda *_a: None)
         self.workdir = stack.config.jobs_dir / job.id / f"attempt-{attempt}"
         self.out_dir = stack.artifacts.attempt_dir(job.id, attempt)
+        #: Seconds spent in each stage of this attempt (:meth:`timed`), in order.
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time the block takes to ``timings[stage]`` (even when it raises)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - started
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + took, 6)
 
     def process(self) -> AttemptResult:
         """Run the attempt end to end; never raises for a strategy's or the platform's fault."""
+        try:
+            result = self._process()
+        except PitwallError as exc:
+            result = self.on_failure(exc)
+        return dataclasses.replace(result, timings=self.timings)
+
+    def _process(self) -> AttemptResult:
         try:
             refused = self.unsupported()  # may build the backend: a SandboxError is an outage
             if refused is not None:
@@ -113,14 +148,14 @@ class Attempt(ABC):
             self.workdir.mkdir(parents=True)
             owner.mark(self.workdir)  # if this process dies, reap_orphans removes it
             staged = self.before_start()
-            outcome = self.execute(staged)
+            with self.timed("sandbox"):
+                outcome = self.execute(staged)
             return self.on_complete(staged, outcome)
-        except PitwallError as exc:
-            return self.on_failure(exc)
         finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            with contextlib.suppress(OSError):  # the job's dir, once its last attempt is gone
-                self.workdir.parent.rmdir()
+            with self.timed("cleanup"):
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the job's dir, once its last attempt is gone
+                    self.workdir.parent.rmdir()
 
     # -- the engine's part ---------------------------------------------------------------
 
@@ -144,13 +179,17 @@ class Attempt(ABC):
 
     def before_start(self) -> Staged:
         """Steps 1–2: the bundle, the job's bars, and the sandbox's read-only inputs."""
-        bundle = load_bundle(self.stack.store.bundle(self.job.bundle_sha256),
-                             max_bytes=self.stack.config.max_bundle_mb * 2**20)
-        bars, data = load_slice(self.stack, self.spec)
+        with self.timed("bundle"):
+            bundle = load_bundle(self.stack.store.bundle(self.job.bundle_sha256),
+                                 max_bytes=self.stack.config.max_bundle_mb * 2**20)
+        with self.timed("data"):
+            bars, data = load_slice(self.stack, self.spec)
         staged = Staged(bundle, bars, data)
-        runner_spec, file_bars = self.runner_inputs(staged)
-        stage_inputs(self.workdir, bundle, runner_spec, file_bars)
-        self.progress(0.1, f"loaded {bars.height} bars")
+        with self.timed("stage"):
+            runner_spec, file_bars = self.runner_inputs(staged)
+            stage_inputs(self.workdir, bundle, runner_spec, file_bars)
+        with self.timed("progress"):
+            self.progress(0.1, f"loaded {bars.height} bars")
         return staged
 
     def on_complete(self, staged: Staged, outcome: SandboxOutcome) -> AttemptResult:
@@ -166,23 +205,79 @@ class Attempt(ABC):
         return dataclasses.replace(ended, files=(log,))
 
     def report(self, staged: Staged, accounted: Accounted, log: Path) -> AttemptResult:
-        """Write the manifest and the report; the attempt's final result."""
-        manifest = build_manifest(self.job, self.attempt, staged, self.stack.backend,
-                                  accounted.manifest)
-        manifest_path = self.out_dir / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        paths = write_report(self.out_dir, result=accounted.result, metrics=accounted.metrics,
-                             manifest=manifest, bars=staged.bars, benchmark=self.spec.benchmark,
-                             asked=(self.spec.start, self.spec.end))
-        files = (*paths.files, manifest_path, log)
+        """Write the manifest, the metrics and the equity curve (what a client shows as
+        soon as the job ends); the HTML report and the ledgers are left to ``later``."""
+        with self.timed("artifacts"):
+            manifest = build_manifest(self.job, self.attempt, staged, self.stack.backend,
+                                      accounted.manifest)
+            manifest_path = self.out_dir / "manifest.json"
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            # The same bytes write_report writes (it writes them again, into its own dir).
+            metrics_path, equity_path = self.out_dir / "metrics.json", self.out_dir / EQUITY
+            metrics_path.write_text(metrics_json(accounted.metrics), encoding="utf-8")
+            write_parquet(accounted.result.equity, equity_path)
+        files: tuple[Path, ...] = (metrics_path, equity_path, manifest_path, log)
+
+        def later() -> tuple[Path, ...]:
+            with self.timed("report"):
+                return self.write_full_report(staged, accounted, manifest)
+
+        deferred: Callable[[], tuple[Path, ...]] | None = later
+        if not self.report_after_commit:
+            files, deferred = (*files, *later()), None
         if accounted.failure is not None:
             # Metrics belong to completed jobs only; the report stays with the attempt.
-            return AttemptResult(JobStatus.FAILED, accounted.failure, files=files)
-        return AttemptResult(JobStatus.COMPLETED, metrics=accounted.metrics, files=files)
+            return AttemptResult(JobStatus.FAILED, accounted.failure, files=files,
+                                 later=deferred)
+        return AttemptResult(JobStatus.COMPLETED, metrics=accounted.metrics, files=files,
+                             later=deferred)
+
+    def write_full_report(self, staged: Staged, accounted: Accounted,
+                          manifest: dict[str, Any]) -> tuple[Path, ...]:
+        """The report and the ledgers, written aside and then renamed into the attempt's
+        dir, so a client never reads a half-written file; the files added."""
+        aside = self.out_dir / ".report"
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            paths = write_report(aside, result=accounted.result, metrics=accounted.metrics,
+                                 manifest=manifest, bars=staged.bars,
+                                 benchmark=self.spec.benchmark,
+                                 asked=(self.spec.start, self.spec.end))
+            added = []
+            for path in paths.files:
+                if path.name in COMMITTED_FIRST:
+                    continue  # already recorded, same bytes
+                os.replace(path, self.out_dir / path.name)
+                added.append(self.out_dir / path.name)
+            return tuple(added)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
 
     def on_failure(self, exc: PitwallError) -> AttemptResult:
         """The attempt raised ``exc`` on purpose: see :func:`ended_by`."""
         return ended_by(exc)
+
+
+#: The equity curve's artifact: the panel and the notebook read it once a job has ended.
+EQUITY = "equity.parquet"
+#: What an attempt records with its status; the rest of the report comes after.
+COMMITTED_FIRST = frozenset({"metrics.json", EQUITY, "manifest.json", "log.txt"})
+
+
+def fallback_report(out_dir: Path, metrics: Metrics | None, problem: str) -> Path:
+    """A plain ``report.html`` for a job whose report could not be written: the reason,
+    and the metrics as recorded (escaped), so every ended run with metrics has a report."""
+    shown = metrics_json(metrics) if metrics is not None else "no metrics were recorded"
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Pitwall report"
+            "</title></head><body><h1>Report unavailable</h1><p>The full report could not "
+            f"be written: {html.escape(problem)}. The metrics below are the recorded ones; "
+            "rerun the job for the full report.</p>"
+            f"<pre>{html.escape(shown)}</pre></body></html>\n")
+    path = out_dir / "report.html"
+    tmp = out_dir / ".report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def ended_by(exc: PitwallError) -> AttemptResult:

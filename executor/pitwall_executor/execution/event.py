@@ -83,7 +83,8 @@ class EventAttempt(Attempt):
         spec = self.spec
         market = Market.from_bars(staged.bars, spec.universe)
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
-        session = backend.start(runner_request(self.job.id, self.workdir, spec.limits))
+        with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
+            session = backend.start(runner_request(self.job.id, self.workdir, spec.limits))
         ticks = EquityProgress(self.progress)
         # Lock-step is sequential: the feeder and a one-CPU sandbox share a core (affinity.py).
         pinned = (affinity.shared_cpu(session) if spec.limits.cpus <= 1
@@ -116,8 +117,10 @@ class EventAttempt(Attempt):
         if result is None or stats is None:
             return AttemptResult(JobStatus.FAILED, "the strategy process stopped answering the "
                                  "feeder; see the job's log")
-        self.progress(0.85, "strategy finished; reporting")
-        metrics = metrics_for_spec(result, staged.bars, self.spec)
+        with self.timed("progress"):
+            self.progress(0.85, "strategy finished; computing the metrics")
+        with self.timed("metrics"):
+            metrics = metrics_for_spec(result, staged.bars, self.spec)
         return Accounted(result, metrics, {"lockstep": {
             "bars": stats.bars, "round_trips": stats.round_trips,
             "seconds": round(stats.seconds, 3)}})

@@ -11,7 +11,8 @@ nothing to audit. The rest of the attempt is the template's (:mod:`.attempt`).
 from __future__ import annotations
 
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
@@ -48,6 +49,9 @@ class VectorizedAttempt(Attempt):
     run); the engine accounts them afterwards."""
 
     engine = EngineKind.VECTORIZED
+    #: Run the engine while the lookahead audit runs; False: one after the other
+    #: (bench/latency.py compares the two).
+    overlap_audit: ClassVar[bool] = True
     _main_seconds = 0.0
     _stepped: tuple[list[Answer], str | None] | None = None
 
@@ -85,9 +89,11 @@ class VectorizedAttempt(Attempt):
     def account(self, staged: Staged, outcome: SandboxOutcome) -> Accounted | AttemptResult:
         """Validate the untrusted weights, then fill and account them; the audit's verdict."""
         spec = self.spec
-        self.progress(0.6, "strategy finished; validating")
+        with self.timed("progress"):
+            self.progress(0.6, "strategy finished; validating")
         if self._stepped is not None:
-            clean = self._stepped_weights(staged)
+            with self.timed("validate"):
+                clean = self._stepped_weights(staged)
             if isinstance(clean, AttemptResult):
                 return clean
             audit: LookaheadAudit | None = stepped_verdict()
@@ -95,16 +101,31 @@ class VectorizedAttempt(Attempt):
                 "schedule": spec.stepped, "decisions": len(self._stepped[0]),
                 "label": decision_label(spec.stepped or "")}}
         else:
-            weights = decode_weights(outcome.stdout, max_bytes=spec.limits.output_mb * 2**20)
-            clean = validate_weights(weights, staged.bars, spec.universe)
-            audit, entries = self._audit(staged, clean)
-        result = run_vectorized(staged.bars, clean, capital=spec.capital, costs=spec.costs,
-                                execution=spec.execution)
+            with self.timed("validate"):
+                weights = decode_weights(outcome.stdout,
+                                         max_bytes=spec.limits.output_mb * 2**20)
+                clean = validate_weights(weights, staged.bars, spec.universe)
+        if self._stepped is None and spec.audit and self.overlap_audit:
+            # The audit's session waits on its sandbox most of the time, and the engine
+            # (compiled, Polars) releases the GIL: account while the audit runs.
+            with ThreadPoolExecutor(1, thread_name_prefix=f"account-{self.job.id[:8]}") as pool:
+                accounting = pool.submit(self._account, staged, clean)
+                with self.timed("audit"):
+                    audit, entries = self._audit(staged, clean)
+                with self.timed("wait_engine"):
+                    result = accounting.result()
+        else:
+            if self._stepped is None:
+                with self.timed("audit"):
+                    audit, entries = self._audit(staged, clean)
+            result = self._account(staged, clean)
         # A vectorized strategy decides every weight at once, so there is no running curve
         # to show while the sandbox runs: the equity exists only once the trusted engine has
         # accounted. It goes out now, thinned, before the metrics and the report.
-        self.progress(0.85, "accounted; writing the report", accounted_equity(result))
-        metrics = metrics_for_spec(result, staged.bars, spec)
+        with self.timed("progress"):
+            self.progress(0.85, "accounted; computing the metrics", accounted_equity(result))
+        with self.timed("metrics"):
+            metrics = metrics_for_spec(result, staged.bars, spec)
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})
         entries["lookahead_audit"] = describe(audit) if audit is not None else "not run"
@@ -112,6 +133,13 @@ class VectorizedAttempt(Attempt):
                    and self.stack.config.audit_fail)
         return Accounted(result, metrics, entries,
                          failure=describe(audit) if refused and audit is not None else None)
+
+    def _account(self, staged: Staged, clean: pl.DataFrame) -> EngineResult:
+        """The trusted engine over the validated weights."""
+        spec = self.spec
+        with self.timed("engine"):
+            return run_vectorized(staged.bars, clean, capital=spec.capital, costs=spec.costs,
+                                  execution=spec.execution)
 
     def _audit(self, staged: Staged, clean: pl.DataFrame,
                ) -> tuple[LookaheadAudit | None, dict[str, Any]]:

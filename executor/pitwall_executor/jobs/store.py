@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
-from pitwall_executor.jobs import events, queries, sweeps, transitions
+from pitwall_executor.jobs import events, queries, schema, sweeps, transitions
 from pitwall_executor.jobs.errors import JobNotFoundError, ResearcherAtQuotaError
 from pitwall_executor.jobs.migrations import upgrade
 from pitwall_executor.jobs.queries import AttemptOwner, OpenAttempt, StaleAttempt
 from pitwall_executor.jobs.schema import HANDED_BACK
 from pitwall_executor.jobs.sweeps import SweepRow
+
+_T = TypeVar("_T")
 
 # The errors the store raises, and what it returns, are importable beside it.
 __all__ = ["AttemptOwner", "JobNotFoundError", "MetadataStore", "OpenAttempt",
@@ -60,9 +62,12 @@ class MetadataStore:
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         self.engine: Engine = sa.create_engine(url, **kwargs)
         # Single-statement reads (the API's status reads) on connections that stay in
-        # autocommit: no BEGIN/COMMIT round trips and no reset when they go back to the pool.
+        # autocommit: no BEGIN/COMMIT round trips and no reset when they go back to the pool,
+        # and no pre-ping (a round trip of its own before every read; docs/benchmarks.md).
+        # A read that meets a connection the server dropped runs once more on a fresh one.
         self._reader: Engine = sa.create_engine(url, isolation_level="AUTOCOMMIT",
-                                                pool_reset_on_return=None, **kwargs)
+                                                pool_reset_on_return=None,
+                                                **{**kwargs, "pool_pre_ping": False})
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             sa.event.listen(self._reader, "connect", _sqlite_pragmas)
@@ -74,11 +79,20 @@ class MetadataStore:
         with self.engine.begin() as conn:
             yield conn
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A connection for one read-only statement (one statement is one snapshot)."""
+    def _read(self, query: Callable[..., _T], *args: Any) -> _T:
+        """``query(conn, *args)``: one read-only statement (one statement is one snapshot).
+
+        If the pooled connection was dead (PostgreSQL restarted, an idle connection cut),
+        SQLAlchemy invalidates the pool's connections and the read runs once more on a
+        fresh one: reads change nothing, so running one again is safe."""
+        try:
+            with self._reader.connect() as conn:
+                return query(conn, *args)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
         with self._reader.connect() as conn:
-            yield conn
+            return query(conn, *args)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -165,6 +179,24 @@ class MetadataStore:
             return transitions.finish(conn, job_id, attempt, status, reason=reason,
                                       metrics=metrics, artifact_rows=artifact_rows)
 
+    def add_artifacts(self, job_id: str, attempt: int, artifact_rows: Sequence[dict[str, Any]],
+                      event: dict[str, Any]) -> bool:
+        """Record files an ended attempt wrote after its commit (the HTML report…) and an
+        ``artifacts`` event with ``event`` as its data; False if ``attempt`` is not the
+        job's. Idempotent: rows already recorded (a retried commit) are left as they are."""
+        with self._tx() as conn:
+            current = conn.execute(sa.select(schema.jobs.c.attempt)
+                                   .where(schema.jobs.c.id == job_id)).scalar_one_or_none()
+            if current != attempt:
+                return False
+            have = set(queries.artifacts_of(conn, job_id))
+            for row in artifact_rows:
+                if row["name"] not in have:
+                    conn.execute(schema.artifacts.insert().values(job_id=job_id, **row))
+            if not have.issuperset(r["name"] for r in artifact_rows) or not artifact_rows:
+                events.append(conn, job_id, "artifacts", event)
+            return True
+
     def recover_lost(self, stale: StaleAttempt, *, silent_since: dt.datetime,
                      max_attempts: int) -> JobStatus | None:
         """Take a job back from a worker that stopped heartbeating before ``silent_since``.
@@ -200,8 +232,7 @@ class MetadataStore:
     # -- reads (jobs.queries) -----------------------------------------------------------
     def get(self, job_id: str) -> JobView:
         """One job with its metrics: one statement, built once, run in autocommit."""
-        with self._read() as conn:
-            return queries.job_view(conn, job_id)
+        return self._read(queries.job_view, job_id)
 
     def list_jobs(
         self, *, researcher: str | None = None, status: JobStatus | None = None, limit: int = 50,
@@ -244,28 +275,23 @@ class MetadataStore:
     def attempt_outcomes(self, job_id: str) -> list[str | None]:
         """How each attempt of a job ended, oldest first: a JobStatus value, LOST,
         HANDED_BACK, INFRA_FAILED, or None while it runs."""
-        with self._read() as conn:
-            return queries.attempt_outcomes(conn, job_id)
+        return self._read(queries.attempt_outcomes, job_id)
 
     def open_attempts(self) -> list[OpenAttempt]:
         """The open attempt of every RUNNING job, with its heartbeat and its process."""
-        with self._read() as conn:
-            return queries.open_attempts(conn)
+        return self._read(queries.open_attempts)
 
     def pending_runs(self) -> dict[str, int]:
         """Every PENDING job a worker should run, with its queue priority."""
-        with self._read() as conn:
-            return queries.pending_runs(conn)
+        return self._read(queries.pending_runs)
 
     def priority_of(self, job_id: str) -> int:
         """The queue priority a job was submitted with."""
-        with self._read() as conn:
-            return queries.priority_of(conn, job_id)
+        return self._read(queries.priority_of, job_id)
 
     def data_versions(self, dataset: str) -> set[int]:
         """Versions of ``dataset`` referenced by any stored job, whatever its status."""
-        with self._read() as conn:
-            return queries.data_versions(conn, dataset)
+        return self._read(queries.data_versions, dataset)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -23,6 +23,8 @@ from pitwall_executor.orchestration.worker import Worker
 from pitwall_executor.stack import Stack
 
 log = logging.getLogger(__name__)
+REPORT_WAIT_S = 10.0  # the report is written right after the commit; a dead worker's never
+REPORT_POLL_S = 0.05
 INTERRUPTED = "cancelled: `pitwall run` was interrupted before the job ended; run it again"
 
 
@@ -67,13 +69,21 @@ def _cancel(stack: Stack, worker: Worker, job_id: str, runs: Sequence[str]) -> N
 
 
 def wait_for(stack: Stack, server: ServerInfo, job_id: str, runs: Sequence[str]) -> JobView:
-    """Wait for ``server`` to end the job; if the server stops first, run it here."""
+    """Wait for ``server`` to end the job; if the server stops first, run it here. A
+    completed job's report follows its metrics (docs/architecture.md §2, "record"): it is
+    waited for too, at most :data:`REPORT_WAIT_S`, so the caller can name it."""
     try:
         server_client.wait(server, job_id, stack.config.data_dir)
     except server_client.ServerGoneError as exc:
         log.warning("%s; running it in this process", exc)
         return run_here(stack, job_id, runs)
-    return stack.store.get(job_id)
+    view = stack.store.get(job_id)
+    if view.status is JobStatus.COMPLETED:
+        deadline = time.monotonic() + REPORT_WAIT_S
+        while (not any(e.kind == "artifacts" for e in stack.store.events(job_id))
+               and time.monotonic() < deadline):
+            time.sleep(REPORT_POLL_S)
+    return view
 
 
 def _adopt(stack: Stack, runs: Sequence[str]) -> None:

@@ -22,7 +22,7 @@ from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.orchestration.ownership import ServerInfo, held
 
 log = logging.getLogger(__name__)
-POLL_S = 0.5
+POLL_S = 0.1  # a running job's status read is one cheap GET
 SUBMIT_WITHIN_S = 60.0  # a 503 at submission (the database restarting) is retried this long
 MAX_PAUSE_S = 5.0
 

@@ -30,10 +30,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from pitwall.models import JobStatus
 from pitwall_executor.execution import AttemptResult, Outage, run_attempt
+from pitwall_executor.execution.attempt import fallback_report
 from pitwall_executor.jobs.queue import HELD, Claim
 from pitwall_executor.jobs.schema import HANDED_BACK, INFRA_FAILED
 from pitwall_executor.jobs.store import AttemptOwner, ResearcherAtQuotaError, database_unreachable
@@ -201,6 +203,7 @@ class Worker:
         # Artifacts are stored (written by run_attempt, uploaded by describe) before the
         # fenced commit that references them.
         artifacts, job_id = self.stack.artifacts, claim.job_id
+        started = time.perf_counter()
         try:
             rows = [artifacts.describe(p) for p in result.files if p.exists()]
         except ArtifactError as exc:  # the store is down past its retries
@@ -212,12 +215,66 @@ class Worker:
             lambda: self.stack.store.finish(job_id, attempt, result.status,
                                             reason=result.reason, metrics=result.metrics,
                                             artifact_rows=rows))
+        result.timings["record"] = round(time.perf_counter() - started, 6)
         if won:
+            # The status and the metrics are committed: clients see them now; the rest of
+            # the report follows (docs/architecture.md §2, "record").
+            self.publish_events(job_id)
+            try:
+                self._record_later(job_id, attempt, result)
+            except Exception:  # the job has ended with its metrics: this slot goes on
+                log.exception("job %s attempt %d: recording the report failed", job_id,
+                              attempt)
             artifacts.committed(job_id, attempt)
         else:
             if won is not None:
                 self._dropped(job_id, attempt, "")
             artifacts.discard(job_id, attempt)
+
+    def _record_later(self, job_id: str, attempt: int, result: AttemptResult) -> None:
+        """Write and record what the attempt left for after its commit (the HTML report,
+        the ledgers), then an ``artifacts`` event naming them, with the attempt's stage
+        timings (``data.timings``, seconds).
+
+        The job keeps its status and metrics whatever happens here. A report that fails
+        to write is replaced by a plain one that gives the reason and the recorded metrics;
+        files that cannot be stored are logged and named in the event's ``error``.
+        """
+        artifacts, timings = self.stack.artifacts, result.timings
+        error: str | None = None
+        files: tuple[Path, ...] = ()
+        try:
+            if result.later is not None:
+                files = result.later()
+        except Exception as exc:  # a bug in the report, a full disk: the metrics stay
+            log.exception("job %s attempt %d: the report could not be written", job_id,
+                          attempt)
+            error = f"the report could not be written ({first_line(exc)})"
+            try:
+                out_dir = artifacts.attempt_dir(job_id, attempt)
+                files = (fallback_report(out_dir, result.metrics, first_line(exc)),)
+            except Exception as again:
+                log.warning("job %s attempt %d: no fallback report either (%s)", job_id,
+                            attempt, first_line(again))
+        started = time.perf_counter()
+        rows = []
+        for path in files:
+            try:
+                rows.append(artifacts.describe(path))
+            except ArtifactError as exc:
+                log.warning("job %s attempt %d: %s", job_id, attempt, exc)
+                error = f"{path.name} could not be stored ({first_line(exc)})"
+        payload: dict[str, object] = {"names": [r["name"] for r in rows],
+                                      "timings": timings}
+        if error is not None:
+            payload["error"] = error
+
+        def record() -> bool:
+            timings["record_report"] = round(time.perf_counter() - started, 6)
+            return self.stack.store.add_artifacts(job_id, attempt, rows, payload)
+
+        if self._commit(job_id, attempt, "artifacts", record):
+            self.publish_events(job_id)
 
     def _commit(self, job_id: str, attempt: int, outcome: str,
                 call: Callable[[], bool]) -> bool | None:

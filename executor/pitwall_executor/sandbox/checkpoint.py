@@ -161,6 +161,9 @@ class SnapshotStore:
     :class:`~pitwall_executor.sandbox.gvisor.Restorer`, set by :meth:`attach`.
     """
 
+    #: Restore live sessions too (:meth:`start`); False boots them (bench/latency.py).
+    sessions = True
+
     @classmethod
     def attach(cls, backend: GVisorBackend) -> Self:
         """A store under ``backend``'s state dir that serves the backend's cold runner jobs."""
@@ -249,6 +252,26 @@ class SnapshotStore:
 
     def run(self, request: SandboxRequest) -> SandboxOutcome | None:
         """Run a fitting request in a restored sandbox; None: run it plain cold."""
+        session = self._restored(request)
+        if session is None:
+            return None
+        with affinity.one_cpu_run(session, request.limits.cpus):
+            self._go(session)
+            return session.collect(request)
+
+    def start(self, request: SandboxRequest) -> GVisorSession | None:
+        """A live session (event mode, the prefix channel) of a fitting request in a
+        restored sandbox, already told "go"; None: start it plain cold. The runner keeps
+        its stdin for such sessions and reads it only line by line before "go", so the
+        frames written next are the session's (``pitwall.sandbox.runner``)."""
+        session = self._restored(request) if self.sessions else None
+        if session is not None:
+            self._go(session)
+        return session
+
+    def _restored(self, request: SandboxRequest) -> GVisorSession | None:
+        """A sandbox restored for ``request``, ready and under the job's CPU quota, before
+        "go"; None (counted as a fallback) when the request does not fit or it failed."""
         if not self.fits(request):
             return None
         image = self.image(request.limits)
@@ -270,14 +293,15 @@ class SnapshotStore:
             with self._count:
                 self.fallbacks += 1
             return None
-        with affinity.one_cpu_run(session, request.limits.cpus):
-            with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
-                session.stdin.write(GO_LINE)
-                session.stdin.flush()
-            outcome = session.collect(request)
         with self._count:
             self.restored += 1
-        return outcome
+        return session
+
+    @staticmethod
+    def _go(session: GVisorSession) -> None:
+        with contextlib.suppress(OSError):  # died meanwhile: its outcome says how
+            session.stdin.write(GO_LINE)
+            session.stdin.flush()
 
     def _build(self, limits: Limits, dest: Path) -> None:
         """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""

@@ -103,6 +103,10 @@ class Restorer(Protocol):
         """The job's outcome, or None when it is not served: the backend then boots it."""
         ...
 
+    def start(self, request: SandboxRequest) -> GVisorSession | None:
+        """A live session already running the job, or None: the backend then boots it."""
+        ...
+
 
 class GVisorBackend:
     """Runs each request in a fresh gVisor sandbox (``runsc``, no network) on runsc's
@@ -245,7 +249,13 @@ class GVisorBackend:
 
         Same policy, limits and cleanup as :meth:`run`; the wall clock
         (``request.limits.timeout_s``) starts now and is enforced by a watchdog thread.
+        A runner session is restored from the checkpoint when :attr:`snapshots` serves
+        it, as a cold one-shot run is (the lookahead audit's and event jobs' sandboxes).
         """
+        if self.snapshots is not None:
+            session = self.snapshots.start(request)
+            if session is not None:
+                return session
         return self.launch(request, arm=True)
 
     def launch(self, request: SandboxRequest, *, arm: bool,

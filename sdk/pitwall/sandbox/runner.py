@@ -91,11 +91,22 @@ def wait_for_go(channel: IO[bytes]) -> bool:
     """
     channel.write(READY_LINE)
     channel.flush()
-    while (line := sys.stdin.buffer.readline(64)) == PING_LINE:
+    while (line := _read_line(0, 64)) == PING_LINE:
         channel.write(READY_LINE)
         channel.flush()
-    os.close(0)  # the strategy gets no stdin, as in a cold run
     return line == GO_LINE
+
+
+def _read_line(fd: int, limit: int) -> bytes:
+    """One line of ``fd``, byte by byte: nothing after it is consumed, since a live session
+    (event mode, the prefix channel) reads its frames from the same fd right after "go"."""
+    line = b""
+    while len(line) < limit and not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line
 # --- end warm pool ---
 
 
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         kind = json.loads((job / "input" / "spec.json").read_text()).get("kind")
+        if warm and kind not in ("event", "prefixes"):
+            os.close(0)  # a one-shot strategy gets no stdin, as in a cold run
         if kind == "event":
             from pitwall.sandbox.event_loop import serve  # lock-step event mode
 
