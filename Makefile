@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv || echo /opt/pitwall-tools/bin/uv)
-export PITWALL_DATA_DIR ?= $(CURDIR)/var
+# No PITWALL_DATA_DIR here: `make demo`, `make lab` and `.venv/bin/pitwall` all use the
+# one default data dir (~/.local/share/pitwall, or $PITWALL_DATA_DIR when set), so
+# every local run shows in `pitwall jobs list` and in the lab's Backtests panel.
 DEMO_SYMBOLS ?= AAPL,MSFT,AMZN,GOOG,META,NVDA,JPM,XOM,JNJ,PG
 DEMO_START ?= 2024-01-02
 DEMO_END ?= 2024-06-28
@@ -34,10 +36,12 @@ wheel: labextension
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" HATCH_BUILD_HOOKS_ENABLE=1 $(UV) build --wheel --quiet
 
 LAB_PORT ?= 8888
+# Jupyter refuses to run as root without --allow-root (a fresh machine's `make lab`).
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: labextension
 	$(PY) -m pitwall_executor.cli data generate --dataset sample --symbols 20 \
 		--start 2024-01-01 --end 2024-06-30 --seed 7
-	$(VENV)/bin/jupyter lab --port $(LAB_PORT) --notebook-dir notebooks \
+	$(VENV)/bin/jupyter lab --port $(LAB_PORT) --notebook-dir notebooks $(LAB_ROOT) \
 		--ServerApp.jpserver_extensions='{"pitwall_server": True}'
 
 lint: bootstrap

@@ -9,6 +9,7 @@ underscore reaches into a nested section).
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import tomllib
@@ -31,8 +32,21 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def _default_data_dir() -> Path:
+    """The one default of every local entry point (``pitwall``, ``make demo``, ``make
+    lab``, the lab's kernels): ``$XDG_DATA_HOME/pitwall``, else ``~/.local/share/pitwall``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "pitwall"
+
+
+def researcher_name(environ: dict[str, str] | None = None) -> str:
+    """Who local runs belong to, the one identity rule of a machine: ``PITWALL_RESEARCHER``,
+    else the OS user. ``pitwall run``, ``pitwall serve`` and JupyterLab (the button,
+    ``%%backtest``, ``pitwall.Client`` in its kernels) all submit as this researcher, so
+    every local run shows in the lab's panel. Characters a researcher name cannot hold
+    become ``-``."""
+    env = os.environ if environ is None else environ
+    name = env.get(ENV_PREFIX + "RESEARCHER") or getpass.getuser()
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64] or "researcher"
 
 
 class Config(BaseModel):

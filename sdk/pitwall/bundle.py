@@ -28,6 +28,7 @@ FORMAT = 1
 MAX_FILES = 64
 MAX_UNPACKED = 64 * 1024 * 1024
 MAX_RATIO = 100
+MAX_SPANS = 10_000
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}){0,3}$")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -72,11 +73,16 @@ def build_bundle(
     entrypoint: str,
     kind: str = "vectorized",
     source_cells: list[str] | None = None,
+    cell_lines: list[dict[str, Any]] | None = None,
     sdk_version: str | None = None,
 ) -> bytes:
     """Pack strategy files into a bundle zip.
 
-    ``entrypoint`` is ``"file.py"`` or ``"file.py:function"``.
+    ``entrypoint`` is ``"file.py"`` or ``"file.py:function"``. A bundle built from a
+    notebook (:mod:`pitwall.notebook_bundle`) records ``source_cells`` (the ids of the
+    cells that went in) and ``cell_lines``: spans ``{label, first_line, n_lines, cell_id,
+    number, file}`` saying that lines ``first_line..first_line+n_lines-1`` of ``file`` are
+    lines 1.. of notebook cell ``number`` (1-based), so a traceback names the cell.
 
     >>> data = build_bundle({"strategy.py": "x = 1\\n"}, entrypoint="strategy.py")
     >>> load_bundle(data).entrypoint
@@ -89,6 +95,7 @@ def build_bundle(
         "kind": kind,
         "sdk_version": sdk_version or __version__,
         "source_cells": source_cells or [],
+        **({"cell_lines": cell_lines} if cell_lines else {}),
         "files": {name: _sha(data) for name, data in sorted(blobs.items())},
     }
     _check_manifest(manifest)
@@ -127,6 +134,22 @@ def _check_manifest(manifest: Any) -> None:
         raise BundleError(f"entrypoint {entry!r} must be a .py file, optionally ':function'")
     if manifest.get("kind") not in ("vectorized", "event"):
         raise BundleError("manifest.json: kind must be 'vectorized' or 'event'")
+    _check_cell_lines(manifest.get("cell_lines", []))
+
+
+def _check_cell_lines(spans: Any) -> None:
+    """A notebook bundle's line map is shown to people: plain, bounded data only."""
+    ints = ("first_line", "n_lines", "number")
+    texts = ("label", "cell_id", "file")
+    if not isinstance(spans, list) or len(spans) > MAX_SPANS or not all(
+            isinstance(span, dict) and set(span) == {*ints, *texts}
+            and all(type(span[k]) is int and 0 <= span[k] < 10**7 for k in ints)
+            and all(isinstance(span[k], str) and len(span[k]) <= 128 for k in texts
+                    if k != "cell_id" or span[k] is not None)
+            for span in spans):
+        raise BundleError("manifest.json: cell_lines must be a list of at most "
+                          f"{MAX_SPANS} spans {{label, first_line, n_lines, cell_id, number, "
+                          "file}}; rebuild the bundle with pitwall.notebook_bundle")
 
 
 def _read_members(zf: zipfile.ZipFile) -> dict[str, bytes]:

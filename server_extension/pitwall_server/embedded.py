@@ -11,7 +11,6 @@ from the environment they inherit.
 
 from __future__ import annotations
 
-import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +38,12 @@ class EmbeddedStack:
 
 
 def _token(data_dir: Path, store: MetadataStore) -> str:
-    """The embedded researcher's token, made once and kept in the data dir (mode 0600)."""
-    from pitwall_executor.jobs.researchers import create_researcher
+    """The token of the machine's local researcher, the one ``pitwall run`` and ``pitwall
+    serve`` use too (one identity rule: ``PITWALL_RESEARCHER``, else the OS user), so the
+    panel shows every local run."""
+    from pitwall_executor.orchestration.embedded import kept_token
 
-    path = data_dir / "jupyter-token"
-    if path.exists():
-        return path.read_text().strip()
-    token = create_researcher(store, f"jupyter-{getpass.getuser()}-{os.urandom(3).hex()}")
-    path.touch(mode=0o600)
-    path.write_text(token)
-    return token
+    return kept_token(store, data_dir)
 
 
 def start_embedded(workers: int = 1) -> EmbeddedStack:

@@ -16,6 +16,17 @@ def test_parse_spec_reads_the_line_and_params_as_json() -> None:
     assert spec.engine is EngineKind.VECTORIZED
 
 
+def test_without_engine_the_cells_strategy_decides_it() -> None:
+    line = "--symbols AAPL --start 2024-01-02 --end 2024-03-28"
+    event_cell = "import pitwall\n\nclass Dip(pitwall.Strategy):\n    def on_bar(self, bar):\n" \
+        "        pass\n"
+    vector_cell = "import pitwall\n\n@pitwall.vectorized\ndef f(bars):\n    return bars\n"
+    assert parse_spec(line, event_cell).engine is EngineKind.EVENT
+    assert parse_spec(line, vector_cell).engine is EngineKind.VECTORIZED
+    # an explicit --engine still wins (the server refuses a mismatch with what to do)
+    assert parse_spec(line + " --engine vectorized", event_cell).engine is EngineKind.VECTORIZED
+
+
 @pytest.mark.parametrize("line, message", [
     ("--start 2024-01-02 --end 2024-01-05", "symbols"),
     ("--symbols A --start 2024-13-02 --end 2024-01-05", "usage"),

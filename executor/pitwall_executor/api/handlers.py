@@ -25,6 +25,7 @@ from tornado import httputil
 from tornado.web import RequestHandler, stream_request_body
 
 from pitwall.models import BacktestSpec, JobStatus, JobView
+from pitwall.notebook_bundle import bundle_notebook, load_notebook
 from pitwall.text import printable_log
 from pitwall_executor.api.context import ApiContext
 from pitwall_executor.api.errors import ApiError, bad_request, not_found, to_api_error
@@ -32,6 +33,7 @@ from pitwall_executor.api.models import CreateBacktestResponse, ListBacktestsRes
 from pitwall_executor.api.signing import sign_url, verify
 from pitwall_executor.config import Config
 from pitwall_executor.jobs.researchers import Researcher, bearer_token
+from pitwall_executor.jobs.store import MetadataStore
 from pitwall_executor.storage.artifacts import (
     ArtifactMissingError,
     ArtifactUnavailableError,
@@ -136,7 +138,8 @@ class NotFoundHandler(ApiHandler):
 
 @stream_request_body
 class BacktestsHandler(ApiHandler):
-    """``POST /v1/backtests`` submits (multipart); ``GET /v1/backtests`` lists."""
+    """``POST /v1/backtests`` submits (multipart: a 'bundle' zip, or a 'notebook' bundled
+    here by the button's rule, and a 'spec'); ``GET /v1/backtests`` lists."""
 
     route = "/v1/backtests"
 
@@ -184,25 +187,29 @@ class BacktestsHandler(ApiHandler):
     async def post(self) -> None:
         if self._size > self._cap:
             raise self._too_large(self._size)
-        bundle, spec_raw = self._parts(b"".join(self._chunks))
+        part = self._multipart(b"".join(self._chunks))
         self._chunks.clear()
+        notebook = part("notebook")
+        if notebook is not None and part("bundle") is None:
+            bundle, spec = await self.ctx.run(_from_notebook, notebook, part("spec"),
+                                              part("strategy"))
+        else:
+            bundle, spec_raw = self._required(part)
+            spec = BacktestSpec.model_validate_json(spec_raw)
         if len(bundle) > self.ctx.max_bundle_bytes:
             raise self._too_large(len(bundle))
-        spec = BacktestSpec.model_validate_json(spec_raw)
         job_id = await self.ctx.run(self.ctx.stack.submit, spec, bundle,
                                     researcher=self.researcher.name)
         self.set_header("Location", f"/v1/backtests/{job_id}")
         self.write_json(CreateBacktestResponse(id=job_id, status=JobStatus.PENDING), 202)
-
-    def _parts(self, body: bytes) -> tuple[bytes, bytes]:
-        return self._required(self._multipart(body))
 
     def _required(self, part: Callable[[str], bytes | None]) -> tuple[bytes, bytes]:
         """The 'bundle' and 'spec' parts; a 400 naming the one that is missing."""
         bundle = part("bundle")
         if bundle is None:
             raise bad_request("bundle", "missing; send the bundle zip as the multipart part "
-                              "'bundle' (build it with pitwall.bundle.build_bundle)")
+                              "'bundle' (build it with pitwall.bundle.build_bundle), or a "
+                              "notebook as the part 'notebook'")
         spec = part("spec")
         if spec is None:
             raise bad_request("spec", "missing; send the BacktestSpec as JSON in the multipart "
@@ -250,6 +257,27 @@ class BacktestsHandler(ApiHandler):
             raise ApiError(403, "forbidden", "only an admin may list other researchers' jobs; "
                            "leave out 'researcher' to list your own")
         return self.researcher.name
+
+
+def _from_notebook(notebook: bytes, spec_raw: bytes | None, strategy: bytes | None,
+                   ) -> tuple[bytes, BacktestSpec]:
+    """A notebook upload bundled here by the Run Backtest button's rule (docs/notebooks.md):
+    the engine is its strategy's kind, its ``pitwall:params`` cell the default params."""
+    if spec_raw is None:
+        raise bad_request("spec", "missing; send the BacktestSpec as JSON in the multipart "
+                          "part 'spec'")
+    try:
+        spec_in = json.loads(spec_raw)
+    except ValueError as exc:
+        raise bad_request("spec", f"not JSON: {exc}") from None
+    if not isinstance(spec_in, dict):
+        raise bad_request("spec", "must be a JSON object (a BacktestSpec)")
+    name = strategy.decode("utf-8", "replace").strip() if strategy else None
+    built = bundle_notebook(load_notebook(notebook), strategy=name or None)
+    given = spec_in.get("params")
+    params: dict[str, Any] = given if isinstance(given, dict) else {}
+    spec_in = {**spec_in, "engine": built.kind, "params": {**built.params, **params}}
+    return built.data, BacktestSpec.model_validate(spec_in)
 
 
 class BacktestHandler(ApiHandler):
@@ -304,6 +332,10 @@ class JobArtifactHandler(ApiHandler):
         view = await self.visible_job(job_id)
         rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
         if name not in rows:
+            if await self.ctx.run(_still_writing, self.ctx.stack.store, view):
+                raise ApiError(503, "artifacts_pending", f"job {job_id} is COMPLETED and its "
+                               f"{name} is still being written (the report follows the "
+                               "metrics): retry in a second", retry_after=1)
             have = ", ".join(sorted(rows)) or "none yet"
             raise ApiError(404, "not_found", f"job {job_id} has no {name} (it is "
                            f"{view.status.value}; its artifacts: {have})")
@@ -354,6 +386,22 @@ class ArtifactHandler(ApiHandler):
                         CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"))
         self.set_header("Cache-Control", "private, max-age=60")
         self.finish(data)
+
+
+#: How long after a job's commit its post-commit files (the report, the ledgers) are
+#: awaited: past it, a missing file is missing (its worker stopped after the commit).
+PENDING_ARTIFACTS_S = 120.0
+
+
+def _still_writing(store: MetadataStore, view: JobView) -> bool:
+    """True while a COMPLETED job's post-commit files are being written: no ``artifacts``
+    event yet, and the commit is recent (docs/architecture.md §2, "record")."""
+    if view.status is not JobStatus.COMPLETED or view.finished_at is None:
+        return False
+    age = (dt.datetime.now(dt.UTC) - view.finished_at).total_seconds()
+    if age > PENDING_ARTIFACTS_S:
+        return False
+    return not any(e.kind == "artifacts" for e in store.events(view.id))
 
 
 def _read_artifact(row: dict[str, Any], config: Config) -> bytes:

@@ -76,9 +76,16 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         _param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page."),
     ]
     submit_body = {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": ["bundle", "spec"], "properties": {
+        "schema": {"type": "object", "required": ["spec"], "properties": {
             "bundle": {"type": "string", "format": "binary",
                        "description": "The strategy bundle zip (pitwall.bundle.build_bundle)."},
+            "notebook": {"type": "string", "format": "binary",
+                         "description": "Instead of a bundle: a notebook (.ipynb), bundled "
+                                        "by the Run Backtest button's rule (its one strategy "
+                                        "and the cells it needs; docs/notebooks.md). The "
+                                        "engine is the strategy's kind."},
+            "strategy": {"type": "string", "description": "With a notebook: the strategy "
+                         "to run when it defines several."},
             "spec": refs["BacktestSpec"]}},
         "encoding": {"spec": {"contentType": "application/json"}}}}}
     scalar = {"type": ["string", "number", "boolean", "null"]}

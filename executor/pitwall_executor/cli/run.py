@@ -16,9 +16,15 @@ from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
 from pitwall.engine.audit import describe
-from pitwall.engine.report import format_metrics, period
-from pitwall.errors import PitwallError
+from pitwall.engine.report import cost_warning, format_metrics, format_number, period, verdict
+from pitwall.errors import BundleError, PitwallError
 from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
+from pitwall.notebook_bundle import (
+    NoStrategyError,
+    bundle_notebook,
+    detect_strategy,
+    load_notebook,
+)
 from pitwall.text import printable_line
 from pitwall_executor.cli.app import config_of
 from pitwall_executor.cli.sweep import parse_grid, print_results
@@ -43,7 +49,8 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("run")
-@click.argument("strategy", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("strategy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                metavar="STRATEGY.py|NOTEBOOK.ipynb")
 @click.option("--symbols", required=True, help="Comma-separated universe, e.g. AAPL,MSFT.")
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
@@ -59,8 +66,11 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
 @click.option("--memory-mb", type=int, default=None, help="Memory limit of the sandbox.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
-@click.option("--engine", type=click.Choice(["vectorized", "event"]), default="vectorized",
-              show_default=True, help="event: a pitwall.Strategy fed bar by bar in lock-step.")
+@click.option("--engine", type=click.Choice(["vectorized", "event"]), default=None,
+              help="Default: the strategy's kind (a @pitwall.vectorized function: "
+                   "vectorized; a pitwall.Strategy subclass: event, fed bar by bar).")
+@click.option("--strategy", "strategy_name", default=None, metavar="NAME",
+              help="The strategy to run when the file or notebook defines several.")
 @click.option("--no-audit", "no_audit", is_flag=True,
               help="Skip the lookahead audit (re-runs on cut data) of a vectorized strategy.")
 @click.option("--audit-level", type=click.Choice(["default", "thorough"]), default="default",
@@ -72,15 +82,21 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
-        memory_mb: int | None, as_json: bool, engine: str = "vectorized",
+        memory_mb: int | None, as_json: bool, engine: str | None = None,
         grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
-        stepped: str | None = None) -> None:
-    """Run STRATEGY.py through the sandbox on the embedded stack and print its metrics.
+        stepped: str | None = None, strategy_name: str | None = None) -> None:
+    """Run STRATEGY (a .py file or a notebook .ipynb) through the sandbox on the embedded
+    stack and print its metrics.
+
+    A notebook is bundled by the Run Backtest button's rule (docs/notebooks.md): its one
+    strategy plus the cells it depends on by name; its pitwall:params cell gives the
+    default parameters. The engine follows the strategy's kind.
 
     When a Pitwall server (``pitwall serve``, JupyterLab) runs the jobs of this data dir,
     the job is submitted to it (it shows in the lab's panel); otherwise this process runs
     it, and Ctrl-C cancels it."""
     cfg = config_of(ctx)
+    bundle, kind, defaults = _bundle_of(strategy, strategy_name, engine)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
     try:
         limits = Limits.model_validate(
@@ -91,13 +107,13 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             universe=[s.strip() for s in symbols.split(",") if s.strip()],
             start=start.date(), end=end.date(), capital=capital,
             costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
-            params=_parse_params(params), seed=seed, limits=limits, engine=EngineKind(engine),
+            params={**defaults, **_parse_params(params)}, seed=seed, limits=limits,
+            engine=EngineKind(kind),
             audit=not no_audit, audit_level=audit_level, stepped=stepped,
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc
-    bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py",
-                          kind=engine)
+
     def notify(message: str) -> None:
         click.echo(message, err=True)
 
@@ -121,6 +137,34 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         sys.exit(1)
 
 
+def _bundle_of(path: Path, name: str | None, engine: str | None,
+               ) -> tuple[bytes, str, dict[str, Any]]:
+    """The bundle of a strategy file or notebook, its engine, and its default parameters."""
+    try:
+        if path.suffix == ".ipynb":
+            built = bundle_notebook(load_notebook(path.read_bytes()), strategy=name)
+            data, kind, defaults = built.data, built.kind, built.params
+        else:
+            source = path.read_text(encoding="utf-8", errors="replace")
+            try:
+                found, kind = detect_strategy(source, name, engine)
+                entry = f"strategy.py:{found}"
+            except NoStrategyError:  # made at run time, or a syntax error: the sandbox says
+                entry, kind = "strategy.py", engine or "vectorized"
+            data = build_bundle({"strategy.py": path.read_bytes()}, entrypoint=entry,
+                                kind=kind)
+            defaults = {}
+    except BundleError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    if engine is not None and engine != kind:
+        raise click.ClickException(
+            f"{path}: --engine {engine} does not fit its strategy, which runs on the {kind} "
+            "engine (a "
+            "@pitwall.vectorized function runs vectorized, a pitwall.Strategy subclass "
+            "event); leave --engine out")
+    return data, kind, defaults
+
+
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -134,8 +178,16 @@ def _reason(view: JobView) -> str:
     return printable_line(view.reason or "")
 
 
+def _state(view: JobView) -> str:
+    """The job's status with the audit's verdict: a flagged run never reads as a success."""
+    state = verdict(view.metrics)
+    if state is None or state[0] != "flagged":
+        return view.status.value
+    return f"{view.status.value} ({state[1]})"
+
+
 def _print_job(view: JobView, stack: Stack) -> None:
-    click.echo(f"job {view.id}: {view.status.value}"
+    click.echo(f"job {view.id}: {_state(view)}"
                + (f" — {_reason(view)}" if view.reason else ""))
     if view.metrics is not None:
         rows = format_metrics(view.metrics)
@@ -143,7 +195,11 @@ def _print_job(view: JobView, stack: Stack) -> None:
         for label, text in rows:
             click.echo(f"  {label:<{width}}  {text}")
         if view.metrics.lookahead is not None:  # the audit's verdict, one sentence
-            click.echo(describe(view.metrics.lookahead))
+            flagged = view.metrics.lookahead.status == "flagged"
+            click.echo(("WARNING: " if flagged else "") + describe(view.metrics.lookahead))
+        warning = cost_warning(view.metrics, view.spec.costs)
+        if warning is not None:
+            click.echo(f"warning: {warning}")
     artifacts = stack.store.artifacts(view.id)
     equity = artifacts.get("equity.parquet")
     if view.metrics is not None and equity is not None:
@@ -184,11 +240,16 @@ def jobs() -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, limit: int) -> None:
-    """List recent jobs."""
-    stack = Stack.from_config(config_of(ctx))
-    for view in stack.store.list_jobs(status=JobStatus(status) if status else None, limit=limit):
-        sharpe = f"{view.metrics.sharpe:.3f}" if view.metrics else "-"
-        click.echo(f"{view.id}  {view.status.value:<9}  {view.created_at:%Y-%m-%d %H:%M:%S}  "
+    """List recent jobs (of the data dir it names first, on stderr)."""
+    cfg = config_of(ctx)
+    stack = Stack.from_config(cfg)
+    views = stack.store.list_jobs(status=JobStatus(status) if status else None, limit=limit)
+    click.echo(f"jobs of {cfg.database_url if cfg.db_url else cfg.data_dir}"
+               + ("" if views else ": none (another data dir? set PITWALL_DATA_DIR or "
+                  "--data-dir)"), err=True)
+    for view in views:
+        sharpe = format_number(view.metrics.sharpe) if view.metrics else "-"
+        click.echo(f"{view.id}  {_state(view):<9}  {view.created_at:%Y-%m-%d %H:%M:%S}  "
                    f"sharpe={sharpe}  {_reason(view)}")
 
 

@@ -94,3 +94,17 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def local_token(store: MetadataStore, name: str) -> str:
+    """A new token of the machine's local researcher ``name`` (docs/architecture.md §7):
+    created if missing, else their token is replaced (the embedded stack keeps the one
+    token of a data dir in a file and calls this only when that file is gone)."""
+    try:
+        return create_researcher(store, name)
+    except ResearcherExistsError:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with store.engine.begin() as conn:
+            conn.execute(researchers.update().where(researchers.c.name == name)
+                         .values(token_sha256=token_digest(token)))
+        return token

@@ -19,17 +19,18 @@ still share the GIL with the API, which is why production runs ``pitwall api`` a
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pitwall.models import BacktestSpec, JobView
 from pitwall_executor.api.app import api_context, make_app, start_server
-from pitwall_executor.config import Config
-from pitwall_executor.jobs.researchers import authenticate, create_researcher
+from pitwall_executor.config import Config, researcher_name
+from pitwall_executor.jobs.researchers import authenticate, local_token
+from pitwall_executor.jobs.store import MetadataStore
 from pitwall_executor.jobs.sweeps import SweepRow
 from pitwall_executor.orchestration import local_run, server_client
 from pitwall_executor.orchestration.health import Health
@@ -184,15 +185,22 @@ class EmbeddedServer:
 
 
 def _kept_token(stack: Stack) -> str:
-    """A researcher token for local clients, made once and kept in the data dir (0600);
-    made again if the database no longer knows it (another ``db_url``)."""
-    path = stack.config.data_dir / TOKEN_FILE
+    return kept_token(stack.store, stack.config.data_dir)
+
+
+def kept_token(store: MetadataStore, data_dir: Path) -> str:
+    """The token of the machine's local researcher (:func:`researcher_name`) for local
+    clients (``pitwall run`` beside a serve, JupyterLab's kernels), made once and kept in
+    the data dir (0600); made again if the database no longer knows it (another
+    ``db_url``)."""
+    path = data_dir / TOKEN_FILE
     if path.exists():
         token = path.read_text().strip()
-        if authenticate(stack.store, token) is not None:
+        who = authenticate(store, token)
+        if who is not None and who.name == researcher_name():
             return token
         path.unlink()
-    token = create_researcher(stack.store, f"local-{getpass.getuser()}-{os.urandom(3).hex()}")
+    token = local_token(store, researcher_name())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
@@ -238,7 +246,8 @@ def run_sweep_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,
 
 
 def _researcher() -> str:
-    return os.environ.get("PITWALL_RESEARCHER") or getpass.getuser()
+    return researcher_name()
 
 
-__all__ = ["DataDirInUseError", "EmbeddedServer", "run_embedded", "run_sweep_embedded"]
+__all__ = ["DataDirInUseError", "EmbeddedServer", "kept_token", "run_embedded",
+           "run_sweep_embedded"]

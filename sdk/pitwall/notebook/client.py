@@ -2,6 +2,7 @@
 
 >>> client = Client("http://127.0.0.1:8765", token="...")       # doctest: +SKIP
 >>> job = client.submit(bundle, spec)                            # doctest: +SKIP
+>>> job = client.submit_notebook("sma_crossover.ipynb", spec)    # doctest: +SKIP
 >>> client.wait(job).metrics.sharpe                              # doctest: +SKIP
 
 The URL and token default to ``PITWALL_API_URL`` and ``PITWALL_TOKEN``; inside JupyterLab
@@ -18,12 +19,15 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pitwall.errors import PitwallError
 from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
 from pitwall.notebook.backoff import Backoff, retry_after_s
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -104,6 +108,35 @@ class Client:
             "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
         })
         return str(self._check(resp)["id"])
+
+    def submit_notebook(self, notebook: str | os.PathLike[str] | dict[str, Any],
+                        spec: BacktestSpec, *, strategy: str | None = None) -> str:
+        """Submit a notebook (a path to an ``.ipynb`` or its JSON as a dict); return the job id.
+
+        The API bundles it by the Run Backtest button's rule (docs/notebooks.md): its one
+        strategy (``strategy`` names it when there are several) and the cells it depends on
+        by name; its kind decides the engine, its ``pitwall:params`` cell gives default
+        params under ``spec.params``. Outputs are not sent. An ambiguous notebook is
+        refused here, before anything is uploaded (:class:`pitwall.errors.BundleError`).
+        """
+        from pitwall.notebook_bundle import load_notebook, plan_notebook
+
+        if isinstance(notebook, dict):
+            book = notebook
+        else:
+            with open(notebook, "rb") as fh:
+                book = load_notebook(fh.read())
+        plan_notebook(book, strategy=strategy)  # refused here, not after the upload
+        cells = [{k: v for k, v in cell.items() if k not in ("outputs", "attachments")}
+                 for cell in book.get("cells", []) if isinstance(cell, dict)]
+        data = json.dumps({**book, "cells": cells}).encode()
+        files: dict[str, Any] = {
+            "notebook": ("notebook.ipynb", data, "application/x-ipynb+json"),
+            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+        }
+        if strategy is not None:
+            files["strategy"] = (None, strategy.encode())
+        return str(self._check(self._http.post("/v1/backtests", files=files))["id"])
 
     def submit_sweep(self, bundle: bytes, spec: BacktestSpec,
                      grid: dict[str, builtins.list[Any]]) -> str:
@@ -269,8 +302,13 @@ class Client:
             f"call the same method again, with a larger retry_for= to wait longer"),
         ) from exc
 
-    def report_url(self, job_id: str) -> str:
-        """A signed, expiring URL of the job's HTML report."""
+    def report_url(self, job_id: str, *, retry_for: float = RETRY_FOR_S) -> str:
+        """A signed, expiring URL of the job's HTML report (waited for while it is being
+        written, as :meth:`artifact` does)."""
+        return self._available(job_id, "find the report of", retry_for,
+                               lambda: self._report_url(job_id))
+
+    def _report_url(self, job_id: str) -> str:
         resp = self._http.get(f"/v1/backtests/{job_id}/report")
         if resp.status_code in (301, 302, 303, 307):
             location = resp.headers["location"]
@@ -278,14 +316,33 @@ class Client:
         self._check(resp)
         raise ApiError(resp.status_code, "the API did not redirect to the report")
 
-    def artifact(self, job_id: str, name: str) -> bytes:
-        """One result file of the job (equity.parquet, metrics.json, trades.parquet, …)."""
+    def artifact(self, job_id: str, name: str, *, retry_for: float = RETRY_FOR_S) -> bytes:
+        """One result file of the job (equity.parquet, metrics.json, trades.parquet, …).
+
+        A file written after the job's commit (the HTML report, the ledgers) may still be
+        on its way right after :meth:`wait` returns: the API answers 503 with a
+        ``Retry-After`` then, and this waits for it, as it waits out an outage."""
+        return self._available(job_id, "read an artifact of", retry_for,
+                               lambda: self._artifact(job_id, name))
+
+    def _artifact(self, job_id: str, name: str) -> bytes:
         resp = self._http.get(f"/v1/backtests/{job_id}/artifacts/{name}")
         if resp.status_code in (301, 302, 303, 307):
             resp = self._http.get(resp.headers["location"])  # the signature is the credential
         if resp.status_code >= 400:
             self._check(resp)
         return resp.content
+
+    def _available(self, job_id: str, doing: str, retry_for: float,
+                   call: Callable[[], _T]) -> _T:
+        """``call()``, retried with backoff while the API answers "not now" (503…)."""
+        outage = Backoff(retry_for)
+        retried: tuple[type[Exception], ...] = (ApiError, OSError, *_transient_http_errors())
+        while True:
+            try:
+                return call()
+            except retried as exc:
+                time.sleep(self._retry_delay(exc, outage, job_id, doing))
 
     def rerun(self, job_id: str) -> str:
         """Run a job again from its manifest (same bundle, pinned data); the new job id."""
