@@ -20,7 +20,8 @@ Three parts, in one run (``docs/benchmarks.md``, "Lookahead audit v2"):
    schedules, against the plain run (goal: daily <= 3x); every-bar on one month
    (the per-decision cost extrapolated to a year is printed as such).
 
-    .venv/bin/python bench/audit.py [--trials 40] [--skip-stepped]
+    .venv/bin/python bench/audit.py [--trials 40] [--skip-stepped] [--whole-prefix]
+                                    [--only cost|detection|stepped]
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ from pitwall_executor.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 SMA = (ROOT / "examples" / "sma_crossover.py").read_text()
+#: The same strategy declaring how far back it looks (its slow window): a stepped run then
+#: hands each decision the last 240 bars per symbol, not the whole prefix.
+SMA_LOOKBACK = SMA.replace("@pitwall.vectorized\n", "@pitwall.vectorized(lookback=240)\n")
+assert SMA_LOOKBACK != SMA
 SYMBOLS = sample_symbols(10)
 FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
 
@@ -61,8 +66,8 @@ def stack(root: Path, end: dt.date) -> Stack:
     return Stack.from_config(load_config(environ={}, data_dir=root, sandbox="gvisor"))
 
 
-def job(st: Stack, end: dt.date, **spec: Any) -> tuple[float, JobView]:
-    bundle = build_bundle({"strategy.py": SMA}, entrypoint="strategy.py")
+def job(st: Stack, end: dt.date, *, code: str = SMA, **spec: Any) -> tuple[float, JobView]:
+    bundle = build_bundle({"strategy.py": code}, entrypoint="strategy.py")
     full = BacktestSpec(dataset="sample", universe=SYMBOLS, start=dt.date(2024, 1, 2),
                         end=end, params={"fast": 30, "slow": 240},
                         limits=Limits(timeout_s=1800, memory_mb=2048), **spec)
@@ -151,22 +156,28 @@ def detection(trials: int) -> None:
               f">= {claimed:6.1%}")
 
 
-def stepped(root: Path) -> None:
+def stepped(root: Path, *, whole_prefix: bool) -> None:
     st = stack(root / "stepped", dt.date(2024, 12, 31))
     year = dt.date(2024, 12, 31)
     job(st, year, audit=False)  # warm
-    plain, _ = job(st, year, audit=False)
+    plain, base_view = job(st, year, audit=False)
     print("## stepped: 10 symbols x 1 year, submit -> COMPLETED (no audit)")
-    print(f"plain          {plain:7.2f} s")
+    print(f"plain                    {plain:7.2f} s")
+    assert base_view.metrics is not None
     for schedule in ("daily", "30min"):
-        seconds, _ = job(st, year, audit=False, stepped=schedule)
-        print(f"stepped {schedule:<6} {seconds:7.2f} s   {seconds / plain:5.2f}x the plain run")
+        seconds, view = job(st, year, code=SMA_LOOKBACK, audit=False, stepped=schedule)
+        assert view.metrics is not None
+        print(f"stepped {schedule:<6} lookback=240 {seconds:7.2f} s   "
+              f"{seconds / plain:6.2f}x the plain run")
+    if whole_prefix:  # quadratic in the bars: each decision recomputes the whole prefix
+        seconds, _ = job(st, year, audit=False, stepped="daily")
+        print(f"stepped daily whole prefix {seconds:7.2f} s   {seconds / plain:6.2f}x")
     month = dt.date(2024, 1, 31)
     base, _ = job(st, month, audit=False)
-    seconds, _ = job(st, month, audit=False, stepped="bar")
+    seconds, _ = job(st, month, code=SMA_LOOKBACK, audit=False, stepped="bar")
     decisions = 21 * 390
     per = (seconds - base) / decisions
-    print(f"stepped bar    {seconds:7.2f} s on one month ({decisions} decisions, "
+    print(f"stepped bar lookback=240 {seconds:7.2f} s on one month ({decisions} decisions, "
           f"{per * 1e3:.1f} ms each; a year would take ~{per * 252 * 390 / 60:.0f} min)")
 
 
@@ -175,14 +186,20 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-stepped", action="store_true")
+    parser.add_argument("--only", choices=("cost", "detection", "stepped"),
+                        help="run one part only")
+    parser.add_argument("--whole-prefix", action="store_true",
+                        help="also time stepped daily without a declared lookback (slow)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp).chmod(0o755)
         root = Path(tmp)
-        cost(root, args.repeat)
-        detection(args.trials)
-        if not args.skip_stepped:
-            stepped(root)
+        if args.only in (None, "cost"):
+            cost(root, args.repeat)
+        if args.only in (None, "detection"):
+            detection(args.trials)
+        if args.only == "stepped" or (args.only is None and not args.skip_stepped):
+            stepped(root, whole_prefix=args.whole_prefix)
     return 0
 
 

@@ -13,8 +13,22 @@ along the path ``load_bars`` takes: the ranged reader (``planner.read_indexed``)
 one-day cross-section a footer-reading scan; the row under it counts the other path. For
 the other layouts, by reading the same row groups and columns through a counting file
 wrapper with ``pyarrow.parquet``. "read/ideal" = bytes
-fetched / compressed bytes of exactly the requested rows and columns. DuckDB reads the same
-files side by side; the ratio Pitwall/DuckDB is printed per query.
+fetched / compressed bytes of exactly the requested rows and columns.
+
+DuckDB reads the same files side by side, and before any time is printed the bench
+asserts that every reader returned the same rows with the same values (both sorted by
+``(symbol, ts)``, compared exactly). Metadata caches are compared like for like:
+
+- ``pw idx`` = ``load_bars`` with the snapshot open and its chunk index decoded (cached
+  in the process, as a worker holds them), against ``duck on`` = DuckDB with
+  ``SET parquet_metadata_cache = true`` (its Parquet footer cache, warmed by the
+  first run; the setting of the installed DuckDB, see ``duckdb_settings()``);
+- ``pw cold`` = ``load_bars`` after re-reading the snapshot JSON and clearing the decoded
+  index cache on every call, against ``duck off`` = DuckDB with the cache off (its
+  default: every query reads the footers). The other layouts are Polars scans, which
+  read the footers on every call: they compare with ``duck off``.
+
+The OS page cache is warm for every reader (one untimed run first).
 
     .venv/bin/python bench/data_layout.py                 # 100M rows (written once, ~6 min)
     .venv/bin/python bench/data_layout.py --rows 5000000  # a quick run
@@ -37,13 +51,14 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow.parquet as pq
+from polars.testing import assert_frame_equal
 
 from layout_data import bucket_of, ensure
 from pitwall_executor.datalake import Catalog
 from pitwall_executor.datalake.chunk_index import NAMES
 from pitwall_executor.datalake.market_calendar import trading_days
 from pitwall_executor.datalake.planner import load_bars, plan, read_indexed, uses_index
-from pitwall_executor.datalake.snapshot import FileEntry
+from pitwall_executor.datalake.snapshot import FileEntry, _decode_index
 
 ALL = ["open", "high", "low", "close", "volume"]
 
@@ -223,13 +238,58 @@ def _median(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _reader(layouts: Layouts, layout: str, paths: list[Path], q: Query
-            ) -> Callable[[], object]:
-    """Pitwall's own path for its layout (load_bars); the same Polars scan for the others."""
-    if layout == "ym_sorted":
-        return lambda: load_bars(layouts.catalog, layouts.snapshot, q.symbols, q.start, q.end,
-                                 columns=q.columns)
-    return lambda: polars_read(paths, q)
+def _reader(layouts: Layouts, layout: str, paths: list[Path], q: Query, *, cold: bool = False
+            ) -> Callable[[], pl.DataFrame]:
+    """Pitwall's own path for its layout (load_bars); the same Polars scan for the others.
+
+    ``cold``: every call re-reads the snapshot JSON and decodes the chunk index anew (no
+    metadata kept between calls), as DuckDB without its metadata cache reads footers."""
+    if layout != "ym_sorted":
+        return lambda: polars_read(paths, q)
+    if not cold:
+        return lambda: load_bars(layouts.catalog, layouts.snapshot, q.symbols, q.start,
+                                 q.end, columns=q.columns)
+
+    def cold_read() -> pl.DataFrame:
+        _decode_index.cache_clear()
+        snapshot = layouts.catalog.snapshot("bars")
+        return load_bars(layouts.catalog, snapshot, q.symbols, q.start, q.end,
+                         columns=q.columns)
+    return cold_read
+
+
+def duckdb_connection(metadata_cache: bool) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET parquet_metadata_cache = {'true' if metadata_cache else 'false'}")
+    return con
+
+
+def _normalized(frame: Any, q: Query) -> pl.DataFrame:
+    """``frame`` (Polars or Arrow) as comparable rows: key columns first, one dtype per
+    column, sorted by (symbol, ts)."""
+    df = frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)
+    assert isinstance(df, pl.DataFrame)
+    ts = pl.col("ts")
+    zone = df.schema["ts"].time_zone  # type: ignore[attr-defined]
+    ts = ts.dt.replace_time_zone("UTC") if zone is None else ts.dt.convert_time_zone("UTC")
+    return (df.select("ts", "symbol", *q.columns)
+            .with_columns(ts.dt.cast_time_unit("us"), pl.col("symbol").cast(pl.String),
+                          *(pl.col(c).cast(pl.Float64) for c in q.columns))
+            .sort("symbol", "ts"))
+
+
+def assert_same_rows(q: Query, layout: str, results: dict[str, Any]) -> int:
+    """Every reader returned the same rows and values as DuckDB; the row count."""
+    reference = _normalized(results["duck off"], q)
+    if reference.is_empty():
+        raise SystemExit(f"{q.name}: DuckDB returned no rows; the query tests nothing")
+    for name, frame in results.items():
+        try:
+            assert_frame_equal(_normalized(frame, q), reference, check_exact=True)
+        except AssertionError as exc:
+            raise SystemExit(f"{q.name} ({layout}): {name} and DuckDB returned different "
+                             f"rows: {exc}") from exc
+    return reference.height
 
 
 def queries(meta: dict[str, Any]) -> list[Query]:
@@ -248,6 +308,27 @@ def queries(meta: dict[str, Any]) -> list[Query]:
     ]
 
 
+HEAD = (f"{'query':<34} {'layout':<12} {'pw idx':>8} {'pw cold':>8} {'duck on':>8} "
+        f"{'duck off':>8} {'idx/on':>7} {'cold/off':>8} {'Mrows/s':>8} {'files':>6} "
+        f"{'reqs':>6} {'MB read':>8} {'read/ideal':>10}")
+
+
+def time_layout(layouts: Layouts, cons: dict[str, duckdb.DuckDBPyConnection], q: Query,
+                layout: str, repeat: int) -> dict[str, float]:
+    """Check the rows, then the median ms of each reader (``pw idx``/``pw cold`` for
+    Pitwall's layout; ``pw cold`` alone, a Polars scan, for the others)."""
+    paths = layouts.files(layout, q)
+    readers: dict[str, Callable[[], object]] = {
+        name: partial(duckdb_read, con, paths, q) for name, con in cons.items()}
+    readers["pw cold"] = _reader(layouts, layout, paths, q, cold=True)
+    if layout == "ym_sorted":
+        readers["pw idx"] = _reader(layouts, layout, paths, q)
+    rows = assert_same_rows(q, layout, {name: fn() for name, fn in readers.items()})
+    times = {name: _median(fn, repeat) * 1e3 for name, fn in readers.items()}
+    times["rows"] = rows
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000_000)
@@ -258,38 +339,43 @@ def main() -> None:
     args = parser.parse_args()
     out = ensure(args.rows, args.scratch)
     meta = json.loads((out / "meta.json").read_text())
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"data: {meta['rows']:,} rows, {len(meta['symbols'])} symbols, "
-          f"{meta['start']}..{meta['end']} in {out}")
+          f"{meta['start']}..{meta['end']} in {out}; duckdb {duckdb.__version__}; "
+          f"median of {args.repeat}; load {load}")
     layouts = Layouts(out)
-    con = duckdb.connect()
-    head = (f"{'query':<34} {'layout':<12} {'ms':>8} {'Mrows/s':>8} {'files':>6} {'reqs':>6} "
-            f"{'MB read':>8} {'read/ideal':>10} {'duckdb ms':>9} {'pw/duck':>7}")
-    print(head)
+    cons = {"duck on": duckdb_connection(True), "duck off": duckdb_connection(False)}
+    print("rows asserted equal (same rows, same values, sorted) for every reader before "
+          "its time is printed; ms = median")
+    print(HEAD)
     for q in queries(meta):
         lo, hi = _bounds(q)
         for layout in args.layouts.split(","):
+            t = time_layout(layouts, cons, q, layout, args.repeat)
             paths = layouts.files(layout, q)
-            secs = _median(_reader(layouts, layout, paths, q), args.repeat)
-            duck = _median(partial(duckdb_read, con, paths, q), args.repeat)
             indexed = False
             if layout == "ym_sorted":
                 entries = plan(layouts.snapshot, q.symbols, q.start, q.end)
                 indexed = uses_index(entries, q.symbols, lo, hi)  # what load_bars does
-            if indexed:
-                io_ = indexed_bytes(entries, paths, q, lo, hi)
-            else:
-                io_ = remote_bytes(paths, q, lo, hi)
-            print(f"{q.name:<34} {layout:<12} {secs * 1e3:8.1f} {io_['rows'] / secs / 1e6:8.1f} "
+            io_ = (indexed_bytes(entries, paths, q, lo, hi) if indexed
+                   else remote_bytes(paths, q, lo, hi))
+            idx = t.get("pw idx")
+            best = idx if idx is not None else t["pw cold"]
+            idx_cells = (f"{idx:8.1f}", f"{idx / t['duck on']:7.2f}") if idx else (
+                f"{'-':>8}", f"{'-':>7}")
+            print(f"{q.name:<34} {layout:<12} {idx_cells[0]} {t['pw cold']:8.1f} "
+                  f"{t['duck on']:8.1f} {t['duck off']:8.1f} {idx_cells[1]} "
+                  f"{t['pw cold'] / t['duck off']:8.2f} {t['rows'] / best / 1e3:8.1f} "
                   f"{io_['files']:6.0f} {io_['requests']:6.0f} {io_['bytes'] / 1e6:8.2f} "
-                  f"{io_['bytes'] / max(io_['ideal'], 1):10.2f} {duck * 1e3:9.1f} "
-                  f"{secs / duck:7.2f}", flush=True)
+                  f"{io_['bytes'] / max(io_['ideal'], 1):10.2f}", flush=True)
             if layout == "ym_sorted":  # the same files read the other way, for comparison
                 io_ = (remote_bytes(paths, q, lo, hi) if indexed
                        else indexed_bytes(entries, paths, q, lo, hi))
                 alt = "(footer)" if indexed else "(index)"
-                print(f"{'':<34} {alt:<12} {'':>8} {'':>8} {io_['files']:6.0f} "
-                      f"{io_['requests']:6.0f} {io_['bytes'] / 1e6:8.2f} "
-                      f"{io_['bytes'] / max(io_['ideal'], 1):10.2f}", flush=True)
+                print(f"{'':<34} {alt:<12} {'':>8} {'':>8} {'':>8} {'':>8} {'':>7} {'':>8} "
+                      f"{'':>8} {io_['files']:6.0f} {io_['requests']:6.0f} "
+                      f"{io_['bytes'] / 1e6:8.2f} {io_['bytes'] / max(io_['ideal'], 1):10.2f}",
+                      flush=True)
 
 
 if __name__ == "__main__":

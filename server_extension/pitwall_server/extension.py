@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any
 
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Integer, List, Unicode
 
@@ -25,6 +27,9 @@ class PitwallExtension(ExtensionApp):
     default_symbols = List(Unicode(), default_value=["AAPL", "MSFT", "AMZN"]).tag(config=True)
     default_start = Unicode("2024-01-02").tag(config=True)
     default_end = Unicode("2024-03-28").tag(config=True)
+    cell_map_dir = Unicode("", help="Where the cell maps of submitted bundles are kept (for "
+                           "tracebacks named by cell); default: <jupyter data dir>/pitwall/"
+                           "cell-maps.").tag(config=True)
 
     def initialize_settings(self) -> None:
         url = self.api_url or os.environ.get("PITWALL_API_URL", "")
@@ -38,8 +43,15 @@ class PitwallExtension(ExtensionApp):
         # Kernels started by this server inherit these two, and nothing more of Pitwall's.
         os.environ["PITWALL_API_URL"] = url
         os.environ["PITWALL_TOKEN"] = token
+        # The widget of %%backtest links to the report through Jupyter, not around it (not
+        # a PITWALL_ variable: those are the executor config, which refuses unknown ones).
+        if self.serverapp is not None:
+            os.environ["JUPYTER_PITWALL_BASE_URL"] = self.serverapp.base_url
+        maps = Path(self.cell_map_dir) if self.cell_map_dir else \
+            Path(jupyter_data_dir()) / "pitwall" / "cell-maps"
         self.settings.update({
             "pitwall_api_url": url.rstrip("/"), "pitwall_api_token": token,
+            "pitwall_cell_maps": handlers.CellMaps(maps),
             "pitwall_defaults": {
                 "dataset": self.default_dataset, "symbols": list(self.default_symbols),
                 "start": self.default_start, "end": self.default_end,
@@ -55,6 +67,8 @@ class PitwallExtension(ExtensionApp):
             (r"/pitwall/equity/([^/]+)", handlers.EquityHandler),
             (r"/pitwall/events/([A-Za-z0-9-]+)", handlers.EventsProxyHandler),
             (r"/pitwall/report/([^/]+)", handlers.ReportHandler),
+            (r"/pitwall/artifacts/([^/]+)/([^/]+)", handlers.ArtifactHandler),
+            (r"/pitwall/log/([^/]+)", handlers.LogHandler),
             (r"/pitwall/rerun/([^/]+)", handlers.RerunHandler),
         ]
         self.handlers.extend(table)

@@ -3,6 +3,15 @@
 Every handler is ``@tornado.web.authenticated``: the browser talks to Jupyter with the
 user's Jupyter identity, and the extension talks to the Backtest API with the
 researcher's API token, which never reaches the browser.
+
+A job's report, artifacts and log are served here too, under Jupyter's own URL (a remote
+browser reaches only Jupyter): ``/pitwall/report/{id}`` and ``/pitwall/artifacts/{id}/{name}``
+with the file's content type and a Content-Security-Policy that lets the report's inline
+scripts (plotly.js is inlined) run, fetch nothing, and run sandboxed (an origin of its own:
+no access to Jupyter's cookies or API), and ``/pitwall/log/{id}``, the failure of a job:
+its traceback with the frames named by notebook cell (:mod:`pitwall.tracebacks`).
+The cell map of every bundle submitted from here is kept by bundle sha256 in
+``cell_map_dir``, so a rerun (same bundle) maps too.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ import asyncio
 import datetime as dt
 import io
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -26,17 +37,33 @@ from tornado.websocket import (
     websocket_connect,
 )
 
+from pitwall.bundle import load_bundle
 from pitwall.errors import BundleError
 from pitwall.models import BacktestSpec
-from pitwall_server.bundler import NotebookBundleError, bundle_notebook, read_params
+from pitwall.tracebacks import CellSpan, clean_log, spans_from_manifest
+from pitwall_server.bundler import NotebookBundleError, bundle_notebook, plan_notebook
 
 MAX_POINTS = 2000
 #: Largest event message relayed (one event carries at most 500 equity points).
 MAX_EVENT_BYTES = 1024 * 1024
 
 
-class PitwallHandler(APIHandler):
-    """Base: the API URL and token come from the extension's settings."""
+#: What a report or an artifact page may do: run its own inline scripts and styles (the
+#: report inlines plotly.js), show inline images, fetch nothing, and run sandboxed in an
+#: origin of its own even when opened outside the lab's iframe.
+FILE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "img-src data: blob:; font-src data:; frame-ancestors 'self'; "
+            "sandbox allow-scripts allow-downloads allow-popups")
+#: Content types of the artifacts served; anything else is a download.
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json",
+                 ".txt": "text/plain; charset=utf-8", ".parquet": "application/octet-stream"}
+INLINE = (".html", ".json", ".txt")
+_ARTIFACT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ApiClientMixin(tornado.web.RequestHandler):
+    """Talk to the Backtest API: its URL and the researcher's token come from the settings."""
 
     @property
     def api_url(self) -> str:
@@ -65,44 +92,50 @@ class PitwallHandler(APIHandler):
             return await self.api(signed)
         return resp.code, resp.body or b"", dict(resp.headers)
 
+
+class PitwallHandler(ApiClientMixin, APIHandler):
+    """Base of the JSON handlers."""
+
     def refuse(self, status: int, message: str, cell: int | None = None) -> None:
         self.set_status(status)
         self.finish(json.dumps({"message": message, "cell": cell}))
 
 
-def _params_of(notebook: dict[str, Any]) -> dict[str, Any]:
-    for index, cell in enumerate(notebook.get("cells", [])):
-        if "pitwall:params" in cell.get("metadata", {}).get("tags", []):
-            src = cell.get("source", "")
-            return read_params("".join(src) if isinstance(src, list) else src, index + 1)
-    return {}
-
-
 class DefaultsHandler(PitwallHandler):
-    """Prefill of the Run Backtest dialog, from the extension config and the params cell."""
+    """Prefill of the Run Backtest dialog (the extension config and the params cell) and
+    the preview of the bundle (which cells go in); an ambiguous notebook is refused here,
+    before the dialog opens (docs/notebooks.md)."""
 
     @tornado.web.authenticated
     async def post(self) -> None:
         body = json.loads(self.request.body or b"{}")
         try:
-            params = _params_of(body.get("notebook", {}))
+            plan = plan_notebook(body.get("notebook", {}), strategy=body.get("strategy"))
         except NotebookBundleError as exc:
             self.refuse(400, str(exc), exc.cell)
             return
+        except BundleError as exc:
+            self.refuse(400, str(exc))
+            return
         defaults = self.settings["pitwall_defaults"]
-        self.finish(json.dumps({**defaults, "params": params}))
+        self.finish(json.dumps({**defaults, "params": plan.params, "plan": plan.to_json()}))
 
 
 class SubmitHandler(PitwallHandler):
-    """Notebook + active cell + spec → bundle → POST /v1/backtests."""
+    """Notebook + spec → bundle (its strategy, docs/notebooks.md) → POST /v1/backtests."""
 
     @tornado.web.authenticated
     async def post(self) -> None:
         try:
             body = json.loads(self.request.body)
-            built = bundle_notebook(body["notebook"], active_cell=body.get("active_cell"))
+            built = bundle_notebook(body["notebook"], strategy=body.get("strategy"))
             spec_in = dict(body.get("spec") or {})
             spec_in["params"] = {**built.params, **spec_in.get("params", {})}
+            if spec_in.get("engine", built.kind) != built.kind:
+                raise ValueError(f"{built.plan.strategy} runs on the {built.kind} engine (a "
+                                 "@pitwall.vectorized function: vectorized, a "
+                                 f"pitwall.Strategy subclass: event); choose {built.kind}")
+            spec_in["engine"] = built.kind
             spec = BacktestSpec.model_validate(spec_in)
         except NotebookBundleError as exc:
             self.refuse(400, str(exc), exc.cell)
@@ -123,6 +156,13 @@ class SubmitHandler(PitwallHandler):
         code, data, _ = await self.api("/v1/backtests", method="POST", body=payload.getvalue(),
                                        headers={"Content-Type":
                                                 f"multipart/form-data; boundary={boundary}"})
+        if code < 300:  # the cell map, for the traceback of a failure (LogHandler)
+            path = body.get("path")
+            maps: CellMaps = self.settings["pitwall_cell_maps"]
+            try:
+                maps.record(built.data, path if isinstance(path, str) else None)
+            except (OSError, BundleError) as exc:
+                self.log.warning("Pitwall: cannot keep the cell map of a bundle: %s", exc)
         self.set_status(code)
         self.finish(data)
 
@@ -134,9 +174,22 @@ class ApiProxyHandler(PitwallHandler):
     async def get(self, path: str) -> None:
         query = ("?" + self.request.query) if self.request.query else ""
         code, data, headers = await self.api("/" + path + query)
+        if code == 200 and path == "v1/backtests":
+            data = self.with_notebooks(data)
         self.set_status(code)
         self.set_header("Content-Type", headers.get("Content-Type", "application/json"))
         self.finish(data)
+
+    def with_notebooks(self, data: bytes) -> bytes:
+        """The job list, each job with the notebook it was submitted from (when known here)."""
+        maps: CellMaps = self.settings["pitwall_cell_maps"]
+        try:
+            body = json.loads(data)
+            for item in body["items"]:
+                item["notebook"] = maps.notebook(str(item.get("bundle_sha256", "")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return data
+        return json.dumps(body).encode()
 
     @tornado.web.authenticated
     async def post(self, path: str) -> None:
@@ -250,15 +303,134 @@ def _api_message(exc: HTTPClientError) -> str:
         return str(exc.message)
 
 
-class ReportHandler(PitwallHandler):
-    """The job's HTML report, fetched through its signed URL and served here."""
+class FileHandler(ApiClientMixin, JupyterHandler):
+    """A job's file as a page of its own: its content type and :data:`FILE_CSP`."""
+
+    @property
+    def content_security_policy(self) -> str:
+        return FILE_CSP
+
+    async def serve(self, job_id: str, name: str) -> None:
+        if not _ARTIFACT.match(name) or name.startswith("."):
+            self.fail(400, f"{name[:80]!r} is not an artifact name (e.g. report.html)")
+            return
+        path = "report" if name == "report.html" else f"artifacts/{name}"
+        code, data, _ = await self.api(f"/v1/backtests/{job_id}/{path}", follow=True)
+        if code == 404 and name == "report.html" and await self._completed(job_id):
+            # The report is written just after the job completes: say so, and look again.
+            self.set_status(503)
+            self.set_header("Retry-After", "2")
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish('<!DOCTYPE html><html><head><meta http-equiv="refresh" content="2">'
+                        "<title>Report</title></head><body><p id=\"pitwall-report-pending\">"
+                        "The report is being written; this page reloads in a moment.</p>"
+                        "</body></html>")
+            return
+        if code != 200:
+            self.fail(code, _message(data) or f"the Backtest API answered {code}")
+            return
+        suffix = Path(name).suffix
+        self.set_header("Content-Type", CONTENT_TYPES.get(suffix, "application/octet-stream"))
+        if suffix not in INLINE:
+            self.set_header("Content-Disposition", f'attachment; filename="{job_id[:8]}-{name}"')
+        self.set_header("Cache-Control", "private, max-age=60")
+        self.finish(data)
+
+    async def _completed(self, job_id: str) -> bool:
+        code, data, _ = await self.api(f"/v1/backtests/{job_id}")
+        try:
+            return code == 200 and json.loads(data).get("status") == "COMPLETED"
+        except ValueError:
+            return False
+
+    def fail(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
+
+
+class ReportHandler(FileHandler):
+    """``/pitwall/report/{id}``: the job's HTML report, rendered (see :data:`FILE_CSP`)."""
 
     @tornado.web.authenticated
     async def get(self, job_id: str) -> None:
-        code, data, headers = await self.api(f"/v1/backtests/{job_id}/report", follow=True)
-        self.set_status(code)
-        self.set_header("Content-Type", headers.get("Content-Type", "text/html"))
-        self.finish(data)
+        await self.serve(job_id, "report.html")
+
+
+class ArtifactHandler(FileHandler):
+    """``/pitwall/artifacts/{id}/{name}``: one of the job's files (Parquet is a download)."""
+
+    @tornado.web.authenticated
+    async def get(self, job_id: str, name: str) -> None:
+        await self.serve(job_id, name)
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message") or "")
+    except (ValueError, AttributeError):
+        return body.decode("utf-8", "replace")[:500]
+
+
+class CellMaps:
+    """Cell maps of submitted bundles, one JSON file per bundle sha256 (see the module doc)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._notebooks: dict[str, str | None] = {}
+
+    def record(self, bundle: bytes, notebook_path: str | None) -> str:
+        loaded = load_bundle(bundle)
+        spans = spans_from_manifest(loaded.manifest, loaded.files)
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = {"cells": [s.to_json() for s in spans], "notebook": notebook_path}
+        tmp = self.root / f".{loaded.sha256}.tmp"
+        tmp.write_text(json.dumps(entry))
+        tmp.replace(self.root / f"{loaded.sha256}.json")
+        self._notebooks[loaded.sha256] = notebook_path
+        return loaded.sha256
+
+    def notebook(self, sha256: str) -> str | None:
+        """The path of the notebook a bundle came from (memoized: the list polls each second)."""
+        if sha256 not in self._notebooks:
+            self._notebooks[sha256] = self.get(sha256)[1]
+        return self._notebooks[sha256]
+
+    def get(self, sha256: str) -> tuple[list[CellSpan], str | None]:
+        if not _SHA.match(sha256):
+            return [], None
+        try:
+            entry = json.loads((self.root / f"{sha256}.json").read_text())
+            return [CellSpan.from_json(c) for c in entry["cells"]], entry.get("notebook")
+        except (OSError, ValueError, KeyError, TypeError):
+            return [], None
+
+
+class LogHandler(PitwallHandler):
+    """``/pitwall/log/{id}``: the job's log and its failure, the traceback's frames named by
+    notebook cell (when the bundle was submitted from this lab) and the noise left out."""
+
+    @tornado.web.authenticated
+    async def get(self, job_id: str) -> None:
+        code, data, _ = await self.api(f"/v1/backtests/{job_id}")
+        if code != 200:
+            self.set_status(code)
+            self.finish(data)
+            return
+        job = json.loads(data)
+        code, data, _ = await self.api(f"/v1/backtests/{job_id}/logs")
+        if code != 200:
+            self.refuse(code, _message(data) or f"no log for job {job_id}")
+            return
+        log = data.decode("utf-8", "replace")
+        maps: CellMaps = self.settings["pitwall_cell_maps"]
+        spans, notebook = maps.get(str(job.get("bundle_sha256", "")))
+        failure = clean_log(log, spans) if job.get("status") != "COMPLETED" else None
+        self.finish(json.dumps({
+            "job_id": job_id, "status": job.get("status"), "reason": job.get("reason"),
+            "notebook": notebook, "mapped": bool(spans), "log": log,
+            "failure": failure.to_json() if failure is not None else None,
+        }))
 
 
 class RerunHandler(PitwallHandler):

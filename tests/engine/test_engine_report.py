@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 from engine_bars import make_bars, make_weights, minute
 
 from pitwall.engine import compute_metrics, run_vectorized, write_report
-from pitwall.engine.report import PLOT_DIV_ID, SHORT_DAYS, period
+from pitwall.engine.report import (
+    PLOT_DIV_ID,
+    SHORT_DAYS,
+    cost_warning,
+    format_metrics,
+    format_number,
+    period,
+)
 from pitwall.models import AuditFinding, Costs, LookaheadAudit
 
 PAYLOAD = "<script>alert('pwned')</script>"
@@ -142,3 +149,45 @@ def test_the_page_states_the_period_and_warns_when_the_bars_fall_short(tmp_path:
     short = write_report(tmp_path / "short", result=result, metrics=metrics, manifest={},
                          asked=asked).report_html.read_text()
     assert '<div class="banner warn" id="period">' in short and f"asked {asked[0]}" in short
+
+
+def test_absurd_numbers_are_bounds_not_digits() -> None:
+    assert format_number(1.6976393068436455e18, "spct") == ">1e6 %"  # the CAGR of issue 18
+    assert format_number(-3e4, "pct") == "<-1e6 %"
+    assert format_number(1.7976931348623157e308) == ">1e6"  # a profit factor at DBL_MAX
+    assert format_number(2e7, "x") == ">1e6x"
+    assert [format_number(v) for v in (float("inf"), float("-inf"), float("nan"))] == \
+        ["inf", "-inf", "nan"]
+    assert format_number(None) == "–"
+    assert format_number(1e300, "money") == "1.000e+300"
+    # Ordinary numbers keep the usual formats.
+    assert format_number(0.1234, "spct") == "+12.34%" and format_number(0.05, "pct") == "5.00%"
+    assert format_number(1.23456) == "1.235" and format_number(12.345, "x") == "12.35x"
+    assert format_number(1234567.891, "money") == "1,234,567.89"
+    assert format_number(17, "int") == "17" and format_number(3.0, "days") == "3"
+
+
+def test_format_metrics_keeps_every_value_short_and_warns_on_free_turnover(
+        tmp_path: Path) -> None:
+    bars = make_bars({"A": [(10, 11), (11, 12), (12, 11), (11, 13)]})
+    result = run_vectorized(bars, make_weights([(0, "A", 1.0), (2, "A", -1.0)]), capital=1e5,
+                            costs=Costs())
+    base = compute_metrics(result)
+    absurd = base.model_copy(update={"cagr": 1.6976393068436455e18, "sharpe": 75.1,
+                                     "profit_factor": 1.7976931348623157e308,
+                                     "turnover": 12_345.0})
+    rows = dict(format_metrics(absurd))
+    assert rows["CAGR"] == ">1e6 %" and rows["Profit factor"] == ">1e6"
+    assert rows["Turnover (annual)"] == "12345.00x"
+    assert all(len(text) <= 16 for label, text in rows.items() if label != "Final equity")
+    warning = cost_warning(absurd, Costs())
+    assert warning is not None and "12345.00x" in warning and "no costs" in warning
+    assert cost_warning(absurd, Costs(spread_bps=2)) is None
+    assert cost_warning(absurd, Costs(spread_model="range")) is None  # the range is a cost
+    assert cost_warning(base.model_copy(update={"turnover": 50.0}), Costs()) is None
+    page = write_report(tmp_path, result=result, metrics=absurd.model_copy(
+        update={"lookahead": FLAGGED}), manifest={"spec": {"costs": {}}}).report_html
+    text = page.read_text()
+    assert '<span class="badge flagged" id="verdict" data-audit="flagged">' in text
+    assert 'id="cost-warning"' in text and "&gt;1e6 %" in text  # the CAGR tile
+    assert "169763930684364" not in text

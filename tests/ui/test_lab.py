@@ -95,8 +95,7 @@ def test_a_refused_bundle_names_the_cell(page: Any, lab: Lab) -> None:
     (lab.notebooks / "refused.ipynb").write_text(json.dumps(nb))
     open_notebook(page, lab, "refused.ipynb")
     page.locator(f"{NOTEBOOK} .jp-Notebook .jp-Cell").nth(1).click()
-    page.locator(f"{NOTEBOOK} .pitwall-run-button").click()
-    page.locator(".jp-Dialog").get_by_role("button", name="Run").click()
+    page.locator(f"{NOTEBOOK} .pitwall-run-button").click()  # refused before the dialog
     error = page.locator(".jp-Dialog-body").filter(has_text="cell 2")
     error.wait_for()
     assert "shell escapes" in error.inner_text()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from pitwall.engine import charts
 from pitwall.engine.audit import describe
 from pitwall.engine.vectorized import EngineResult
-from pitwall.models import LookaheadAudit, Metrics
+from pitwall.models import Costs, LookaheadAudit, Metrics
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -125,28 +126,107 @@ def write_equity_parquet(result: EngineResult, path: Path) -> None:
     write_parquet(result.equity, path)
 
 
+#: Beyond this magnitude a ratio, a multiple or a percentage is shown as a bound: digits
+#: past it say nothing a reader can use (a CAGR of 1.7e20 % is a broken run, not a number).
+ABSURD = 1e6
+
+
+def format_number(value: float | int | None, kind: str = "ratio") -> str:
+    """One metric value as text that stays short whatever the number is.
+
+    ``kind``: ``"pct"`` (a fraction shown as a percentage), ``"spct"`` (signed percentage),
+    ``"ratio"`` (3 decimals), ``"x"`` (a multiple, e.g. turnover), ``"money"`` (2 decimals
+    with thousands separators), ``"int"``, ``"days"``. None is ``"–"``; NaN and infinities
+    are ``"nan"``, ``"inf"`` and ``"-inf"``; a magnitude past :data:`ABSURD` (in the unit
+    shown) is ``">1e6 %"``, ``"<-1e6"`` and the like, never a 300-digit string.
+    """
+    if value is None:
+        return "–"
+    number = float(value)
+    if not math.isfinite(number):
+        return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
+    if kind in ("money", "int", "days"):
+        return _plain(number, kind)
+    unit = {"pct": " %", "spct": " %", "x": "x"}.get(kind, "")
+    shown = number * 100 if kind in ("pct", "spct") else number
+    if abs(shown) > ABSURD:
+        return (">" if shown > 0 else "<-") + f"1e6{unit}"
+    return _FORMATS.get(kind, "{:.3f}").format(shown)
+
+
+_FORMATS = {"pct": "{:.2f}%", "spct": "{:+.2f}%", "x": "{:.2f}x", "ratio": "{:.3f}"}
+
+
+def _plain(number: float, kind: str) -> str:
+    """Money and counts: every digit while they are ordinary, scientific past 1e15."""
+    if abs(number) >= 1e15:
+        return f"{number:.3e}"
+    if kind == "money":
+        return f"{number:,.2f}"
+    return str(int(number)) if number.is_integer() else f"{number:g}"
+
+
 METRIC_LABELS: dict[str, tuple[str, str]] = {
-    "total_return": ("Total return", "{:+.2%}"), "cagr": ("CAGR", "{:+.2%}"),
-    "annual_volatility": ("Annual volatility", "{:.2%}"), "sharpe": ("Sharpe", "{:.3f}"),
-    "sortino": ("Sortino", "{:.3f}"), "calmar": ("Calmar", "{:.3f}"),
-    "max_drawdown": ("Max drawdown", "{:.2%}"),
-    "max_drawdown_days": ("Max drawdown duration (days)", "{:g}"),
-    "win_rate": ("Win rate", "{:.2%}"), "profit_factor": ("Profit factor", "{:.3f}"),
-    "turnover": ("Turnover (annual)", "{:.2f}x"), "exposure": ("Exposure (mean gross)", "{:.2%}"),
-    "n_trades": ("Trades", "{}"), "beta": ("Beta", "{:.3f}"),
-    "alpha": ("Alpha (annual)", "{:+.2%}"),
-    "n_days": ("Days", "{}"), "n_bars": ("Bars", "{}"), "final_equity": ("Final equity", "{:,.2f}"),
+    "total_return": ("Total return", "spct"), "cagr": ("CAGR", "spct"),
+    "annual_volatility": ("Annual volatility", "pct"), "sharpe": ("Sharpe", "ratio"),
+    "sortino": ("Sortino", "ratio"), "calmar": ("Calmar", "ratio"),
+    "max_drawdown": ("Max drawdown", "pct"),
+    "max_drawdown_days": ("Max drawdown duration (days)", "days"),
+    "win_rate": ("Win rate", "pct"), "profit_factor": ("Profit factor", "ratio"),
+    "turnover": ("Turnover (annual)", "x"), "exposure": ("Exposure (mean gross)", "pct"),
+    "n_trades": ("Trades", "int"), "beta": ("Beta", "ratio"),
+    "alpha": ("Alpha (annual)", "spct"),
+    "n_days": ("Days", "int"), "n_bars": ("Bars", "int"), "final_equity": ("Final equity", "money"),
 }
 
 
 def format_metrics(metrics: Metrics) -> list[tuple[str, str]]:
     """The metrics as (label, formatted value) rows: known ones in reading order, then the rest."""
     values = {k: v for k, v in metrics.model_dump().items() if k != "lookahead"}
-    rows = [(label, fmt.format(values.pop(key))) for key, (label, fmt) in METRIC_LABELS.items()
+    rows = [(label, format_number(values.pop(key), kind))
+            for key, (label, kind) in METRIC_LABELS.items()
             if key in values and isinstance(values[key], int | float)]
-    rows += [(key.replace("_", " ").capitalize(), f"{value:.6g}" if isinstance(value, float)
-              else str(value)) for key, value in sorted(values.items()) if value is not None]
+    rows += [(key.replace("_", " ").capitalize(),
+              (f"{value:.6g}" if math.isfinite(value) else format_number(value))
+              if isinstance(value, float) else str(value))
+             for key, value in sorted(values.items()) if value is not None]
     return rows
+
+
+#: Annual turnover above which a run without costs says nothing: at 100x a year, one
+#: basis point of cost per trade is 1% of return a year, and real costs are several.
+HIGH_TURNOVER = 100.0
+
+
+def costs_are_zero(costs: Costs | dict[str, Any] | None) -> bool:
+    """Whether a spec's costs charge nothing at all (commission, spread, slippage, borrow)."""
+    if costs is None:
+        return True
+    c = costs if isinstance(costs, Costs) else Costs.model_validate(costs)
+    return (c.commission_bps == c.slippage_bps == c.commission_per_share == c.borrow_bps == 0
+            and c.spread_model == "fixed" and c.spread_bps == 0)
+
+
+def cost_warning(metrics: Metrics, costs: Costs | dict[str, Any] | None) -> str | None:
+    """The sentence that says a result is meaningless: high turnover and no costs at all."""
+    turnover = metrics.turnover
+    if not costs_are_zero(costs) or not (turnover > HIGH_TURNOVER or math.isinf(turnover)):
+        return None
+    return (f"Turnover is {format_number(turnover, 'x')} a year and the run charged no costs "
+            "(commission, spread, slippage, borrow all zero): at this turnover even one basis "
+            "point per trade changes the result by more than "
+            f"{format_number(min(turnover, ABSURD) * 1e-4, 'pct')} a year. Set costs "
+            "(e.g. --commission-bps 1 --spread-bps 2) before trusting these numbers.")
+
+
+def verdict(metrics: Metrics | None) -> tuple[str, str] | None:
+    """The audit's state as ``(status, short label)``; None when no audit ran."""
+    audit = metrics.lookahead if metrics is not None else None
+    if audit is None:
+        return None
+    label = {"flagged": "LOOKAHEAD FLAGGED", "no_lookahead_found": "no lookahead found",
+             "exact": "no lookahead (exact)", "not_run": "audit not run"}[audit.status]
+    return audit.status, label
 
 
 _CSS = (
@@ -161,8 +241,10 @@ _CSS = (
     ".not_run{background:#f1f3f4;border:1px solid #9aa0a6}"
     ".warn{background:#fef7e0;border:1px solid #f9ab00}"
     ".metrics{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:6px}"
-    ".metric{border:1px solid #ddd;border-radius:6px;padding:6px 10px}"
-    ".metric .v{font-size:20px;font-family:monospace}.metric .k{font-size:12px;color:#666}"
+    ".metric{border:1px solid #ddd;border-radius:6px;padding:6px 10px;min-width:0}"
+    ".metric .v{font-size:20px;font-family:monospace;overflow-wrap:anywhere}"
+    ".metric .k{font-size:12px;color:#666}"
+    ".badge{font-size:14px;padding:2px 8px;border-radius:10px;vertical-align:middle}"
     ".note{color:#666;font-size:13px}"
 )
 
@@ -181,8 +263,9 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>Pitwall backtest report</title>", f"<style>{_CSS}</style>",
         f"<script>{get_plotlyjs()}</script>", "</head><body>",
-        "<h1>Backtest report</h1>",
+        f"<h1>Backtest report {_badge(metrics)}</h1>",
         _period_banner(result, metrics, asked),
+        _cost_banner(metrics, manifest),
         _audit_banner(metrics.lookahead), _leverage_banner(result),
         '<div class="metrics">', *(
             f'<div class="metric"><div class="v">{html.escape(v)}</div>'
@@ -202,6 +285,29 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
         "</body></html>", "",
     ]
     return "\n".join(parts)
+
+
+def _badge(metrics: Metrics) -> str:
+    """The audit's verdict in the page's title: a flagged run never reads as a success."""
+    state = verdict(metrics)
+    if state is None:
+        return '<span class="badge not_run" id="verdict" data-audit="none">audit not run</span>'
+    status, label = state
+    icon = "&#9888; " if status == "flagged" else ""
+    return (f'<span class="badge {status}" id="verdict" data-audit="{status}">{icon}'
+            f"{html.escape(label)}</span>")
+
+
+def _cost_banner(metrics: Metrics, manifest: dict[str, Any]) -> str:
+    spec = manifest.get("spec")
+    costs = spec.get("costs") if isinstance(spec, dict) else None
+    try:
+        warning = cost_warning(metrics, costs if isinstance(costs, dict) else None)
+    except ValueError:  # a manifest whose costs do not validate: say nothing rather than fail
+        return ""
+    if warning is None:
+        return ""
+    return f'<div class="banner warn" id="cost-warning">&#9888; {html.escape(warning)}</div>'
 
 
 def _audit_banner(audit: LookaheadAudit | None) -> str:

@@ -1,9 +1,12 @@
 """``%load_ext pitwall`` and the ``%%backtest`` cell magic.
 
-``%%backtest --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28 [--param fast=10]``
-runs the cell here (so its definitions exist in the kernel), then submits it — plus the
+``%%backtest --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28 [--param fast=10]
+[--commission-bps 1 --spread-bps 2 --slippage-bps 1 --borrow-bps 50]`` runs the cell
+here (so its definitions exist in the kernel), then submits it — plus the
 earlier top-level definitions it depends on (imports, functions, constants) — as a
 strategy bundle to the Backtest API, and shows a live panel. The kernel stays free.
+Costs default to zero, as in every spec; the panel and the report warn when a run trades
+so much that zero costs make its result meaningless.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import json
 import shlex
 from typing import Any
 
+from pydantic import ValidationError
+
 from pitwall.bundle import build_bundle
+from pitwall.errors import BundleError
 from pitwall.models import BacktestSpec, Costs, EngineKind
+from pitwall.notebook_bundle import detect_strategy
+from pitwall.tracebacks import CellSpan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,16 +34,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True, type=dt.date.fromisoformat)
     p.add_argument("--dataset", default="sample")
     p.add_argument("--version", type=int, default=None)
-    p.add_argument("--engine", choices=[e.value for e in EngineKind], default="vectorized")
+    # No --engine: the strategy's kind decides (a pitwall.Strategy subclass is an event run).
+    p.add_argument("--engine", choices=[e.value for e in EngineKind], default=None)
     p.add_argument("--param", action="append", default=[])
     p.add_argument("--capital", type=float, default=1_000_000.0)
     p.add_argument("--commission-bps", type=float, default=0.0)
+    p.add_argument("--commission-per-share", type=float, default=0.0)
+    p.add_argument("--spread-bps", type=float, default=0.0)
+    p.add_argument("--spread-model", choices=["fixed", "range"], default="fixed")
+    p.add_argument("--slippage-bps", type=float, default=0.0)
+    p.add_argument("--borrow-bps", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
-def parse_spec(line: str) -> BacktestSpec:
-    """The BacktestSpec of a ``%%backtest`` line; ValueError with a usable message."""
+def parse_spec(line: str, cell: str = "") -> BacktestSpec:
+    """The BacktestSpec of a ``%%backtest`` line; ValueError with a usable message. Without
+    ``--engine``, the engine is the kind of the strategy ``cell`` defines (vectorized when
+    it defines none it can tell)."""
     try:
         args = _parser().parse_args(shlex.split(line))
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -50,12 +66,30 @@ def parse_spec(line: str) -> BacktestSpec:
             params[key] = json.loads(raw)
         except ValueError:
             params[key] = raw
+    try:
+        costs = Costs(commission_bps=args.commission_bps, slippage_bps=args.slippage_bps,
+                      commission_per_share=args.commission_per_share,
+                      spread_model=args.spread_model, spread_bps=args.spread_bps,
+                      borrow_bps=args.borrow_bps)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(e['loc'][0]).split('_'))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"%%backtest: {problems}") from None
     return BacktestSpec(
         dataset=args.dataset, version=args.version,
         universe=[s.strip() for s in args.symbols.split(",") if s.strip()],
-        start=args.start, end=args.end, engine=EngineKind(args.engine), capital=args.capital,
-        costs=Costs(commission_bps=args.commission_bps), params=params, seed=args.seed,
+        start=args.start, end=args.end, engine=EngineKind(args.engine or _kind_of(cell)),
+        capital=args.capital,
+        costs=costs, params=params, seed=args.seed,
     )
+
+
+def _kind_of(cell: str) -> str:
+    """The engine of the one strategy the cell defines, by the bundler's rule."""
+    try:
+        return detect_strategy(cell)[1]
+    except BundleError:
+        return EngineKind.VECTORIZED.value
 
 
 def _defined(node: ast.stmt) -> set[str]:
@@ -74,12 +108,14 @@ def _used(node: ast.AST) -> set[str]:
             isinstance(n.ctx, ast.Load)}
 
 
-def _statements(sources: list[str]) -> list[ast.stmt]:
-    out: list[ast.stmt] = []
-    for src in sources:
-        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+def _statements(sources: list[tuple[int, str]]) -> list[tuple[int, ast.stmt]]:
+    """The top-level statements of earlier inputs, each with its input's number."""
+    out: list[tuple[int, ast.stmt]] = []
+    for number, src in sources:
+        # Magics and shell escapes become blank lines: the statements keep their line numbers.
+        lines = ["" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.splitlines()]
         try:
-            out.extend(ast.parse("\n".join(lines)).body)
+            out.extend((number, stmt) for stmt in ast.parse("\n".join(lines)).body)
         except SyntaxError:
             continue  # a cell that is not plain Python cannot be part of a strategy
     return out
@@ -87,9 +123,16 @@ def _statements(sources: list[str]) -> list[ast.stmt]:
 
 def dependency_source(cell: str, history: list[str]) -> str:
     """The cell plus the earlier top-level statements that define what it uses."""
+    return dependency_bundle(cell, list(enumerate(history, start=1)))[0]
+
+
+def dependency_bundle(cell: str, history: list[tuple[int, str]]) -> tuple[str, list[CellSpan]]:
+    """:func:`dependency_source` of ``(input number, source)`` pairs, with the cell map of
+    the source: which lines came from which input (``In [n]``) and which are this cell."""
     body = ast.parse(cell).body
     wanted = set().union(*(_used(s) for s in body)) - set().union(*(_defined(s) for s in body))
-    earlier = _statements(history)
+    numbered = _statements(history)
+    earlier = [stmt for _, stmt in numbered]
     # At run time a global resolves to its latest binding, so the latest definition wins.
     last: dict[str, int] = {}
     for index, stmt in enumerate(earlier):
@@ -102,8 +145,19 @@ def dependency_source(cell: str, history: list[str]) -> str:
         if index >= 0 and index not in keep:
             keep.add(index)
             todo.extend(_used(earlier[index]) - _defined(earlier[index]))
-    picked = [ast.unparse(earlier[i]) for i in sorted(keep)]
-    return "\n\n".join([*picked, cell.strip()]) + "\n"
+    parts: list[str] = []
+    spans: list[CellSpan] = []
+    line = 1
+    pieces = [(f"In [{numbered[i][0]}]", ast.unparse(earlier[i]), earlier[i].lineno - 1)
+              for i in sorted(keep)]
+    lead = cell[: len(cell) - len(cell.lstrip())].count("\n")
+    for label, text, offset in [*pieces, ("this cell", cell.strip(), lead)]:
+        n_lines = text.count("\n") + 1
+        spans.append(CellSpan(label=label, first_line=line, n_lines=n_lines,
+                              line_offset=offset))
+        parts.append(text)
+        line += n_lines + 1  # the blank line between pieces
+    return "\n\n".join(parts) + "\n", spans
 
 
 def backtest_magic(shell: Any, line: str, cell: str) -> Any:
@@ -111,17 +165,18 @@ def backtest_magic(shell: Any, line: str, cell: str) -> Any:
     from pitwall.notebook.client import Client
     from pitwall.notebook.widget import BacktestPanel
 
-    spec = parse_spec(line)
+    spec = parse_spec(line, cell)
     result = shell.run_cell(cell, store_history=False)
     if not result.success:
         return None
-    history = list(shell.history_manager.input_hist_raw[1:-1])
-    source = dependency_source(cell, [h for h in history if not h.lstrip().startswith("%%")])
+    history = list(shell.history_manager.input_hist_raw[:-1])
+    source, spans = dependency_bundle(cell, [(n, h) for n, h in enumerate(history)
+                                             if n > 0 and not h.lstrip().startswith("%%")])
     bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py",
                           kind=spec.engine.value)
     client = Client()
     job_id = client.submit(bundle, spec)
-    return BacktestPanel(client, job_id).start()
+    return BacktestPanel(client, job_id, cells=spans).start()
 
 
 def load_ipython_extension(shell: Any) -> None:

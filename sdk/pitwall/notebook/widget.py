@@ -5,6 +5,13 @@ kernel stays free for other cells while the backtest runs: the progress bar move
 equity curve grows from the progress events' points (titled "equity (running)"), and on
 completion the full curve of the equity artifact replaces it. A lost stream is resumed
 after the last event seen; without one the panel falls back to polling the job.
+
+The audit's verdict is part of the status line (a flagged run is never a plain success),
+and a run that trades a lot without any costs says so. A failed run shows its failure in
+place of the chart: the traceback of its log, the frames named by cell (``In [n]`` or
+"this cell", from the cell map of :func:`pitwall.notebook.magic.dependency_bundle`).
+Links (report, log) go through Jupyter (``/pitwall/...`` under its base URL) when the
+kernel runs under the lab's server extension, which a remote browser can reach.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from pitwall.models import JobStatus, JobView, ProgressEvent
+from pitwall.tracebacks import CellSpan, clean_log
 
 if TYPE_CHECKING:
     from pitwall.notebook.client import Client
@@ -38,11 +47,13 @@ def _widgets() -> tuple[Any, Any]:
 class BacktestPanel:
     """Progress, status, equity curve, metrics, report link and a cancel button for one job."""
 
-    def __init__(self, client: Client, job_id: str, *, poll: float = 0.5) -> None:
+    def __init__(self, client: Client, job_id: str, *, poll: float = 0.5,
+                 cells: list[CellSpan] | None = None) -> None:
         widgets, go = _widgets()
         self.client = client
         self.job_id = job_id
         self.poll = poll
+        self.cells = list(cells or [])
         self.status = widgets.HTML(f"<b>{html.escape(job_id)}</b>: submitted")
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0,
                                               description="progress")
@@ -51,10 +62,12 @@ class BacktestPanel:
         self.figure.add_scatter(x=[], y=[], mode="lines", name="equity")
         self.metrics = widgets.HTML("")
         self.report = widgets.HTML("")
+        self.warning = widgets.HTML("")
+        self.log = widgets.HTML("")
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning")
         self.cancel_button.on_click(lambda _b: self.cancel())
-        self.box = widgets.VBox([self.status, self.progress, self.figure, self.metrics,
-                                 self.report, self.cancel_button])
+        self.box = widgets.VBox([self.status, self.progress, self.warning, self.figure,
+                                 self.metrics, self.report, self.log, self.cancel_button])
         self.done = threading.Event()
         self.view: JobView | None = None
         self.after = 0  # the last event seq seen
@@ -119,22 +132,81 @@ class BacktestPanel:
         self.view = view
         reason = f" — {html.escape(view.reason)}" if view.reason else ""
         self.status.value = (f"<b>{html.escape(view.id)}</b>: "
-                             f"<span class='pitwall-status'>{view.status.value}</span>{reason}")
+                             f"<span class='pitwall-status' data-status='{view.status.value}'>"
+                             f"{view.status.value}</span>{_badge(view)}{reason}")
         self.progress.value = view.progress
 
     def finish(self, view: JobView) -> None:
-        from pitwall.engine.report import format_metrics
+        from pitwall.engine.report import cost_warning, format_metrics
 
         self.cancel_button.disabled = True
         if view.status is JobStatus.COMPLETED and view.metrics is not None:
+            flagged = view.metrics.lookahead is not None and \
+                view.metrics.lookahead.status == "flagged"
+            self.progress.value = 1.0
+            self.progress.bar_style = "danger" if flagged else "success"
             rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                            for k, v in format_metrics(view.metrics))
-            self.metrics.value = f"<table class='pitwall-metrics'>{rows}</table>"
+            audit = view.metrics.lookahead
+            verdict = (f"<p class='pitwall-audit' data-audit='{audit.status}'>"
+                       f"{html.escape(audit.statement)}</p>" if audit and audit.statement else "")
+            self.metrics.value = f"{verdict}<table class='pitwall-metrics'>{rows}</table>"
+            warning = cost_warning(view.metrics, view.spec.costs)
+            if warning:
+                self.warning.value = (f"<p class='pitwall-cost-warning' style='color:#b06000'>"
+                                      f"&#9888; {html.escape(warning)}</p>")
             equity = self.client.equity(view.id)
             self.figure.layout.title.text = EQUITY_TITLE  # before the data: see on_event
             with self.figure.batch_update():  # the full curve replaces the running one
                 self.figure.data[0].x = equity.get_column("ts").to_list()
                 self.figure.data[0].y = equity.get_column("equity").to_list()
-            url = self.client.report_url(view.id)
-            self.report.value = f"<a href='{html.escape(url)}' target='_blank'>report</a>"
+            self.report.value = self._link("report", view.id)
+        else:
+            self.show_failure(view)
         self.done.set()
+
+    def _link(self, what: str, job_id: str) -> str:
+        """A link to the report (or the log) through Jupyter when it runs the lab's server
+        extension, else the API's signed URL (a kernel outside the lab)."""
+        base = os.environ.get("JUPYTER_PITWALL_BASE_URL")
+        quoted = html.escape(job_id)
+        if base:
+            path = "report/" if what == "report" else "artifacts/"
+            url = f"{base.rstrip('/')}/pitwall/{path}{job_id}" + \
+                ("/log.txt" if what == "log" else "")
+            return (f"<a href='{html.escape(url)}' target='_blank' "
+                    f"data-pitwall-open='{what}' data-job='{quoted}'>{what}</a>")
+        if what != "report":
+            return ""
+        url = self.client.report_url(job_id)
+        return f"<a href='{html.escape(url)}' target='_blank'>{what}</a>"
+
+    def show_failure(self, view: JobView) -> None:
+        """The failure in place of the chart: why, and the traceback with its cells named."""
+        self.progress.bar_style = "warning" if view.status is JobStatus.CANCELLED else "danger"
+        self.progress.description = view.status.value.lower()
+        self.box.children = tuple(c for c in self.box.children if c is not self.figure)
+        try:
+            failure = clean_log(self.client.logs(view.id), self.cells)
+        except Exception as exc:  # no log (cancelled before it ran, an outage): say so
+            self.log.value = (f"<p class='pitwall-log-missing'>No log: "
+                              f"{html.escape(str(exc))}</p>")
+            return
+        where = f" in <b>{html.escape(failure.cell)}</b>" if failure.cell else ""
+        hidden = (f"{failure.noise_lines} line(s) before the traceback left out; "
+                  if failure.noise_lines else "")
+        full = self._link("log", view.id)
+        self.log.value = (
+            f"<div class='pitwall-log'><p><b>Log</b>: {html.escape(failure.error)}{where}</p>"
+            f"<pre style='white-space:pre-wrap;max-height:24em;overflow:auto'>"
+            f"{html.escape(failure.traceback)}</pre>"
+            f"<p style='color:#666'>{hidden}{'full ' + full if full else ''}</p></div>")
+
+
+def _badge(view: JobView) -> str:
+    """The audit's verdict next to the status: a flagged run never reads as a success."""
+    audit = view.metrics.lookahead if view.metrics is not None else None
+    if audit is None or audit.status != "flagged":
+        return ""
+    return (" <span class='pitwall-audit' data-audit='flagged' "
+            "style='color:#d93025;font-weight:600'>&#9888; lookahead flagged</span>")
