@@ -44,7 +44,14 @@ def test_the_sma_example_runs_in_gvisor_through_the_api(serve: Api) -> None:
     assert view["metrics"]["n_bars"] == minutes and view["metrics"]["sharpe"] != 0
     for key, value in view["metrics"].items():  # the API shows exactly what was written
         assert on_disk[key] == value, key
-    report = serve.get(f"/v1/backtests/{job}/report")  # follows the signed redirect
+    # The report is written after the commit: until it is recorded the API says "503, retry
+    # after a second" (never 404), as a client waits it out (docs/architecture.md §2).
+    deadline = time.monotonic() + 60
+    while (report := serve.get(f"/v1/backtests/{job}/report")).status_code == 503:
+        assert report.headers["Retry-After"] == "1" and "still being written" in report.text
+        assert time.monotonic() < deadline, "the report was never recorded"
+        time.sleep(0.2)
+    # follows the signed redirect
     assert report.status_code == 200 and "Plotly.newPlot" in report.text
     assert report.url.startswith(serve.url + "/v1/artifacts/") and "sig=" in report.url
     assert serve.get(f"/v1/backtests/{job}/logs").status_code == 200

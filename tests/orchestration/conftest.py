@@ -132,7 +132,13 @@ class Cluster:
             time.sleep(0.1)
 
     def wait_done(self, job_id: str, timeout: float = 120) -> JobView:
-        return self.wait(job_id, lambda v: v.status.terminal, timeout)
+        """The job once it has ended and, when it COMPLETED, once its worker recorded the
+        files written after the commit (the ``artifacts`` event: the report, the ledgers)."""
+        view = self.wait(job_id, lambda v: v.status.terminal, timeout)
+        if view.status is JobStatus.COMPLETED:
+            self.wait(job_id, lambda v: any(e.kind == "artifacts"
+                                            for e in self.stack.store.events(job_id)), 60)
+        return view
 
     def log_tail(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.logs.glob("*.log")))

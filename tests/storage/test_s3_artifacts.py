@@ -125,7 +125,11 @@ def test_the_api_serves_the_report_and_the_log_from_s3(
         assert view["status"] == "COMPLETED", view["reason"]
         prefix = f"api/{job_id}/attempt-{view['attempt']}/"
 
-        report = api.get(f"/v1/backtests/{job_id}/report")
+        # written after the commit: "503, retry after a second" until it is recorded
+        deadline = time.monotonic() + 60
+        while (report := api.get(f"/v1/backtests/{job_id}/report")).status_code == 503:
+            assert time.monotonic() < deadline, report.text
+            time.sleep(0.2)
         assert [r.status_code for r in report.history] == [302]
         assert "/v1/artifacts/" in report.url and report.status_code == 200
         assert report.headers["Content-Type"].startswith("text/html")
