@@ -332,7 +332,8 @@ class JobArtifactHandler(ApiHandler):
         view = await self.visible_job(job_id)
         rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
         if name not in rows:
-            if await self.ctx.run(_still_writing, self.ctx.stack.store, view):
+            if name in LATER_FILES and await self.ctx.run(_still_writing,
+                                                          self.ctx.stack.store, view):
                 raise ApiError(503, "artifacts_pending", f"job {job_id} is COMPLETED and its "
                                f"{name} is still being written (the report follows the "
                                "metrics): retry in a second", retry_after=1)
@@ -388,6 +389,8 @@ class ArtifactHandler(ApiHandler):
         self.finish(data)
 
 
+#: The files an attempt writes after its commit (``execution/attempt.py: later``).
+LATER_FILES = frozenset({"report.html", "trades.parquet", "positions.parquet"})
 #: How long after a job's commit its post-commit files (the report, the ledgers) are
 #: awaited: past it, a missing file is missing (its worker stopped after the commit).
 PENDING_ARTIFACTS_S = 120.0
