@@ -85,8 +85,13 @@ def test_a_range_reaching_past_the_data_runs_on_what_exists_and_says_so(
     data_dir: Path
 ) -> None:
     res = pitwall(data_dir, "run", str(SMA), "--symbols", "AAPL", "--start", "2023-01-02",
-                  "--end", "2024-03-08", "--no-audit")
+                  "--end", "2024-03-08", "--no-audit", "--spread-bps", "2", "--spread-model",
+                  "range", "--commission-per-share", "0.001", "--borrow-bps", "50")
     assert res.exit_code == 0, res.output
+    out_dir = Path(res.output.strip().splitlines()[-1].removeprefix("report: ")).parent
+    costs = json.loads((out_dir / "manifest.json").read_text())["spec"]["costs"]
+    assert (costs["spread_bps"], costs["spread_model"], costs["commission_per_share"],
+            costs["borrow_bps"]) == (2, "range", 0.001, 50)  # every cost reaches the run
     assert ("warning: period 2024-03-01 to 2024-03-08, 6 trading days; asked 2023-01-02 to "
             "2024-03-08: the data has no bars of these symbols outside this period") in res.output
     report = Path(res.output.strip().splitlines()[-1].removeprefix("report: ")).read_text()

@@ -62,6 +62,14 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--capital", type=float, default=1_000_000.0, show_default=True)
 @click.option("--commission-bps", type=float, default=0.0, show_default=True)
 @click.option("--slippage-bps", type=float, default=0.0, show_default=True)
+@click.option("--commission-per-share", type=float, default=0.0, show_default=True,
+              help="Currency per share traded.")
+@click.option("--spread-bps", type=float, default=0.0, show_default=True)
+@click.option("--spread-model", type=click.Choice(["fixed", "range"]), default="fixed",
+              show_default=True, help="fixed: pay half of --spread-bps; range: half the fill "
+                                      "bar's high - low.")
+@click.option("--borrow-bps", type=float, default=0.0, show_default=True,
+              help="Annual rate on short notional.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
 @click.option("--memory-mb", type=int, default=None, help="Memory limit of the sandbox.")
@@ -84,7 +92,9 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
         memory_mb: int | None, as_json: bool, engine: str | None = None,
         grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
-        stepped: str | None = None, strategy_name: str | None = None) -> None:
+        stepped: str | None = None, strategy_name: str | None = None,
+        commission_per_share: float = 0.0, spread_bps: float = 0.0,
+        spread_model: str = "fixed", borrow_bps: float = 0.0) -> None:
     """Run STRATEGY (a .py file or a notebook .ipynb) through the sandbox on the embedded
     stack and print its metrics.
 
@@ -106,7 +116,9 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             dataset=dataset, version=data_version,
             universe=[s.strip() for s in symbols.split(",") if s.strip()],
             start=start.date(), end=end.date(), capital=capital,
-            costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps),
+            costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps,
+                        commission_per_share=commission_per_share, spread_bps=spread_bps,
+                        spread_model=spread_model, borrow_bps=borrow_bps),
             params={**defaults, **_parse_params(params)}, seed=seed, limits=limits,
             engine=EngineKind(kind),
             audit=not no_audit, audit_level=audit_level, stepped=stepped,
