@@ -31,8 +31,9 @@ _MESSAGES = {
     409: "The job already ended; there is nothing to cancel.",
     413: "The bundle is larger than the configured limit.",
     415: "The request body is not multipart/form-data.",
-    503: "The metadata database or another part of the platform is unreachable; retry "
-         "shortly (Retry-After).",
+    503: "The metadata database or another part of the platform is unreachable, or (for a "
+         "report, trades or positions file of a job that just COMPLETED) the file is still "
+         "being written after the job's commit; retry shortly (Retry-After).",
 }
 
 
