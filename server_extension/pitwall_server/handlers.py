@@ -316,8 +316,11 @@ class FileHandler(ApiClientMixin, JupyterHandler):
             return
         path = "report" if name == "report.html" else f"artifacts/{name}"
         code, data, _ = await self.api(f"/v1/backtests/{job_id}/{path}", follow=True)
-        if code == 404 and name == "report.html" and await self._completed(job_id):
-            # The report is written just after the job completes: say so, and look again.
+        pending = code == 503 and _error_code(data) == "artifacts_pending"
+        if name == "report.html" and (pending or (code == 404
+                                                  and await self._completed(job_id))):
+            # The report is written just after the job completes (the API says 503
+            # "artifacts_pending" meanwhile): say so, and look again.
             self.set_status(503)
             self.set_header("Retry-After", "2")
             self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -363,6 +366,14 @@ class ArtifactHandler(FileHandler):
     @tornado.web.authenticated
     async def get(self, job_id: str, name: str) -> None:
         await self.serve(job_id, name)
+
+
+def _error_code(body: bytes) -> str:
+    """The ``error`` code of an API error body ("" when it is not one)."""
+    try:
+        return str(json.loads(body).get("error") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _message(body: bytes) -> str:
