@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-from faultkit import free_port, leftovers
+from faultkit import leftovers
+from tests.pgkit import free_port
 
 from conftest import PITWALL, ROOT
 from pitwall.models import JobStatus

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from faultkit import (
-    OwnPostgres,
     each_ended_once,
     health,
     leftovers,
@@ -26,6 +25,7 @@ from faultkit import (
     stop_workers,
     submit_quiet,
 )
+from tests.pgkit import OwnPostgres
 
 from conftest import Cluster, RedisServer, running, sleeper, spec
 from pitwall.models import JobStatus, JobView
