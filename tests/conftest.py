@@ -8,10 +8,22 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from tests.pgkit import OwnPostgres
 
 PG_ADMIN_URL = os.environ.get(
     "PITWALL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture
+def own_pg() -> Iterator[OwnPostgres]:
+    """A private PostgreSQL cluster, started, for a test that stops it (tests/pgkit.py)."""
+    pg = OwnPostgres()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
 
 
 @pytest.fixture

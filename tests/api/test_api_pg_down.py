@@ -7,22 +7,11 @@ the shared server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 from apikit import Api, StartApi
 from tests.pgkit import OwnPostgres
-
-
-@pytest.fixture
-def own_pg() -> Iterator[OwnPostgres]:
-    pg = OwnPostgres()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture

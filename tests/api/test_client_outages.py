@@ -24,16 +24,6 @@ OUTAGE_S = 4.0
 
 
 @pytest.fixture
-def own_pg() -> Iterator[OwnPostgres]:
-    pg = OwnPostgres()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
-
-
-@pytest.fixture
 def api(own_pg: OwnPostgres, live_api: StartApi) -> Api:
     # own_pg first: set up before the API, so torn down after it.
     return live_api(own_pg.url, events_poll_s=0.05)

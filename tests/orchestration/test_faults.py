@@ -11,7 +11,7 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -101,16 +101,6 @@ def test_redis_flushdb_with_busy_workers(make_cluster: Make, redis_server: Redis
     # Each busy worker says once that its claim went with the data, not every second.
     assert 1 <= c.log_text().count("the queue lost the claim") <= 2
     _finish(c, ports, jobs)
-
-
-@pytest.fixture
-def own_pg() -> Iterator[OwnPostgres]:
-    pg = OwnPostgres()
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def test_postgres_stopped_20s_with_jobs_running_and_clients_polling(
