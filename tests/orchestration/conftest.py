@@ -132,10 +132,11 @@ class Cluster:
             time.sleep(0.1)
 
     def wait_done(self, job_id: str, timeout: float = 120) -> JobView:
-        """The job once it has ended and, when it COMPLETED, once its worker recorded the
-        files written after the commit (the ``artifacts`` event: the report, the ledgers)."""
+        """The job once it has ended and, when a backtest COMPLETED, once its worker recorded
+        the files written after the commit (the ``artifacts`` event: the report, the ledgers).
+        A sweep parent never runs, so it has no such files."""
         view = self.wait(job_id, lambda v: v.status.terminal, timeout)
-        if view.status is JobStatus.COMPLETED:
+        if view.status is JobStatus.COMPLETED and view.kind == "backtest":
             self.wait(job_id, lambda v: any(e.kind == "artifacts"
                                             for e in self.stack.store.events(job_id)), 60)
         return view
