@@ -41,10 +41,13 @@ def sleeper(seconds: float) -> bytes:
     return build_bundle({"strategy.py": code.encode()}, entrypoint="strategy.py")
 
 
-def spec(**params: object) -> BacktestSpec:
+def spec(*, audit: bool = False, **params: object) -> BacktestSpec:
+    """The jobs of these tests. The lookahead audit is off unless asked for: it re-runs the
+    strategy in fresh sandboxes, which multiplies a sleeper's sleep and is not what these
+    tests are about (tests/engine and tests/security run it)."""
     return BacktestSpec(dataset="sample", universe=SYMBOLS, start=dt.date(2024, 3, 4),
                         end=dt.date(2024, 3, 6), params=params,  # type: ignore[arg-type]
-                        limits=Limits(timeout_s=120, memory_mb=512))
+                        limits=Limits(timeout_s=120, memory_mb=512), audit=audit)
 
 
 class RedisServer:

@@ -138,5 +138,5 @@ def leftovers(data_dir: Path) -> list[str]:
 
 def submit_quiet(c: Cluster, seconds: float) -> str:
     """A job that sleeps ``seconds`` once (no audit re-runs)."""
-    return c.stack.submit(spec().model_copy(update={"audit": False}), sleeper(seconds),
+    return c.stack.submit(spec(), sleeper(seconds),
                           researcher="ada")

@@ -41,7 +41,7 @@ def _lost_entries(c: Cluster, n: int) -> list[str]:
     """Jobs PENDING in the database that the queue does not hold (as after a flush)."""
     offline = Stack.from_config(c.config.model_copy(update={"queue_url": "memory://"}))
     try:
-        return [offline.submit(spec().model_copy(update={"audit": False}), sleeper(0),
+        return [offline.submit(spec(), sleeper(0),
                                researcher="ada") for _ in range(n)]
     finally:
         offline.store.close()

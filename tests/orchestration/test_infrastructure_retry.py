@@ -40,7 +40,7 @@ INFRA = "INFRA_FAILED"
 
 def submit(cluster: Cluster) -> str:
     """A job that does nothing in its sandbox (no audit: only the data step matters here)."""
-    return cluster.stack.submit(spec().model_copy(update={"audit": False}), sleeper(0),
+    return cluster.stack.submit(spec(), sleeper(0),
                                 researcher="ada")
 
 
@@ -116,7 +116,7 @@ def test_an_in_process_run_runs_its_retries_before_it_returns(tmp_path: Path) ->
         (tmp_path / "lake" / "sample" / entry.path).unlink()
     stack = Stack.from_config(load_config(environ={}, data_dir=tmp_path, sandbox="gvisor",
                                           max_attempts=2))
-    view = run_embedded(stack, spec().model_copy(update={"audit": False}), sleeper(0))
+    view = run_embedded(stack, spec(), sleeper(0))
     assert view.status is JobStatus.FAILED and view.attempt == 2
     assert view.reason is not None and "the lake could not be read" in view.reason
     assert view.reason.endswith("; attempts: 2; rerun the job once the object store is "

@@ -49,7 +49,7 @@ def snapshots(stack: Stack) -> SnapshotStore:
 
 def test_metrics_are_committed_before_the_report_and_kept_when_it_fails(
         stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = stack.submit(spec(), sleeper(0), researcher="ada")  # the audit on
+    job_id = stack.submit(spec(audit=True), sleeper(0), researcher="ada")
     snapshots(stack).image(spec().limits)  # built beforehand: the counts below are the job's
     restored, fallbacks = snapshots(stack).restored, snapshots(stack).fallbacks
     seen: dict[str, Any] = {}
