@@ -92,3 +92,12 @@ export function costWarning(metrics: Metrics | null | undefined, costs: Costs | 
     '(commission, spread, slippage, borrow all zero): the result says nothing until costs are set.'
   );
 }
+
+/**
+ * A difference of two metric values (B − A) as short text, signed: a fraction as percent
+ * points, anything else in its own unit; absurd differences are bounds like the values.
+ */
+export function formatDiff(value: number | null | undefined, kind: Kind = 'ratio'): string {
+  const text = formatNumber(value, kind === 'pct' ? 'spct' : kind);
+  return typeof value === 'number' && value > 0 && /^\d/.test(text) ? `+${text}` : text;
+}

@@ -1,9 +1,12 @@
 import { showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 import Plotly from 'plotly.js-dist-min';
+import { compareHead, compareTable, compareTraces, EquityPoints } from './compare';
 import { costWarning, formatNumber, METRICS } from './format';
 import { openEvents, requestAPI } from './handler';
-import { JobView, ProgressEvent } from './models';
+import { JobView, Metrics, ProgressEvent } from './models';
+import { choose, controlsHtml, gridParams, sweepChart, SweepChoice, sweepHead, SweepResults, sweepTable } from './sweep';
+import { escape, paramsText } from './text';
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT']);
 
@@ -36,15 +39,6 @@ export interface PanelHost {
 
 type SortKey = 'newest' | 'oldest' | 'sharpe' | 'status';
 
-function escape(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-
-interface EquityPoints {
-  ts: string[];
-  equity: number[];
-}
-
 /** The events stream of the selected running job: where to resume, and whether it ended. */
 interface LiveStream {
   id: string;
@@ -55,7 +49,14 @@ interface LiveStream {
 }
 
 const RETRY_MS = 1000;
-const LAYOUT = { height: 260, autosize: true, margin: { l: 60, r: 10, t: 10, b: 40 } };
+// No fixed size: the chart fills its box, which the researcher resizes (see `resizeBy`).
+const LAYOUT = { autosize: true, margin: { l: 60, r: 10, t: 10, b: 40 } };
+const COMPARE_LAYOUT = { ...LAYOUT, showlegend: true, legend: { orientation: 'h', y: 1.12 }, margin: { ...LAYOUT.margin, t: 28 } };
+/** The chart box's height limits (px) when dragged. */
+const MIN_CHART = 120;
+const MAX_CHART = 1200;
+/** The height (px) of the detail a dragged chart leaves visible. */
+const MIN_DETAIL = 60;
 const CONFIG = { responsive: true, displaylogo: false };
 
 /** The audit's state of a job: flagged is never shown as a plain success. */
@@ -80,13 +81,6 @@ function duration(job: JobView): string {
   return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
-function paramsText(job: JobView): string {
-  const params = job.spec.params ?? {};
-  return Object.entries(params)
-    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
-    .join(' ');
-}
-
 function universeText(job: JobView): string {
   const u = job.spec.universe;
   return u.length > 4 ? `${u.slice(0, 4).join(',')}+${u.length - 4}` : u.join(',');
@@ -108,12 +102,28 @@ export class BacktestsPanel extends Widget {
   private drawing: Promise<unknown> = Promise.resolve();
   /** The latest progress an event reported, per job (the list poll may lag behind). */
   private readonly liveProgress = new Map<string, number>();
+  /** The runs ticked for comparison, A then B; two of them show the comparison. */
+  private pair: string[] = [];
+  /** The sweep view's metric and axes, kept while the researcher moves between sweeps. */
+  private sweepChoice: SweepChoice | null = null;
+  /** The last results of the selected sweep, and the state they were read in. */
+  private sweepCache: { id: string; stamp: string; body: SweepResults } | null = null;
+  /** What the sweep controls show now (they are rebuilt only when it changes: a rebuilt
+   * select would close under the researcher's pointer at each poll). */
+  private controlsKey = '';
   private readonly list: HTMLElement;
   private readonly detail: HTMLElement;
   private readonly chart: HTMLElement;
+  private readonly box: HTMLElement;
+  private readonly handle: HTMLElement;
+  private readonly controls: HTMLElement;
+  private readonly scroller: HTMLElement;
+  private readonly resizer: ResizeObserver;
   private readonly logView: HTMLElement;
   private readonly filter: HTMLInputElement;
   private readonly sort: HTMLSelectElement;
+  /** The list as last rendered. */
+  private listHtml = '';
   /** The job whose log is shown (or being fetched). */
   private logShown: string | null = null;
 
@@ -131,12 +141,20 @@ export class BacktestsPanel extends Widget {
       '<option value="newest">newest</option><option value="oldest">oldest</option>' +
       '<option value="sharpe">Sharpe</option><option value="status">status</option></select></div>' +
       '<div class="pitwall-jobs"></div>' +
-      // The chart first under the list, so it stays in view however long the list grows.
-      '<div class="pitwall-below"><div class="pitwall-equity"></div><div class="pitwall-detail"></div>' +
-      '<div class="pitwall-log"></div></div>';
+      // The chart first under the list, out of the detail's scrolling box, so it stays in
+      // view however long the list or the detail grows; the handle under it resizes it.
+      '<div class="pitwall-below"><div class="pitwall-chart-wrap">' +
+      '<div class="pitwall-sweep-controls" hidden></div>' +
+      '<div class="pitwall-chart-box" hidden><div class="pitwall-equity"></div></div>' +
+      '<div class="pitwall-resize" hidden title="Drag to resize the chart"></div></div>' +
+      '<div class="pitwall-scroll"><div class="pitwall-detail"></div><div class="pitwall-log"></div></div></div>';
     this.list = this.node.querySelector('.pitwall-jobs') as HTMLElement;
     this.detail = this.node.querySelector('.pitwall-detail') as HTMLElement;
     this.chart = this.node.querySelector('.pitwall-equity') as HTMLElement;
+    this.box = this.node.querySelector('.pitwall-chart-box') as HTMLElement;
+    this.handle = this.node.querySelector('.pitwall-resize') as HTMLElement;
+    this.controls = this.node.querySelector('.pitwall-sweep-controls') as HTMLElement;
+    this.scroller = this.node.querySelector('.pitwall-scroll') as HTMLElement;
     this.logView = this.node.querySelector('.pitwall-log') as HTMLElement;
     this.filter = this.node.querySelector('.pitwall-filter') as HTMLInputElement;
     this.sort = this.node.querySelector('.pitwall-sort') as HTMLSelectElement;
@@ -144,6 +162,16 @@ export class BacktestsPanel extends Widget {
     this.detail.addEventListener('click', event => void this.onClick(event));
     this.filter.addEventListener('input', () => this.renderList());
     this.sort.addEventListener('change', () => this.renderList());
+    this.controls.addEventListener('change', () => this.onChoice());
+    this.handle.addEventListener('pointerdown', event => this.resizeBy(event));
+    // Plotly sizes a chart when it draws it; the box changes with the sidebar and the handle.
+    this.resizer = new ResizeObserver(() => this.relayout());
+    this.resizer.observe(this.box);
+  }
+
+  dispose(): void {
+    this.resizer.disconnect();
+    super.dispose();
   }
 
   protected onAfterAttach(): void {
@@ -161,7 +189,7 @@ export class BacktestsPanel extends Widget {
 
   /** Show a job as soon as it is submitted and select it. */
   track(id: string): void {
-    this.selected = id;
+    this.select(id);
     void this.refresh();
   }
 
@@ -208,7 +236,7 @@ export class BacktestsPanel extends Widget {
   }
 
   private renderList(): void {
-    this.list.innerHTML = this.visible()
+    const html = this.visible()
       .map(job => {
         const live = !TERMINAL.has(job.status);
         const progress = Math.max(job.progress ?? 0, live ? this.liveProgress.get(job.id) ?? 0 : 0);
@@ -216,11 +244,12 @@ export class BacktestsPanel extends Widget {
         const failed = job.status === 'FAILED' || job.status === 'TIMED_OUT';
         const actions = [
           live ? `<button data-action="cancel" data-id="${job.id}">Cancel</button>` : '',
-          job.status === 'COMPLETED' ? `<button data-action="report" data-id="${job.id}">Report</button>` : '',
+          job.status === 'COMPLETED' && job.kind !== 'sweep' ? `<button data-action="report" data-id="${job.id}">Report</button>` : '',
           failed ? `<button data-action="log" data-id="${job.id}">Log</button>` : '',
           TERMINAL.has(job.status) ? `<button data-action="rerun" data-id="${job.id}">Rerun</button>` : ''
         ].join('');
-        const cls = job.id === this.selected ? ' pitwall-selected' : '';
+        const slot = this.pair.indexOf(job.id);
+        const cls = (job.id === this.selected ? ' pitwall-selected' : '') + (slot >= 0 ? ' pitwall-comparing' : '');
         // A flagged lookahead audit is never shown as a plain success.
         const audit = auditOf(job);
         const badge =
@@ -233,27 +262,62 @@ export class BacktestsPanel extends Widget {
           ? '<span class="pitwall-cost-badge" title="high turnover and no costs">&#9888; no costs</span>'
           : '';
         const name = job.notebook ? `<span class="pitwall-name">${escape(job.notebook)}</span>` : '';
+        const kind =
+          job.kind === 'sweep'
+            ? '<span class="pitwall-kind">sweep</span>'
+            : job.parent_id
+              ? `<span class="pitwall-kind" title="a run of sweep ${job.parent_id}">sweep ${job.parent_id.slice(0, 8)}</span>`
+              : '';
         const meta =
-          `<div class="pitwall-meta">${name}<span>${escape(universeText(job))}</span>` +
+          `<div class="pitwall-meta">${kind}${name}<span>${escape(universeText(job))}</span>` +
           `<span>${escape(job.spec.start)}→${escape(job.spec.end)}</span>` +
           `<span class="pitwall-params">${escape(paramsText(job))}</span>` +
           `<span title="submitted">${shortTime(job.created_at)}</span><span title="duration">${duration(job)}</span></div>`;
         return (
-          `<div class="pitwall-job${cls}" data-id="${job.id}"><span class="pitwall-id">${job.id.slice(0, 8)}</span>` +
+          `<div class="pitwall-job${cls}" data-id="${job.id}">${this.comparePick(job, slot)}<span class="pitwall-id">${job.id.slice(0, 8)}</span>` +
           `<span class="pitwall-status" data-status="${job.status}" data-audit="${audit}">${job.status}</span>${badge}${warn}` +
           `<progress max="100" value="${pct}"></progress><span class="pitwall-actions">${actions}</span>${meta}</div>`
         );
       })
       .join('');
+    // Rebuilt only when it changed: each poll would otherwise replace every row under the
+    // researcher's pointer (a click, a hover, a checkbox being ticked).
+    if (html !== this.listHtml) {
+      this.listHtml = html;
+      this.list.innerHTML = html;
+    }
+  }
+
+  /** A completed run's "compare" tick, and its letter (A or B) once ticked. */
+  private comparePick(job: JobRow, slot: number): string {
+    if (job.status !== 'COMPLETED' || job.kind === 'sweep') {
+      return '';
+    }
+    return (
+      `<input type="checkbox" class="pitwall-compare-pick" data-action="compare" data-id="${job.id}" ` +
+      `title="Compare this run with another"${slot >= 0 ? ' checked' : ''}/>` +
+      (slot >= 0 ? `<span class="pitwall-compare-tag">${'AB'[slot]}</span>` : '')
+    );
   }
 
   private async renderDetail(): Promise<void> {
+    const pair = this.compared();
+    if (pair) {
+      await this.renderCompare(pair[0], pair[1]);
+      return;
+    }
     const job = this.jobs.find(j => j.id === this.selected);
     if (!job) {
       this.detail.innerHTML = '';
+      this.showControls(null);
       this.stopLive();
       return;
     }
+    if (job.kind === 'sweep') {
+      await this.renderSweep(job);
+      return;
+    }
+    this.showControls(null);
     const reason = job.reason ? `<p class="pitwall-reason">${escape(job.reason)}</p>` : '';
     const metrics = job.metrics
       ? '<table class="pitwall-metrics">' +
@@ -275,7 +339,10 @@ export class BacktestsPanel extends Widget {
     const failed = job.status === 'FAILED' || job.status === 'TIMED_OUT';
     const buttons =
       (job.status === 'COMPLETED' ? `<button data-action="report" data-id="${job.id}">Open report</button>` : '') +
-      (TERMINAL.has(job.status) ? `<button data-action="log" data-id="${job.id}">Log</button>` : '');
+      (TERMINAL.has(job.status) ? `<button data-action="log" data-id="${job.id}">Log</button>` : '') +
+      (job.parent_id
+        ? `<button data-action="select" data-id="${job.parent_id}" title="back to its sweep">Sweep ${job.parent_id.slice(0, 8)}</button>`
+        : '');
     this.detail.innerHTML =
       `<h4>${job.id}</h4><p class="pitwall-detail-status" data-status="${job.status}" data-audit="${auditOf(job)}">` +
       `${job.status}${job.notebook ? ' · ' + escape(job.notebook) : ''}</p>${reason}${verdict}${costs}` +
@@ -292,7 +359,9 @@ export class BacktestsPanel extends Widget {
         // The full curve of the equity artifact replaces the running one.
         this.plotted = job.id;
         const points = await requestAPI<EquityPoints>(`equity/${job.id}`);
-        await this.draw(() => this.plot(points.ts, points.equity, 'final'));
+        if (this.plotted === job.id) {
+          await this.draw(() => this.plot(points.ts, points.equity, 'final'));
+        }
       }
     } else if (!TERMINAL.has(job.status)) {
       this.follow(job.id);
@@ -302,6 +371,108 @@ export class BacktestsPanel extends Widget {
         this.plotted = null;
         await this.draw(() => this.clearChart());
       }
+    }
+  }
+
+  /** The two ticked runs, A and B, while both are listed and completed; else null. */
+  private compared(): [JobRow, JobRow] | null {
+    const find = (id: string) => this.jobs.find(j => j.id === id && j.status === 'COMPLETED');
+    this.pair = this.pair.filter(id => find(id) !== undefined);
+    return this.pair.length === 2 ? [find(this.pair[0]) as JobRow, find(this.pair[1]) as JobRow] : null;
+  }
+
+  /** Runs A and B side by side: their metrics and B − A, and both equity curves. */
+  private async renderCompare(a: JobRow, b: JobRow): Promise<void> {
+    this.stopLive();
+    this.showControls(null);
+    this.hideLog();
+    this.detail.innerHTML = compareHead(a, b) + compareTable(a, b);
+    const key = `compare:${a.id}:${b.id}`;
+    if (this.plotted === key) {
+      return;
+    }
+    this.plotted = key;
+    try {
+      const [pa, pb] = await Promise.all([a, b].map(job => requestAPI<EquityPoints>(`equity/${job.id}`)));
+      if (this.plotted === key) {
+        await this.draw(() => this.plotData(compareTraces(a, pa, b, pb), COMPARE_LAYOUT, 'compare'));
+      }
+    } catch (error) {
+      this.plotted = null; // tried again at the next poll
+      this.detail.insertAdjacentHTML('afterbegin', `<p class="pitwall-reason">No equity curves: ${escape(String(error))}</p>`);
+    }
+  }
+
+  /** A sweep: its results table, and a heatmap of the chosen metric over two parameters. */
+  private async renderSweep(job: JobRow): Promise<void> {
+    this.stopLive();
+    this.hideLog();
+    // Read again only when the sweep or one of its runs moved (the list polls each second).
+    const stamp = [job.status, job.progress, ...this.jobs.filter(j => j.parent_id === job.id).map(j => j.status)].join();
+    let results: SweepResults;
+    if (this.sweepCache?.id === job.id && this.sweepCache.stamp === stamp) {
+      results = this.sweepCache.body;
+    } else {
+      try {
+        results = await requestAPI<SweepResults>(`api/v1/sweeps/${encodeURIComponent(job.id)}`);
+      } catch (error) {
+        this.detail.innerHTML = `<h4>${job.id}</h4><p class="pitwall-reason">Cannot read the sweep: ${escape(String(error))}</p>`;
+        return;
+      }
+      this.sweepCache = { id: job.id, stamp, body: results };
+      if (this.selected !== job.id || this.pair.length === 2) {
+        return; // another job (or a comparison) was chosen meanwhile
+      }
+    }
+    const params = gridParams(results.rows);
+    this.sweepChoice = choose(params, this.sweepChoice);
+    this.showControls(params, this.sweepChoice);
+    this.detail.innerHTML =
+      sweepHead(results) + '<p class="pitwall-note">Click a cell of the chart or a row to open that run.</p>' + sweepTable(results, params);
+    const chart = sweepChart(results.rows, this.sweepChoice);
+    const key = `sweep:${job.id}:${JSON.stringify(chart)}`;
+    if (this.plotted !== key) {
+      this.plotted = key;
+      await this.draw(() => this.plotData(chart.data, chart.layout, 'sweep'));
+    }
+  }
+
+  /** The sweep's pickers (metric, x, y), or none (null); rebuilt only when they change. */
+  private showControls(params: string[] | null, choice?: SweepChoice): void {
+    const key = params && choice ? JSON.stringify([params, choice]) : '';
+    if (key === this.controlsKey) {
+      return;
+    }
+    this.controlsKey = key;
+    this.controls.hidden = key === '';
+    this.controls.innerHTML = params && choice ? controlsHtml(params, choice) : '';
+  }
+
+  private onChoice(): void {
+    const pick = (cls: string) => (this.controls.querySelector(cls) as HTMLSelectElement | null)?.value ?? null;
+    this.sweepChoice = {
+      metric: (pick('.pitwall-sweep-metric') ?? 'sharpe') as keyof Metrics,
+      x: pick('.pitwall-sweep-x') ?? '',
+      y: pick('.pitwall-sweep-y')
+    };
+    void this.renderDetail();
+  }
+
+  private hideLog(): void {
+    if (this.logShown !== null) {
+      this.logShown = null;
+      this.logView.innerHTML = '';
+    }
+  }
+
+  /** Select a job: its detail replaces a comparison on screen (the ticks are cleared). */
+  private select(id: string): void {
+    if (id !== this.selected) {
+      this.scroller.scrollTop = 0; // a new job's detail is read from its head
+    }
+    this.selected = id;
+    if (this.pair.length === 2) {
+      this.pair = [];
     }
   }
 
@@ -397,13 +568,67 @@ export class BacktestsPanel extends Widget {
   }
 
   private async plot(x: string[], y: number[], kind: 'live' | 'final'): Promise<void> {
+    await this.plotData([{ x, y, type: 'scatter', mode: 'lines', name: 'equity' }], LAYOUT, kind);
+  }
+
+  /** Draw into the chart box (shown first, so Plotly measures its real size). */
+  private async plotData(data: object[], layout: object, kind: string): Promise<void> {
+    this.showChart(true);
     this.chart.dataset.plot = kind;
-    await Plotly.react(this.chart, [{ x, y, type: 'scatter', mode: 'lines', name: 'equity' }], LAYOUT, CONFIG);
+    // A copy: Plotly writes its computed ranges into the layout it is given.
+    const fresh = JSON.parse(JSON.stringify(layout)) as Partial<Plotly.Layout>;
+    const gd = await Plotly.react(this.chart, data as Plotly.Data[], fresh, CONFIG);
+    gd.removeAllListeners('plotly_click');
+    if (kind === 'sweep') {
+      // A heatmap cell (or a bar) carries its child's job id: a click opens that run.
+      gd.on('plotly_click', event => {
+        const id = event.points[0]?.customdata;
+        if (typeof id === 'string') {
+          this.select(id);
+          void this.refresh();
+        }
+      });
+    }
   }
 
   private clearChart(): void {
     delete this.chart.dataset.plot;
     Plotly.purge(this.chart);
+    this.showChart(false);
+  }
+
+  private showChart(visible: boolean): void {
+    this.box.hidden = !visible;
+    this.handle.hidden = !visible;
+  }
+
+  /** Fit the chart to its box again (the box was resized, or the sidebar was). */
+  private relayout(): void {
+    if (this.box.hidden || this.box.clientWidth === 0 || !this.chart.dataset.plot) {
+      return;
+    }
+    void this.draw(() => Plotly.Plots.resize(this.chart));
+  }
+
+  /** Drag the handle under the chart to make the chart taller or shorter. */
+  private resizeBy(down: PointerEvent): void {
+    down.preventDefault();
+    const start = this.box.getBoundingClientRect().height;
+    // Some of the detail stays visible under the chart, however far it is dragged.
+    const max = Math.min(MAX_CHART, start + this.scroller.getBoundingClientRect().height - MIN_DETAIL);
+    this.handle.setPointerCapture(down.pointerId);
+    const move = (event: PointerEvent) => {
+      const height = Math.min(max, Math.max(MIN_CHART, start + event.clientY - down.clientY));
+      this.box.style.height = `${Math.round(height)}px`;
+    };
+    const up = () => {
+      this.handle.removeEventListener('pointermove', move);
+      this.handle.removeEventListener('pointerup', up);
+      this.handle.removeEventListener('pointercancel', up);
+    };
+    this.handle.addEventListener('pointermove', move);
+    this.handle.addEventListener('pointerup', up);
+    this.handle.addEventListener('pointercancel', up);
   }
 
   /** The job's log: its failure (the traceback, frames named by notebook cell), and all of it. */
@@ -438,25 +663,34 @@ export class BacktestsPanel extends Widget {
 
   private async onClick(event: MouseEvent): Promise<void> {
     const target = event.target as HTMLElement;
-    const id = target.dataset.id ?? (target.closest('.pitwall-job') as HTMLElement | null)?.dataset.id;
+    const action = target.dataset.action;
+    if (action === 'uncompare') {
+      this.pair = [];
+      await this.refresh();
+      return;
+    }
+    // A list row, a button, or a row of the sweep's table: each carries its job's id.
+    const id = target.dataset.id ?? (target.closest('[data-id]') as HTMLElement | null)?.dataset.id;
     if (!id) {
       return;
     }
-    const action = target.dataset.action;
     try {
-      if (action === 'cancel') {
+      if (action === 'compare') {
+        // Tick A, then B; a third tick replaces A (the last two ticked are compared).
+        this.pair = this.pair.includes(id) ? this.pair.filter(p => p !== id) : [...this.pair, id].slice(-2);
+      } else if (action === 'cancel') {
         await requestAPI(`api/v1/backtests/${id}/cancel`, { method: 'POST' });
       } else if (action === 'report') {
-        this.selected = id;
+        this.select(id);
         this.host.openFile(id, 'report');
       } else if (action === 'log') {
-        this.selected = id;
+        this.select(id);
         await this.showLog(id);
       } else if (action === 'rerun') {
         const body = await requestAPI<{ id: string }>(`rerun/${id}`, { method: 'POST' });
-        this.selected = body.id;
+        this.select(body.id);
       } else {
-        this.selected = id;
+        this.select(id);
       }
     } catch (error) {
       await showErrorMessage('Pitwall', String(error));
