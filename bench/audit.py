@@ -38,13 +38,14 @@ import numpy as np
 import polars as pl
 
 from pitwall.bundle import build_bundle
-from pitwall.engine.audit import audit_weights
+from pitwall.engine.audit import COMPARE_WINDOW, audit_weights
 from pitwall.engine.audit_cuts import LEVELS, miss_probability, plan_cuts
 from pitwall.engine.validate import validate_weights
 from pitwall.models import BacktestSpec, JobView, Limits
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.datalake.generate import generate_bars, sample_symbols
+from pitwall_executor.execution import audit as audit_execution
 from pitwall_executor.orchestration.embedded import run_embedded
 from pitwall_executor.stack import Stack
 
@@ -78,28 +79,42 @@ def job(st: Stack, end: dt.date, *, code: str = SMA, **spec: Any) -> tuple[float
     return seconds, view
 
 
+#: Contenders of the cost part: the level, and whether the re-runs answer with the whole
+#: prefix's weights (as before the compared window, ``COMPARE_WINDOW``) or the window only.
+CONTENDERS = {"off": (None, False), "default, whole-prefix answers": ("default", True),
+              "default": ("default", False), "thorough": ("thorough", False)}
+
+
 def cost(root: Path, repeat: int) -> None:
     st = stack(root / "cost", dt.date(2024, 6, 28))
     job(st, dt.date(2024, 6, 28), audit=False)  # warm the cache, the pool and the image
-    rows: dict[str, list[float]] = {"off": [], "default": [], "thorough": []}
+    rows: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     finals: set[float] = set()
-    cuts: dict[str, int] = {}
+    verdicts: dict[str, set[tuple[str, int]]] = {}
     for _ in range(repeat):
-        for level, times in rows.items():
-            extra = {"audit": False} if level == "off" else {"audit_level": level}
-            seconds, view = job(st, dt.date(2024, 6, 28), **extra)
-            times.append(seconds)
+        for name, (level, whole) in CONTENDERS.items():
+            extra = {"audit": False} if level is None else {"audit_level": level}
+            # The worker builds the re-run sandbox's spec.json from this module global.
+            audit_execution.ANSWER_WINDOW = None if whole else COMPARE_WINDOW
+            try:
+                seconds, view = job(st, dt.date(2024, 6, 28), **extra)
+            finally:
+                audit_execution.ANSWER_WINDOW = COMPARE_WINDOW
+            rows[name].append(seconds)
             assert view.metrics is not None
             finals.add(view.metrics.final_equity)
-            if view.metrics.lookahead is not None:
-                cuts[level] = len(view.metrics.lookahead.cuts_checked)
+            if (verdict := view.metrics.lookahead) is not None:
+                verdicts.setdefault(name, set()).add((verdict.status, len(verdict.cuts_checked)))
     assert len(finals) == 1, f"the audit changed the result: {finals}"
+    # The same secret seed and budget draw the same cuts: both answer shapes, one verdict.
+    assert verdicts["default"] == verdicts["default, whole-prefix answers"], verdicts
     off = float(np.median(rows["off"]))
     print(f"## cost: demo job (10 symbols x 6 months), submit -> COMPLETED, median of {repeat}")
     print(f"audit off       {off:6.2f} s")
-    for level in ("default", "thorough"):
-        on = float(np.median(rows[level]))
-        print(f"audit {level:<9} {on:6.2f} s   {cuts.get(level, 0):4d} cuts checked   "
+    for name in list(CONTENDERS)[1:]:
+        on = float(np.median(rows[name]))
+        status, n_cuts = sorted(verdicts[name])[0]
+        print(f"audit {name:<31} {on:6.2f} s   {n_cuts:4d} cuts checked ({status})   "
               f"audit = {(on - off) / off:4.2f}x the main run   job = {on / off:4.2f}x")
 
 

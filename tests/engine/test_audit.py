@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
-from audit_strategies import HONEST, LEAKY, SPARSE, STATEFUL
+from audit_strategies import HEADER, HONEST, LEAKY, SPARSE, STATEFUL
 
-from pitwall.engine.audit import BUDGET_PREFIX, TOLERANCE, audit_weights, describe
+from pitwall.engine.audit import (
+    BUDGET_PREFIX,
+    COMPARE_WINDOW,
+    TOLERANCE,
+    audit_weights,
+    describe,
+)
 from pitwall.engine.audit_cuts import (
     LEVELS,
     STRUCTURAL,
@@ -31,9 +38,9 @@ from pitwall.engine.audit_cuts import (
 )
 from pitwall.engine.validate import validate_weights
 from pitwall.frames import decode_frames, decode_result
-from pitwall.models import LookaheadAudit
+from pitwall.models import BacktestSpec, LookaheadAudit
 from pitwall_executor.datalake.generate import generate_bars
-from pitwall_executor.execution.audit import BudgetPacer
+from pitwall_executor.execution.audit import BudgetPacer, prefix_spec
 from pitwall_executor.execution.prefix_feed import feed_prefixes
 
 SYMBOLS = ["AAPL", "MSFT"]
@@ -81,9 +88,9 @@ def full_run(tmp_path: Path, source: str, bars: pl.DataFrame) -> pl.DataFrame:
 def rerun(tmp_path: Path, source: str, bars: pl.DataFrame, times: list[int], *,
           mode: str = "audit", deadline: float | None = None) -> list[Any]:
     """The audit's re-runs (or a stepped run): the prefix channel to a fresh runner."""
-    job = _job(tmp_path / mode, source, {"kind": "prefixes", "mode": mode,
-                                         "entrypoint": "strategy.py", "params": {},
-                                         "seed": 3}, None)
+    spec = BacktestSpec(dataset="sample", universe=SYMBOLS, start=dt.date(2024, 1, 2),
+                        end=dt.date(2024, 1, 31), seed=3)
+    job = _job(tmp_path / mode, source, prefix_spec(mode, "strategy.py", spec), None)
     proc = _runner(job, tmp_path / f"tmp-{mode}", stdin=subprocess.PIPE,
                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
@@ -313,3 +320,49 @@ def test_a_verdict_from_a_shared_process_says_what_it_could_not_rule_out() -> No
     assert old.status == "no_lookahead_found"  # jobs recorded before the rename still load
     assert Cut(0, ("random",)).at == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     assert set(STRUCTURAL) < set(coverage([]))
+
+
+def _in_process(source: str, bars: pl.DataFrame, plan: CutPlan) -> list[Any]:
+    """Whole-prefix answers, computed here: what a re-run returned before it sent only the
+    compared window."""
+    scope: dict[str, Any] = {}
+    exec(compile(source, "strategy.py", "exec"), scope)  # test strategies of this suite
+    fn = scope["s"]
+    return [fn(bars.filter(pl.col("ts") <= c.at)).to_arrow() for c in plan.cuts]
+
+
+@pytest.mark.parametrize("name", ["next_close", "session_end_peek", "full_sample_zscore",
+                                  "sma_crossover", "expanding_mean", "sparse_weights"])
+def test_an_answer_holds_its_window_only_and_the_verdict_is_the_whole_prefixs(
+        tmp_path: Path, name: str) -> None:
+    source = {**LEAKY, **HONEST, **SPARSE}.get(name) or _module_of_changes()
+    weights = full_run(tmp_path, source, BARS)
+    plan = plan_cuts(BARS, seed=7)
+    sent = rerun(tmp_path, source, BARS, plan.times)
+    # Per cut: the window's bars and, per symbol, one row before it, never the prefix.
+    assert all(isinstance(a, pa.Table) and a.num_rows <= (COMPARE_WINDOW + 1) * len(SYMBOLS)
+               for a in sent)
+    assert max(a.num_rows for a in sent) < BARS.height / 4
+    whole = _in_process(source, BARS, plan)
+    trimmed = audit_weights(BARS, weights, plan, sent, SYMBOLS)
+    untrimmed = audit_weights(BARS, weights, plan, whole, SYMBOLS)
+    assert (trimmed.status, trimmed.first) == (untrimmed.status, untrimmed.first)
+    assert trimmed.status == ("flagged" if name in {**LEAKY, **SPARSE} else "no_lookahead_found")
+
+
+def _module_of_changes() -> str:
+    """An honest strategy that writes a row only when its target changes (so the target
+    at a window's start comes from a row before it)."""
+    return HEADER + (
+        "    hour = pl.col('ts').dt.hour()\n"
+        "    w = bars.select('ts', 'symbol', weight=(hour % 2).cast(pl.Float64) * 0.4)\n"
+        "    return w.filter(pl.col('weight') != pl.col('weight').shift(1).over('symbol'))\n")
+
+
+def test_a_peek_farther_ahead_than_the_window_is_flagged_at_the_cut(tmp_path: Path) -> None:
+    far = HEADER + ("    ahead = pl.col('close').shift(-3000).over('symbol')\n"
+                    "    return bars.select('ts', 'symbol', weight=(ahead > pl.col('close'))"
+                    ".fill_null(False).cast(pl.Float64) * 0.5)\n")
+    verdict = audit(tmp_path, far)
+    assert verdict.status == "flagged" and verdict.first is not None
+    assert verdict.first.ts <= verdict.first.cut

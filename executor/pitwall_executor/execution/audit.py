@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pitwall.engine.audit import audit_weights
+from pitwall.engine.audit import COMPARE_WINDOW, audit_weights
 from pitwall.engine.audit_cuts import CutPlan, plan_cuts
 from pitwall.errors import StrategyOutputError
 from pitwall.models import BacktestSpec, LookaheadAudit
@@ -78,6 +78,10 @@ class AuditRun:
 #: The data-dir secret the audit's seeds are keyed with (pitwall_executor.keys).
 SEED_SECRET = "audit-secret"
 
+#: The timestamps of weights an audit re-run sends back: the compared window (None: the
+#: whole prefix's, as before the window; bench/audit.py times both).
+ANSWER_WINDOW: int | None = COMPARE_WINDOW
+
 
 def audit_seed(secret: bytes, bundle_sha256: str, spec: BacktestSpec) -> int:
     """The audit's secret seed of a run: HMAC of the deployment's secret over what the
@@ -116,9 +120,10 @@ def audit_vectorized(backend: SandboxBackend, job_id: str, workdir: Path, spec: 
 
 def prefix_spec(mode: str, entrypoint: str, spec: BacktestSpec) -> dict[str, Any]:
     """The ``spec.json`` of a prefix session (``audit`` or ``stepped``): what the runner
-    needs to load and call the strategy, and nothing about when it will be called."""
+    needs to load and call the strategy, and nothing about when it will be called. An
+    audit session answers with the compared window only (``ANSWER_WINDOW``)."""
     return {"kind": "prefixes", "mode": mode, "entrypoint": entrypoint, "params": spec.params,
-            "seed": spec.seed}
+            "seed": spec.seed, "window": ANSWER_WINDOW if mode != "stepped" else None}
 
 
 def stepped_answers(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,

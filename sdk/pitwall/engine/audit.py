@@ -7,8 +7,14 @@ each re-run in a fresh process that never held a later bar, and compares the wei
 to each cut with the full run's. An honest strategy decides at ``t`` from bars up to ``t``
 only, so removing later bars cannot change its weights.
 
-What is compared is what the engine executes: the *effective* target of every bar up to
-the cut (a missing row keeps the previous target, 0 before the first). Two targets ``a``
+What is compared is what the engine executes: the *effective* target of every bar in the
+last ``COMPARE_WINDOW`` timestamps up to the cut (a missing row keeps the previous target,
+0 before the first). A peek ``h`` bars ahead changes the weight at the cut itself and at
+the ``h - 1`` bars before it, so the window holds every bar a one-bar peek can show on and
+all of a peek up to ``COMPARE_WINDOW`` bars ahead; the power a verdict claims counts the
+cut bar only. The window keeps each cut's cost independent of how long the run is: the
+sandbox sends only the window's rows and, per symbol, the last row before it (which fixes
+the effective target at the window's start), never the whole prefix's. Two targets ``a``
 and ``b`` differ when ``|a − b| > TOLERANCE · max(1, |a|, |b|)``: weights are fractions of
 equity, so this is 1e-12 absolute for ordinary weights and 1e-12 relative for large ones,
 far above float noise of a deterministic computation and far below any real signal.
@@ -24,6 +30,7 @@ from collections.abc import Sequence
 from typing import TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
@@ -41,6 +48,8 @@ from pitwall.errors import StrategyOutputError
 from pitwall.models import AuditFinding, DetectionPower, LookaheadAudit
 
 TOLERANCE = 1e-12
+#: Timestamps compared before (and at) each cut: 2.6 sessions of minute bars.
+COMPARE_WINDOW = 1024
 #: Leak fractions whose miss probability a verdict reports: once a session, once every
 #: 100 bars, once an hour, one bar in ten.
 POWER_FRACTIONS = (1 / 390, 1 / 100, 1 / 60, 1 / 10)
@@ -73,12 +82,14 @@ def audit_weights(
     *,
     tolerance: float = TOLERANCE,
     independent: bool = True,
+    window: int = COMPARE_WINDOW,
 ) -> LookaheadAudit:
     """Compare each re-run with the full run's validated weights ``full``; the verdict.
 
     ``bars`` are the full run's bars (sorted by ``symbol, ts``, as the engine needs them);
-    the re-run of cut ``c`` saw ``bars[ts <= c]``, and its output is validated against
-    exactly those bars before it is compared.
+    the re-run of cut ``c`` saw ``bars[ts <= c]``. Its output is validated against those
+    bars from its first row on, and compared on the last ``window`` timestamps up to ``c``
+    (:func:`window_start`); rows before that only carry a target into the window.
 
     Example
     -------
@@ -103,6 +114,7 @@ def audit_weights(
     invalid = False
     grid = build_grid(bars)
     full_targets = target_grid(grid, bars, full)
+    ts_us = bars.get_column("ts").dt.epoch("us")
     for planned, output in zip(plan.cuts, outputs, strict=True):
         cut = planned.at
         if isinstance(output, str):
@@ -111,7 +123,10 @@ def audit_weights(
             else:
                 notes.append(f"cut {cut.isoformat()}: not checked, {output}")
             continue
-        cut_bars = bars.filter(pl.col("ts") <= cut)
+        start = window_start(grid.ts, planned.ts_us, window)
+        first = _first_ts(output)
+        lo = start if first is None else min(start, first)
+        cut_bars = bars.filter(ts_us.is_between(lo, planned.ts_us))
         try:
             weights = validate_weights(output, cut_bars, universe)
         except StrategyOutputError as exc:
@@ -121,7 +136,7 @@ def audit_weights(
             continue
         checked.append(cut)
         checked_cuts.append(planned)
-        finding = _compare(cut, grid, full_targets, cut_bars, weights, tolerance)
+        finding = _compare(cut, grid, full_targets, cut_bars, weights, tolerance, start)
         if finding is not None:
             findings.append(finding)
     if over_budget:
@@ -149,20 +164,42 @@ def audit_weights(
     return audit.model_copy(update={"statement": describe(audit)})
 
 
+def window_start(ts_us: npt.NDArray[np.int64], cut_us: int, window: int) -> int:
+    """The first of the last ``window`` timestamps up to ``cut_us`` in the sorted ``ts_us``
+    (µs): where a cut's comparison starts. The sandbox computes the same from its prefix."""
+    end = int(np.searchsorted(ts_us, cut_us, side="right"))
+    return int(ts_us[max(end - window, 0)]) if end else cut_us
+
+
+def _first_ts(output: pa.Table) -> int | None:
+    """The earliest ``ts`` of a re-run's rows (µs), or None when it has none to read (the
+    validation names what is wrong with it)."""
+    try:
+        ts = pl.from_arrow(output.select(["ts"])).get_column("ts")  # type: ignore[union-attr]
+        first = ts.dt.epoch("us").min()
+    except Exception:
+        return None
+    return int(first) if isinstance(first, int) else None
+
+
 def _compare(cut: dt.datetime, grid: BarGrid, full_targets: FloatGrid, cut_bars: pl.DataFrame,
-             weights: pl.DataFrame, tolerance: float) -> AuditFinding | None:
-    """The earliest bar (then the first symbol) whose effective target differs, if any.
+             weights: pl.DataFrame, tolerance: float, start_us: int) -> AuditFinding | None:
+    """The earliest bar (then the first symbol) from ``start_us`` on whose effective target
+    differs, if any.
 
     Targets are compared on the engine's grid, as it will execute them: forward-filled,
-    0 before a symbol's first weight, and only where the symbol has a bar.
+    0 before a symbol's first weight, and only where the symbol has a bar. ``cut_bars``
+    span a run of the full grid's timestamps that ends at the cut.
     """
     cut_grid = build_grid(cut_bars)
     b = target_grid(cut_grid, cut_bars, weights)
     index = {s: i for i, s in enumerate(grid.symbols)}
     rows = np.array([index[s] for s in cut_grid.symbols], dtype=np.int64)
-    a = full_targets[rows, : cut_grid.shape[1]]
+    first_col = int(np.searchsorted(grid.ts, cut_grid.ts[0]))
+    a = full_targets[rows, first_col: first_col + cut_grid.shape[1]]
     scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
-    differs = (np.abs(a - b) > tolerance * scale) & cut_grid.present
+    compared = cut_grid.present & (cut_grid.ts >= start_us)[None, :]
+    differs = (np.abs(a - b) > tolerance * scale) & compared
     if not differs.any():
         return None
     col = int(np.flatnonzero(differs.any(axis=0))[0])

@@ -109,7 +109,14 @@ def load_event_strategy(bundle: Path, entrypoint: str) -> type[Strategy]:
 
 def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
                   clock: SimulatedClock) -> bytes:
-    """One call of the strategy, re-seeded and with the clock at the frame's last bar."""
+    """One call of the strategy, re-seeded and with the clock at the frame's last bar: its
+    weights as Arrow IPC."""
+    return encode_weights(strategy_frame(fn, bars, params, seed=seed, clock=clock))
+
+
+def strategy_frame(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
+                   clock: SimulatedClock) -> Any:
+    """What :func:`call_strategy` sends, before it is encoded: the strategy's DataFrame."""
     import polars as pl
 
     clock.set(last_ts(bars))
@@ -120,8 +127,13 @@ def call_strategy(fn: Any, bars: Any, params: dict[str, Any], *, seed: int,
             f"the strategy returned {type(result).__name__}; return a polars DataFrame "
             "with columns ts, symbol, weight"
         )
+    return result
+
+
+def encode_weights(frame: Any) -> bytes:
+    """A polars DataFrame as the Arrow IPC stream the worker decodes."""
     buf = io.BytesIO()
-    result.write_ipc_stream(buf)
+    frame.write_ipc_stream(buf)
     return bytes(buf.getvalue())
 
 

@@ -15,6 +15,11 @@ so an answer can only depend on the past of the time it was asked at.
 * ``stepped`` mode: one process loads the strategy once and answers every call on the
   growing prefix; state it keeps between calls is the past, so this is point-in-time by
   construction, like event mode. Only the weights at the prefix's last timestamp are sent.
+
+An audit answer holds only what the worker compares: the rows of the last ``window``
+timestamps of the prefix and, per symbol, its last row before them (it fixes the target
+the window starts from); see pitwall.engine.audit. The strategy still computes on the whole
+prefix.
 """
 
 from __future__ import annotations
@@ -36,7 +41,13 @@ from pitwall.frames import HEADER_SIZE, MAGIC, FrameKind, encode_frame
 from pitwall.lockstep import HEADER, FrameReader
 from pitwall.prefix_wire import AUDIT, AUDIT_FORK, BARS, CALL, END, STEPPED
 from pitwall.sandbox.clock import SimulatedClock
-from pitwall.sandbox.loader import call_strategy, last_ts, load_strategy, seed_everything
+from pitwall.sandbox.loader import (
+    encode_weights,
+    last_ts,
+    load_strategy,
+    seed_everything,
+    strategy_frame,
+)
 
 #: The sandbox's only writable dir (pitwall_executor.sandbox.base.SCRATCH).
 SCRATCH = "/scratch"
@@ -85,6 +96,8 @@ class _Call:
         self.entrypoint = str(spec["entrypoint"])
         self.params = dict(spec.get("params") or {})
         self.seed = int(spec.get("seed", 0))
+        window = spec.get("window")
+        self.window = int(window) if isinstance(window, int) and window > 0 else None
         self.clock = SimulatedClock()
         self._fn: Any = None
         self._parts: dict[str, list[Any]] = {}  # the prefix, per symbol, in time order
@@ -102,10 +115,13 @@ class _Call:
                 self._installed = True
             seed_everything(self.seed)
             self._fn = load_strategy(self.job / "bundle", self.entrypoint)
-        payload = call_strategy(self._fn, bars, self.params, seed=self.seed, clock=self.clock)
-        if last_only and bars.height:
-            payload = _last_rows(payload, bars)
-        return encode_frame(FrameKind.RESULT, payload)
+        frame = strategy_frame(self._fn, bars, self.params, seed=self.seed, clock=self.clock)
+        if bars.height:
+            if last_only:
+                frame = _trimmed(frame, lambda pl: pl.col("ts") == bars.get_column("ts").max())
+            elif self.window is not None:
+                frame = _window_rows(frame, bars, self.window)
+        return encode_frame(FrameKind.RESULT, encode_weights(frame))
 
     def in_process(self, chunks: list[bytes], *, fresh: bool) -> bytes:
         """Append the new bars to this process's prefix and call the strategy: loaded anew
@@ -243,18 +259,31 @@ def _one_frame(data: bytes) -> bool:
         len(data) == HEADER_SIZE + length)
 
 
-def _last_rows(payload: bytes, bars: Any) -> bytes:
-    """Only the weights at the prefix's last timestamp (what a stepped run keeps)."""
+def _trimmed(frame: Any, keep: Any) -> Any:
+    """``frame`` filtered by ``keep(pl)``; an odd frame is sent as it is (the worker's
+    validation names what is wrong with it)."""
     import polars as pl
 
     try:
-        weights = pl.read_ipc_stream(io.BytesIO(payload))
-        last = weights.filter(pl.col("ts") == bars.get_column("ts").max())
-    except Exception:  # an odd frame: the worker's validation names what is wrong
-        return payload
-    buf = io.BytesIO()
-    last.write_ipc_stream(buf)
-    return buf.getvalue()
+        return frame.filter(keep(pl))
+    except Exception:
+        return frame
+
+
+def _window_rows(frame: Any, bars: Any, window: int) -> Any:
+    """An audit answer: the rows of the last ``window`` timestamps of ``bars`` and, per
+    symbol, its last row before them (pitwall.engine.audit.window_start computes the same
+    start from the worker's side)."""
+    import polars as pl
+
+    distinct = bars.get_column("ts").unique().sort()
+    start = distinct[max(len(distinct) - window, 0)]
+    try:
+        before = frame.filter(pl.col("ts") < start)
+        carry = before.filter(pl.col("ts") == pl.col("ts").max().over("symbol"))
+        return pl.concat([carry, frame.filter(pl.col("ts") >= start)])
+    except Exception:
+        return frame
 
 
 def _error(exc: BaseException) -> bytes:
