@@ -21,9 +21,10 @@ def body(code: str) -> str:
 
 
 def test_fork_bomb_fails_on_the_process_limit(env: Env) -> None:
-    # Enough memory that the process limit, not the memory limit, is what stops it.
+    # Enough memory that the process limit, not the memory limit, is what stops it, and
+    # time enough that it is reached on a loaded host (a fork under gVisor is ~0.1 s).
     a = env.run(body("while True:\n    if os.fork() == 0:\n        time.sleep(600)"),
-                limits={"memory_mb": 2048, "pids": 32})
+                limits={"memory_mb": 2048, "pids": 32, "timeout_s": 90})
     assert a.view.status.value == "FAILED"
     assert "Resource temporarily unavailable" in a.reason
     assert a.leftovers == []
