@@ -248,7 +248,7 @@ def _bound(node: ast.stmt) -> set[str]:
     return out
 
 
-def _free(node: ast.stmt) -> set[str]:
+def free_names(node: ast.stmt) -> set[str]:
     """The names a statement reads that it does not bind itself (an over-approximation
     of its free globals: any name it stores anywhere, or takes as a parameter, is local)."""
     loads: set[str] = set()
@@ -325,7 +325,7 @@ def _parse_code(cell: _Cell, src: str) -> None:
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
         end = node.end_lineno or node.lineno
         cell.stmts.append(_Stmt(cell.index, cell.cell_id, node, start, end, _bound(node),
-                                _free(node), _runs_locally(node)))
+                                free_names(node), _runs_locally(node)))
     if cell.runs and not cell.stmts:
         cell.role, cell.reason = "local", "only magics or shell escapes"
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from pitwall.models import BacktestSpec, JobStatus, JobView, ProgressEvent
+from pitwall_executor.api.bars import PARQUET
 from pitwall_executor.api.models import (
     CreateBacktestResponse,
     CreateSweepResponse,
@@ -24,10 +25,12 @@ from pitwall_executor.api.models import (
 )
 
 _MESSAGES = {
-    400: "Bad input; `fields` names each wrong field and says what to do.",
+    400: "Bad input; `fields` names each wrong field and says what to do (for bars: "
+         "unknown symbols, dates outside the data, or more bars than one answer holds).",
     401: "Missing or invalid bearer token.",
     403: "Not allowed (an admin-only filter, or an invalid or expired signed link).",
-    404: "No such job, or the job is not yours (the two are not told apart).",
+    404: "No such job, or the job is not yours (the two are not told apart); for bars, "
+         "no such dataset or version.",
     409: "The job already ended; there is nothing to cancel.",
     413: "The bundle is larger than the configured limit.",
     415: "The request body is not multipart/form-data.",
@@ -76,6 +79,18 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                   "default": 50}, "Page size."),
         _param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page."),
     ]
+    bars_params = [
+        _param("dataset", "path", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
+               "The dataset, e.g. sample."),
+        _param("symbols", "query", {"type": "string", "minLength": 1},
+               "Comma-separated symbols, e.g. AAPL,MSFT.", required=True),
+        _param("start", "query", {"type": "string", "format": "date"},
+               "First day (UTC), inclusive.", required=True),
+        _param("end", "query", {"type": "string", "format": "date"},
+               "Last day (UTC), inclusive.", required=True),
+        _param("version", "query", {"type": "integer", "minimum": 0},
+               "The dataset version; the latest when left out."),
+    ]
     submit_body = {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": ["spec"], "properties": {
             "bundle": {"type": "string", "format": "binary",
@@ -104,6 +119,15 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "encoding": {"spec": {"contentType": "application/json"},
                      "grid": {"contentType": "application/json"}}}}}
     return {
+        "/v1/datasets/{dataset}/bars": {"get": _op(
+            "The bars a job with this dataset, symbols and range would read, as Parquet "
+            "(for a quick local check; pitwall.Client.bars). The version read and its "
+            "content digest are the Pitwall-Data-Version and Pitwall-Data-Digest headers",
+            {"200": {"description": "Parquet: ts (timestamp µs, UTC), symbol, open, high, "
+                                    "low, close, volume, sorted by (symbol, ts)",
+                     "content": {PARQUET: {"schema": {"type": "string",
+                                                      "format": "binary"}}}}},
+            (400, 401, 404, 503), parameters=bars_params)},
         "/v1/sweeps": {"post": _op(
             "Submit a parameter sweep: one child backtest per point of the grid",
             {"202": _json(refs["CreateSweepResponse"], "Accepted; every child is queued")},

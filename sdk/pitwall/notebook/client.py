@@ -4,6 +4,7 @@
 >>> job = client.submit(bundle, spec)                            # doctest: +SKIP
 >>> job = client.submit_notebook("sma_crossover.ipynb", spec)    # doctest: +SKIP
 >>> client.wait(job).metrics.sharpe                              # doctest: +SKIP
+>>> bars = client.bars("sample", "AAPL,MSFT", "2024-03-04", "2024-03-15")  # doctest: +SKIP
 
 The URL and token default to ``PITWALL_API_URL`` and ``PITWALL_TOKEN``; inside JupyterLab
 the Pitwall server extension sets both for the kernels it starts. :meth:`Client.wait` and
@@ -30,6 +31,7 @@ from pitwall.notebook.backoff import Backoff, retry_after_s
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import AsyncIterator
 
     import httpx
@@ -78,6 +80,8 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   follow_redirects=False)
+        #: The dataset version the last :meth:`bars` call read.
+        self.last_bars_version: int | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -148,6 +152,25 @@ class Client:
             "grid": ("grid.json", json.dumps(grid).encode(), "application/json"),
         })
         return str(self._check(resp)["id"])
+
+    def submit_notebook_sweep(self, notebook: str | os.PathLike[str] | dict[str, Any],
+                              spec: BacktestSpec, grid: dict[str, builtins.list[Any]], *,
+                              strategy: str | None = None) -> str:
+        """:meth:`submit_sweep` of a notebook's strategy, bundled here by the Run Backtest
+        button's rule (docs/notebooks.md), as :meth:`submit_notebook` bundles it; its
+        ``pitwall:params`` cell gives default params under ``spec.params``. The sweep's id."""
+        from pitwall.models import EngineKind
+        from pitwall.notebook_bundle import bundle_notebook, load_notebook
+
+        if isinstance(notebook, dict):
+            book = notebook
+        else:
+            with open(notebook, "rb") as fh:
+                book = load_notebook(fh.read())
+        built = bundle_notebook(book, strategy=strategy)
+        spec = spec.model_copy(update={"engine": EngineKind(built.kind),
+                                       "params": {**built.params, **spec.params}})
+        return self.submit_sweep(built.data, spec, grid)
 
     def sweep_results(self, sweep_id: str) -> pl.DataFrame:
         """The sweep's results table: one row per child in grid order, with ``job_id``,
@@ -343,6 +366,33 @@ class Client:
                 return call()
             except retried as exc:
                 time.sleep(self._retry_delay(exc, outage, job_id, doing))
+
+    def bars(self, dataset: str, symbols: str | builtins.list[str], start: dt.date | str,
+             end: dt.date | str, version: int | None = None) -> pl.DataFrame:
+        """The bars a job with this dataset, symbols and range would be given (the latest
+        version, or ``version``), for a quick local check: ``pitwall.backtest(strategy,
+        client.bars(...))`` then sees exactly what the sandboxed run sees.
+
+        The frame's columns are those a strategy receives (``ts``, ``symbol``, ``open``,
+        ``high``, ``low``, ``close``, ``volume``), sorted by ``(symbol, ts)``. One call is
+        limited to a few million bars (the API says so; narrow the range). The version
+        read is ``client.last_bars_version`` afterwards.
+        """
+        import io
+
+        import polars as pl
+
+        names = symbols.split(",") if isinstance(symbols, str) else symbols
+        params: dict[str, Any] = {"symbols": ",".join(s.strip() for s in names),
+                                  "start": str(start), "end": str(end)}
+        if version is not None:
+            params["version"] = version
+        resp = self._http.get(f"/v1/datasets/{dataset}/bars", params=params)
+        if resp.status_code >= 400:
+            self._check(resp)
+        version_read = resp.headers.get("Pitwall-Data-Version")
+        self.last_bars_version = int(version_read) if version_read else None
+        return pl.read_parquet(io.BytesIO(resp.content))
 
     def rerun(self, job_id: str) -> str:
         """Run a job again from its manifest (same bundle, pinned data); the new job id."""

@@ -5,6 +5,10 @@
 here (so its definitions exist in the kernel), then submits it — plus the
 earlier top-level definitions it depends on (imports, functions, constants) — as a
 strategy bundle to the Backtest API, and shows a live panel. The kernel stays free.
+A cell that only names a strategy defined in an earlier cell (its body is
+``sma_crossover``) submits that strategy; the engine is its kind. The panel is the
+cell's value, and :func:`last_backtest` returns it: ``run = last_backtest()`` in the
+next cell, then ``run.job_id``.
 Costs default to zero, as in every spec; the panel and the report warn when a run trades
 so much that zero costs make its result meaningless.
 """
@@ -16,15 +20,18 @@ import ast
 import datetime as dt
 import json
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
 from pitwall.errors import BundleError
 from pitwall.models import BacktestSpec, Costs, EngineKind
-from pitwall.notebook_bundle import detect_strategy
+from pitwall.notebook_bundle import detect_strategy, free_names
 from pitwall.tracebacks import CellSpan
+
+if TYPE_CHECKING:
+    from pitwall.notebook.widget import BacktestPanel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,10 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_spec(line: str, cell: str = "") -> BacktestSpec:
+def parse_spec(line: str, cell: str = "", bundled: str = "") -> BacktestSpec:
     """The BacktestSpec of a ``%%backtest`` line; ValueError with a usable message. Without
-    ``--engine``, the engine is the kind of the strategy ``cell`` defines (vectorized when
-    it defines none it can tell)."""
+    ``--engine``, the engine is the kind of the strategy ``cell`` defines, else of the one
+    in ``bundled`` (the cell with what it uses: a cell that only names a strategy defined
+    earlier), vectorized when neither tells."""
     try:
         args = _parser().parse_args(shlex.split(line))
     except (argparse.ArgumentError, SystemExit) as exc:
@@ -78,18 +86,33 @@ def parse_spec(line: str, cell: str = "") -> BacktestSpec:
     return BacktestSpec(
         dataset=args.dataset, version=args.version,
         universe=[s.strip() for s in args.symbols.split(",") if s.strip()],
-        start=args.start, end=args.end, engine=EngineKind(args.engine or _kind_of(cell)),
+        start=args.start, end=args.end, engine=EngineKind(args.engine or _kind_of(cell, bundled)),
         capital=args.capital,
         costs=costs, params=params, seed=args.seed,
     )
 
 
-def _kind_of(cell: str) -> str:
-    """The engine of the one strategy the cell defines, by the bundler's rule."""
+def _kind_of(cell: str, bundled: str = "") -> str:
+    """The engine of the one strategy the cell defines (else the bundled source does), by
+    the bundler's rule."""
+    for source in (cell, bundled):
+        try:
+            return detect_strategy(source)[1]
+        except BundleError:
+            continue
+    return EngineKind.VECTORIZED.value
+
+
+def names_only(cell: str) -> list[str]:
+    """The names a cell consists of, when it is only names (``sma_crossover``): such a
+    ``%%backtest`` cell runs a strategy defined in an earlier cell; [] otherwise."""
     try:
-        return detect_strategy(cell)[1]
-    except BundleError:
-        return EngineKind.VECTORIZED.value
+        body = ast.parse(cell).body
+    except SyntaxError:
+        return []
+    names = [s.value.id for s in body if isinstance(s, ast.Expr) and
+             isinstance(s.value, ast.Name)]
+    return names if body and len(names) == len(body) else []
 
 
 def _defined(node: ast.stmt) -> set[str]:
@@ -103,9 +126,11 @@ def _defined(node: ast.stmt) -> set[str]:
     return set()
 
 
-def _used(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and
-            isinstance(n.ctx, ast.Load)}
+def _used(node: ast.stmt) -> set[str]:
+    """The global names a statement reads, by the bundler's rule (a function's parameters
+    and locals are not globals: a notebook's ``bars = client.bars(...)`` must not follow
+    a strategy whose parameter is ``bars`` into the sandbox)."""
+    return free_names(node)
 
 
 def _statements(sources: list[tuple[int, str]]) -> list[tuple[int, ast.stmt]]:
@@ -165,18 +190,38 @@ def backtest_magic(shell: Any, line: str, cell: str) -> Any:
     from pitwall.notebook.client import Client
     from pitwall.notebook.widget import BacktestPanel
 
-    spec = parse_spec(line, cell)
-    result = shell.run_cell(cell, store_history=False)
-    if not result.success:
+    parse_spec(line, cell)  # a bad line is refused before the cell runs
+    named = names_only(cell)
+    if named:  # the strategy is defined earlier: nothing to run (nor to echo) here
+        missing = [name for name in named if name not in shell.user_ns]
+        if missing:
+            raise NameError(f"%%backtest: {', '.join(missing)} is not defined; run the cell "
+                            "that defines the strategy first")
+    elif not shell.run_cell(cell, store_history=False).success:
         return None
     history = list(shell.history_manager.input_hist_raw[:-1])
     source, spans = dependency_bundle(cell, [(n, h) for n, h in enumerate(history)
                                              if n > 0 and not h.lstrip().startswith("%%")])
+    spec = parse_spec(line, cell, source)
     bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py",
                           kind=spec.engine.value)
     client = Client()
     job_id = client.submit(bundle, spec)
-    return BacktestPanel(client, job_id, cells=spans).start()
+    panel = BacktestPanel(client, job_id, cells=spans).start()
+    _panels[:] = [panel]  # only the latest: a kernel may run hundreds of cells
+    return panel
+
+
+#: The panel of this kernel's latest ``%%backtest`` cell (none before the first).
+_panels: list[BacktestPanel] = []
+
+
+def last_backtest() -> BacktestPanel:
+    """The panel of this kernel's latest ``%%backtest`` cell; its ``job_id`` names the job
+    (``pitwall.Client().wait(last_backtest().job_id)``)."""
+    if not _panels:
+        raise LookupError("no %%backtest cell has submitted a run in this kernel yet")
+    return _panels[-1]
 
 
 def load_ipython_extension(shell: Any) -> None:

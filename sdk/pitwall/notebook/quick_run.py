@@ -22,15 +22,19 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from pitwall.event_strategy import Strategy
+
 
 @dataclass(frozen=True)
 class LocalResult:
-    """Weights, equity curve and metrics of a quick local run."""
+    """Weights (vectorized) or trades (event-driven), equity curve and metrics of a quick
+    local run."""
 
-    weights: pl.DataFrame
+    weights: pl.DataFrame | None  # None for an event-driven strategy: it places orders
     equity: pl.DataFrame
     metrics: Metrics  # ``metrics.lookahead`` holds the audit's verdict when it ran
     audit: LookaheadAudit | None = None
+    trades: pl.DataFrame | None = None  # the broker's fills, of an event-driven run
 
     @property
     def verdict(self) -> str:
@@ -48,10 +52,16 @@ class LocalResult:
 
 
 def backtest(
-    strategy: Callable[..., pl.DataFrame], bars: pl.DataFrame, *, capital: float = 1_000_000.0,
-    costs: Costs | None = None, audit: bool = True, seed: int = 0, **params: Any,
+    strategy: Callable[..., pl.DataFrame] | type[Strategy], bars: pl.DataFrame, *,
+    capital: float = 1_000_000.0, costs: Costs | None = None, audit: bool = True,
+    seed: int = 0, **params: Any,
 ) -> LocalResult:
     """Run a vectorized strategy on ``bars`` here, with the trusted engine's conventions.
+
+    A :class:`pitwall.Strategy` subclass (event-driven) runs bar by bar with the trusted
+    broker instead (:func:`pitwall.events.run_local`, symbols in sorted order: list the
+    official run's universe sorted too). Its result has ``trades`` and no weights, and no
+    audit: an official event run is point-in-time by construction.
 
     With ``audit`` (the default) the strategy is also re-run on the bars cut at a few
     timestamps and its weights compared (:func:`pitwall.engine.audit.audit_weights`); the
@@ -76,6 +86,10 @@ def backtest(
     from pitwall.engine.vectorized import run_vectorized
     from pitwall.sandbox.loader import seed_everything
 
+    if isinstance(strategy, type):
+        seed_everything(seed)  # as the sandbox seeds before it starts the strategy
+        return _event_backtest(strategy, bars, capital=capital, costs=costs, params=params)
+
     def call(frame: pl.DataFrame) -> Any:
         seed_everything(seed)
         return strategy(frame, **params)
@@ -88,6 +102,17 @@ def backtest(
     if verdict is not None:
         metrics = metrics.model_copy(update={"lookahead": verdict})
     return LocalResult(weights=weights, equity=result.equity, metrics=metrics, audit=verdict)
+
+
+def _event_backtest(strategy: type[Strategy], bars: pl.DataFrame, *, capital: float,
+                    costs: Costs | None, params: dict[str, Any]) -> LocalResult:
+    """An event-driven strategy's quick run: the event engine's own local runner."""
+    from pitwall.engine.metrics import compute_metrics
+    from pitwall.notebook.event_quick_run import run_local
+
+    result = run_local(strategy, bars, params, capital=capital, costs=costs)
+    return LocalResult(weights=None, equity=result.equity, metrics=compute_metrics(result),
+                       trades=result.trades())
 
 
 def _symbols(bars: pl.DataFrame) -> list[str]:
