@@ -21,7 +21,8 @@ Three parts, in one run (``docs/benchmarks.md``, "Lookahead audit v2"):
    (the per-decision cost extrapolated to a year is printed as such).
 
     .venv/bin/python bench/audit.py [--trials 40] [--skip-stepped] [--whole-prefix]
-                                    [--only cost|detection|stepped]
+                                    [--only cost|budgets|detection|stepped]
+                                    [--budgets 4,8,16]
 """
 
 from __future__ import annotations
@@ -118,6 +119,37 @@ def cost(root: Path, repeat: int) -> None:
               f"audit = {(on - off) / off:4.2f}x the main run   job = {on / off:4.2f}x")
 
 
+def budgets(root: Path, repeat: int, values: list[float]) -> None:
+    """The default level's cost and the power its verdict claims, by ``audit_budget`` (the
+    bars fed to the re-runs, in full-data calls' worth): the trade-off a deployment sets."""
+    st = stack(root / "cost", dt.date(2024, 6, 28))
+    job(st, dt.date(2024, 6, 28), audit=False)  # warm
+    base = st.config
+    rows: dict[float, list[float]] = {b: [] for b in values}
+    off: list[float] = []
+    verdicts: dict[float, Any] = {}
+    for _ in range(repeat):
+        off.append(job(st, dt.date(2024, 6, 28), audit=False)[0])
+        for b in values:
+            st.config = base.model_copy(update={"audit_budget": b})
+            try:
+                seconds, view = job(st, dt.date(2024, 6, 28))
+            finally:
+                st.config = base
+            rows[b].append(seconds)
+            assert view.metrics is not None and view.metrics.lookahead is not None
+            verdicts[b] = view.metrics.lookahead
+    main = float(np.median(off))
+    print(f"## default level by audit_budget, median of {repeat} (audit off {main:.2f} s)")
+    for b in values:
+        on, v = float(np.median(rows[b])), verdicts[b]
+        power = {round(1 / p.fraction): 1 - p.miss_probability for p in v.power}
+        print(f"budget {b:5.1f}  {on:6.2f} s  audit = {(on - main) / main:4.2f}x   "
+              f"{len(v.cuts_checked):3d} cuts ({v.coverage.get('random', 0)} random)   "
+              f"claimed power: 1/390 {power.get(390, 0):5.1%}, 1/100 {power.get(100, 0):5.1%},"
+              f" 1/10 {power.get(10, 0):5.1%}")
+
+
 def _peek(mask: pl.Expr) -> Any:
     """A leak: the next close relative to this one, on the bars of ``mask`` only."""
     def fn(bars: pl.DataFrame) -> pl.DataFrame:
@@ -201,7 +233,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-stepped", action="store_true")
-    parser.add_argument("--only", choices=("cost", "detection", "stepped"),
+    parser.add_argument("--budgets", default="",
+                        help="comma-separated audit_budget values: print the default level's "
+                        "cost and claimed power for each")
+    parser.add_argument("--only", choices=("cost", "budgets", "detection", "stepped"),
                         help="run one part only")
     parser.add_argument("--whole-prefix", action="store_true",
                         help="also time stepped daily without a declared lookback (slow)")
@@ -211,6 +246,8 @@ def main() -> int:
         root = Path(tmp)
         if args.only in (None, "cost"):
             cost(root, args.repeat)
+        if args.only == "budgets" or (args.only is None and args.budgets):
+            budgets(root, args.repeat, [float(b) for b in (args.budgets or "4,8,16").split(",")])
         if args.only in (None, "detection"):
             detection(args.trials)
         if args.only == "stepped" or (args.only is None and not args.skip_stepped):

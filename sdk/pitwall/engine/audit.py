@@ -124,8 +124,8 @@ def audit_weights(
                 notes.append(f"cut {cut.isoformat()}: not checked, {output}")
             continue
         start = window_start(grid.ts, planned.ts_us, window)
-        first = _first_ts(output)
-        lo = start if first is None else min(start, first)
+        earliest = _first_ts(output)
+        lo = start if earliest is None else min(start, earliest)
         cut_bars = bars.filter(ts_us.is_between(lo, planned.ts_us))
         try:
             weights = validate_weights(output, cut_bars, universe)
