@@ -80,3 +80,6 @@ start_postgres
 start_docker
 need_pkg chromium chromium
 log "chromium: $(command -v chromium)"
+# tests/cluster: network namespaces and veth pairs (ip), entered with nsenter/unshare.
+need_pkg ip iproute2
+need_pkg nsenter util-linux

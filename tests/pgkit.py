@@ -25,7 +25,11 @@ def free_port() -> int:
 class OwnPostgres:
     """A throw-away PostgreSQL cluster run as the postgres user; ``stop``/``start`` it."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: tuple[str, ...] = ("127.0.0.1",),
+                 trust_cidr: str | None = None) -> None:
+        """``listen``: the addresses it listens on; ``trust_cidr``: a network whose hosts
+        may connect without a password (the netns nodes of tests/cluster)."""
+        self.listen = listen
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not found:
             pytest.fail("PostgreSQL binaries are missing under /usr/lib/postgresql; run "
@@ -38,19 +42,27 @@ class OwnPostgres:
         shutil.chown(self.dir, "postgres", "postgres")
         self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync")
+        if trust_cidr is not None:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {trust_cidr} trust\n")
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        """Its URL through one of the addresses it listens on."""
+        return f"postgresql+psycopg://postgres@{address}:{self.port}/postgres"
 
     def _as_postgres(self, *cmd: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
                        capture_output=True, timeout=120)
 
     def start(self) -> None:
+        listen = ",".join(self.listen)
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l",
                           str(self.dir / "log"), "-o",
-                          f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                          f"-p {self.port} -k {self.dir} -c listen_addresses={listen} "
                           "-c fsync=off", "start")
 
     def stop(self) -> None:

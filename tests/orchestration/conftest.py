@@ -53,8 +53,9 @@ def spec(*, audit: bool = False, **params: object) -> BacktestSpec:
 class RedisServer:
     """A redis-server of our own; ``restart()`` brings it back with its data gone."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.workdir = workdir
+        self.bind = bind
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -65,7 +66,8 @@ class RedisServer:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed; run `make services` (scripts/services.sh)")
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", "--port", str(self.port), "--bind", *self.bind,
+             "--protected-mode", "no", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
