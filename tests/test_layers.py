@@ -22,6 +22,7 @@ EXECUTOR_LAYERS: tuple[tuple[str, ...], ...] = (
     ("api",),
     ("execution",),
     ("stack",),
+    ("deploy",),  # renders manifests from the sandbox backend's Pod policy and queue names
     ("jobs", "storage", "datalake", "sandbox"),
     ("config", "keys"),
 )

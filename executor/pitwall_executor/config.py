@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pitwall.models import Limits
 
-SandboxKind = Literal["gvisor", "docker", "local"]
+SandboxKind = Literal["gvisor", "docker", "local", "kubernetes"]
 ENV_PREFIX = "PITWALL_"
 #: ``PITWALL_*`` variables that are not settings of the deployment: where the file is, and
 #: who and where a *client* is (the SDK's ``Client``, the CLI's researcher; JupyterLab's
@@ -49,6 +49,19 @@ def researcher_name(environ: dict[str, str] | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64] or "researcher"
 
 
+class KubernetesSandbox(BaseModel):
+    """Where ``sandbox = "kubernetes"`` runs job Pods (docs/scale-out.md, "Kubernetes backend";
+    rendered into the workers' ConfigMap by ``pitwall deploy render``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = "pitwall-sandbox"
+    image: str = "pitwall/sandbox:TAG"
+    runtime_class: str = "gvisor"
+    stage_mb: Annotated[int, Field(ge=16, le=8192)] = 512
+    start_allowance_s: Annotated[int, Field(ge=10, le=3600)] = 120
+
+
 class Config(BaseModel):
     """Every setting of a Pitwall deployment, with the embedded mode as the default."""
 
@@ -61,6 +74,7 @@ class Config(BaseModel):
     lake_url: str | None = None
     sandbox: SandboxKind = "gvisor"
     runsc: str = "runsc"
+    kubernetes: KubernetesSandbox = KubernetesSandbox()
     limits: Limits = Limits()
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     max_bundle_mb: Annotated[int, Field(ge=1, le=1024)] = 16

@@ -1,7 +1,7 @@
 """The root ``pitwall`` group: loads the configuration every command reads.
 
 Commands live one module per topic in this package (``run``, ``data``, ``lake``,
-``serve``, ``worker``, ``image``) and are attached to this group in one place,
+``serve``, ``worker``, ``image``, ``deploy``) and are attached to this group in one place,
 ``cli/__init__.py``. A command parses, calls the layer below and prints; runtime
 objects and domain errors live below it (docs/architecture.md §3).
 """

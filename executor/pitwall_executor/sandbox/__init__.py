@@ -63,6 +63,11 @@ def make_backend(config: Config) -> SandboxBackend:
 
         # Reaching here means the operator named the unsandboxed backend explicitly.
         return LocalBackend(allow_unsandboxed=True)
+    if config.sandbox == "kubernetes":
+        # One Pod per job under the gVisor RuntimeClass (docs/scale-out.md).
+        from pitwall_executor.sandbox.kubernetes import KubernetesBackend, settings_of
+
+        return KubernetesBackend(settings_of(config))
     raise SandboxError(f"sandbox {config.sandbox!r} is not available yet; use 'gvisor' or 'docker'")
 
 
