@@ -77,3 +77,25 @@ def test_a_killed_nodes_job_completes_once_on_another(cluster: Cluster) -> None:
     assert view.attempt == 2
     exactly_once(c, job)
     assert c.attempts(job) == [(1, dead.hostname, "LOST"), (2, other.hostname, "COMPLETED")]
+
+
+def test_the_services_cut_from_every_node_for_20s_loses_nothing(cluster: Cluster) -> None:
+    c = cluster
+    nodes = c.fabric.nodes
+    jobs = [c.submit(sleeper(12)) for _ in range(2 * len(nodes))]
+    for node in nodes:
+        c.worker(node)
+    c.wait(jobs[0], lambda v: v.status is JobStatus.RUNNING and v.progress >= 0.1, 180,
+           "started")
+    for node in nodes:  # PostgreSQL and Redis unreachable from every node
+        node.partition()
+    time.sleep(20)
+    for node in nodes:
+        node.heal()
+    for job in jobs:
+        c.wait(job, lambda v: v.status.terminal, 300, "ended")
+        exactly_once(c, job)
+    # Every node's recovery waited for the database to answer a heartbeat window before
+    # judging anyone's heartbeat, so no live attempt was taken back.
+    outcomes = c.rows("SELECT outcome, count(*) FROM attempts GROUP BY outcome")
+    assert outcomes == [("COMPLETED", len(jobs))], (outcomes, c.log_text())
