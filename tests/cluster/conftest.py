@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from tests.cluster.netkit import CIDR, Node, require_root_tools
-from tests.orchestration.conftest import PITWALL, ROOT, SYMBOLS, RedisServer, spec
+from tests.orchestration.conftest import (
+    PITWALL,
+    ROOT,
+    SYMBOLS,
+    RedisServer,
+    spec,
+    wait_view,
+)
 from tests.pgkit import OwnPostgres
 
 from pitwall.models import JobStatus, JobView
@@ -109,15 +115,9 @@ class Cluster:
 
     def wait(self, job_id: str, until: Callable[[JobView], bool], timeout: float,
              what: str) -> JobView:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.stack.store.get(job_id)
-            if until(view):
-                return view
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} never {what} (now {view.status}, attempt "
-                            f"{view.attempt}); logs:\n{self.log_text()}")
-            time.sleep(0.1)
+        return wait_view(self.stack, job_id, until, timeout, lambda view: (
+            f"job {job_id} never {what} (now {view.status}, attempt {view.attempt}); "
+            f"logs:\n{self.log_text()}"))
 
     def rows(self, sql: str, **params: object) -> list[tuple[object, ...]]:
         with self.stack.store.engine.connect() as conn:

@@ -9,6 +9,7 @@ import signal
 import time
 
 from tests.cluster.conftest import STALE_AFTER_S, Cluster, on_node
+from tests.cluster.netkit import Node
 from tests.orchestration.conftest import sleeper
 
 from pitwall.models import JobStatus
@@ -24,6 +25,16 @@ def fenced(log: str, job: str) -> bool:
                for line in log.splitlines())
 
 
+def running_on(c: Cluster, first: Node, then: Node) -> str:
+    """A sleeping job running on ``first`` (the only worker when it was claimed), with a
+    worker on ``then`` started afterwards, ready to take it over."""
+    job = c.submit(sleeper(SLEEP_S))
+    c.worker(first)
+    c.wait(job, on_node(c, job, first), 180, f"ran on {first.hostname}")
+    c.worker(then)
+    return job
+
+
 def exactly_once(c: Cluster, job: str) -> None:
     """One COMPLETED job, one metrics row, one COMPLETED status event."""
     assert c.stack.store.get(job).status is JobStatus.COMPLETED
@@ -37,10 +48,7 @@ def test_a_partitioned_nodes_job_completes_once_elsewhere_and_its_late_result_is
         cluster: Cluster) -> None:
     c = cluster
     lost, other = c.fabric.nodes[:2]
-    job = c.submit(sleeper(SLEEP_S))
-    c.worker(lost)
-    c.wait(job, on_node(c, job, lost), 180, f"ran on {lost.hostname}")
-    c.worker(other)
+    job = running_on(c, lost, other)
     lost.partition()
     cut_at = dt.datetime.now(dt.UTC)
     view = c.wait(job, lambda v: v.status is JobStatus.COMPLETED, 240,
@@ -67,10 +75,7 @@ def test_a_partitioned_nodes_job_completes_once_elsewhere_and_its_late_result_is
 def test_a_killed_nodes_job_completes_once_on_another(cluster: Cluster) -> None:
     c = cluster
     dead, other = c.fabric.nodes[:2]
-    job = c.submit(sleeper(SLEEP_S))
-    c.worker(dead)
-    c.wait(job, on_node(c, job, dead), 180, f"ran on {dead.hostname}")
-    c.worker(other)
+    job = running_on(c, dead, other)
     dead.signal(signal.SIGKILL)
     view = c.wait(job, lambda v: v.status is JobStatus.COMPLETED, 240,
                   f"completed on {other.hostname}")

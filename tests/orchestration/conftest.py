@@ -126,15 +126,9 @@ class Cluster:
 
     def wait(self, job_id: str, until: Callable[[JobView], bool], timeout: float = 120,
              ) -> JobView:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.stack.store.get(job_id)
-            if until(view):
-                return view
-            if time.monotonic() > deadline:
-                pytest.fail(f"job {job_id} stuck at {view.status} ({view.reason}); "
-                            f"worker logs:\n{self.log_tail()}")
-            time.sleep(0.1)
+        return wait_view(self.stack, job_id, until, timeout, lambda view: (
+            f"job {job_id} stuck at {view.status} ({view.reason}); "
+            f"worker logs:\n{self.log_tail()}"))
 
     def wait_done(self, job_id: str, timeout: float = 120) -> JobView:
         """The job once it has ended and, when a backtest COMPLETED, once its worker recorded
@@ -156,6 +150,19 @@ class Cluster:
     def rows(self, sql: str, **params: object) -> list[tuple[object, ...]]:
         with self.stack.store.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), params)]
+
+
+def wait_view(stack: Stack, job_id: str, until: Callable[[JobView], bool], timeout: float,
+              failure: Callable[[JobView], str]) -> JobView:
+    """The job's view once ``until`` holds; fails with ``failure(view)`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = stack.store.get(job_id)
+        if until(view):
+            return view
+        if time.monotonic() > deadline:
+            pytest.fail(failure(view))
+        time.sleep(0.1)
 
 
 def running(view: JobView) -> bool:
