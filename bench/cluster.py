@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -158,6 +159,7 @@ def main() -> int:
             node.destroy()
         fab.redis.kill()
         fab.postgres.destroy()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
