@@ -32,7 +32,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster.conftest import STALE_AFTER_S, Cluster, Fabric, on_node  # noqa: E402
+from tests.cluster.clusterkit import STALE_AFTER_S, Cluster, Fabric, on_node  # noqa: E402
 from tests.cluster.netkit import CIDR, Node  # noqa: E402
 from tests.orchestration.conftest import RedisServer, sleeper, spec  # noqa: E402
 from tests.pgkit import OwnPostgres  # noqa: E402

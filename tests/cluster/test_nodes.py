@@ -8,7 +8,16 @@ import datetime as dt
 import signal
 import time
 
-from tests.cluster.conftest import STALE_AFTER_S, Cluster, on_node
+# The harness's fixtures come from a module, not a conftest.py: the orchestration tests
+# import their own conftest by the bare name ``conftest``, which a second conftest.py
+# loaded after theirs would take over.
+from tests.cluster.clusterkit import (  # noqa: F401  (fixtures, used by name)
+    STALE_AFTER_S,
+    Cluster,
+    cluster_fixture,
+    fabric_fixture,
+    on_node,
+)
 from tests.cluster.netkit import Node
 from tests.orchestration.conftest import sleeper
 

@@ -1,4 +1,5 @@
-"""Several nodes on one machine (tests/cluster/netkit.py), each running ``pitwall worker``
+"""The cluster tests' harness (fixtures imported by tests/cluster/test_nodes.py): several
+nodes on one machine (tests/cluster/netkit.py), each running ``pitwall worker``
 in gVisor with its own data dir and worker cache, reaching the harness's own PostgreSQL
 and Redis only through its veth pair; the test process plays the API's part on loopback.
 
@@ -49,8 +50,8 @@ class Fabric:
     lake: Path
 
 
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
+@pytest.fixture(scope="module", name="fabric")
+def fabric_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
     require_root_tools()
     root = tmp_path_factory.mktemp("cluster")
     root.chmod(0o755)
@@ -140,8 +141,8 @@ def on_node(c: Cluster, job_id: str, node: Node) -> Callable[[JobView], bool]:
     return check
 
 
-@pytest.fixture
-def cluster(fabric: Fabric, tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(name="cluster")
+def cluster_fixture(fabric: Fabric, tmp_path: Path) -> Iterator[Cluster]:
     database = f"cluster_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(fabric.postgres.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
