@@ -27,63 +27,24 @@ import time
 import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster.clusterkit import STALE_AFTER_S, Cluster, Fabric, on_node  # noqa: E402
-from tests.cluster.netkit import CIDR, Node  # noqa: E402
-from tests.orchestration.conftest import RedisServer, sleeper, spec  # noqa: E402
-from tests.pgkit import OwnPostgres  # noqa: E402
+from tests.cluster.clusterkit import (  # noqa: E402
+    STALE_AFTER_S,
+    Cluster,
+    Fabric,
+    on_node,
+    open_cluster,
+    start_fabric,
+)
+from tests.orchestration.conftest import sleeper, spec  # noqa: E402
 
 from pitwall.bundle import build_bundle  # noqa: E402
 from pitwall.models import JobStatus  # noqa: E402
-from pitwall_executor.config import load_config  # noqa: E402
-from pitwall_executor.datalake.catalog import Catalog, generate_dataset  # noqa: E402
-from pitwall_executor.stack import Stack  # noqa: E402
 
 SMA = build_bundle({"strategy.py": (ROOT / "examples" / "sma_crossover.py").read_bytes()},
                    entrypoint="strategy.py")
-
-
-def fabric(root: Path, n: int) -> Fabric:
-    nodes = [Node(i, root / f"node{i}") for i in range(1, n + 1)]
-    for node in nodes:
-        node.create()
-    gateways = tuple(node.gateway for node in nodes)
-    postgres = OwnPostgres(listen=("127.0.0.1", *gateways), trust_cidr=CIDR)
-    redis = RedisServer(root, bind=("127.0.0.1", *gateways))
-    postgres.start()
-    redis.start()
-    lake = root / "lake"
-    generate_dataset(Catalog(lake), "sample", symbols=["AAPL", "MSFT"],
-                     start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 8), seed=5)
-    return Fabric(nodes, postgres, redis, lake)
-
-
-def cluster(fab: Fabric, root: Path) -> Cluster:
-    database = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(fab.postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    admin.dispose()
-    fab.redis.restart()
-    run = root / database
-    (run / "logs").mkdir(parents=True)
-    (run / "api").mkdir()
-    db = fab.postgres.url.rsplit("/", 1)[0] + f"/{database}"
-    config = load_config(environ={"PITWALL_DB_URL": db, "PITWALL_QUEUE_URL": fab.redis.url,
-                                  "PITWALL_LAKE_URL": str(fab.lake),
-                                  "PITWALL_SANDBOX": "gvisor"}, data_dir=run / "api")
-    return Cluster(fab, database, Stack.from_config(config), run / "logs")
-
-
-def stop(fab: Fabric) -> None:
-    for node in fab.nodes:
-        node.heal()
-        node.kill()
-        node.procs.clear()
 
 
 def done_once(c: Cluster, jobs: list[str]) -> None:
@@ -93,8 +54,12 @@ def done_once(c: Cluster, jobs: list[str]) -> None:
     assert counts == [(len(jobs),)], counts
 
 
+def run_dir(root: Path) -> Path:
+    return root / f"run-{uuid.uuid4().hex[:8]}"
+
+
 def throughput(fab: Fabric, root: Path, nodes: int, n_jobs: int) -> float:
-    c = cluster(fab, root)
+    c = open_cluster(fab, run_dir(root))
     jobs = [c.stack.submit(spec(fast=5, slow=30), SMA, researcher="ada")
             for _ in range(n_jobs)]
     started = time.monotonic()
@@ -104,13 +69,13 @@ def throughput(fab: Fabric, root: Path, nodes: int, n_jobs: int) -> float:
         c.wait(job, lambda v: v.status.terminal, 900, "ended")
     seconds = time.monotonic() - started
     done_once(c, jobs)
-    stop(fab)
+    fab.stop_nodes()
     c.stack.store.close()
     return n_jobs / seconds * 60
 
 
 def takeover(fab: Fabric, root: Path) -> float:
-    c = cluster(fab, root)
+    c = open_cluster(fab, run_dir(root))
     lost, other = fab.nodes[:2]
     job = c.submit(sleeper(20))
     c.worker(lost)
@@ -124,7 +89,7 @@ def takeover(fab: Fabric, root: Path) -> float:
     lost.heal()
     time.sleep(25)  # the lost node's late result comes and is fenced
     done_once(c, [job])
-    stop(fab)
+    fab.stop_nodes()
     c.stack.store.close()
     return float((started - cut).total_seconds())
 
@@ -139,7 +104,7 @@ def main() -> int:
         return 2
     root = Path(f"/tmp/pitwall-bench-cluster-{os.getpid()}")
     root.mkdir(mode=0o755)
-    fab = fabric(root, 3)
+    fab = start_fabric(root, 3)
     try:
         cores = os.cpu_count() or 1
         rates = {n: throughput(fab, root, n, args.jobs) for n in (1, 2, 3)}
@@ -154,11 +119,7 @@ def main() -> int:
               + f"   worst {max(times) / STALE_AFTER_S:.2f}x the window (goal <= 2x); "
               "every job completed exactly once")
     finally:
-        stop(fab)
-        for node in fab.nodes:
-            node.destroy()
-        fab.redis.kill()
-        fab.postgres.destroy()
+        fab.close()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

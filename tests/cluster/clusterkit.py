@@ -49,30 +49,50 @@ class Fabric:
     redis: RedisServer
     lake: Path
 
+    def stop_nodes(self) -> None:
+        """Every node's link up and its processes gone (between runs)."""
+        for node in self.nodes:
+            node.heal()
+            node.kill()
+            node.procs.clear()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.destroy()
+        self.redis.kill()
+        self.postgres.destroy()
+
+
+def start_fabric(root: Path, n: int) -> Fabric:
+    """``n`` nodes and the services they reach, with the generated lake; ``close()`` it.
+    Used by the fixture below and by bench/cluster.py."""
+    nodes = [Node(i, root / f"node{i}") for i in range(1, n + 1)]
+    for node in nodes:
+        node.create()
+    gateways = tuple(node.gateway for node in nodes)
+    fabric = Fabric(nodes, OwnPostgres(listen=("127.0.0.1", *gateways), trust_cidr=CIDR),
+                    RedisServer(root, bind=("127.0.0.1", *gateways)), root / "lake")
+    try:
+        fabric.postgres.start()
+        fabric.redis.start()
+        generate_dataset(Catalog(fabric.lake), "sample", symbols=SYMBOLS,
+                         start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 8), seed=5)
+    except BaseException:
+        fabric.close()
+        raise
+    return fabric
+
 
 @pytest.fixture(scope="module", name="fabric")
 def fabric_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
     require_root_tools()
     root = tmp_path_factory.mktemp("cluster")
     root.chmod(0o755)
-    nodes = [Node(i, root / f"node{i}") for i in range(1, NODES + 1)]
-    for node in nodes:
-        node.create()
-    gateways = tuple(n.gateway for n in nodes)
-    postgres = OwnPostgres(listen=("127.0.0.1", *gateways), trust_cidr=CIDR)
-    redis = RedisServer(root, bind=("127.0.0.1", *gateways))
+    fabric = start_fabric(root, NODES)
     try:
-        postgres.start()
-        redis.start()
-        lake = root / "lake"
-        generate_dataset(Catalog(lake), "sample", symbols=SYMBOLS,
-                         start=dt.date(2024, 3, 1), end=dt.date(2024, 3, 8), seed=5)
-        yield Fabric(nodes, postgres, redis, lake)
+        yield fabric
     finally:
-        for node in nodes:
-            node.destroy()
-        redis.kill()
-        postgres.destroy()
+        fabric.close()
 
 
 @dataclass
@@ -141,31 +161,33 @@ def on_node(c: Cluster, job_id: str, node: Node) -> Callable[[JobView], bool]:
     return check
 
 
-@pytest.fixture(name="cluster")
-def cluster_fixture(fabric: Fabric, tmp_path: Path) -> Iterator[Cluster]:
+def open_cluster(fabric: Fabric, run_dir: Path) -> Cluster:
+    """A fresh database and an empty queue on ``fabric``, and the API-side stack (its data
+    and the nodes' logs under ``run_dir``)."""
     database = f"cluster_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(fabric.postgres.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-    fabric.redis.restart()  # an empty queue for each test
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    api_dir = tmp_path / "api"
-    api_dir.mkdir()
-    api_dir.chmod(0o755)
+    admin.dispose()
+    fabric.redis.restart()
+    (run_dir / "logs").mkdir(parents=True)
+    (run_dir / "api").mkdir(mode=0o755)
     db = fabric.postgres.url.rsplit("/", 1)[0] + f"/{database}"
     config = load_config(environ={"PITWALL_DB_URL": db, "PITWALL_QUEUE_URL": fabric.redis.url,
                                   "PITWALL_LAKE_URL": str(fabric.lake),
-                                  "PITWALL_SANDBOX": "gvisor"}, data_dir=api_dir)
-    c = Cluster(fabric, database, Stack.from_config(config), logs)
+                                  "PITWALL_SANDBOX": "gvisor"}, data_dir=run_dir / "api")
+    return Cluster(fabric, database, Stack.from_config(config), run_dir / "logs")
+
+
+@pytest.fixture(name="cluster")
+def cluster_fixture(fabric: Fabric, tmp_path: Path) -> Iterator[Cluster]:
+    c = open_cluster(fabric, tmp_path / "run")
     try:
         yield c
     finally:
-        for node in fabric.nodes:
-            node.heal()
-            node.kill()
-            node.procs.clear()
+        fabric.stop_nodes()
         c.stack.store.close()
+        admin = sa.create_engine(fabric.postgres.url, isolation_level="AUTOCOMMIT")
         with contextlib.suppress(sa.exc.SQLAlchemyError), admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{c.database}" WITH (FORCE)'))
         admin.dispose()
