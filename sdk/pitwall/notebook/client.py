@@ -123,13 +123,9 @@ class Client:
         params under ``spec.params``. Outputs are not sent. An ambiguous notebook is
         refused here, before anything is uploaded (:class:`pitwall.errors.BundleError`).
         """
-        from pitwall.notebook_bundle import load_notebook, plan_notebook
+        from pitwall.notebook_bundle import plan_notebook
 
-        if isinstance(notebook, dict):
-            book = notebook
-        else:
-            with open(notebook, "rb") as fh:
-                book = load_notebook(fh.read())
+        book = _notebook(notebook)
         plan_notebook(book, strategy=strategy)  # refused here, not after the upload
         cells = [{k: v for k, v in cell.items() if k not in ("outputs", "attachments")}
                  for cell in book.get("cells", []) if isinstance(cell, dict)]
@@ -160,14 +156,9 @@ class Client:
         button's rule (docs/notebooks.md), as :meth:`submit_notebook` bundles it; its
         ``pitwall:params`` cell gives default params under ``spec.params``. The sweep's id."""
         from pitwall.models import EngineKind
-        from pitwall.notebook_bundle import bundle_notebook, load_notebook
+        from pitwall.notebook_bundle import bundle_notebook
 
-        if isinstance(notebook, dict):
-            book = notebook
-        else:
-            with open(notebook, "rb") as fh:
-                book = load_notebook(fh.read())
-        built = bundle_notebook(book, strategy=strategy)
+        built = bundle_notebook(_notebook(notebook), strategy=strategy)
         spec = spec.model_copy(update={"engine": EngineKind(built.kind),
                                        "params": {**built.params, **spec.params}})
         return self.submit_sweep(built.data, spec, grid)
@@ -405,6 +396,16 @@ class Client:
         import polars as pl
 
         return pl.read_parquet(io.BytesIO(self.artifact(job_id, "equity.parquet")))
+
+
+def _notebook(notebook: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
+    """A notebook given as a path to an ``.ipynb`` or as its JSON already read."""
+    from pitwall.notebook_bundle import load_notebook
+
+    if isinstance(notebook, dict):
+        return notebook
+    with open(notebook, "rb") as fh:
+        return load_notebook(fh.read())
 
 
 def _transient_http_errors() -> tuple[type[Exception], ...]:
