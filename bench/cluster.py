@@ -2,7 +2,8 @@
 long a lost node's job takes to run elsewhere (issue 16; docs/scale-out.md).
 
 Every node is a network namespace running one ``pitwall worker --slots 1`` in gVisor with
-its own data dir, reaching the bench's own PostgreSQL and Redis through its veth pair.
+its own data dir, reaching the bench's own PostgreSQL, Redis and S3 server (the lake and
+the artifacts are in the bucket) through its veth pair.
 
 1. **Throughput**: ``--jobs`` jobs (the SMA example on 2 symbols x 1 week, audit off) are
    queued, then the workers of N nodes start; window = first worker start to the last
@@ -10,10 +11,14 @@ its own data dir, reaching the bench's own PostgreSQL and Redis through its veth
    machine, ``min(N, cores)`` (the nodes share its cores).
 2. **Takeover**, ``--repeat`` times: a job (sleeping 20 s) runs on node 1, node 2 waits;
    node 1's link goes down; printed: the time from the cut to the job's second attempt
-   starting on node 2, against the heartbeat window (goal: <= 2x). Every job of every
-   run must end COMPLETED exactly once (asserted).
+   starting on node 2, against the heartbeat window (goal: <= 2x).
+3. **A node lost under load**: ``--lost-jobs`` jobs (default 200) over 3 nodes, node 3
+   killed (SIGKILL) once half have ended; printed: jobs/min (first worker start to the
+   last job's end) and the queue wait (queued to first attempt start) p50/p95/max.
 
-    .venv/bin/python bench/cluster.py [--jobs 24] [--repeat 3]   (as root)
+Every job of every run must end COMPLETED exactly once (asserted).
+
+    .venv/bin/python bench/cluster.py [--jobs 24] [--repeat 3] [--lost-jobs 200]  (as root)
 """
 
 from __future__ import annotations
@@ -31,20 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.cluster.clusterkit import (  # noqa: E402
+    SMA,
     STALE_AFTER_S,
     Cluster,
     Fabric,
     on_node,
     open_cluster,
+    run_losing_a_node,
     start_fabric,
 )
 from tests.orchestration.conftest import sleeper, spec  # noqa: E402
+from tests.storage.s3_testserver import AWS_TEST_ENV  # noqa: E402
 
-from pitwall.bundle import build_bundle  # noqa: E402
 from pitwall.models import JobStatus  # noqa: E402
-
-SMA = build_bundle({"strategy.py": (ROOT / "examples" / "sma_crossover.py").read_bytes()},
-                   entrypoint="strategy.py")
 
 
 def done_once(c: Cluster, jobs: list[str]) -> None:
@@ -94,16 +98,27 @@ def takeover(fab: Fabric, root: Path) -> float:
     return float((started - cut).total_seconds())
 
 
+def losing_a_node(fab: Fabric, root: Path, n_jobs: int) -> str:
+    c = open_cluster(fab, run_dir(root))
+    run = run_losing_a_node(c, n_jobs)
+    done_once(c, run.jobs)
+    fab.stop_nodes()
+    c.stack.store.close()
+    return run.summary()
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=24)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--lost-jobs", type=int, default=200)
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench/cluster.py needs root (ip netns)", file=sys.stderr)
         return 2
     root = Path(f"/tmp/pitwall-bench-cluster-{os.getpid()}")
     root.mkdir(mode=0o755)
+    os.environ.update(AWS_TEST_ENV)
     fab = start_fabric(root, 3)
     try:
         cores = os.cpu_count() or 1
@@ -118,6 +133,8 @@ def main() -> int:
         print("cut -> second attempt started: " + ", ".join(f"{t:.1f} s" for t in times)
               + f"   worst {max(times) / STALE_AFTER_S:.2f}x the window (goal <= 2x); "
               "every job completed exactly once")
+        print("## a node lost under load, 3 nodes")
+        print(losing_a_node(fab, root, args.lost_jobs) + "; every job completed exactly once")
     finally:
         fab.close()
         shutil.rmtree(root, ignore_errors=True)

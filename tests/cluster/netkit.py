@@ -8,7 +8,10 @@ exec``, it keeps the host's /sys, where runsc finds the cgroups) and in a UTS na
 their own, so each node has its own host name, as separate machines do (recovery judges a
 worker of *another* host by its heartbeat only). Traffic goes only to addresses made here.
 
-* partition: the host end of the node's veth goes down (both ways cut); heal: up again;
+* partition: the host end of the node's veth goes down (both ways cut); heal: up again.
+  While any node exists the host holds an ``unreachable`` route for the whole
+  ``10.231.0.0/16`` (``fence``), so a packet for a cut node fails at once instead of
+  leaving by the machine's default route;
 * kill: SIGKILL of every process of the node; pause: SIGSTOP.
 """
 
@@ -39,6 +42,7 @@ class Node:
 
     index: int
     data_dir: Path
+    name: str | None = None  # its host name; node<index> unless given
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -60,10 +64,11 @@ class Node:
 
     @property
     def hostname(self) -> str:
-        return f"node{self.index}"
+        return self.name or f"node{self.index}"
 
     def create(self) -> None:
         self.destroy()  # what a killed earlier run left
+        fence()
         _ip("netns", "add", self.netns)
         _ip("link", "add", self.host_if, "type", "veth", "peer", "name", "eth0",
             "netns", self.netns)
@@ -109,6 +114,21 @@ class Node:
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+
+
+def fence() -> None:
+    """Traffic to any node address that has no live link is refused on the host (the
+    links' own /24 routes are more specific and win while they are up)."""
+    _ip("route", "replace", "unreachable", CIDR)
+
+
+def unfence() -> None:
+    """Remove the fence once no node's namespace is left (another harness may still run)."""
+    out = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True,
+                         timeout=30)
+    if not any(line.startswith("pw-node") for line in out.stdout.splitlines()):
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _ip("route", "del", "unreachable", CIDR)
 
 
 def require_root_tools() -> None:

@@ -23,6 +23,11 @@ from typing import Any, BinaryIO
 
 import pytest
 
+#: Throwaway credentials: moto accepts any, boto3 wants some.
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "pitwall-test", "AWS_SECRET_ACCESS_KEY": "x",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade",
         "expect"}
 
@@ -216,17 +221,18 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, state: FaultProxy) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, state: FaultProxy, host: str) -> None:
+        super().__init__((host, 0), _Handler)
         self.state = state
 
 
-def start_proxy(upstream: str) -> tuple[_Server, FaultProxy, str]:
-    """A proxy to ``upstream`` on a free loopback port, serving on a daemon thread."""
+def start_proxy(upstream: str, host: str = "127.0.0.1") -> tuple[_Server, FaultProxy, str]:
+    """A proxy to ``upstream`` on a free port of ``host`` (loopback unless a test's own
+    address is given), serving on a daemon thread."""
     state = FaultProxy(upstream)
-    server = _Server(state)
+    server = _Server(state, host)
     threading.Thread(target=server.serve_forever, daemon=True, name="s3-fault-proxy").start()
-    return server, state, f"http://127.0.0.1:{server.server_address[1]}"
+    return server, state, f"http://{host}:{server.server_address[1]}"
 
 
 # -- pytest fixtures (imported by tests/datalake/conftest.py) ------------------------------
@@ -235,9 +241,7 @@ def start_proxy(upstream: str) -> tuple[_Server, FaultProxy, str]:
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on loopback for the whole session, with throwaway credentials."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in {"AWS_ACCESS_KEY_ID": "pitwall-test", "AWS_SECRET_ACCESS_KEY": "x",
-                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
-                            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
+        for name, value in AWS_TEST_ENV.items():
             mp.setenv(name, value)
         log = tmp_path_factory.mktemp("moto") / "moto.log"
         try:
