@@ -16,10 +16,50 @@ export interface SweepRow {
   metrics?: Metrics | null;
 }
 
-/** `GET /v1/sweeps/{id}`: the sweep (aggregate status) and its rows, in grid order. */
+/** One walk-forward step: the run chosen on the training window and its next window. */
+export interface WalkForwardFold {
+  train_start: string;
+  train_end: string;
+  test_start: string;
+  test_end: string;
+  job_id: string;
+  params: { [name: string]: unknown };
+  train_sharpe: number;
+  test_sharpe: number;
+}
+
+/** How likely the sweep's best run is a fluke (docs/overfitting.md); Sharpe ratios annualised. */
+export interface Overfitting {
+  n_trials: number;
+  n_days: number;
+  mean_correlation: number;
+  effective_trials: number;
+  best_job_id: string;
+  best_params: { [name: string]: unknown };
+  best_sharpe: number;
+  expected_max_sharpe: number;
+  dsr: number;
+  pbo?: number | null;
+  cscv_splits?: number | null;
+  logits?: number[] | null;
+  degradation_slope?: number | null;
+  prob_oos_loss?: number | null;
+  walk_forward?: WalkForwardFold[] | null;
+  oos_sharpe?: number | null;
+  overfit: boolean;
+  verdict: string;
+  problems?: string[];
+}
+
+/**
+ * `GET /v1/sweeps/{id}`: the sweep (aggregate status), its rows in grid order, and its
+ * overfitting statistics once it has ended (else a note saying why they are missing).
+ */
 export interface SweepResults {
   sweep: JobView;
   rows: SweepRow[];
+  overfitting?: Overfitting | null;
+  overfitting_note?: string | null;
 }
 
 /** What the heatmap shows: a metric, over `x` (and `y`, when the grid has two parameters). */
@@ -154,13 +194,46 @@ export function sweepTable(results: SweepResults, params: string[]): string {
   return `<table class="pitwall-sweep-table"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
 }
 
-/** The sweep's head: its id, aggregate status and how many children have finished. */
+/** The sweep's head: its id, aggregate status, how many children have finished, and its
+ * overfitting block ({@link overfittingBlock}). */
 export function sweepHead(results: SweepResults): string {
   const sweep = results.sweep;
   const done = results.rows.filter(r => r.status !== 'PENDING' && r.status !== 'RUNNING').length;
   const reason = sweep.reason ? `<p class="pitwall-reason">${escape(sweep.reason)}</p>` : '';
   return (
     `<h4>${sweep.id}</h4><p class="pitwall-detail-status" data-status="${sweep.status}">` +
-    `sweep · ${sweep.status} · ${done}/${results.rows.length} runs finished</p>${reason}`
+    `sweep · ${sweep.status} · ${done}/${results.rows.length} runs finished</p>${reason}` +
+    overfittingBlock(results)
+  );
+}
+
+function figure(value: number | null | undefined, digits: number): string {
+  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '–';
+}
+
+/**
+ * How likely the best run is a fluke: the verdict (an error colour when flagged), then the
+ * DSR of the best run, CSCV's PBO and the walk-forward's out-of-sample Sharpe; or the note
+ * saying why they are not there yet.
+ */
+export function overfittingBlock(results: SweepResults): string {
+  const o = results.overfitting;
+  if (!o) {
+    const note = results.overfitting_note;
+    return note ? `<div class="pitwall-overfit"><p class="pitwall-note">Overfitting: ${escape(note)}</p></div>` : '';
+  }
+  const stats: Array<[string, string, string, string]> = [
+    ['dsr', 'DSR', figure(o.dsr, 3), `Deflated Sharpe Ratio of the best run (Sharpe ${figure(o.best_sharpe, 2)}) after ${figure(o.effective_trials, 1)} effective trials; skill needs 0.95`],
+    ['pbo', 'PBO', figure(o.pbo, 3), o.cscv_splits ? `Probability of Backtest Overfitting, CSCV with S=${o.cscv_splits}` : 'too few days for CSCV'],
+    ['oos_sharpe', 'OOS Sharpe', figure(o.oos_sharpe, 2), `walk-forward out-of-sample Sharpe over ${o.walk_forward?.length ?? 0} folds`]
+  ];
+  const cells = stats
+    .map(([key, name, value, title]) => `<th title="${escape(title)}">${name}</th><td data-stat="${key}" title="${escape(title)}">${value}</td>`)
+    .join('');
+  const problems = (o.problems ?? []).map(p => `<p class="pitwall-note">${escape(p)}</p>`).join('');
+  return (
+    `<div class="pitwall-overfit" data-overfit="${o.overfit}">` +
+    `<p class="${o.overfit ? 'pitwall-reason' : 'pitwall-note'} pitwall-overfit-verdict">${escape(o.verdict)}</p>` +
+    `<table class="pitwall-overfit-stats"><tr>${cells}</tr></table>${problems}</div>`
   );
 }

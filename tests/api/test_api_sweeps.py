@@ -7,13 +7,18 @@ import json
 import time
 from typing import Any
 
+import numpy as np
+import polars as pl
 import pytest
 import requests
 from apikit import ROOT, Api, StartApi, bundle_bytes, spec_json
 
 from pitwall.bundle import build_bundle
-from pitwall.models import BacktestSpec
+from pitwall.engine import overfit
+from pitwall.engine.metrics import sharpe
+from pitwall.models import BacktestSpec, JobStatus, Metrics
 from pitwall.notebook.client import ApiError, Client
+from pitwall_executor.cli.sweep import print_results
 from pitwall_executor.datalake.market_calendar import trading_minutes
 from pitwall_executor.jobs.sweeps import MAX_SWEEP_RUNS
 
@@ -72,6 +77,11 @@ def test_a_2x2_sweep_of_the_sma_example_runs_in_gvisor(serve: Api) -> None:
             dt.date(2024, 3, 4), dt.date(2024, 3, 8))
         sharpes.add(row["metrics"]["sharpe"])
     assert len(sharpes) > 1, "different parameters gave identical results"
+    over = body["overfitting"]  # read back from the runs' equity curves: 5 days, no CSCV
+    assert over["n_trials"] == 4 and over["n_days"] == 5 and over["pbo"] is None
+    assert over["best_sharpe"] == pytest.approx(max(sharpes))
+    assert over["best_job_id"] in children and 0.0 <= over["dsr"] <= 1.0
+    assert any("PBO needs at least 20 trading days" in p for p in over["problems"])
     with Client(serve.url, serve.tokens["alice"]) as client:  # the SDK's table is the same
         table = client.sweep_results(parent)
     assert table["job_id"].to_list() == [r["job_id"] for r in rows]
@@ -148,5 +158,94 @@ def test_the_openapi_document_lists_the_sweep_routes(api: Api) -> None:
     doc = requests.get(api.url + "/v1/openapi.json", timeout=10).json()
     assert "grid" in doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"][
         "multipart/form-data"]["schema"]["required"]
-    assert {"CreateSweepResponse", "SweepResultsResponse", "SweepRow"} <= set(
+    assert {"CreateSweepResponse", "SweepResultsResponse", "SweepRow", "Overfitting",
+            "WalkForwardFold"} <= set(
         doc["components"]["schemas"])
+
+
+def _complete_with_returns(api: Api, job_id: str, returns: np.ndarray) -> None:
+    """Drive a child to COMPLETED through the real store with an equity.parquet whose
+    daily returns are ``returns`` (one bar a day at 20:00 UTC, on weekdays from 2022-01-03),
+    in the artifact store the API reads, as a worker would record it."""
+    store = api.stack.store
+    attempt = store.start_attempt(job_id, "test-worker")
+    assert attempt is not None
+    out = api.stack.artifacts.attempt_dir(job_id, attempt)
+    days = [d for d in (dt.date(2022, 1, 3) + dt.timedelta(n) for n in range(2 * len(returns)))
+            if d.weekday() < 5][:len(returns)]
+    capital = BacktestSpec.model_validate_json(spec_json()).capital
+    pl.DataFrame({"ts": [dt.datetime.combine(d, dt.time(20), dt.UTC) for d in days],
+                  "equity": capital * np.cumprod(1 + returns)}).with_columns(
+        pl.col("ts").dt.cast_time_unit("us")).write_parquet(out / "equity.parquet")
+    metrics = Metrics(total_return=0.0, cagr=0.0, annual_volatility=0.0,
+                      sharpe=sharpe(returns), sortino=0.0, max_drawdown=0.0, turnover=0.0,
+                      exposure=0.0, n_days=len(returns), n_bars=len(returns),
+                      final_equity=1e6)
+    assert store.finish(job_id, attempt, JobStatus.COMPLETED, metrics=metrics,
+                        artifact_rows=[api.stack.artifacts.describe(out / "equity.parquet")])
+
+
+def _sweep_of(api: Api, grid: dict[str, list[Any]]) -> tuple[str, list[str]]:
+    res = post_sweep(api, grid)
+    assert res.status_code == 202, res.text
+    parent = res.json()["id"]
+    return parent, [r.job_id for r in api.stack.store.sweep_results(parent)]  # grid order
+
+
+def test_a_pure_noise_sweep_of_100_runs_is_flagged_overfit(api: Api, capsys: Any) -> None:
+    """100 runs of no skill (the returns of tests/engine/test_overfit.py's noise sweep),
+    recorded as equity curves: the API reads them back, and its DSR, PBO and walk-forward
+    are those of pitwall.engine.overfit on the same matrix; the CLI prints the verdict."""
+    noise = np.random.default_rng(2).normal(0.0, 0.01, size=(504, 100))
+    parent, children = _sweep_of(api, {"fast": list(range(10)), "slow": list(range(10))})
+    before = api.get(f"/v1/sweeps/{parent}").json()
+    assert before["overfitting"] is None and "0/100 runs finished" in before[
+        "overfitting_note"]
+    for n, job_id in enumerate(children):
+        _complete_with_returns(api, job_id, noise[:, n])
+    body = api.get(f"/v1/sweeps/{parent}").json()
+    assert body["sweep"]["status"] == "COMPLETED" and body["overfitting_note"] is None
+    result = body["overfitting"]
+    deflated, cscv = overfit.deflated_sharpe(noise), overfit.pbo(noise)
+    assert result["n_trials"] == 100 and result["n_days"] == 504
+    assert result["best_job_id"] == children[deflated.best]
+    assert result["best_params"] == {"fast": deflated.best // 10, "slow": deflated.best % 10}
+    assert result["dsr"] == pytest.approx(deflated.dsr, rel=1e-9) and result["dsr"] < 0.6
+    assert result["pbo"] == pytest.approx(cscv.pbo) and result["pbo"] >= 0.5
+    assert result["cscv_splits"] == 16 and len(result["logits"]) == 5
+    assert abs(result["oos_sharpe"]) < 1.0 and len(result["walk_forward"]) == 4
+    assert result["overfit"] is True and result["verdict"].startswith("likely overfit: PBO")
+    assert api.get(f"/v1/sweeps/{parent}").json()["overfitting"] == result  # cached, same
+    print_results(api.stack.store.get(parent), api.stack.store.sweep_results(parent),
+                  api.stack)
+    printed = capsys.readouterr().out
+    assert f"WARNING: overfitting: {result['verdict']}" in printed
+    assert f"PBO           {result['pbo']:.3f} by CSCV with S=16" in printed
+
+
+def test_one_real_edge_is_not_flagged_and_short_sweeps_say_what_is_missing(api: Api) -> None:
+    returns = np.random.default_rng(2).normal(0.0, 0.01, size=(504, 4))
+    returns[:, 1] += 0.003
+    parent, children = _sweep_of(api, GRID)
+    for n, job_id in enumerate(children):
+        _complete_with_returns(api, job_id, returns[:, n])
+    result = api.get(f"/v1/sweeps/{parent}").json()["overfitting"]
+    assert result["best_params"] == {"fast": 5, "slow": 120} and result["overfit"] is False
+    assert result["dsr"] > 0.95 and result["pbo"] < 0.05
+    assert result["verdict"].startswith("no sign of overfitting")
+
+    short, children = _sweep_of(api, GRID)  # 10 days: a DSR, but no CSCV nor walk-forward
+    for n, job_id in enumerate(children):
+        _complete_with_returns(api, job_id, returns[:10, n])
+    result = api.get(f"/v1/sweeps/{short}").json()["overfitting"]
+    assert result["pbo"] is None and result["walk_forward"] is None
+    assert any("PBO needs at least 20 trading days" in p and "longer period" in p
+               for p in result["problems"])
+
+    lonely, children = _sweep_of(api, GRID)  # one completed run: nothing to compare
+    _complete_with_returns(api, children[0], returns[:, 0])
+    for job_id in children[1:]:
+        api.stack.store.cancel(job_id)
+    body = api.get(f"/v1/sweeps/{lonely}").json()
+    assert body["sweep"]["status"] == "COMPLETED" and body["overfitting"] is None
+    assert "at least 2 completed runs" in body["overfitting_note"]

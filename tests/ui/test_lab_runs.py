@@ -10,6 +10,7 @@ Screenshots go to test-artifacts/ui/.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.request
@@ -119,9 +120,14 @@ def test_two_runs_compared_side_by_side(page: Any, lab: Lab) -> None:
 
 
 def test_a_sweep_as_a_heatmap_and_a_table(page: Any, lab: Lab) -> None:
-    sweep_id = submit(stack(lab), spec(fast=5, slow=30), bundle(), grid=GRID)
+    # The whole month (20 trading days): enough for CSCV's 4 submatrices of 5 days.
+    month = spec(fast=5, slow=30).model_copy(update={"start": dt.date(2024, 3, 1),
+                                                     "end": dt.date(2024, 3, 29)})
+    sweep_id = submit(stack(lab), month, bundle(), grid=GRID)
     wait_done(lab, sweep_id, timeout=600)
     results = json.loads(lab.api(f"v1/sweeps/{sweep_id}"))
+    over = results["overfitting"]
+    assert over["n_days"] == 20 and over["cscv_splits"] == 4 and over["pbo"] is not None
     rows = results["rows"]
     assert [r["params"] for r in rows] == [{"fast": 5, "slow": 30}, {"fast": 5, "slow": 60},
                                            {"fast": 10, "slow": 30}, {"fast": 10, "slow": 60}]
@@ -156,6 +162,14 @@ def test_a_sweep_as_a_heatmap_and_a_table(page: Any, lab: Lab) -> None:
         assert line.locator("td[data-param='fast']").inner_text() == str(r["params"]["fast"])
         assert line.locator("td[data-metric='sharpe']").inner_text() == \
             f"{r['metrics']['sharpe']:.3f}"
+    # The overfitting block above the table shows the API's DSR, PBO and verdict.
+    block = page.locator(".pitwall-detail .pitwall-overfit")
+    assert block.get_attribute("data-overfit") == str(over["overfit"]).lower()
+    assert block.locator("td[data-stat='pbo']").inner_text() == f"{over['pbo']:.3f}"
+    assert block.locator("td[data-stat='dsr']").inner_text() == f"{over['dsr']:.3f}"
+    assert block.locator("td[data-stat='oos_sharpe']").inner_text() == \
+        f"{over['oos_sharpe']:.2f}"
+    assert block.locator(".pitwall-overfit-verdict").inner_text() == over["verdict"]
     page.screenshot(path=str(ARTIFACTS / "runs-sweep.png"))
 
     # Another metric redraws the heatmap with its values.

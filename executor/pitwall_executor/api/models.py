@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from pitwall.models import JobStatus, JobView
-from pitwall_executor.jobs.sweeps import SweepRow
+from pitwall_executor.jobs.sweeps import Overfitting, SweepRow
 
 
 class _Model(BaseModel):
@@ -35,10 +35,17 @@ class CreateSweepResponse(_Model):
 
 
 class SweepResultsResponse(_Model):
-    """A sweep (its aggregate status and progress) and its results table, in grid order."""
+    """A sweep (its aggregate status and progress) and its results table, in grid order.
+
+    ``overfitting`` says how likely the best run is a fluke (docs/overfitting.md); it is
+    null until the sweep has ended with at least 2 completed runs, and ``overfitting_note``
+    then says why.
+    """
 
     sweep: JobView
     rows: list[SweepRow]
+    overfitting: Overfitting | None = None
+    overfitting_note: str | None = None
 
 
 class FieldError(_Model):

@@ -2,9 +2,10 @@
 
 ``POST /v1/sweeps`` takes the multipart body of ``POST /v1/backtests`` plus a ``grid``
 part (JSON ``{"param": [values, ...]}``) and queues one child job per grid point;
-``GET /v1/sweeps/{id}`` answers the sweep (aggregate status and progress) and its
-results table. The sweep and its children are ordinary jobs too: ``GET
-/v1/backtests/{id}`` and ``/cancel`` work on them, with the same access rules.
+``GET /v1/sweeps/{id}`` answers the sweep (aggregate status and progress), its
+results table and, once it has ended, its overfitting statistics (docs/overfitting.md).
+The sweep and its children are ordinary jobs too: ``GET /v1/backtests/{id}`` and
+``/cancel`` work on them, with the same access rules.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.api.errors import bad_request, not_found
 from pitwall_executor.api.handlers import ApiHandler, BacktestsHandler
 from pitwall_executor.api.models import CreateSweepResponse, SweepResultsResponse
+from pitwall_executor.execution.overfitting import sweep_overfitting
 
 
 def parse_grid(raw: bytes | None) -> dict[str, list[Any]]:
@@ -77,4 +79,6 @@ class SweepHandler(ApiHandler):
             raise not_found(f"sweep {sweep_id!r} (it is a single backtest: use "
                             f"/v1/backtests/{sweep_id})")
         rows = await self.ctx.run(self.ctx.stack.store.sweep_results, sweep_id)
-        self.write_json(SweepResultsResponse(sweep=view, rows=rows))
+        overfitting, note = await self.ctx.run(sweep_overfitting, self.ctx.stack, view, rows)
+        self.write_json(SweepResultsResponse(sweep=view, rows=rows, overfitting=overfitting,
+                                             overfitting_note=note))

@@ -134,7 +134,7 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             sweep, rows = run_sweep_embedded(cfg, spec, bundle, parse_grid(grid), notify=notify)
         except PitwallError as exc:
             raise click.ClickException(str(exc)) from exc
-        print_results(sweep, rows)
+        print_results(sweep, rows, Stack.from_config(cfg))
         sys.exit(0 if all(r.status is JobStatus.COMPLETED for r in rows) else 1)
     stack = Stack.from_config(cfg)
     try:

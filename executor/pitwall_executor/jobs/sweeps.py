@@ -54,6 +54,57 @@ class SweepRow(BaseModel):
     metrics: Metrics | None = None
 
 
+class WalkForwardFold(BaseModel):
+    """One walk-forward step: the child chosen on the training window and how it did on
+    the next window (Sharpe ratios annualised)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    train_start: dt.date
+    train_end: dt.date  # the last day of the training window
+    test_start: dt.date
+    test_end: dt.date  # the last day of the test window
+    job_id: str
+    params: dict[str, ParamValue]
+    train_sharpe: float
+    test_sharpe: float
+
+
+class Overfitting(BaseModel):
+    """How likely the sweep's best run is a fluke (docs/overfitting.md).
+
+    ``dsr`` is the Deflated Sharpe Ratio of the best run given ``effective_trials``
+    independent trials; ``pbo`` the Probability of Backtest Overfitting by CSCV over
+    ``cscv_splits`` submatrices (None with too few days: ``problems`` says why);
+    ``logits`` summarises CSCV's logits (min, 25%, median, 75%, max); ``walk_forward``
+    the folds of choosing on one window and holding on the next. Sharpe ratios are
+    annualised. ``overfit`` is True when the best run's Sharpe is not to be trusted: the
+    DSR is under 0.95 or the PBO is 0.5 or more; ``verdict`` says which in one sentence.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    n_trials: int
+    n_days: int
+    mean_correlation: float
+    effective_trials: float
+    best_job_id: str
+    best_params: dict[str, ParamValue]
+    best_sharpe: float
+    expected_max_sharpe: float
+    dsr: float
+    pbo: float | None = None
+    cscv_splits: int | None = None
+    logits: list[float] | None = None
+    degradation_slope: float | None = None
+    prob_oos_loss: float | None = None
+    walk_forward: list[WalkForwardFold] | None = None
+    oos_sharpe: float | None = None
+    overfit: bool
+    verdict: str
+    problems: list[str] = []
+
+
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in a stable order (the last key fastest).
 
