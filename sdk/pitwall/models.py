@@ -278,12 +278,14 @@ class LookaheadAudit(_Model):
     ``status``: ``no_lookahead_found`` (every checked cut agreed; ``statement`` says what
     that covers and with which power), ``flagged`` (``first`` is the earliest
     disagreement), ``not_run`` (no cut could be checked; ``notes`` say why), or ``exact``
-    (a stepped run: point-in-time by construction, nothing to audit).
+    (a stepped run: point-in-time by construction, nothing to audit), or ``pending`` (the
+    metrics are shown while the audit still runs; the job's terminal state carries the
+    verdict).
     ``coverage`` counts the checked cuts per family (``session_end``, ``session_start``,
     ``week_end``, ``month_end``, ``before_gap``, ``random``).
     """
 
-    status: Literal["no_lookahead_found", "flagged", "not_run", "exact"]
+    status: Literal["no_lookahead_found", "flagged", "not_run", "exact", "pending"]
     tolerance: float
     cuts_checked: list[dt.datetime] = Field(default_factory=list)
     first: AuditFinding | None = None

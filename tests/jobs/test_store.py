@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
+from pitwall_executor.jobs.queries import StaleAttempt
 from pitwall_executor.jobs.store import JobNotFoundError, MetadataStore
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
@@ -54,6 +55,41 @@ def test_a_job_is_started_once_and_a_terminal_state_is_final(store: MetadataStor
     assert store.cancel(job) is JobStatus.FAILED
     view = store.get(job)
     assert view.status is JobStatus.FAILED and view.reason == "boom" and view.metrics is None
+
+
+def test_metrics_shown_while_running_are_replaced_at_the_end_and_lost_with_the_attempt(
+        store: MetadataStore) -> None:
+    early = METRICS.model_copy(update={"sharpe": 1.0})
+    job = _job(store)
+    assert store.start_attempt(job, "w1") == 1
+    store.set_progress(job, 1, 0.9, "metrics ready", metrics=early)
+    view = store.get(job)
+    assert view.status is JobStatus.RUNNING and view.metrics == early
+    assert store.events(job)[-1].data == {"progress": 0.9, "message": "metrics ready",
+                                          "metrics": True}
+    store.set_progress(job, 2, 0.9, "a stale attempt", metrics=METRICS)  # fenced
+    assert store.get(job).metrics == early
+    # The terminal commit replaces them (one row), with the final figures or with none.
+    assert store.finish(job, 1, JobStatus.COMPLETED, metrics=METRICS)
+    assert store.get(job).metrics == METRICS
+    cancelled = _job(store)
+    assert store.start_attempt(cancelled, "w1") == 1
+    store.set_progress(cancelled, 1, 0.9, "metrics ready", metrics=early)
+    assert store.finish(cancelled, 1, JobStatus.CANCELLED, reason="cancelled")
+    assert store.get(cancelled).metrics is None
+    # A job taken back from its worker (handed back, or lost) runs again without them.
+    for take_back in ("hand_back", "recover_lost"):
+        other = _job(store)
+        assert store.start_attempt(other, "w1") == 1
+        store.set_progress(other, 1, 0.9, "metrics ready", metrics=early)
+        if take_back == "hand_back":
+            assert store.hand_back(other, 1)
+        else:
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+            assert store.recover_lost(StaleAttempt(other, 1, "w1"), silent_since=later,
+                                      max_attempts=3) is JobStatus.PENDING
+        view = store.get(other)
+        assert view.status is JobStatus.PENDING and view.metrics is None, take_back
 
 
 def test_a_stale_attempt_cannot_complete(store: MetadataStore) -> None:

@@ -1,16 +1,20 @@
 """The HTML report is written after the job's status and metrics are committed, and a
 report that fails to write never costs the job its metrics (docs/architecture.md §2,
-"record"); the live sessions of the lookahead audit and of event jobs are restored from
-the runner's checkpoint like one-shot runs. Real jobs through gVisor and an in-process
-worker, on one stack (one checkpoint image)."""
+"record"); the metrics are shown while the lookahead audit still runs ("metrics first");
+the live sessions of the lookahead audit and of event jobs are restored from the runner's
+checkpoint like one-shot runs. Real jobs through gVisor and an in-process worker, on one
+stack (one checkpoint image)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from tests.orchestration.conftest import sleeper, spec
 
 from pitwall.bundle import build_bundle
@@ -99,6 +103,39 @@ def test_metrics_are_committed_before_the_report_and_kept_when_it_fails(
     assert view.metrics.lookahead is not None
     assert view.metrics.lookahead.status == "no_lookahead_found", view.metrics.lookahead
     assert (snapshots(stack).restored - restored, snapshots(stack).fallbacks) == (2, fallbacks)
+
+
+def test_the_metrics_are_shown_while_the_audit_runs_and_the_verdict_comes_at_the_end(
+        stack: Stack) -> None:
+    # Every call sleeps, so each of the audit's re-runs does: the audit outlasts the
+    # accounting by seconds, and the metrics must be visible in that window.
+    job_id = stack.submit(spec(audit=True), sleeper(0.5), researcher="ada")
+    worker = threading.Thread(target=Worker(stack, name="test-worker").run_one,
+                              kwargs={"timeout": 10})
+    worker.start()
+    early = None
+    while worker.is_alive() and early is None:
+        view = stack.store.get(job_id)
+        if view.status is JobStatus.RUNNING and view.metrics is not None:
+            early = view.metrics
+        time.sleep(0.02)
+    worker.join(300)
+    assert early is not None, "the metrics were never shown while the job ran"
+    assert early.lookahead is not None and early.lookahead.status == "pending"
+    assert "before its verdict" in early.lookahead.statement
+    final = stack.store.get(job_id)
+    assert final.status is JobStatus.COMPLETED and final.metrics is not None, final.reason
+    assert final.metrics.lookahead is not None
+    assert final.metrics.lookahead.status == "no_lookahead_found"
+    assert final.metrics.model_copy(update={"lookahead": early.lookahead}) == early
+    # The event that announced them came before the terminal one; one metrics row is left.
+    events = stack.store.events(job_id)
+    shown = [e.seq for e in events if e.kind == "progress" and (e.data or {}).get("metrics")]
+    [ended] = [e.seq for e in events if e.status is JobStatus.COMPLETED]
+    assert len(shown) == 1 and shown[0] < ended
+    with stack.store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM metrics WHERE job_id = :j"),
+                            {"j": job_id}).scalar_one() == 1
 
 
 def test_an_event_job_runs_in_a_restored_session(stack: Stack) -> None:

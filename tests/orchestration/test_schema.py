@@ -113,7 +113,7 @@ def test_pending_cannot_finish_and_attempts_move_only_on_start(store: MetadataSt
     assert view.status is JobStatus.RUNNING and view.attempt == 1
 
 
-def test_jobs_are_born_pending_and_metrics_need_the_completing_attempt(
+def test_jobs_are_born_pending_and_metrics_need_the_current_attempt_running_or_completed(
     store: MetadataStore,
 ) -> None:
     msg = _refused(store, "INSERT INTO jobs (id, researcher, status, spec, bundle_sha256, "
@@ -121,9 +121,14 @@ def test_jobs_are_born_pending_and_metrics_need_the_completing_attempt(
                           "recovered) VALUES ('x', 'ada', 'COMPLETED', '{}', 'a', 0, 0, "
                           "false, '2024-01-01', 'run', 0, 0)")
     assert "created PENDING" in msg
+    insert = "INSERT INTO metrics (job_id, attempt, metrics) VALUES (:id, :attempt, '{}')"
     job = _job(store)
+    assert "current attempt" in _refused(store, insert, id=job, attempt=0)  # PENDING
     assert store.start_attempt(job, "w") == 1
-    _refused(store, "INSERT INTO metrics (job_id, attempt, metrics) VALUES (:id, 1, '{}')",
-             id=job)
+    _refused(store, insert, id=job, attempt=2)  # not the running attempt
     assert store.finish(job, 1, JobStatus.COMPLETED, metrics=METRICS)
     assert store.get(job).metrics == METRICS
+    failed = _job(store)
+    assert store.start_attempt(failed, "w") == 1
+    assert store.finish(failed, 1, JobStatus.FAILED, reason="boom")
+    _refused(store, insert, id=failed, attempt=1)

@@ -115,7 +115,7 @@ class Attempt(ABC):
         self.job = job
         self.spec: BacktestSpec = job.spec
         self.attempt = attempt
-        self.progress: Progress = on_progress or (lambda *_a: None)
+        self.progress: Progress = on_progress or (lambda *_a, **_k: None)
         self.workdir = stack.config.jobs_dir / job.id / f"attempt-{attempt}"
         self.out_dir = stack.artifacts.attempt_dir(job.id, attempt)
         #: Seconds spent in each stage of this attempt (:meth:`timed`), in order.

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 import polars as pl
 import pyarrow as pa
 
-from pitwall.engine.audit import describe
+from pitwall.engine.audit import describe, pending
 from pitwall.engine.decisions import decision_label, decision_times
 from pitwall.engine.metrics import metrics_for_spec
 from pitwall.engine.validate import validate_weights
 from pitwall.engine.vectorized import EngineResult, run_vectorized
-from pitwall.models import MAX_EQUITY_POINTS, EngineKind, JobStatus, LookaheadAudit
+from pitwall.models import MAX_EQUITY_POINTS, EngineKind, JobStatus, LookaheadAudit, Metrics
 from pitwall.prefix_wire import AUDIT, AUDIT_FORK
 from pitwall_executor.execution.attempt import (
     Accounted,
@@ -107,25 +107,21 @@ class VectorizedAttempt(Attempt):
                 clean = validate_weights(weights, staged.bars, spec.universe)
         if self._stepped is None and spec.audit and self.overlap_audit:
             # The audit's session waits on its sandbox most of the time, and the engine
-            # (compiled, Polars) releases the GIL: account while the audit runs.
+            # (compiled, Polars) releases the GIL: account while the audit runs, and show
+            # the metrics as soon as they exist, their verdict pending (docs/architecture.md
+            # §2, "metrics first"); the terminal commit carries the verdict.
             with ThreadPoolExecutor(1, thread_name_prefix=f"account-{self.job.id[:8]}") as pool:
-                accounting = pool.submit(self._account, staged, clean)
+                accounting = pool.submit(self._account_and_show, staged, clean)
                 with self.timed("audit"):
                     audit, entries = self._audit(staged, clean)
                 with self.timed("wait_engine"):
-                    result = accounting.result()
+                    result, metrics = accounting.result()
         else:
             if self._stepped is None:
                 with self.timed("audit"):
                     audit, entries = self._audit(staged, clean)
             result = self._account(staged, clean)
-        # A vectorized strategy decides every weight at once, so there is no running curve
-        # to show while the sandbox runs: the equity exists only once the trusted engine has
-        # accounted. It goes out now, thinned, before the metrics and the report.
-        with self.timed("progress"):
-            self.progress(0.85, "accounted; computing the metrics", accounted_equity(result))
-        with self.timed("metrics"):
-            metrics = metrics_for_spec(result, staged.bars, spec)
+            metrics = self._metrics(staged, result)
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})
         entries["lookahead_audit"] = describe(audit) if audit is not None else "not run"
@@ -133,6 +129,26 @@ class VectorizedAttempt(Attempt):
                    and self.stack.config.audit_fail)
         return Accounted(result, metrics, entries,
                          failure=describe(audit) if refused and audit is not None else None)
+
+    def _metrics(self, staged: Staged, result: EngineResult) -> Metrics:
+        # A vectorized strategy decides every weight at once, so there is no running curve
+        # to show while the sandbox runs: the equity exists only once the trusted engine has
+        # accounted. It goes out now, thinned, before the metrics and the report.
+        with self.timed("progress"):
+            self.progress(0.85, "accounted; computing the metrics", accounted_equity(result))
+        with self.timed("metrics"):
+            return metrics_for_spec(result, staged.bars, self.spec)
+
+    def _account_and_show(self, staged: Staged,
+                          clean: pl.DataFrame) -> tuple[EngineResult, Metrics]:
+        """Account, then commit the metrics for clients to show while the audit runs."""
+        result = self._account(staged, clean)
+        metrics = self._metrics(staged, result)
+        with self.timed("show_metrics"):
+            self.progress(0.9, "metrics ready; the lookahead audit is running",
+                          metrics=metrics.model_copy(
+                              update={"lookahead": pending(self.spec.audit_level)}))
+        return result, metrics
 
     def _account(self, staged: Staged, clean: pl.DataFrame) -> EngineResult:
         """The trusted engine over the validated weights."""

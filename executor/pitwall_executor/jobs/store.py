@@ -218,16 +218,21 @@ class MetadataStore:
         return self.get(job_id).status
 
     def set_progress(self, job_id: str, attempt: int, progress: float, message: str,
-                     equity: Sequence[tuple[int, float]] = ()) -> None:
+                     equity: Sequence[tuple[int, float]] = (),
+                     metrics: Metrics | None = None) -> None:
         """Record the running attempt's progress; ``equity`` are the new ``(ts_ms, value)``
         points of its running equity curve (non-finite ones dropped, thinned to at most
-        :data:`~pitwall.models.MAX_EQUITY_POINTS`), carried by the progress event."""
+        :data:`~pitwall.models.MAX_EQUITY_POINTS`), carried by the progress event;
+        ``metrics`` are shown with the job from now on (``data.metrics`` of the event is
+        true), until the attempt's terminal commit replaces them."""
         payload: dict[str, Any] = {"progress": progress, "message": message}
         points = events.equity_points(equity)
         if points:
             payload["equity"] = points
+        if metrics is not None:
+            payload["metrics"] = True
         with self._tx() as conn:
-            transitions.set_progress(conn, job_id, attempt, progress, payload)
+            transitions.set_progress(conn, job_id, attempt, progress, payload, metrics)
 
     # -- reads (jobs.queries) -----------------------------------------------------------
     def get(self, job_id: str) -> JobView:

@@ -135,7 +135,10 @@ def _requeue(conn: Connection, job_id: str, attempt: int) -> bool:
         .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
                jobs.c.attempt == attempt)
         .values(status=JobStatus.PENDING.value, recovered=jobs.c.recovered + 1, progress=0.0))
-    return res.rowcount == 1
+    if res.rowcount != 1:
+        return False
+    _put_metrics(conn, job_id, attempt, None)  # shown early by the attempt taken back
+    return True
 
 
 def finish(conn: Connection, job_id: str, attempt: int, status: JobStatus, *,
@@ -155,9 +158,7 @@ def finish(conn: Connection, job_id: str, attempt: int, status: JobStatus, *,
     conn.execute(attempts.update()
                  .where(attempts.c.job_id == job_id, attempts.c.attempt == attempt)
                  .values(finished_at=now, outcome=status.value))
-    if metrics is not None:
-        conn.execute(job_metrics.insert().values(job_id=job_id, attempt=attempt,
-                                                 metrics=metrics.model_dump_json()))
+    _put_metrics(conn, job_id, attempt, metrics)  # the final figures, or none
     for row in artifact_rows:
         conn.execute(artifacts.insert().values(job_id=job_id, **row))
     events.append(conn, job_id, "status", {"status": status.value, "reason": reason})
@@ -193,6 +194,7 @@ def recover_lost(conn: Connection, stale: StaleAttempt, silent_since: dt.datetim
     conn.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.attempt == attempt,
                                      jobs.c.status == JobStatus.RUNNING.value)
                  .values(status=JobStatus.FAILED.value, reason=reason, finished_at=now))
+    _put_metrics(conn, job_id, attempt, None)
     events.append(conn, job_id, "status", {"status": "FAILED", "reason": reason})
     sweeps.settle_parent_of(conn, job_id)
     return JobStatus.FAILED
@@ -227,8 +229,12 @@ def cancel_one(conn: Connection, job_id: str, reason: str) -> None:
 
 
 def set_progress(conn: Connection, job_id: str, attempt: int, progress: float,
-                 payload: dict[str, Any]) -> None:
-    """Record the running attempt's progress and its event; stale attempts change nothing."""
+                 payload: dict[str, Any], metrics: Metrics | None = None) -> None:
+    """Record the running attempt's progress and its event; stale attempts change nothing.
+
+    ``metrics``: the trusted engine's figures, shown before the attempt ends (their
+    lookahead verdict still ``pending``, docs/architecture.md §2 "metrics first"); the
+    terminal commit replaces them, and a job taken back loses them."""
     res = conn.execute(
         jobs.update()
         .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
@@ -236,5 +242,15 @@ def set_progress(conn: Connection, job_id: str, attempt: int, progress: float,
         .values(progress=progress)
     )
     if res.rowcount == 1:
+        if metrics is not None:
+            _put_metrics(conn, job_id, attempt, metrics)
         events.append(conn, job_id, "progress", payload)
+
+
+def _put_metrics(conn: Connection, job_id: str, attempt: int, metrics: Metrics | None) -> None:
+    """The job's one metrics row becomes ``metrics`` (None: no row)."""
+    conn.execute(job_metrics.delete().where(job_metrics.c.job_id == job_id))
+    if metrics is not None:
+        conn.execute(job_metrics.insert().values(job_id=job_id, attempt=attempt,
+                                                 metrics=metrics.model_dump_json()))
 

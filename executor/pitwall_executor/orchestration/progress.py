@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from pitwall.models import Metrics
 from pitwall_executor.jobs.store import MetadataStore, database_unreachable
 from pitwall_executor.orchestration.retry import first_line
 
@@ -14,14 +15,15 @@ log = logging.getLogger(__name__)
 
 def progress_reporter(store: MetadataStore, job_id: str, attempt: int,
                       published: Callable[[], None]) -> Callable[..., None]:
-    """``report(progress, message, equity=())``: persist, then call ``published``."""
+    """``report(progress, message, equity=(), metrics=None)``: persist, then call
+    ``published``."""
     skipped = 0
 
-    def report(progress: float, message: str,
-               equity: Sequence[tuple[int, float]] = ()) -> None:
+    def report(progress: float, message: str, equity: Sequence[tuple[int, float]] = (),
+               metrics: Metrics | None = None) -> None:
         nonlocal skipped
         try:
-            store.set_progress(job_id, attempt, progress, message, equity)
+            store.set_progress(job_id, attempt, progress, message, equity, metrics)
         except Exception as exc:
             if not database_unreachable(exc):
                 raise

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -214,9 +214,19 @@ _FAMILY_WORDS = {"session_end": "session ends", "session_start": "session starts
                  "before_gap": "bars before a gap", "random": "random bars"}
 
 
+def pending(level: Literal["default", "thorough"]) -> LookaheadAudit:
+    """The verdict a run's metrics carry while its audit still runs (they are shown
+    before it ends; the job's terminal state carries the real verdict)."""
+    audit = LookaheadAudit(status="pending", tolerance=TOLERANCE, level=level)
+    return audit.model_copy(update={"statement": describe(audit)})
+
+
 def describe(audit: LookaheadAudit) -> str:
     """One sentence for a job's reason, the CLI, the API, the report and the lab: what was
     found, and for a clean run exactly what was checked and how strong that is."""
+    if audit.status == "pending":
+        return ("lookahead audit running: these metrics are shown before its verdict, which "
+                "comes with the job's end")
     if audit.status == "exact":
         return ("no lookahead possible: a stepped run gave the strategy only the bars up to "
                 "each decision time")

@@ -23,7 +23,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pitwall.models import JobStatus, JobView, ProgressEvent
+from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
 from pitwall.tracebacks import CellSpan, clean_log
 
 if TYPE_CHECKING:
@@ -122,6 +122,10 @@ class BacktestPanel:
             with self.figure.batch_update():
                 trace.x = (*(trace.x or ()), *x)
                 trace.y = (*(trace.y or ()), *y)
+        if event.kind == "progress" and event.data and event.data.get("metrics"):
+            view = self.client.get(self.job_id)  # the metrics, shown before the verdict
+            if view.metrics is not None and not view.status.terminal:
+                self.show_metrics(view.metrics, view.spec)
         if event.status is not None and event.status is not JobStatus.COMPLETED:
             reason = f" — {html.escape(event.message)}" if event.message else ""
             self.status.value = (f"<b>{html.escape(self.job_id)}</b>: "
@@ -136,25 +140,29 @@ class BacktestPanel:
                              f"{view.status.value}</span>{_badge(view)}{reason}")
         self.progress.value = view.progress
 
-    def finish(self, view: JobView) -> None:
+    def show_metrics(self, metrics: Metrics, spec: BacktestSpec) -> None:
+        """The metrics table with the audit's verdict (``pending`` while it runs)."""
         from pitwall.engine.report import cost_warning, format_metrics
 
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in format_metrics(metrics))
+        audit = metrics.lookahead
+        verdict = (f"<p class='pitwall-audit' data-audit='{audit.status}'>"
+                   f"{html.escape(audit.statement)}</p>" if audit and audit.statement else "")
+        self.metrics.value = f"{verdict}<table class='pitwall-metrics'>{rows}</table>"
+        warning = cost_warning(metrics, spec.costs)
+        if warning:
+            self.warning.value = (f"<p class='pitwall-cost-warning' style='color:#b06000'>"
+                                  f"&#9888; {html.escape(warning)}</p>")
+
+    def finish(self, view: JobView) -> None:
         self.cancel_button.disabled = True
         if view.status is JobStatus.COMPLETED and view.metrics is not None:
             flagged = view.metrics.lookahead is not None and \
                 view.metrics.lookahead.status == "flagged"
             self.progress.value = 1.0
             self.progress.bar_style = "danger" if flagged else "success"
-            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                           for k, v in format_metrics(view.metrics))
-            audit = view.metrics.lookahead
-            verdict = (f"<p class='pitwall-audit' data-audit='{audit.status}'>"
-                       f"{html.escape(audit.statement)}</p>" if audit and audit.statement else "")
-            self.metrics.value = f"{verdict}<table class='pitwall-metrics'>{rows}</table>"
-            warning = cost_warning(view.metrics, view.spec.costs)
-            if warning:
-                self.warning.value = (f"<p class='pitwall-cost-warning' style='color:#b06000'>"
-                                      f"&#9888; {html.escape(warning)}</p>")
+            self.show_metrics(view.metrics, view.spec)
             equity = self.client.equity(view.id)
             self.figure.layout.title.text = EQUITY_TITLE  # before the data: see on_event
             with self.figure.batch_update():  # the full curve replaces the running one
