@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pitwall.models import BacktestSpec, JobView, Metrics, ProgressEvent
+from pitwall.models import BacktestSpec, JobView, Metrics, ProgressEvent, TearSheet
 
 OUT = Path(__file__).resolve().parents[1] / "labextension" / "src" / "models.ts"
-MODELS: list[type[BaseModel]] = [BacktestSpec, JobView, Metrics, ProgressEvent]
+MODELS: list[type[BaseModel]] = [BacktestSpec, JobView, Metrics, ProgressEvent, TearSheet]
 
 
 def ts_type(schema: dict[str, Any]) -> str:

@@ -377,3 +377,202 @@ class ProgressEvent(_Model):
     #: accounted. The completed job's equity artifact supersedes them.
     equity: Annotated[list[tuple[int, Annotated[float, Field(allow_inf_nan=False)]]] | None,
                       Field(max_length=MAX_EQUITY_POINTS)] = None
+
+
+# -- The tear sheet (``tearsheet.json``, docs/engine-conventions.md §4) ------------------
+
+#: A finite number (JSON has no NaN or infinity); None where a figure is undefined.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ReturnStats(_Model):
+    """Daily-return statistics of one series (the strategy's, or its benchmark's).
+
+    ``max_drawdown`` is of the daily closes here (the bar-level one is ``Metrics``');
+    ``value_at_risk`` and ``conditional_value_at_risk`` are historical, one day, at
+    ``TearSheet.var_cutoff`` (empyrical's conventions); ``kurtosis`` is the excess one.
+    """
+
+    total_return: Finite
+    cagr: Finite
+    annual_volatility: Finite
+    sharpe: Finite
+    sortino: Finite
+    max_drawdown: Finite
+    best_day: Finite | None = None
+    worst_day: Finite | None = None
+    value_at_risk: Finite | None = None
+    conditional_value_at_risk: Finite | None = None
+    skew: Finite | None = None
+    kurtosis: Finite | None = None
+
+
+class RelativeStats(_Model):
+    """The strategy against its benchmark, on daily returns (annualised with 252 days)."""
+
+    benchmark: str
+    beta: Finite
+    alpha: Finite
+    correlation: Finite | None = None
+    tracking_error: Finite
+    information_ratio: Finite | None = None
+    active_return: Finite
+
+
+class DrawdownPeriod(_Model):
+    """One of the deepest drawdowns of the daily closes (pyfolio's ``gen_drawdown_table``).
+
+    ``depth`` is negative (valley / peak − 1); ``duration_days`` counts business days from
+    the peak to the recovery, both included (None while not recovered);
+    ``days_underwater`` counts the trading days that closed below the peak.
+    """
+
+    peak: dt.date
+    valley: dt.date
+    recovery: dt.date | None = None
+    depth: Finite
+    duration_days: int | None = None
+    days_underwater: int
+
+
+class PeriodReturn(_Model):
+    """The compounded return of a calendar year (``month`` None) or month."""
+
+    year: int
+    month: int | None = None
+    ret: Finite
+
+
+class DayReturn(_Model):
+    day: dt.date
+    ret: Finite
+
+
+class Histogram(_Model):
+    """Daily returns counted in equal bins: ``len(edges) == len(counts) + 1``."""
+
+    edges: list[Finite] = Field(default_factory=list)
+    counts: list[int] = Field(default_factory=list)
+
+
+class RoundTrip(_Model):
+    """A position from flat (or a flip) back to flat (or a flip), fills matched FIFO.
+
+    ``pnl`` is the realised P&L before costs (marked at the last close while ``closed``
+    is None), ``net_pnl`` after the trade costs of its fills; ``ret`` is ``net_pnl`` over
+    the notional that opened or added to the position.
+    """
+
+    symbol: str
+    direction: Literal["long", "short"]
+    opened: dt.datetime
+    closed: dt.datetime | None = None
+    n_fills: int
+    max_qty: Finite
+    entry_price: Finite
+    exit_price: Finite | None = None
+    pnl: Finite
+    cost: Finite
+    net_pnl: Finite
+    ret: Finite | None = None
+
+
+class RoundTripSummary(_Model):
+    """Round trips in aggregate; win rate, averages and extremes over the closed ones."""
+
+    n: int = 0
+    n_closed: int = 0
+    n_long: int = 0
+    n_short: int = 0
+    win_rate: Finite | None = None
+    avg_net_pnl: Finite | None = None
+    avg_win: Finite | None = None
+    avg_loss: Finite | None = None
+    best: Finite | None = None
+    worst: Finite | None = None
+    profit_factor: Finite | None = None
+    avg_hours: Finite | None = None
+    net_pnl: Finite = 0.0
+
+
+class SymbolAttribution(_Model):
+    """One symbol's share of the P&L: ``net_pnl = pnl − cost`` (borrow is not attributed)."""
+
+    symbol: str
+    pnl: Finite
+    cost: Finite
+    net_pnl: Finite
+    traded_notional: Finite
+    n_fills: int
+
+
+class CostBreakdown(_Model):
+    """What the run paid, by kind, in currency.
+
+    ``source`` says where each figure comes from: ``"engine"`` (charged per fill by the
+    engine), ``"rates"`` (the spec's rates times the fills' notional and shares) or
+    ``"identity"`` (borrow: the P&L of the symbols less the trade costs less the run's
+    P&L). ``impact`` is the rest of the trade costs (the fill model's market impact).
+    """
+
+    commission: Finite | None = None
+    slippage: Finite | None = None
+    spread: Finite | None = None
+    impact: Finite | None = None
+    borrow: Finite | None = None
+    trade_costs: Finite
+    traded_notional: Finite
+    source: dict[str, str] = Field(default_factory=dict)
+
+
+class TearSheetHeader(_Model):
+    """Which run this is: strategy, parameters, universe, period, benchmark."""
+
+    strategy: str | None = None
+    bundle_sha256: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    universe: list[str] = Field(default_factory=list)  # the first MAX_UNIVERSE_SHOWN
+    n_symbols: int = 0
+    start: dt.date | None = None  # asked
+    end: dt.date | None = None
+    first_day: dt.date | None = None  # of the bars
+    last_day: dt.date | None = None
+    n_days: int = 0
+    benchmark: str
+    capital: Finite
+    dataset: str | None = None
+    version: int | None = None
+
+
+#: Round trips kept in ``tearsheet.json`` (and paged in the report); ``n_round_trips``
+#: counts them all.
+MAX_ROUND_TRIPS = 500
+#: Symbols with a row of their own in the attribution (best and worst halves); the rest
+#: are summed into ``attribution_rest``.
+MAX_ATTRIBUTION = 100
+
+
+class TearSheet(_Model):
+    """The figures of ``report.html``, as ``tearsheet.json`` (docs/engine-conventions.md §4)."""
+
+    header: TearSheetHeader
+    var_cutoff: Finite = 0.05
+    returns: ReturnStats
+    benchmark: ReturnStats | None = None
+    relative: RelativeStats | None = None
+    drawdowns: list[DrawdownPeriod] = Field(default_factory=list)
+    annual_returns: list[PeriodReturn] = Field(default_factory=list)
+    monthly_returns: list[PeriodReturn] = Field(default_factory=list)
+    distribution: Histogram = Histogram()
+    best_days: list[DayReturn] = Field(default_factory=list)
+    worst_days: list[DayReturn] = Field(default_factory=list)
+    round_trips: Annotated[list[RoundTrip], Field(max_length=MAX_ROUND_TRIPS)] = Field(
+        default_factory=list)
+    n_round_trips: int = 0
+    round_trip_summary: RoundTripSummary = RoundTripSummary()
+    attribution: Annotated[list[SymbolAttribution], Field(max_length=MAX_ATTRIBUTION)] = Field(
+        default_factory=list)
+    attribution_rest: SymbolAttribution | None = None
+    n_symbols_traded: int = 0
+    costs: CostBreakdown
+    net_pnl: Finite

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from engine_bars import make_bars, make_weights, minute
 
 from pitwall.engine import compute_metrics, run_vectorized, write_report
@@ -78,7 +79,7 @@ def test_two_writes_are_byte_identical_even_across_processes(tmp_path: Path) -> 
 
 
 def test_artifact_contents(tmp_path: Path) -> None:
-    metrics_json, parquet, positions, trades, report = _write(tmp_path)
+    metrics_json, parquet, positions, trades, sheet, report = _write(tmp_path)
     assert pl.read_parquet(trades).height == pl.read_parquet(trades).unique().height > 0
     assert pl.read_parquet(positions).height > 0
     text = metrics_json.read_text()
@@ -93,9 +94,14 @@ def test_artifact_contents(tmp_path: Path) -> None:
     assert pq.read_metadata(parquet).metadata is None  # no writer-time key/values
     page = report.read_text()
     assert f'id="{PLOT_DIV_ID}"' in page
-    # plotly.js (megabytes) is inlined, nothing is fetched from a CDN
+    # plotly.js (its basic bundle, a megabyte) is inlined, nothing is fetched from a CDN
     assert "<script src=" not in page and len(page) > 1_000_000
+    assert page.count("window.Plotly = Plotly") == 1  # one copy
     assert "us_equities@12" in page and "ab" * 32 in page
+    tearsheet = json.loads(sheet.read_text())
+    assert tearsheet["header"]["benchmark"] == EVIL_SYMBOL
+    assert tearsheet["n_symbols_traded"] == 2 and tearsheet["net_pnl"] == pytest.approx(
+        data["final_equity"] - 1e5, rel=1e-12)
 
 
 def test_strategy_strings_are_escaped(tmp_path: Path) -> None:
@@ -103,20 +109,24 @@ def test_strategy_strings_are_escaped(tmp_path: Path) -> None:
     assert PAYLOAD not in page and EVIL_SYMBOL not in page
     assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in page
     assert "evil&lt;script&gt;" in page
-    # the symbol in the trades table, the audit banner and the benchmark note
+    # the symbol in the audit banner, the benchmark note and the attribution table
     assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 3
-    # a symbol never reaches the figures' JSON, and their JSON cannot close a script
-    for script in page.split("<script>")[2:]:
-        body = script.split("</script>")[0]
-        assert "<" not in body and "onerror" not in body
+    # in the figures' and the paged tables' JSON a symbol is escaped: the JSON cannot
+    # close its script, and the tables set it as text, never as markup
+    scripts = [s.split("</script>")[0] for s in page.split("<script>")[2:]]
+    assert any("\\u003cimg src=x onerror" in body for body in scripts)
+    assert all("<" not in body for body in scripts)
+    assert "innerHTML" not in page.split("</head>")[0].split("window.Plotly = Plotly")[-1]
 
 
 def test_page_sections_and_banners(tmp_path: Path) -> None:
     page = _write(tmp_path / "flagged")[-1].read_text()
     assert 'class="banner flagged"' in page and "lookahead audit flagged" in page
-    for div in ("pitwall-equity", "pitwall-exposure", "pitwall-monthly"):
+    for div in ("pitwall-equity", "pitwall-exposure", "pitwall-annual", "pitwall-distribution",
+                "pitwall-attribution", "pitwall-trips", "pitwall-fills"):
         assert f'id="{div}"' in page
-    assert "<h2>Trades</h2>" in page and "<h2>Manifest</h2>" in page
+    assert "<h2>Fills</h2>" in page and "<h2>Manifest</h2>" in page
+    assert "<h2>Round trips</h2>" in page and "<h2>Costs</h2>" in page
     assert '"name":"benchmark"' in page  # the benchmark trace
     clean = LookaheadAudit(status="no_lookahead_found", tolerance=1e-12,
                            cuts_checked=[minute(2)], coverage={"random": 1})

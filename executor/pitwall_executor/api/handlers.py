@@ -390,7 +390,7 @@ class ArtifactHandler(ApiHandler):
 
 
 #: The files an attempt writes after its commit (``execution/attempt.py: later``).
-LATER_FILES = frozenset({"report.html", "trades.parquet", "positions.parquet"})
+LATER_FILES = frozenset({"report.html", "tearsheet.json", "trades.parquet", "positions.parquet"})
 #: How long after a job's commit its post-commit files (the report, the ledgers) are
 #: awaited: past it, a missing file is missing (its worker stopped after the commit).
 PENDING_ARTIFACTS_S = 120.0

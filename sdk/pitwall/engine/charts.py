@@ -1,43 +1,48 @@
-"""The series and Plotly figures of ``report.html``: equity vs benchmark, drawdown, exposure,
-rolling Sharpe and monthly returns.
+"""The series and Plotly figures of ``report.html``: equity vs benchmark, drawdown,
+exposure, rolling Sharpe, annual returns, the return distribution and the attribution.
+
+Figures are plain dicts (Plotly's ``data`` and ``layout``), drawn in the page by the
+inlined plotly.js basic bundle (scatter and bar traces). Curves are downsampled to at
+most :data:`MAX_POINTS` points per trace by keeping, in each of equal buckets of bars,
+the bar with the lowest and the bar with the highest value (and the first and last
+bar), so a drawdown's trough and an equity peak are drawn exactly (to :data:`DIGITS`
+significant digits). Times travel as seconds since the previous point (the page adds
+them up), which keeps the page small.
 
 Everything here is computed from the trusted engine's result and the bars; no string a
-strategy controls reaches a figure (trace names and titles are fixed). Long runs are drawn
-with one point per day so the page stays light; the parquet files keep every bar.
+strategy controls reaches a figure except symbols, which the page escapes with the rest
+of the figures' JSON.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
+from pitwall.engine.grid import micros
 from pitwall.engine.metrics import TRADING_DAYS, daily_returns
 from pitwall.engine.vectorized import EngineResult
+from pitwall.models import TearSheet
 
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
-#: Above this many bars the intraday charts show one point per day.
-MAX_INTRADAY_POINTS = 20_000
+#: Most points one trace of a curve carries into the page.
+MAX_POINTS = 2_000
+#: Significant digits of a plotted value (the JSON tear sheet and the parquet files keep
+#: every digit): 1e-10 relative is far below a pixel, and it keeps the page small.
+DIGITS = 10
 #: Window of the rolling Sharpe ratio, in trading days (shortened for short runs).
 ROLLING_DAYS = 63
 MIN_ROLLING_DAYS = 10
 # Hide weekends and the hours between sessions (13:30–21:00 UTC covers EST and EDT).
 _WEEKENDS = {"bounds": ["sat", "mon"]}
 _NIGHTS = {"bounds": [21, 13.5], "pattern": "hour"}
+_US = 1_000_000
 
-
-def _plotly() -> Any:
-    try:
-        import plotly.graph_objects as go
-    except ImportError as exc:  # pragma: no cover - plotly is a dependency of the SDK
-        raise ImportError("report.html needs plotly; install it with `pip install plotly`"
-                          ) from exc
-    return go
+Figure = dict[str, Any]
 
 
 def benchmark_equity(bars: pl.DataFrame, ts: pl.Series, capital: float,
@@ -61,102 +66,193 @@ def benchmark_equity(bars: pl.DataFrame, ts: pl.Series, capital: float,
     return np.asarray(capital * mean, dtype=np.float64)
 
 
+def extremes(values: npt.NDArray[np.float64], max_points: int = MAX_POINTS) -> npt.NDArray[
+        np.intp]:
+    """Indices of the points to draw: all of them when there are at most ``max_points``;
+    else the first, the last, and the lowest and highest of each of ``(max_points − 2) // 2``
+    equal buckets, in order. Every bucket's minimum and maximum survive exactly."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(1, (max_points - 2) // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(np.intp)
+    lows = np.minimum.reduceat(values, edges[:-1])
+    highs = np.maximum.reduceat(values, edges[:-1])
+    bucket = np.repeat(np.arange(buckets), np.diff(edges))
+    # The first index in each bucket holding its low (high): a stable choice.
+    is_low = values == lows[bucket]
+    is_high = values == highs[bucket]
+    first_low = np.minimum.reduceat(np.where(is_low, np.arange(n), n), edges[:-1])
+    first_high = np.minimum.reduceat(np.where(is_high, np.arange(n), n), edges[:-1])
+    keep = np.concatenate(([0, n - 1], first_low, first_high))
+    return np.unique(keep)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One downsampled series: ``ts`` in µs since the epoch (UTC) and its values."""
+
+    ts: npt.NDArray[np.int64]
+    y: npt.NDArray[np.float64]
+
+
+def curve(ts: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
+          max_points: int = MAX_POINTS) -> Curve:
+    """``values`` at ``ts``, downsampled with :func:`extremes`."""
+    keep = extremes(values, max_points)
+    return Curve(ts[keep], values[keep])
+
+
 @dataclass(frozen=True)
 class ChartData:
-    """The series the charts draw, already thinned for the page."""
+    """The curves the charts draw, each downsampled on its own (exact extremes)."""
 
-    x: list[str]
-    equity: list[float]
-    benchmark: list[float] | None
-    drawdown: list[float]
-    gross: list[float]
-    net: list[float]
-    daily: bool  # one point per day (last close; drawdown: the day's worst)
+    curves: dict[str, Curve]
+
+    @property
+    def drawdown(self) -> list[float]:
+        """The plotted drawdown values (its minimum is the run's max drawdown)."""
+        return [float(v) for v in self.curves["drawdown"].y]
+
+    @property
+    def equity(self) -> list[float]:
+        return [float(v) for v in self.curves["equity"].y]
 
 
-def chart_data(result: EngineResult, benchmark: np.ndarray[Any, Any] | None) -> ChartData:
-    """Per-bar series, or per-day ones when the run is longer than MAX_INTRADAY_POINTS."""
-    frame = result.equity.select("ts", "equity", "gross_exposure", "net_exposure")
+def chart_data(result: EngineResult, benchmark: np.ndarray[Any, Any] | None,
+               max_points: int = MAX_POINTS) -> ChartData:
+    """Equity, benchmark, drawdown (from the running peak, the capital a peak), gross
+    and net exposure, per bar, each downsampled to ``max_points`` (exposures to half)."""
+    frame = result.equity
+    ts = micros(frame.get_column("ts")).astype(np.int64)
     equity = frame.get_column("equity").to_numpy()
     peak = np.maximum.accumulate(np.concatenate(([result.capital], equity)))[1:]
-    frame = frame.with_columns(drawdown=pl.Series(np.where(peak > 0, equity / peak - 1, 0.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drawdown = np.where(peak > 0, equity / peak - 1.0, 0.0)
+    series = {"equity": equity, "drawdown": drawdown,
+              "gross": frame.get_column("gross_exposure").to_numpy(),
+              "net": frame.get_column("net_exposure").to_numpy()}
     if benchmark is not None:
-        frame = frame.with_columns(benchmark=pl.Series(benchmark))
-    daily = frame.height > MAX_INTRADAY_POINTS
-    if daily:
-        last = [c for c in frame.columns if c != "drawdown"]
-        frame = (frame.group_by(pl.col("ts").dt.date().alias("day"), maintain_order=True)
-                 .agg(*(pl.col(c).last() for c in last), pl.col("drawdown").min()))
-    x = frame.get_column("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_list()
-    return ChartData(
-        x=x, equity=frame.get_column("equity").to_list(),
-        benchmark=frame.get_column("benchmark").to_list() if benchmark is not None else None,
-        drawdown=frame.get_column("drawdown").to_list(),
-        gross=frame.get_column("gross_exposure").to_list(),
-        net=frame.get_column("net_exposure").to_list(), daily=daily,
-    )
+        series["benchmark"] = np.asarray(benchmark, dtype=np.float64)
+    # Exposure is context, not a figure a reader checks to the bar: half the points.
+    return ChartData({k: curve(ts, np.asarray(v, dtype=np.float64),
+                               max_points // 2 if k in ("gross", "net") else max_points)
+                      for k, v in series.items()})
 
 
-def equity_figure(data: ChartData, benchmark_label: str) -> go.Figure:
+def _line(c: Curve, name: str, **style: Any) -> dict[str, Any]:
+    """A scatter trace whose times are seconds since the previous point (``xd``, ``x0``)."""
+    seconds = c.ts // _US
+    deltas = np.diff(seconds, prepend=seconds[:1]) if len(seconds) else seconds
+    return {"type": "scatter", "mode": "lines", "name": name,
+            "x0": int(seconds[0]) if len(seconds) else 0, "xd": deltas.tolist(),
+            "y": [float(f"{v:.{DIGITS}g}") for v in c.y.tolist()], **style}
+
+
+def _time_axis(intraday: bool) -> dict[str, Any]:
+    return {"type": "date", "rangebreaks": [_WEEKENDS, _NIGHTS] if intraday else [_WEEKENDS]}
+
+
+def equity_figure(data: ChartData, benchmark_label: str) -> Figure:
     """Equity vs benchmark above, drawdown below, sharing the time axis."""
-    go = _plotly()
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3],
-                        vertical_spacing=0.05)
-    fig.add_trace(go.Scatter(x=data.x, y=data.equity, name="strategy", mode="lines",
-                             line={"color": "#1f77b4"}), row=1, col=1)
-    if data.benchmark is not None:
-        fig.add_trace(go.Scatter(x=data.x, y=data.benchmark, name=benchmark_label,
-                                 mode="lines", line={"color": "#999999", "dash": "dot"}),
-                      row=1, col=1)
-    fig.add_trace(go.Scatter(x=data.x, y=data.drawdown, name="drawdown", mode="lines",
-                             fill="tozeroy", line={"color": "#d62728"}, showlegend=False),
-                  row=2, col=1)
-    fig.update_yaxes(title_text="equity", row=1, col=1)
-    title = "drawdown (day's worst)" if data.daily else "drawdown"
-    fig.update_yaxes(title_text=title, tickformat=".1%", row=2, col=1)
-    _time_axis(fig, data.daily)
-    fig.update_layout(height=560, legend={"orientation": "h", "y": 1.06, "x": 0})
-    return fig
+    traces = [_line(data.curves["equity"], "strategy", line={"color": "#1f77b4"})]
+    if "benchmark" in data.curves:
+        traces.append(_line(data.curves["benchmark"], benchmark_label,
+                            line={"color": "#999999", "dash": "dot"}))
+    traces.append(_line(data.curves["drawdown"], "drawdown", fill="tozeroy",
+                        line={"color": "#d62728"}, showlegend=False, yaxis="y2"))
+    return {"data": traces, "layout": {
+        "height": 560, "legend": {"orientation": "h", "y": 1.06, "x": 0},
+        "xaxis": {**_time_axis(True), "anchor": "y2"},
+        "yaxis": {"domain": [0.32, 1], "title": {"text": "equity"}},
+        "yaxis2": {"domain": [0, 0.28], "title": {"text": "drawdown"}, "tickformat": ".1%"},
+    }}
 
 
-def exposure_figure(data: ChartData) -> go.Figure:
+def exposure_figure(data: ChartData) -> Figure:
     """Gross and net exposure at the close, as fractions of equity."""
-    go = _plotly()
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=data.x, y=data.gross, name="gross", mode="lines"))
-    fig.add_trace(go.Scatter(x=data.x, y=data.net, name="net", mode="lines"))
-    fig.update_yaxes(title_text="exposure", tickformat=".0%")
-    _time_axis(fig, data.daily)
-    fig.update_layout(height=280, legend={"orientation": "h", "y": 1.12, "x": 0})
-    return fig
+    return {"data": [_line(data.curves["gross"], "gross"), _line(data.curves["net"], "net")],
+            "layout": {"height": 280, "legend": {"orientation": "h", "y": 1.12, "x": 0},
+                       "xaxis": _time_axis(True),
+                       "yaxis": {"title": {"text": "exposure"}, "tickformat": ".0%"}}}
 
 
-def rolling_sharpe_figure(result: EngineResult) -> tuple[go.Figure, int] | None:
+def rolling_sharpe(result: EngineResult) -> tuple[Curve, int] | None:
     """Annualised Sharpe of daily returns over a trailing window; None under 20 days.
 
     The window is ROLLING_DAYS, or half the run when that is shorter (at least 10 days:
-    a Sharpe ratio over fewer days is noise).
+    a Sharpe ratio over fewer days is noise). Days without a value are left out.
     """
-    go = _plotly()
     returns = daily_returns(result)
     window = min(ROLLING_DAYS, len(returns) // 2)
     if window < MIN_ROLLING_DAYS:
         return None
-    days = (result.equity.get_column("ts").dt.date().unique(maintain_order=True)
-            .cast(pl.String).to_list())
+    ends = result.equity.group_by(pl.col("ts").dt.date().alias("d"), maintain_order=True).agg(
+        pl.col("ts").last()).get_column("ts")
     series = pl.Series(returns)
-    mean = series.rolling_mean(window)
-    std = series.rolling_std(window, ddof=1)
-    values = [None if m is None or s is None or s == 0 else m / s * math.sqrt(TRADING_DAYS)
-              for m, s in zip(mean.to_list(), std.to_list(), strict=True)]
-    fig = go.Figure(go.Scatter(x=days, y=values, mode="lines", name="rolling Sharpe"))
-    fig.add_hline(y=0, line={"color": "#999999", "width": 1})
-    fig.update_yaxes(title_text=f"Sharpe ({window} d)")
-    fig.update_xaxes(rangebreaks=[_WEEKENDS])
-    fig.update_layout(height=280, showlegend=False)
-    return fig, window
+    mean = series.rolling_mean(window).to_numpy()
+    std = series.rolling_std(window, ddof=1).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = mean / std * math.sqrt(TRADING_DAYS)
+    ok = np.isfinite(values) & (std > 0)
+    day_ts = (micros(ends) // (86_400 * _US)) * (86_400 * _US)
+    return curve(day_ts.astype(np.int64)[ok], values[ok]), window
+
+
+def rolling_sharpe_figure(made: tuple[Curve, int]) -> Figure:
+    c, window = made
+    return {"data": [_line(c, "rolling Sharpe")], "layout": {
+        "height": 280, "showlegend": False, "xaxis": _time_axis(False),
+        "yaxis": {"title": {"text": f"Sharpe ({window} d)"}},
+        "shapes": [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
+                    "line": {"color": "#999999", "width": 1}}]}}
+
+
+def annual_figure(sheet: TearSheet) -> Figure:
+    """Each calendar year's return, as bars (green up, red down)."""
+    years = [str(p.year) for p in sheet.annual_returns]
+    rets = [p.ret for p in sheet.annual_returns]
+    return {"data": [{"type": "bar", "x": years, "y": rets, "name": "year",
+                      "marker": {"color": [_sign_color(r) for r in rets]}}],
+            "layout": {"height": 260, "showlegend": False,
+                       "xaxis": {"type": "category"}, "yaxis": {"tickformat": ".1%"}}}
+
+
+def distribution_figure(sheet: TearSheet) -> Figure:
+    """The histogram of daily returns, with the VaR and CVaR as vertical lines."""
+    h = sheet.distribution
+    centres = [(a + b) / 2 for a, b in zip(h.edges[:-1], h.edges[1:], strict=True)]
+    widths = [b - a for a, b in zip(h.edges[:-1], h.edges[1:], strict=True)]
+    shapes = []
+    for value, color in ((sheet.returns.value_at_risk, "#f9ab00"),
+                         (sheet.returns.conditional_value_at_risk, "#d62728")):
+        if value is not None:
+            shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": value,
+                           "x1": value, "line": {"color": color, "dash": "dash"}})
+    return {"data": [{"type": "bar", "x": centres, "y": h.counts, "width": widths,
+                      "name": "days", "marker": {"color": "#1f77b4"}}],
+            "layout": {"height": 280, "showlegend": False, "bargap": 0.02, "shapes": shapes,
+                       "xaxis": {"tickformat": ".1%", "title": {"text": "daily return"}},
+                       "yaxis": {"title": {"text": "days"}}}}
+
+
+def attribution_figure(sheet: TearSheet) -> Figure:
+    """Net P&L by symbol, as horizontal bars (the best on top)."""
+    rows = list(sheet.attribution)
+    if sheet.attribution_rest is not None:
+        half = len(rows) // 2
+        rows = [*rows[:half], sheet.attribution_rest, *rows[half:]]
+    symbols = [r.symbol for r in reversed(rows)]
+    pnl = [r.net_pnl for r in reversed(rows)]
+    return {"data": [{"type": "bar", "orientation": "h", "y": symbols, "x": pnl,
+                      "name": "net P&L", "marker": {"color": [_sign_color(v) for v in pnl]}}],
+            "layout": {"height": 120 + 18 * len(rows), "showlegend": False,
+                       "yaxis": {"type": "category", "automargin": True},
+                       "xaxis": {"title": {"text": "net P&L"}}}}
+
+
+def _sign_color(value: float) -> str:
+    return "#34a853" if value >= 0 else "#d62728"
 
 
 def monthly_returns(result: EngineResult) -> pl.DataFrame:
@@ -169,28 +265,3 @@ def monthly_returns(result: EngineResult) -> pl.DataFrame:
         year=pl.col("m").dt.year(), month=pl.col("m").dt.month(),
         ret=pl.col("equity") / prev - 1.0,
     )
-
-
-def monthly_figure(result: EngineResult) -> go.Figure:
-    """Heat map of monthly returns, years down, months across, values in the cells."""
-    go = _plotly()
-    table = monthly_returns(result)
-    years = sorted(set(table.get_column("year").to_list()))
-    z: list[list[float | None]] = [[None] * 12 for _ in years]
-    for year, month, ret in table.iter_rows():
-        z[years.index(year)][month - 1] = ret
-    text = [["" if v is None else f"{v:+.1%}" for v in row] for row in z]
-    bound = max((abs(v) for row in z for v in row if v is not None), default=0.0) or 0.01
-    fig = go.Figure(go.Heatmap(
-        z=z, x=["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
-                "Dec"], y=[str(y) for y in years], text=text, texttemplate="%{text}",
-        colorscale="RdYlGn", zmid=0, zmin=-bound, zmax=bound, showscale=False,
-        hovertemplate="%{y} %{x}: %{text}<extra></extra>", xgap=2, ygap=2,
-    ))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_layout(height=120 + 40 * len(years))
-    return fig
-
-
-def _time_axis(fig: go.Figure, daily: bool) -> None:
-    fig.update_xaxes(rangebreaks=[_WEEKENDS] if daily else [_WEEKENDS, _NIGHTS])

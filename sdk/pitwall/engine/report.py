@@ -1,16 +1,22 @@
-"""Run artifacts: ``metrics.json``, Parquet files and a self-contained ``report.html``.
+"""Run artifacts: ``metrics.json``, ``tearsheet.json``, Parquet files and ``report.html``.
 
 * ``metrics.json``: the metrics (and the lookahead audit's verdict), sorted keys;
+* ``tearsheet.json``: the tear sheet (:class:`~pitwall.models.TearSheet`,
+  :mod:`.tearsheet`), kept apart from the metrics so the metrics row stays small;
 * ``equity.parquet``: one row per bar; ``positions.parquet`` and ``trades.parquet`` when
   the engine's result carries them;
-* ``report.html``: one page, plotly.js inlined (nothing fetched): the lookahead banner,
-  the metrics, equity vs benchmark with drawdown, exposure, rolling Sharpe, monthly
-  returns, the trades (first rows) and the manifest.
+* ``report.html``: the tear sheet as one self-contained page: plotly.js (its basic
+  bundle, once) inlined, nothing fetched; the header (strategy, parameters, universe,
+  period, benchmark, costs), the banners, the metrics, statistics against the benchmark,
+  equity and drawdown, drawdown periods, returns by year and month, the distribution,
+  best and worst days, exposure, rolling Sharpe, attribution, costs, round trips and
+  fills (paged) and the manifest. Curves are downsampled with exact extremes (charts.py).
 
 All are deterministic: the same inputs give the same bytes, so a re-run of a manifest can
 be checked with a hash. Every string a strategy or a researcher could control (parameters,
-entrypoint, symbols, any manifest value) is HTML-escaped, and the figures' JSON is
-embedded with ``<``, ``>`` and ``&`` as Unicode escapes so it cannot close its script.
+entrypoint, symbols, any manifest value) is HTML-escaped or set as text, and the page's
+JSON is embedded with ``<``, ``>`` and ``&`` as Unicode escapes so it cannot close its
+script.
 """
 
 from __future__ import annotations
@@ -20,24 +26,35 @@ import html
 import json
 import math
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from pitwall.engine import charts
+from pitwall.engine import tearsheet_page as page
 from pitwall.engine.audit import describe
+from pitwall.engine.numbers import ABSURD, format_number
+from pitwall.engine.tearsheet import build_tearsheet, spec_of
 from pitwall.engine.vectorized import EngineResult
-from pitwall.models import Costs, LookaheadAudit, Metrics
+from pitwall.models import Costs, LookaheadAudit, Metrics, TearSheet
 
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
+# ABSURD and format_number are re-exported: the CLI, the widget and the tests use them here.
+__all__ = [
+    "ABSURD", "HIGH_TURNOVER", "METRIC_LABELS", "PLOTLY_JS", "PLOT_DIV_ID", "SHORT_DAYS",
+    "ReportPaths", "cost_warning", "costs_are_zero", "format_metrics", "format_number",
+    "metrics_json", "period", "plotly_js", "render_html", "tearsheet_json", "verdict",
+    "write_equity_parquet", "write_parquet", "write_report",
+]
 
 # Fixed div ids: plotly would otherwise put a random UUID in the page.
 PLOT_DIV_ID = "pitwall-equity"
-#: Rows of the trades table shown on the page (all of them are in trades.parquet).
-MAX_TRADE_ROWS = 200
+#: The plotly.js bundle inlined in the page (scatter, bar and pie traces; MIT licence
+#: beside it): the full bundle alone is 4.8 MB, three times the page's budget.
+PLOTLY_JS = "plotly-basic.min.js"
 
 
 @dataclass(frozen=True)
@@ -49,12 +66,14 @@ class ReportPaths:
     report_html: Path
     positions_parquet: Path | None = None
     trades_parquet: Path | None = None
+    tearsheet_json: Path | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
         """Every file written."""
         return tuple(p for p in (self.metrics_json, self.equity_parquet, self.positions_parquet,
-                                 self.trades_parquet, self.report_html) if p is not None)
+                                 self.trades_parquet, self.tearsheet_json, self.report_html)
+                     if p is not None)
 
 
 def write_report(
@@ -62,13 +81,14 @@ def write_report(
     bars: pl.DataFrame | None = None, benchmark: str | None = None,
     asked: tuple[dt.date, dt.date] | None = None,
 ) -> ReportPaths:
-    """Write the metrics, the Parquet files and ``report.html`` into ``out_dir``.
+    """Write the metrics, the tear sheet, the Parquet files and ``report.html`` into ``out_dir``.
 
-    ``manifest`` is shown as a table (bundle hash, dataset@version, parameters, seed, SDK
-    version…); its values may come from the strategy and are escaped. With ``bars`` the
-    equity chart shows a benchmark: buy-and-hold of ``benchmark`` (a symbol), else of the
-    universe in equal weight. ``asked`` (the spec's start and end) puts the period of the
-    bars in the page, with a warning when they cover clearly less (:func:`period`).
+    ``manifest`` gives the page's header (``entrypoint``, ``bundle_sha256``, ``spec``:
+    parameters, universe, period, costs) and is shown as a table; its values may come
+    from the strategy and are escaped. With ``bars`` the page compares the run with a
+    benchmark: buy-and-hold of ``benchmark`` (a symbol), else of the universe in equal
+    weight. ``asked`` (the spec's start and end) puts the period of the bars in the page,
+    with a warning when they cover clearly less (:func:`period`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     trades, positions = _frame(result, "trades"), _frame(result, "positions")
@@ -78,6 +98,7 @@ def write_report(
         report_html=out_dir / "report.html",
         positions_parquet=out_dir / "positions.parquet" if positions is not None else None,
         trades_parquet=out_dir / "trades.parquet" if trades is not None else None,
+        tearsheet_json=out_dir / "tearsheet.json",
     )
     paths.metrics_json.write_text(metrics_json(metrics), encoding="utf-8")
     write_parquet(result.equity, paths.equity_parquet)
@@ -85,14 +106,24 @@ def write_report(
         write_parquet(positions, paths.positions_parquet)
     if trades is not None and paths.trades_parquet is not None:
         write_parquet(trades, paths.trades_parquet)
+    sheet = build_tearsheet(result, manifest=manifest, bars=bars, benchmark=benchmark,
+                            trades=trades, positions=positions)
+    assert paths.tearsheet_json is not None
+    paths.tearsheet_json.write_text(tearsheet_json(sheet), encoding="utf-8")
     bench = None
     if bars is not None:
         bench = charts.benchmark_equity(bars, result.equity.get_column("ts"), result.capital,
                                         benchmark)
-    page = render_html(result=result, metrics=metrics, manifest=manifest, benchmark=bench,
-                       benchmark_symbol=benchmark, trades=trades, asked=asked)
-    paths.report_html.write_text(page, encoding="utf-8")
+    text = render_html(result=result, metrics=metrics, manifest=manifest, benchmark=bench,
+                       sheet=sheet, trades=trades, asked=asked)
+    paths.report_html.write_text(text, encoding="utf-8")
     return paths
+
+
+def tearsheet_json(sheet: TearSheet) -> str:
+    """The tear sheet as sorted JSON (finite numbers only), one trailing newline."""
+    return json.dumps(sheet.model_dump(mode="json"), sort_keys=True, indent=1,
+                      allow_nan=False) + "\n"
 
 
 def _frame(result: EngineResult, name: str) -> pl.DataFrame | None:
@@ -124,46 +155,6 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
 def write_equity_parquet(result: EngineResult, path: Path) -> None:
     """The per-bar equity frame as Parquet (see :func:`write_parquet`)."""
     write_parquet(result.equity, path)
-
-
-#: Beyond this magnitude a ratio, a multiple or a percentage is shown as a bound: digits
-#: past it say nothing a reader can use (a CAGR of 1.7e20 % is a broken run, not a number).
-ABSURD = 1e6
-
-
-def format_number(value: float | int | None, kind: str = "ratio") -> str:
-    """One metric value as text that stays short whatever the number is.
-
-    ``kind``: ``"pct"`` (a fraction shown as a percentage), ``"spct"`` (signed percentage),
-    ``"ratio"`` (3 decimals), ``"x"`` (a multiple, e.g. turnover), ``"money"`` (2 decimals
-    with thousands separators), ``"int"``, ``"days"``. None is ``"–"``; NaN and infinities
-    are ``"nan"``, ``"inf"`` and ``"-inf"``; a magnitude past :data:`ABSURD` (in the unit
-    shown) is ``">1e6 %"``, ``"<-1e6"`` and the like, never a 300-digit string.
-    """
-    if value is None:
-        return "–"
-    number = float(value)
-    if not math.isfinite(number):
-        return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
-    if kind in ("money", "int", "days"):
-        return _plain(number, kind)
-    unit = {"pct": " %", "spct": " %", "x": "x"}.get(kind, "")
-    shown = number * 100 if kind in ("pct", "spct") else number
-    if abs(shown) > ABSURD:
-        return (">" if shown > 0 else "<-") + f"1e6{unit}"
-    return _FORMATS.get(kind, "{:.3f}").format(shown)
-
-
-_FORMATS = {"pct": "{:.2f}%", "spct": "{:+.2f}%", "x": "{:.2f}x", "ratio": "{:.3f}"}
-
-
-def _plain(number: float, kind: str) -> str:
-    """Money and counts: every digit while they are ordinary, scientific past 1e15."""
-    if abs(number) >= 1e15:
-        return f"{number:.3e}"
-    if kind == "money":
-        return f"{number:,.2f}"
-    return str(int(number)) if number.is_integer() else f"{number:g}"
 
 
 METRIC_LABELS: dict[str, tuple[str, str]] = {
@@ -246,24 +237,28 @@ _CSS = (
     ".metric .k{font-size:12px;color:#666}"
     ".badge{font-size:14px;padding:2px 8px;border-radius:10px;vertical-align:middle}"
     ".note{color:#666;font-size:13px}"
+    "table.header th{background:#f6f8fa;width:9em}table.header{margin:.5em 0 1em}"
+    ".pair{display:flex;gap:2em}.pager{margin:.4em 0;font-size:13px}"
 )
 
 
 def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, Any],
-                benchmark: Any = None, benchmark_symbol: str | None = None,
+                sheet: TearSheet, benchmark: Any = None,
                 trades: pl.DataFrame | None = None,
                 asked: tuple[dt.date, dt.date] | None = None) -> str:
-    """The self-contained page (see the module docstring)."""
-    from plotly.offline import get_plotlyjs
-
-    label = (f"buy & hold {benchmark_symbol}" if benchmark_symbol
-             else "equal-weight buy & hold of the universe")
+    """The self-contained tear sheet (see the module docstring)."""
+    spec = spec_of(manifest)
+    costs = spec.costs if spec is not None else None
+    label = sheet.header.benchmark if benchmark is not None else "none"
     data = charts.chart_data(result, benchmark)
+    strategy = sheet.header.strategy or "backtest"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        "<title>Pitwall backtest report</title>", f"<style>{_CSS}</style>",
-        f"<script>{get_plotlyjs()}</script>", "</head><body>",
-        f"<h1>Backtest report {_badge(metrics)}</h1>",
+        f"<title>Pitwall tear sheet: {html.escape(strategy)}</title>",
+        f"<style>{_CSS}</style>", f"<script>{plotly_js()}</script>",
+        f"<script>{page.SCRIPT}</script>", "</head><body>",
+        f"<h1>Tear sheet: {html.escape(strategy)} {_badge(metrics)}</h1>",
+        page.header_section(sheet, costs),
         _period_banner(result, metrics, asked),
         _cost_banner(metrics, manifest),
         _audit_banner(metrics.lookahead), _leverage_banner(result),
@@ -271,20 +266,50 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
             f'<div class="metric"><div class="v">{html.escape(v)}</div>'
             f'<div class="k">{html.escape(k)}</div></div>' for k, v in format_metrics(metrics)),
         "</div>",
+        *page.stats_section(sheet),
         "<h2>Equity and drawdown</h2>",
-        f'<p class="note">Benchmark: {html.escape(label)}, bought at the first open, no costs.'
-        + (" One point per day (the last close; drawdown: the day's worst)." if data.daily
-           else "") + "</p>",
-        _plot(charts.equity_figure(data, "benchmark"),
-              PLOT_DIV_ID),
-        "<h2>Exposure</h2>", _plot(charts.exposure_figure(data), "pitwall-exposure"),
+        f'<p class="note">Benchmark: {html.escape(label)}, bought at the first open, no '
+        "costs. Every bar is drawn when there are few; otherwise each of about "
+        f"{charts.MAX_POINTS // 2} equal stretches of bars shows its lowest and highest "
+        "value, so peaks and troughs are exact.</p>",
+        page.plot(charts.equity_figure(data, "benchmark"), PLOT_DIV_ID),
+        *page.drawdown_section(sheet),
+        "<h2>Returns by year and month</h2>",
+        page.plot(charts.annual_figure(sheet), "pitwall-annual"),
+        page.monthly_table(sheet.monthly_returns, sheet.annual_returns),
+        "<h2>Distribution of daily returns</h2>",
+        f'<p class="note">Dashed lines: the one-day VaR (orange) and CVaR (red) at '
+        f"{sheet.var_cutoff:.0%}, historical (the {sheet.var_cutoff:.0%} percentile of the "
+        "daily returns, and the mean of the days at or below it).</p>",
+        page.plot(charts.distribution_figure(sheet), "pitwall-distribution"),
+        page.days_section(sheet),
+        "<h2>Exposure</h2>", page.plot(charts.exposure_figure(data), "pitwall-exposure"),
         *_rolling_sharpe(result),
-        "<h2>Monthly returns</h2>", _plot(charts.monthly_figure(result), "pitwall-monthly"),
-        *_trades_section(trades, result),
+        *_attribution(sheet),
+        *page.costs_section(sheet, result.capital),
+        *page.trips_section(sheet),
+        *page.fills_section(trades, result.n_trades),
         "<h2>Manifest</h2>", _table(manifest),
         "</body></html>", "",
     ]
     return "\n".join(parts)
+
+
+@cache
+def plotly_js() -> str:
+    """The inlined plotly.js bundle (read once per process)."""
+    return (resources.files("pitwall.engine") / "assets" / PLOTLY_JS).read_text("utf-8")
+
+
+def _attribution(sheet: TearSheet) -> list[str]:
+    if not sheet.attribution:
+        return []
+    return ["<h2>Attribution by symbol</h2>",
+            '<p class="note">A symbol\'s P&amp;L: its end value less what was bought plus '
+            "what was sold; net of its trade costs. The symbols' net P&amp;L less borrow is "
+            f"the run's P&amp;L ({html.escape(format_number(sheet.net_pnl, 'money'))}).</p>",
+            page.plot(charts.attribution_figure(sheet), "pitwall-attribution"),
+            page.attribution_table(sheet)]
 
 
 def _badge(metrics: Metrics) -> str:
@@ -366,47 +391,12 @@ def _leverage_banner(result: EngineResult) -> str:
 
 
 def _rolling_sharpe(result: EngineResult) -> list[str]:
-    made = charts.rolling_sharpe_figure(result)
+    made = charts.rolling_sharpe(result)
     if made is None:
         return ["<h2>Rolling Sharpe</h2>",
                 '<p class="note">Too few days for a rolling Sharpe ratio.</p>']
-    fig, window = made
-    return [f"<h2>Rolling Sharpe ({window} trading days)</h2>",
-            _plot(fig, "pitwall-rolling-sharpe")]
-
-
-def _trades_section(trades: pl.DataFrame | None, result: EngineResult) -> list[str]:
-    if trades is None:
-        return []
-    shown = trades.head(MAX_TRADE_ROWS)
-    note = (f"{trades.height} trades ({result.n_trades} rebalances above the trade threshold)"
-            + (f"; the first {MAX_TRADE_ROWS} are shown, all are in trades.parquet"
-               if trades.height > MAX_TRADE_ROWS else ""))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
-    rows = []
-    for row in shown.iter_rows():
-        cells = "".join(_cell(v) for v in row)
-        rows.append(f"<tr>{cells}</tr>")
-    return ["<h2>Trades</h2>", f'<p class="note">{html.escape(note)}</p>',
-            f"<table><tr>{head}</tr>", *rows, "</table>"]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f'<td class="num">{value:,.4f}</td>'
-    if isinstance(value, int):
-        return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _plot(fig: go.Figure, div_id: str) -> str:
-    """A figure as a div and a script; its JSON cannot end the script element."""
-    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 30, "b": 30})
-    spec = fig.to_json(engine="json")
-    safe = spec.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return (f'<div id="{div_id}"></div><script>(function(){{var f={safe};'
-            f'Plotly.newPlot("{div_id}",f.data,f.layout,{{"displaylogo":false,'
-            f'"responsive":true}});}})();</script>')
+    return [f"<h2>Rolling Sharpe ({made[1]} trading days)</h2>",
+            page.plot(charts.rolling_sharpe_figure(made), "pitwall-rolling-sharpe")]
 
 
 def _table(rows: dict[str, Any], *, ordered: bool = False) -> str:
