@@ -29,6 +29,18 @@ export interface BacktestSpec {
   audit_level?: "default" | "thorough";
   stepped?: string | null;
   data_digest?: string | null;
+  costs_preset?: "frictionless" | "retail" | "institutional";
+}
+
+export interface CostBreakdown {
+  commission?: number | null;
+  slippage?: number | null;
+  spread?: number | null;
+  impact?: number | null;
+  borrow?: number | null;
+  trade_costs: number;
+  traded_notional: number;
+  source?: { [key: string]: string };
 }
 
 export interface Costs {
@@ -38,11 +50,26 @@ export interface Costs {
   spread_model?: "fixed" | "range";
   spread_bps?: number;
   borrow_bps?: number;
+  impact_coefficient?: number;
+}
+
+export interface DayReturn {
+  day: string;
+  ret: number;
 }
 
 export interface DetectionPower {
   fraction: number;
   miss_probability: number;
+}
+
+export interface DrawdownPeriod {
+  peak: string;
+  valley: string;
+  recovery?: string | null;
+  depth: number;
+  duration_days?: number | null;
+  days_underwater: number;
 }
 
 export type EngineKind = "vectorized" | "event";
@@ -52,6 +79,14 @@ export interface Execution {
   max_net?: number | null;
   leverage_policy?: "clip" | "refuse";
   rebalance_threshold?: number;
+  participation?: number | null;
+  lot_size?: number | null;
+  min_trade_notional?: number;
+}
+
+export interface Histogram {
+  edges?: Array<number>;
+  counts?: Array<number>;
 }
 
 export type JobStatus = "PENDING" | "RUNNING" | "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT";
@@ -85,7 +120,7 @@ export interface Limits {
 }
 
 export interface LookaheadAudit {
-  status: "no_lookahead_found" | "flagged" | "not_run" | "exact";
+  status: "no_lookahead_found" | "flagged" | "not_run" | "exact" | "pending";
   tolerance: number;
   cuts_checked?: Array<string>;
   first?: AuditFinding | null;
@@ -121,6 +156,12 @@ export interface Metrics {
   leverage_clipped_bars?: number;
 }
 
+export interface PeriodReturn {
+  year: number;
+  month?: number | null;
+  ret: number;
+}
+
 export interface ProgressEvent {
   job_id: string;
   seq: number;
@@ -131,4 +172,108 @@ export interface ProgressEvent {
   message?: string | null;
   data?: { [key: string]: unknown } | null;
   equity?: Array<[number, number]> | null;
+}
+
+export interface RelativeStats {
+  benchmark: string;
+  beta: number;
+  alpha: number;
+  correlation?: number | null;
+  tracking_error: number;
+  information_ratio?: number | null;
+  active_return: number;
+}
+
+export interface ReturnStats {
+  total_return: number;
+  cagr: number;
+  annual_volatility: number;
+  sharpe: number;
+  sortino: number;
+  max_drawdown: number;
+  best_day?: number | null;
+  worst_day?: number | null;
+  value_at_risk?: number | null;
+  conditional_value_at_risk?: number | null;
+  skew?: number | null;
+  kurtosis?: number | null;
+}
+
+export interface RoundTrip {
+  symbol: string;
+  direction: "long" | "short";
+  opened: string;
+  closed?: string | null;
+  n_fills: number;
+  max_qty: number;
+  entry_price: number;
+  exit_price?: number | null;
+  pnl: number;
+  cost: number;
+  net_pnl: number;
+  ret?: number | null;
+}
+
+export interface RoundTripSummary {
+  n?: number;
+  n_closed?: number;
+  n_long?: number;
+  n_short?: number;
+  win_rate?: number | null;
+  avg_net_pnl?: number | null;
+  avg_win?: number | null;
+  avg_loss?: number | null;
+  best?: number | null;
+  worst?: number | null;
+  profit_factor?: number | null;
+  avg_hours?: number | null;
+  net_pnl?: number;
+}
+
+export interface SymbolAttribution {
+  symbol: string;
+  pnl: number;
+  cost: number;
+  net_pnl: number;
+  traded_notional: number;
+  n_fills: number;
+}
+
+export interface TearSheet {
+  header: TearSheetHeader;
+  var_cutoff?: number;
+  returns: ReturnStats;
+  benchmark?: ReturnStats | null;
+  relative?: RelativeStats | null;
+  drawdowns?: Array<DrawdownPeriod>;
+  annual_returns?: Array<PeriodReturn>;
+  monthly_returns?: Array<PeriodReturn>;
+  distribution?: Histogram;
+  best_days?: Array<DayReturn>;
+  worst_days?: Array<DayReturn>;
+  round_trips?: Array<RoundTrip>;
+  n_round_trips?: number;
+  round_trip_summary?: RoundTripSummary;
+  attribution?: Array<SymbolAttribution>;
+  attribution_rest?: SymbolAttribution | null;
+  n_symbols_traded?: number;
+  costs: CostBreakdown;
+  net_pnl: number;
+}
+
+export interface TearSheetHeader {
+  strategy?: string | null;
+  bundle_sha256?: string | null;
+  params?: { [key: string]: unknown };
+  universe?: Array<string>;
+  n_symbols?: number;
+  start?: string | null;
+  end?: string | null;
+  first_day?: string | null;
+  last_day?: string | null;
+  n_days?: number;
+  benchmark: string;
+  capital: number;
+  dataset?: string | null;
+  version?: number | null;
 }

@@ -11,8 +11,9 @@ if TYPE_CHECKING:  # loaded lazily at run time (see __getattr__), typed for edit
     from pitwall.event_strategy import Strategy
     from pitwall.notebook.client import Client
     from pitwall.notebook.quick_run import backtest
+    from pitwall.reference import adjusted
 
-__all__ = ["Client", "Strategy", "__version__", "backtest", "default_params",
+__all__ = ["Client", "Strategy", "__version__", "adjusted", "backtest", "default_params",
            "load_ipython_extension", "vectorized"]
 
 
@@ -37,4 +38,8 @@ def __getattr__(name: str) -> object:
         from pitwall.notebook.quick_run import backtest
 
         return backtest
+    if name == "adjusted":  # point-in-time adjusted prices (docs/reference-data.md)
+        from pitwall.reference import adjusted
+
+        return adjusted
     raise AttributeError(f"module 'pitwall' has no attribute {name!r}")

@@ -139,6 +139,10 @@ class Costs(_Model):
     # Annual rate on short notional, accrued over the time a short is held (ACT/365).
     borrow_bps: Annotated[float, Field(ge=0, le=100_000),
                           finite("number of basis points a year", "50")] = 0.0
+    # Y of the square-root impact law: a fill of q shares pays Y·σ·√(q/volume) of its
+    # notional, σ the fill bar's Parkinson volatility (docs/engine-conventions.md §2.3).
+    impact_coefficient: Annotated[float, Field(ge=0, le=100),
+                                  finite("number (of order 1)", "1.0")] = 0.0
 
 
 class Execution(_Model):
@@ -147,7 +151,9 @@ class Execution(_Model):
     ``max_gross`` bounds ``Σ|w|`` and ``max_net`` bounds ``|Σw|`` of the targets at every
     bar; ``leverage_policy`` says whether an excess is scaled down ("clip") or fails the
     run ("refuse"). A symbol whose drifted weight is within ``rebalance_threshold`` of its
-    target is not traded.
+    target is not traded. ``participation``, ``lot_size`` and ``min_trade_notional`` are
+    the fill model (with ``Costs.impact_coefficient``); a spec's ``costs_preset`` sets
+    them all at once.
     """
 
     max_gross: Annotated[float, Field(gt=0, le=1000),
@@ -156,6 +162,42 @@ class Execution(_Model):
                        finite("multiple of capital", "1")] | None = None
     leverage_policy: Literal["clip", "refuse"] = "clip"
     rebalance_threshold: Annotated[float, Field(ge=0, le=10), finite("weight", "0.01")] = 0.0
+    # The fill model (docs/engine-conventions.md §2.3): at most ``participation`` of a
+    # bar's volume per symbol (the rest carries to later bars), sizes rounded down to
+    # ``lot_size`` shares, no fill worth less than ``min_trade_notional`` (currency).
+    participation: Annotated[float, Field(gt=0, le=1),
+                             finite("fraction of a bar's volume", "0.1")] | None = None
+    lot_size: Annotated[float, Field(gt=0, le=1e6), finite("number of shares", "1")] | None = None
+    min_trade_notional: Annotated[float, Field(ge=0, le=1e12),
+                                  finite("number of dollars", "100")] = 0.0
+
+
+#: Named costs and fill rules (docs/engine-conventions.md §2.3). A spec's ``costs_preset``
+#: fills every field of ``costs`` and ``execution`` that the spec does not set itself.
+COSTS_PRESETS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
+    "frictionless": ({}, {}),
+    "retail": ({"spread_bps": 5.0, "impact_coefficient": 1.0},
+               {"participation": 0.1, "lot_size": 1.0, "min_trade_notional": 10.0,
+                "rebalance_threshold": 0.01}),
+    "institutional": ({"commission_bps": 1.0, "spread_bps": 2.0, "impact_coefficient": 1.0},
+                      {"participation": 0.05, "lot_size": 1.0, "min_trade_notional": 1000.0,
+                       "rebalance_threshold": 0.005}),
+}
+CostsPreset = Literal["frictionless", "retail", "institutional"]
+#: The preset of a spec that names none (what official runs use by default).
+DEFAULT_COSTS_PRESET: CostsPreset = "frictionless"
+
+
+def _preset_fields(preset: dict[str, float], data: dict[str, Any], key: str) -> object:
+    """``data[key]`` (a dict or a model) over the preset's values; anything else as given."""
+    if key not in data:
+        return dict(preset)
+    given = data[key]
+    if isinstance(given, BaseModel):
+        return {**preset, **given.model_dump(exclude_unset=True)}
+    if isinstance(given, dict):
+        return {**preset, **given}
+    return given  # pydantic reports what is wrong with it
 
 
 class Limits(_Model):
@@ -206,6 +248,20 @@ class BacktestSpec(_Model):
     # The content digest of the data the first run read (set when the job is submitted):
     # a rerun on a data dir whose dataset@version holds other bytes is refused.
     data_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    # The named costs and fill rules the costs and execution fields default to
+    # (COSTS_PRESETS); the fields a spec sets override the preset's.
+    costs_preset: CostsPreset = DEFAULT_COSTS_PRESET
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_costs_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = COSTS_PRESETS.get(data.get("costs_preset", DEFAULT_COSTS_PRESET))
+        if preset is None:
+            return data  # not a preset name: the field's Literal says so
+        return {**data, "costs": _preset_fields(preset[0], data, "costs"),
+                "execution": _preset_fields(preset[1], data, "execution")}
 
     @field_validator("start", "end")
     @classmethod

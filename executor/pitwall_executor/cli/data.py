@@ -1,5 +1,5 @@
-"""``pitwall data generate | versions | diff | vacuum | pin | import``: datasets, their
-versions and vendor imports (``push`` and ``cache`` are in ``lake.py``)."""
+"""``pitwall data generate | versions | diff | vacuum | pin | import | import-reference``:
+datasets, their versions and vendor imports (``push`` and ``cache`` are in ``lake.py``)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,36 @@ def data_import(ctx: click.Context, file: Path, dataset: str, fmt: Literal["csv"
     click.echo(f"dataset {snap.label}: {snap.rows:,} bars in {len(snap.files)} files")
 
 
+@click.command("import-reference")
+@click.option("--dataset", required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), required=True)
+@click.option("--listings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="security_id,symbol,first_day,last_day,delisted")
+@click.option("--actions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="security_id,symbol,kind,announce_date,effective_date,"
+                                 "ratio,amount,new_symbol")
+@click.pass_context
+def data_import_reference(ctx: click.Context, dataset: str, fmt: Literal["csv", "parquet"],
+                          listings: Path | None, actions: Path | None) -> None:
+    """Import listings and/or corporate actions into DATASET as a new version.
+
+    The bars stay as they are; a table not given keeps the current one. Every problem is
+    listed and nothing is committed unless both tables are clean (docs/reference-data.md).
+    """
+    from pitwall_executor.datalake.reference import import_reference, read_reference
+
+    if listings is None and actions is None:
+        raise click.UsageError("give --listings, --actions or both")
+    catalog = _catalog(ctx)
+    try:
+        snap = import_reference(catalog, dataset, listings=listings, actions=actions, fmt=fmt)
+    except PitwallError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ref = read_reference(catalog, snap)
+    click.echo(f"dataset {snap.label}: {ref.listings.height} listings, "
+               f"{ref.actions.height} corporate actions")
+
+
 @click.group("data")
 def data() -> None:
     """Datasets: generate sample bars, list versions."""
@@ -148,9 +178,12 @@ def data() -> None:
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--corporate-events", is_flag=True,
+              help="Add synthetic listings, delistings, splits, dividends and renames "
+                   "(unadjusted bars plus reference data; docs/reference-data.md).")
 @click.pass_context
 def data_generate(ctx: click.Context, dataset: str, n_symbols: int, start: dt.datetime,
-                  end: dt.datetime, seed: int) -> None:
+                  end: dt.datetime, seed: int, corporate_events: bool) -> None:
     """Write deterministic synthetic 1-minute bars as a new dataset version (reused if equal)."""
     from pitwall_executor.datalake.catalog import Catalog, generate_dataset
     from pitwall_executor.datalake.generate import sample_symbols
@@ -168,10 +201,13 @@ def data_generate(ctx: click.Context, dataset: str, n_symbols: int, start: dt.da
 
         snap = generate_dataset(catalog, dataset, symbols=sample_symbols(n_symbols),
                                 start=start.date(), end=end.date(), seed=seed,
-                                progress=advance)
+                                progress=advance, corporate_events=corporate_events)
     rows = sum(f.rows for f in snap.files)
     click.echo(f"dataset {dataset}@v{snap.version}: {len(snap.symbols)} symbols, {rows:,} bars, "
                f"{len(snap.files)} files in {catalog.root / dataset}")
+    if snap.reference:
+        counts = ", ".join(f"{f.rows} {name}" for name, f in sorted(snap.reference.items()))
+        click.echo(f"reference data: {counts}")
 
 
 @data.command("versions")
@@ -189,5 +225,5 @@ def data_versions(ctx: click.Context, dataset: str) -> None:
         click.echo(f"v{info.version}\t{info.created_at}\t{info.message}")
 
 
-for _command in (data_diff, data_vacuum, data_pin, data_import):
+for _command in (data_diff, data_vacuum, data_pin, data_import, data_import_reference):
     data.add_command(_command)

@@ -4,6 +4,8 @@ Layout under the catalog root::
 
     <root>/<dataset>/data/<sha256>.parquet      one file per calendar month, never rewritten
     <root>/<dataset>/_versions/<NNNNNNNN>.json  version N: the full list of its files
+    <root>/<dataset>/reference/<sha256>.parquet listings and corporate actions of a version
+                                                (docs/reference-data.md)
 
 A version is committed by creating its JSON file with put-if-absent semantics (a hard link
 from a fsynced temp file), so two writers cannot both commit version N and readers never
@@ -29,7 +31,9 @@ import polars as pl
 from pitwall.errors import DataError, EmptyRangeError, UnknownDatasetError
 from pitwall_executor.datalake.bars_file import BarsFileWriter
 from pitwall_executor.datalake.generate import GENERATOR_VERSION, generate_month_chunks
-from pitwall_executor.datalake.snapshot import FileEntry, Snapshot, SnapshotInfo
+from pitwall_executor.datalake.generate_events import EventRun, reference_tables, schedule
+from pitwall_executor.datalake.market_calendar import trading_days
+from pitwall_executor.datalake.snapshot import FileEntry, ReferenceFile, Snapshot, SnapshotInfo
 from pitwall_executor.storage.objectstore import fsync_dir, sha256_file
 
 __all__ = [
@@ -182,6 +186,24 @@ class Catalog:
             chunk_index=stats.chunk_index.encode() if stats.chunk_index is not None else "",
         )
 
+    def write_reference(self, dataset: str, frame: pl.DataFrame) -> ReferenceFile:
+        """Store one reference table (listings or corporate actions) as an immutable file.
+
+        Like the bars, it is part of no version until :meth:`commit` names it; the same
+        rows give the same file.
+        """
+        ref_dir = self._dataset_dir(dataset) / "reference"
+        ref_dir.mkdir(parents=True, exist_ok=True)
+        with _temp_file(ref_dir, ".parquet") as (tmp, fh):
+            frame.write_parquet(fh, statistics=False)
+            _sync(fh)
+            sha = sha256_file(tmp)
+            final = ref_dir / f"{sha}.parquet"
+            os.replace(tmp, final)
+        fsync_dir(ref_dir)
+        return ReferenceFile(path=f"reference/{final.name}", sha256=sha,
+                             size=final.stat().st_size, rows=frame.height)
+
     def commit(
         self,
         dataset: str,
@@ -189,8 +211,12 @@ class Catalog:
         *,
         message: str,
         properties: Mapping[str, Any] | None = None,
+        reference: Mapping[str, ReferenceFile] | None = None,
     ) -> Snapshot:
         """Make ``files`` (the complete file list) the next version of ``dataset``.
+
+        ``reference`` names the version's reference tables (``write_reference``); None
+        carries the previous version's forward, so a bars correction keeps them.
 
         Raises
         ------
@@ -200,12 +226,15 @@ class Catalog:
             If a listed file is missing or its size differs from the entry.
         """
         root = self._dataset_dir(dataset)
-        for entry in files:
+        numbers = self._version_numbers(dataset)
+        parent = numbers[-1] if numbers else None
+        if reference is None:
+            reference = self.snapshot(dataset, parent).reference if parent else {}
+        entries: list[FileEntry | ReferenceFile] = [*files, *reference.values()]
+        for entry in entries:
             path = root / entry.path
             if not path.is_file() or path.stat().st_size != entry.size:
                 raise DataError(f"file {entry.path} of {dataset!r} is missing or changed")
-        numbers = self._version_numbers(dataset)
-        parent = numbers[-1] if numbers else None
         snapshot = Snapshot(
             dataset=dataset,
             version=(parent or 0) + 1,
@@ -213,6 +242,7 @@ class Catalog:
             properties=dict(properties or {}),
             message=message,
             parent=parent,
+            reference=dict(reference),
         )
         versions_dir = root / "_versions"
         versions_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +262,8 @@ class Catalog:
 
 
 def generation_properties(
-    symbols: Sequence[str], start: dt.date, end: dt.date, seed: int
+    symbols: Sequence[str], start: dt.date, end: dt.date, seed: int,
+    corporate_events: bool = False,
 ) -> dict[str, Any]:
     """The parameters recorded in a generated version, compared to decide reuse."""
     return {
@@ -242,6 +273,8 @@ def generation_properties(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "seed": seed,
+        # Only when asked for, so the parameters of a bars-only dataset stay as they were.
+        **({"corporate_events": True} if corporate_events else {}),
     }
 
 
@@ -255,6 +288,7 @@ def generate_dataset(
     seed: int,
     chunk_symbols: int = 256,
     progress: Callable[[int], None] | None = None,
+    corporate_events: bool = False,
 ) -> Snapshot:
     """Generate synthetic bars into ``dataset`` and commit them as a new version.
 
@@ -263,8 +297,12 @@ def generate_dataset(
     Streams month by month in chunks of ``chunk_symbols`` symbols, so memory stays bounded
     (about 1.8 MB per chunk symbol) at any size; ``progress`` is called with the rows of
     each chunk written.
+
+    ``corporate_events`` adds synthetic listings, delistings, splits, dividends and renames
+    (``generate_events``): the bars are then unadjusted and the version carries its
+    listings and corporate actions (docs/reference-data.md).
     """
-    params = generation_properties(symbols, start, end, seed)
+    params = generation_properties(symbols, start, end, seed, corporate_events)
     if dataset in catalog.datasets():
         latest = catalog.snapshot(dataset)
         if latest.properties.get("generator") == params:
@@ -275,15 +313,24 @@ def generate_dataset(
             if progress is not None:
                 progress(chunk.height)
 
-    months = generate_month_chunks(symbols, start, end, seed=seed, chunk_symbols=chunk_symbols)
+    days = trading_days(start, end)
+    events = EventRun(schedule(symbols, len(days), seed)) if corporate_events else None
+    months = generate_month_chunks(symbols, start, end, seed=seed, chunk_symbols=chunk_symbols,
+                                   events=events)
     files = [catalog.write_frames(dataset, counted(chunks)) for chunks in months]
     if not files:
         raise EmptyRangeError(
             f"no trading day between {start} and {end}; pick a range with weekdays"
         )
+    reference = None
+    if events is not None:
+        listings, actions = reference_tables(events.events, days, seed, events.amounts)
+        reference = {"listings": catalog.write_reference(dataset, listings),
+                     "corporate_actions": catalog.write_reference(dataset, actions)}
     return catalog.commit(
         dataset,
         files,
         message=f"generate {len(params['symbols'])} symbols {start}..{end} seed={seed}",
         properties={"generator": params},
+        reference=reference if reference is not None else {},
     )

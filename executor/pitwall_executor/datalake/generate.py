@@ -24,13 +24,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
+from pitwall_executor.datalake.generate_events import DayEffects, EventRun
+from pitwall_executor.datalake.generate_events import seeded_rng as _rng
 from pitwall_executor.datalake.market_calendar import (
     SESSION_MINUTES,
     session_bounds_us,
@@ -92,12 +93,6 @@ def sample_symbols(n: int) -> list[str]:
         raise ValueError(f"n must be >= 0, got {n}")
     extra = [f"S{i:04d}" for i in range(1, n - len(_TICKERS) + 1)]
     return [*_TICKERS[:n], *extra]
-
-
-def _rng(*parts: object) -> np.random.Generator:
-    """A generator seeded by a stable hash of ``parts`` (same parts, same stream, always)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,11 +241,18 @@ def _to_price(log_price: FloatArray) -> FloatArray:
 
 
 class _Simulator:
-    """Carries each symbol's last close across month blocks so prices are continuous."""
+    """Carries each symbol's last close across month blocks so prices are continuous.
 
-    def __init__(self, symbols: Sequence[str], seed: int) -> None:
+    With ``events`` (``generate_events``) the bars become those of listed securities with
+    corporate actions: the economic path is drawn exactly as without, then turned into
+    unadjusted prices and cut to each symbol's listed days.
+    """
+
+    def __init__(self, symbols: Sequence[str], seed: int, events: EventRun | None = None) -> None:
         self.symbols = list(symbols)
         self.seed = seed
+        self.events = events
+        self.last_raw_close = np.full(len(self.symbols), np.nan)
         profiles = [SymbolProfile.draw(seed, s) for s in self.symbols]
 
         def column(name: str) -> FloatArray:
@@ -260,8 +262,12 @@ class _Simulator:
         self.drift, self.volume0 = column("drift"), column("volume0")
         self.last_log_close = np.log(column("price0"))[:, 0, 0]
 
-    def month(self, days: list[dt.date]) -> pl.DataFrame:
-        """Bars of every symbol over ``days`` (one calendar month), sorted (symbol, ts)."""
+    def month(self, days: list[dt.date], first_index: int = 0) -> pl.DataFrame:
+        """Bars of every symbol over ``days`` (one calendar month), sorted (symbol, ts).
+
+        ``first_index`` is the index of ``days[0]`` among the range's trading days (what
+        the events are scheduled by).
+        """
         n_sym, n_days = len(self.symbols), len(days)
         sessions = _Sessions.of(days)
         market = _Market.draw(self.seed, sessions)
@@ -272,6 +278,12 @@ class _Simulator:
             + self.beta * market.minute[None]
             + idio_sd * sessions.vol * shocks.z
         ) * sessions.live  # nothing moves after an early close: the close carries over
+        effects = None
+        if self.events is not None:
+            index = np.arange(first_index, first_index + n_days, dtype=np.int64)
+            effects = DayEffects([self.events.events[s] for s in self.symbols], index)
+            per_day = sessions.live.sum(axis=1)
+            returns += (effects.decline / per_day)[:, :, None] * sessions.live
         gap_sd = _OVERNIGHT_SHARE * self.idio_vol[:, :, 0] * np.sqrt(1 / 252)
         gaps = self.beta[:, :, 0] * market.overnight[None] + gap_sd * shocks.gap
         steps = returns.copy()
@@ -294,7 +306,39 @@ class _Simulator:
             * activity
         )
         logs = {"open": log_open, "high": log_high, "low": log_low, "close": log_close}
-        return self._frame(sessions, logs, volume)
+        if effects is None:
+            return self._frame(sessions, logs, volume)
+        return self._listed(sessions, logs, volume, effects, first_index)
+
+    def _listed(self, sessions: _Sessions, logs: dict[str, FloatArray], volume: FloatArray,
+                effects: DayEffects, first_index: int) -> pl.DataFrame:
+        """The bars as traded: unadjusted prices and volumes, listed days, current symbols."""
+        assert self.events is not None
+        offset = effects.log_offset[:, :, None]
+        raw = {name: log + offset for name, log in logs.items()}
+        # Price each dividend from the last close before its ex-date (unadjusted).
+        day_close = _to_price(raw["close"][:, :, -1])  # returns stop after the close
+        prev = np.concatenate([self.last_raw_close[:, None], day_close[:, :-1]], axis=1)
+        for i, symbol in enumerate(self.symbols):
+            for action in self.events.events[symbol].actions:
+                d = action.effective - first_index
+                # A dividend is effective after the first listed day: a close precedes it.
+                if action.kind == "dividend" and 0 <= d < len(sessions.days) \
+                        and np.isfinite(prev[i, d]):
+                    assert action.dividend_yield is not None
+                    self.events.amounts[(symbol, action.effective)] = round(
+                        float(action.dividend_yield * prev[i, d]), 4)
+        self.last_raw_close = np.where(effects.live[:, -1], day_close[:, -1], np.nan)
+        frame = self._frame(sessions, raw, volume * np.exp(effects.log_shares)[:, :, None])
+        per_day = sessions.live.sum(axis=1)
+        keep = np.repeat(effects.live, per_day, axis=1).ravel()
+        renamed = np.repeat(effects.renamed, per_day, axis=1).ravel()
+        names = [getattr(self.events.events[s].rename(), "new_symbol", None) or s
+                 for s in self.symbols]
+        new_names = pl.Series(np.repeat(names, int(per_day.sum())), dtype=pl.String)
+        return (frame.with_columns(pl.when(pl.Series(renamed)).then(new_names)
+                                   .otherwise(pl.col("symbol")).alias("symbol"))
+                .filter(pl.Series(keep)))
 
     def _frame(
         self, sessions: _Sessions, logs: dict[str, FloatArray], volume: FloatArray
@@ -351,6 +395,7 @@ def generate_month_chunks(
     *,
     seed: int,
     chunk_symbols: int | None = 256,
+    events: EventRun | None = None,
 ) -> Iterator[Iterator[pl.DataFrame]]:
     """Like :func:`generate_bars`, but each month comes as frames of ``chunk_symbols`` symbols.
 
@@ -359,6 +404,10 @@ def generate_month_chunks(
     month's chunks gives exactly the frame :func:`generate_bars` yields (every random stream
     depends on one symbol or one day, never on its neighbours). Consume each month's chunks
     before asking for the next month.
+
+    With ``events`` (see ``generate_events``) the bars carry listings and corporate
+    actions, and each month comes as one frame sorted by (symbol, ts): a rename moves a
+    symbol's rows out of its chunk's order, so memory is then one month of every symbol.
 
     Examples
     --------
@@ -377,6 +426,13 @@ def generate_month_chunks(
         raise ValueError(f"chunk_symbols must be >= 1, got {chunk_symbols}")
     ordered = sorted(symbols)
     size = chunk_symbols or len(ordered)
-    simulators = [_Simulator(ordered[i : i + size], seed) for i in range(0, len(ordered), size)]
+    simulators = [_Simulator(ordered[i : i + size], seed, events)
+                  for i in range(0, len(ordered), size)]
+    first = 0
     for block in _month_blocks(trading_days(start, end)):
-        yield (sim.month(block) for sim in simulators)
+        if events is None:
+            yield (sim.month(block) for sim in simulators)
+        else:
+            month = pl.concat([sim.month(block, first) for sim in simulators])
+            yield iter([month.sort("symbol", "ts")])
+        first += len(block)

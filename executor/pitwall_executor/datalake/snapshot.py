@@ -127,6 +127,30 @@ class FileEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReferenceFile:
+    """One reference table of a version (listings, corporate actions; docs/reference-data.md).
+
+    Stored as ``reference/<sha256>.parquet`` beside the bars and counted in the version's
+    content digest, so pinning a version pins its reference data too.
+    """
+
+    path: str  # relative to the dataset directory, e.g. "reference/<sha256>.parquet"
+    sha256: str
+    size: int
+    rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as stored in a snapshot file."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReferenceFile:
+        """Read an entry written by :meth:`to_json`."""
+        return cls(path=data["path"], sha256=data["sha256"], size=int(data["size"]),
+                   rows=int(data["rows"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class SnapshotInfo:
     """A version as listed: who it follows, when and why it was made, how big it is."""
 
@@ -150,6 +174,8 @@ class Snapshot:
     created_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
     message: str = ""
     parent: int | None = None
+    # Reference tables by name ("listings", "corporate_actions"); empty for bars only.
+    reference: Mapping[str, ReferenceFile] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -171,6 +197,9 @@ class Snapshot:
         digest = hashlib.sha256()
         for sha in sorted(f.sha256 for f in self.files):
             digest.update(sha.encode() + b"\n")
+        # Only versions with reference data hash it, so every older digest stays the same.
+        for name in sorted(self.reference):
+            digest.update(f"{name}:{self.reference[name].sha256}\n".encode())
         return "sha256:" + digest.hexdigest()
 
     @property
@@ -206,6 +235,8 @@ class Snapshot:
             "message": self.message,
             "properties": dict(self.properties),
             "files": [f.to_json() for f in self.files],
+            **({"reference": {k: v.to_json() for k, v in sorted(self.reference.items())}}
+               if self.reference else {}),
         }
 
     @classmethod
@@ -221,4 +252,6 @@ class Snapshot:
             created_at=dt.datetime.fromisoformat(data["created_at"]),
             message=data["message"],
             parent=data["parent"],
+            reference={k: ReferenceFile.from_json(v)
+                       for k, v in data.get("reference", {}).items()},
         )

@@ -11,6 +11,7 @@ rest of the attempt is the template's (:mod:`.attempt`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +20,10 @@ import polars as pl
 
 from pitwall.engine.broker import BrokerCosts
 from pitwall.engine.event_result import EventResult
+from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import Market
 from pitwall.engine.metrics import metrics_for_spec
-from pitwall.models import EngineKind, JobStatus
+from pitwall.models import BacktestSpec, EngineKind, JobStatus
 from pitwall_executor.execution.attempt import Accounted, Attempt, AttemptResult, Staged
 from pitwall_executor.execution.feeder import FeedStats, StrategyStopped, run_lockstep
 from pitwall_executor.sandbox import SandboxOutcome, affinity, runner_request
@@ -93,7 +95,8 @@ class EventAttempt(Attempt):
             with pinned:
                 self._result, self._stats = run_lockstep(
                     session.stdin, session.stdout, market, capital=spec.capital,
-                    costs=BrokerCosts.from_costs(spec.costs), progress=ticks)
+                    costs=BrokerCosts.from_costs(spec.costs), rules=event_fill_rules(spec),
+                    progress=ticks)
             ts_ms, equity = self._result.equity.select(
                 pl.col("ts").dt.epoch("ms"), "equity").row(-1)
             ticks.fraction = 1.0
@@ -124,3 +127,16 @@ class EventAttempt(Attempt):
         return Accounted(result, metrics, {"lockstep": {
             "bars": stats.bars, "round_trips": stats.round_trips,
             "seconds": round(stats.seconds, 3)}})
+
+
+#: The volume cap of an event run whose spec sets none (the broker's documented default).
+EVENT_PARTICIPATION = 0.1
+
+
+def event_fill_rules(spec: BacktestSpec) -> FillRules:
+    """The spec's fill model for the broker: the vectorized engine's rules, with the event
+    engine's default volume cap kept when the spec sets no cap of its own."""
+    rules = FillRules.from_spec(spec.costs, spec.execution)
+    if rules.participation is None:
+        rules = dataclasses.replace(rules, participation=EVENT_PARTICIPATION)
+    return rules

@@ -24,6 +24,7 @@ import numpy as np
 
 from pitwall.engine.broker import Broker, BrokerCosts
 from pitwall.engine.event_result import EventResult, build_result
+from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import CLOSE, Market
 from pitwall.errors import StrategyOutputError
 from pitwall.frames import decode_error
@@ -61,7 +62,7 @@ class FeedStats:
 
 def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: float,
                  costs: BrokerCosts, max_participation: float | None = 0.1,
-                 max_orders: int | None = None,
+                 rules: FillRules | None = None, max_orders: int | None = None,
                  progress: Callable[[float, int, float], None] | None = None,
                  ) -> tuple[EventResult, FeedStats]:
     """Feed ``market`` to the strategy process behind the pipes; return the broker's result.
@@ -70,6 +71,8 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
     :class:`StrategyStopped` when the process raised or went away (read its outcome),
     :class:`StrategyOutputError` when it broke the protocol. ``progress(fraction, ts_ms,
     equity)`` is called about :data:`PROGRESS_TICKS` times with the equity at that bar.
+    ``rules``: the spec's fill model (docs/engine-conventions.md §2.3), which replaces
+    ``max_participation`` with its own cap.
     """
     reader = FrameReader(stdout.fileno(), max_payload=MAX_ANSWER_BYTES)
     out = stdin.fileno()
@@ -87,7 +90,8 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
                                       "history per step; lower the strategy's lookback")
         due = due_mask(market.ts, every=sched["every"], at=sched["at"],
                        timezone=sched["timezone"])
-        broker = Broker(n_sym, capital=capital, costs=costs, max_participation=max_participation)
+        broker = Broker(n_sym, capital=capital, costs=costs, max_participation=max_participation,
+                        rules=rules)
         limit = max_orders or max(1000, 10 * n_sym)
         started = time.perf_counter()
         tick = _ticker(market, broker, progress) if progress is not None else None

@@ -15,10 +15,15 @@ An order placed while bar ``t`` is known is first checked against bar ``t+1``:
   the next bar (the bar's range cannot tell whether the price came back after the stop).
 
 A volume cap fills at most ``floor(max_participation · volume)`` shares per symbol and bar,
-shared by that symbol's orders in submission order; the rest stays open. A symbol with no
-bar (``NaN`` open) fills nothing. Each fill pays ``|q|·price·commission_bps/1e4 +
-|q|·commission_per_share``. Cash moves by ``−q·price − commission``; equity is cash plus
-positions marked at the last known close. Cash may go negative (no margin model).
+shared by that symbol's orders in submission order; the rest stays open. With the fill
+model (:class:`~pitwall.engine.fill_rules.FillRules`, the same arithmetic as the
+vectorized engine's) a fill is also rounded down to lots and not made under the minimum
+notional; an order whose whole remainder is under one lot or the minimum can never fill
+and is dropped (counted as skipped). A symbol with no bar (``NaN`` open) fills nothing.
+Each fill pays ``|q|·price·commission_bps/1e4 + |q|·commission_per_share``, and the
+market impact ``Y·σ·√(|q|/volume)·|q|·ref`` (``ref`` the matched price before slippage),
+recorded with the slippage. Cash moves by ``−q·price − commission − impact``; equity is
+cash plus positions marked at the last known close. Cash may go negative (no margin model).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pitwall.engine.fill_rules import (
+    FillRules,
+    LiquidityStats,
+    bar_sigma,
+    fill_size,
+    impact_fraction,
+    participation_room,
+)
 from pitwall.errors import StrategyOutputError
 from pitwall.orders import MAX_PRICE, MAX_QUANTITY, FillTuple, OrderTuple, OrderType
 
@@ -131,11 +144,21 @@ class Broker:
     """Holds the order book and the account; ``execute`` one bar at a time."""
 
     def __init__(self, n_symbols: int, *, capital: float, costs: BrokerCosts | None = None,
-                 max_participation: float | None = 0.1) -> None:
+                 max_participation: float | None = 0.1, rules: FillRules | None = None,
+                 ) -> None:
+        """``rules`` (the fill model) replaces ``max_participation`` with its own cap."""
         if not (capital > 0 and math.isfinite(capital)):
             raise ValueError(f"capital must be a positive number, got {capital}")
+        if rules is not None:
+            max_participation = rules.participation
         if max_participation is not None and not 0 < max_participation <= 1:
             raise ValueError("max_participation must be in (0, 1], or None for no volume cap")
+        base = rules or FillRules()
+        self.rules = FillRules(participation=max_participation, lot_size=base.lot_size,
+                               min_trade_notional=base.min_trade_notional,
+                               impact_coefficient=base.impact_coefficient)
+        self._scalars = self.rules.scalars()
+        self.liquidity = LiquidityStats()
         self.n_symbols = n_symbols
         self.capital = float(capital)
         self.cash = float(capital)
@@ -176,6 +199,7 @@ class Broker:
             return fills
         used: dict[int, float] = {}
         notional = cost = 0.0
+        carried = self.liquidity.capped_fills
         for order in list(self.open.values()):
             s = order.sym
             o = float(bar[OPEN, s])
@@ -184,7 +208,7 @@ class Broker:
             price, slipped = match(order, o, float(bar[HIGH, s]), float(bar[LOW, s]))
             if price is None:
                 continue
-            qty = self._capped(order, s, float(bar[VOLUME, s]), used)
+            qty = self._sized(order, bar[:, s], price, used)
             if qty == 0.0:
                 continue
             ref = price
@@ -192,17 +216,20 @@ class Broker:
                 price *= 1.0 + self._slip if qty > 0 else 1.0 - self._slip
             a = abs(qty)
             commission = a * price * self._comm + a * self._per_share
-            self.cash -= qty * price + commission
+            impact = self._impact(a, ref, bar[:, s])
+            slippage = a * abs(price - ref) + impact
+            self.cash -= qty * price + commission + impact
             self.positions[s] += qty
             order.qty -= qty
             if abs(order.qty) < 1e-9 * a:
                 order.qty = 0.0
                 del self.open[order.id]
             notional += a * price
-            cost += commission + a * abs(price - ref)
+            cost += commission + slippage
             fills.append((order.id, s, qty, price, commission, order.qty))
             self.trades.append((step, order.id, s, order.type, qty, price, commission,
-                                a * abs(price - ref)))
+                                slippage))
+        self.liquidity.carried_bars += int(self.liquidity.capped_fills > carried)
         if fills:
             self.snap_steps.append(step)
             self.snap_cash.append(self.cash)
@@ -211,16 +238,34 @@ class Broker:
             self.snap_cost.append(cost)
         return fills
 
-    def _capped(self, order: _Open, s: int, volume: float, used: dict[int, float]) -> float:
-        """The signed quantity the volume cap lets ``order`` trade on this bar."""
-        want = order.qty
-        if self.max_participation is None:
-            return want
-        room = float(math.floor(self.max_participation * volume)) if not math.isnan(volume) else 0.0
-        room -= used.get(s, 0.0)
-        take = min(abs(want), max(room, 0.0))
-        used[s] = used.get(s, 0.0) + take
-        return math.copysign(take, want) if take > 0 else 0.0
+    def _sized(self, order: _Open, fields: FloatArray, price: float,
+               used: dict[int, float]) -> float:
+        """The signed quantity ``order`` fills on this bar under the fill rules
+        (:mod:`pitwall.engine.fill_rules`): the cap's room left by the symbol's earlier
+        orders, lots, the minimum notional at ``price``."""
+        s, want, stats = order.sym, order.qty, self.liquidity
+        participation, lot, minimum, _, needs_volume = self._scalars
+        room = participation_room(float(fields[VOLUME]), participation, needs_volume)
+        room = max(room - used.get(s, 0.0), 0.0)
+        size = fill_size(want, room, price, lot, minimum)
+        if abs(want) > room:
+            stats.capped_fills += 1
+            stats.carried_notional += (abs(want) - size) * price
+        elif size == 0.0:  # under one lot or the minimum: it can never fill
+            stats.skipped_trades += 1
+            del self.open[order.id]
+        used[s] = used.get(s, 0.0) + size
+        return math.copysign(size, want) if size > 0 else 0.0
+
+    def _impact(self, size: float, ref: float, fields: FloatArray) -> float:
+        """The market impact of a fill of ``size`` shares at ``ref``, in currency."""
+        coefficient = self.rules.impact_coefficient
+        if coefficient == 0:
+            return 0.0
+        sigma = bar_sigma(float(fields[HIGH]), float(fields[LOW]))
+        cost = impact_fraction(size, float(fields[VOLUME]), sigma, coefficient) * size * ref
+        self.liquidity.impact_cost += cost
+        return cost
 
     def equity(self, close: FloatArray) -> float:
         """Cash plus positions marked at ``close`` (last known closes, NaN-free)."""

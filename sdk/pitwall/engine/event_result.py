@@ -66,7 +66,8 @@ def build_result(market: Market, broker: Broker) -> EventResult:
         "cost": cost,
     })
     return EventResult(equity=frame, capital=broker.capital, n_trades=len(broker.trades),
-                       total_cost=float(cost.sum()), fills=trades_frame(market, broker))
+                       total_cost=float(cost.sum()), fills=trades_frame(market, broker),
+                       liquidity=broker.liquidity if broker.rules.active else None)
 
 
 def trades_frame(market: Market, broker: Broker) -> pl.DataFrame:

@@ -67,6 +67,7 @@ class Path:
     held: FloatGrid | None = None  # (N, T−1) weights of post held after each bar's trade
     book_gap: FloatArray | None = None  # (T−1) book return from each open to the next
     trades: FloatGrid | None = None  # (N, T−1) trades / pre, when the solver recorded them
+    trade_cost: FloatGrid | None = None  # (N, T−1) cost of each trade / pre (fill model)
 
 
 def simulate(
@@ -344,7 +345,7 @@ def _apply_ruin(path: Path) -> Path:
     pre, post, close, turnover, gross, net, fee = arrays
     return Path(pre=pre, post=post, close=close, turnover=turnover, gross=gross, net=net,
                 n_trades=path.n_trades, fee=fee, held=path.held, book_gap=path.book_gap,
-                trades=path.trades)
+                trades=path.trades, trade_cost=path.trade_cost)
 
 
 def _recursion_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop, see below

@@ -52,7 +52,8 @@ def trades(ledger: Ledger) -> pl.DataFrame:
 
     ``price`` is the fill price (the bar's open); ``qty = notional / price`` (fractional
     shares, negative for a sale); ``cost`` is everything charged on the trade (commission,
-    slippage, spread), in currency. Borrow is not a trade cost; it is in the equity.
+    slippage, spread, and market impact under the fill model), in currency. Borrow is not
+    a trade cost; it is in the equity.
     """
     grid, path = ledger.grid, ledger.path
     weight = trade_weights(ledger)
@@ -61,11 +62,14 @@ def trades(ledger: Ledger) -> pl.DataFrame:
     rows, cols = np.nonzero(mask)
     notional = weight[rows, cols] * pre[cols]
     price = grid.open[rows, cols + 1]
-    rate = ledger.rate
-    cell_rate = np.full(len(rows), rate) if isinstance(rate, float) else rate[rows, cols + 1]
+    if path.trade_cost is not None:  # the fill model: rate and impact of each trade
+        cost = path.trade_cost[rows, cols] * pre[cols]
+    else:
+        rate = ledger.rate
+        cell_rate = np.full(len(rows), rate) if isinstance(rate, float) else rate[rows, cols + 1]
+        cost = cell_rate * np.abs(notional)
     return _frame(grid, rows, cols + 1, {
-        "qty": notional / price, "price": price, "notional": notional,
-        "cost": cell_rate * np.abs(notional),
+        "qty": notional / price, "price": price, "notional": notional, "cost": cost,
     })
 
 

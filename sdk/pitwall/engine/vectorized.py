@@ -18,15 +18,26 @@ fraction of equity kept at the open, post-trade equity ``P`` follows
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from pitwall.engine.charges import borrow_fraction, cost_rate, limit_leverage
-from pitwall.engine.fills import compiled_path, simulate
+from pitwall.engine.corporate import (
+    CorporateActions,
+    CorporatePlan,
+    CorporateReport,
+    plan,
+    relabel,
+    relabel_actions,
+)
+from pitwall.engine.fill_rules import FillRules, LiquidityStats
+from pitwall.engine.fills import Path, compiled_path, simulate
 from pitwall.engine.grid import BarGrid, build_grid, target_grid
 from pitwall.engine.ledger import Ledger, positions, trades
+from pitwall.engine.liquidity import liquidity_inputs, simulate_liquidity
 from pitwall.engine.threshold import simulate_threshold
 from pitwall.errors import DataError
 from pitwall.models import Costs, Execution
@@ -41,8 +52,10 @@ class EngineResult:
     ``turnover`` (notional traded at the open / equity before the trade) and ``cost``
     (currency paid at the open). ``n_trades`` counts the ``(bar, symbol)`` rebalances
     larger than ``TRADE_EPSILON`` of equity. ``leverage_clipped_bars`` counts the bars
-    whose targets were scaled down to the leverage limits. :meth:`trades` and
-    :meth:`positions` build the per-symbol frames on demand.
+    whose targets were scaled down to the leverage limits. ``liquidity`` says what the
+    fill model did (capped fills, carried notional, skipped trades, impact cost), ``None``
+    when it was off. :meth:`trades` and :meth:`positions` build the per-symbol frames on
+    demand.
     """
 
     equity: pl.DataFrame
@@ -51,6 +64,8 @@ class EngineResult:
     total_cost: float
     leverage_clipped_bars: int = 0
     ledger: Ledger | None = None
+    liquidity: LiquidityStats | None = None
+    corporate: CorporateReport | None = None  # what corporate actions did (None: not given)
 
     def trades(self) -> pl.DataFrame:
         """``ts, symbol, qty, price, notional, cost`` for every (bar, symbol) that traded."""
@@ -77,12 +92,17 @@ def run_vectorized(
     capital: float,
     costs: Costs,
     execution: Execution | None = None,
+    corporate: CorporateActions | None = None,
 ) -> EngineResult:
     """Execute target weights on bars and mark the portfolio at every close.
 
     ``weights`` should be the output of :func:`pitwall.engine.validate_weights`. See the
     module docstring for the conventions. ``execution`` sets leverage limits (clipped or
-    refused with :class:`~pitwall.errors.StrategyOutputError`) and a rebalance threshold.
+    refused with :class:`~pitwall.errors.StrategyOutputError`), a rebalance threshold and
+    the fill model (participation cap, lots, minimum notional; with
+    ``costs.impact_coefficient``, market impact), which runs a bar-by-bar pass.
+    ``corporate`` applies splits, dividends, delistings and renames to the unadjusted bars
+    (``pitwall.engine.corporate``, docs/reference-data.md) and reports them in ``corporate``.
 
     Example
     -------
@@ -98,21 +118,45 @@ def run_vectorized(
     if not capital > 0 or not np.isfinite(capital):
         raise ValueError(f"capital must be a positive number, got {capital}")
     execution = execution or Execution()
+    # --- corporate actions (docs/reference-data.md): renamed securities keyed by their
+    # last symbol; the recursion below runs on split/dividend-adjusted prices ---
+    actions: CorporatePlan | None = None
+    if corporate is not None:
+        corporate = relabel_actions(corporate)
+        bars, weights = relabel(bars, corporate), relabel(weights, corporate)
     grid = build_grid(bars)
-    threshold = execution.rebalance_threshold > 0 and grid.shape[1] > 1
-    if threshold or grid.shape[1] == 1 or not compiled_path():
+    rules = FillRules.from_spec(costs, execution)
+    sequential = (execution.rebalance_threshold > 0 or rules.active) and grid.shape[1] > 1
+    if sequential or grid.shape[1] == 1 or not compiled_path():
         _check_prices(grid)  # otherwise the compiled pass checks them on its way
     limited = limit_leverage(grid, target_grid(grid, bars, weights), execution)
     rate = cost_rate(grid, bars, costs)
     borrow = borrow_fraction(grid, costs)
-    if threshold:
+    if corporate is not None:  # --- corporate actions ---
+        actions = plan(grid, corporate)
+        grid = actions.grid
+        limited = dataclasses.replace(limited, target=actions.close_delisted(limited.target))
+    stats: LiquidityStats | None = None
+    path: Path
+    if rules.active and sequential:
+        path, stats = simulate_liquidity(
+            grid, limited.target, rate=rate, borrow=borrow,
+            threshold=execution.rebalance_threshold,
+            liquidity=liquidity_inputs(grid, bars, rules, capital))
+    elif sequential:
         path = simulate_threshold(grid, limited.target, rate=rate, borrow=borrow,
                                   threshold=execution.rebalance_threshold)
     else:
         path = simulate(grid, limited.target, rate=rate, borrow=borrow)
+    if actions is not None:  # --- corporate actions: the ledger shows the raw prices ---
+        path = actions.with_trades(path, limited.target[:, :-1], rate)
+        grid = actions.raw
     ledger = Ledger(grid=grid, executed=limited.target[:, :-1], path=path, rate=rate,
                     capital=capital)
-    return _result(ledger, clipped=limited.clipped_bars)
+    result = _result(ledger, clipped=limited.clipped_bars, liquidity=stats)
+    if actions is None:
+        return result
+    return dataclasses.replace(result, corporate=actions.report(path, capital))
 
 
 def _check_prices(grid: BarGrid) -> None:
@@ -127,7 +171,7 @@ def _check_prices(grid: BarGrid) -> None:
         raise DataError("bars hold a non-positive or non-finite price; fix the dataset")
 
 
-def _result(ledger: Ledger, *, clipped: int) -> EngineResult:
+def _result(ledger: Ledger, *, clipped: int, liquidity: LiquidityStats | None) -> EngineResult:
     """Scale the unit path by the capital and label it with the bars' timestamps."""
     grid, path, capital = ledger.grid, ledger.path, ledger.capital
     cost = capital * path.pre * (path.fee if path.fee is not None else 0.0)
@@ -143,5 +187,5 @@ def _result(ledger: Ledger, *, clipped: int) -> EngineResult:
     )
     return EngineResult(
         equity=equity, capital=capital, n_trades=path.n_trades, total_cost=float(cost.sum()),
-        leverage_clipped_bars=clipped, ledger=ledger,
+        leverage_clipped_bars=clipped, ledger=ledger, liquidity=liquidity,
     )
