@@ -37,11 +37,14 @@ import polars as pl
 
 from pitwall import __version__ as sdk_version
 from pitwall.bundle import Bundle, load_bundle
+from pitwall.engine.corporate import CorporateActions
 from pitwall.engine.report import metrics_json, write_parquet, write_report
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import InfrastructureError, PitwallError, StrategyOutputError
 from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
+from pitwall.reference import adjusted
 from pitwall_executor.datalake.planner import load_bars, validate_request
+from pitwall_executor.datalake.reference import read_reference
 from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome, owner
 from pitwall_executor.sandbox.base import STRATEGY_FAILED_EXIT
 from pitwall_executor.stack import Stack, check_data_identity
@@ -84,11 +87,14 @@ class AttemptResult:
 @dataclass(frozen=True)
 class Staged:
     """What :meth:`Attempt.before_start` prepared: the bundle, the bars and the data part
-    of the manifest (dataset, pinned version, file hashes)."""
+    of the manifest (dataset, pinned version, file hashes); ``corporate``: the version's
+    corporate actions and listings when it has any (the bars then also carry point-in-time
+    adjusted prices, :func:`with_reference`)."""
 
     bundle: Bundle
     bars: pl.DataFrame
     data: dict[str, Any]
+    corporate: CorporateActions | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,8 @@ class Attempt(ABC):
                                  max_bytes=self.stack.config.max_bundle_mb * 2**20)
         with self.timed("data"):
             bars, data = load_slice(self.stack, self.spec)
-        staged = Staged(bundle, bars, data)
+            bars, corporate = with_reference(self.stack, self.spec, data["version"], bars)
+        staged = Staged(bundle, bars, data, corporate)
         with self.timed("stage"):
             runner_spec, file_bars = self.runner_inputs(staged)
             stage_inputs(self.workdir, bundle, runner_spec, file_bars)
@@ -308,6 +315,29 @@ def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str
             "digest": snapshot.content_digest,
             "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
     return bars, data
+
+
+#: The point-in-time adjusted columns a slice gains when its version has corporate actions.
+ADJUSTED = ("open", "high", "low", "close", "volume")
+
+
+def with_reference(stack: Stack, spec: BacktestSpec, version: int,
+                   bars: pl.DataFrame) -> tuple[pl.DataFrame, CorporateActions | None]:
+    """The slice with ``adj_open … adj_volume`` and the corporate actions the engine applies,
+    when the version carries reference data (docs/reference-data.md); else as it was.
+
+    Each bar's adjusted price uses only the actions announced and effective by its own
+    day (``pitwall.reference.adjusted`` without ``as_of``), so every prefix of the slice
+    holds the same values: a strategy may use them and the lookahead audit sees no leak.
+    The raw ``open``/``close`` stay what the engine fills at; the engine applies the splits,
+    dividends and delistings to the positions."""
+    reference = read_reference(stack.catalog, stack.catalog.snapshot(spec.dataset, version))
+    if reference.is_empty:
+        return bars, None
+    adjusted_bars = adjusted(bars, reference.actions)
+    extra = [adjusted_bars.get_column(c).alias(f"adj_{c}") for c in ADJUSTED
+             if c in bars.columns]
+    return bars.with_columns(extra), CorporateActions(reference.actions, reference.listings)
 
 
 def stage_inputs(workdir: Path, bundle: Bundle, runner_spec: dict[str, Any],

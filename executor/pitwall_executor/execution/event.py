@@ -23,6 +23,7 @@ from pitwall.engine.event_result import EventResult
 from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import Market
 from pitwall.engine.metrics import metrics_for_spec
+from pitwall.errors import DataError
 from pitwall.models import BacktestSpec, EngineKind, JobStatus
 from pitwall_executor.execution.attempt import Accounted, Attempt, AttemptResult, Staged
 from pitwall_executor.execution.feeder import FeedStats, StrategyStopped, run_lockstep
@@ -83,6 +84,13 @@ class EventAttempt(Attempt):
         """Start the sandbox, feed it, and wait for it. The feeder's result stays None
         when the strategy stopped (raised, timed out, was cancelled): the outcome says why."""
         spec = self.spec
+        if staged.corporate is not None:
+            # The broker does not apply splits, dividends or delistings yet: a split would
+            # show as a crash of the unadjusted price (docs/reference-data.md).
+            raise DataError(
+                f"{spec.dataset}@v{staged.data['version']} has corporate actions, which the "
+                "event engine does not apply yet; run the strategy on the vectorized engine, "
+                "or on a dataset version without reference data")
         market = Market.from_bars(staged.bars, spec.universe)
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
         with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step

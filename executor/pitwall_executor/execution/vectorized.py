@@ -124,6 +124,8 @@ class VectorizedAttempt(Attempt):
             metrics = self._metrics(staged, result)
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})
+        if result.corporate is not None:  # what the version's corporate actions did
+            entries["corporate_actions"] = result.corporate.summary()
         entries["lookahead_audit"] = describe(audit) if audit is not None else "not run"
         refused = (audit is not None and audit.status in ("flagged", "not_run")
                    and self.stack.config.audit_fail)
@@ -155,7 +157,7 @@ class VectorizedAttempt(Attempt):
         spec = self.spec
         with self.timed("engine"):
             return run_vectorized(staged.bars, clean, capital=spec.capital, costs=spec.costs,
-                                  execution=spec.execution)
+                                  execution=spec.execution, corporate=staged.corporate)
 
     def _audit(self, staged: Staged, clean: pl.DataFrame,
                ) -> tuple[LookaheadAudit | None, dict[str, Any]]:
