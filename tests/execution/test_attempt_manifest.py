@@ -15,7 +15,7 @@ import pytest
 from tests.strategies import slow_event
 
 from pitwall.bundle import build_bundle
-from pitwall.models import BacktestSpec, EngineKind, Execution, JobStatus, Limits
+from pitwall.models import BacktestSpec, EngineKind, Execution, JobStatus, JobView, Limits
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
 from pitwall_executor.orchestration.worker import Worker
@@ -43,20 +43,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return Stack.from_config(load_config(environ={}, data_dir=root, sandbox="gvisor"))
 
 
-def manifest_of(stack: Stack, source: str, engine: EngineKind) -> dict[str, Any]:
+def run_job(stack: Stack, source: str, engine: EngineKind, **spec: Any,
+            ) -> tuple[JobView, dict[str, dict[str, Any]]]:
+    """One job of ``source`` through a worker; its COMPLETED view and artifact rows."""
     bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py", kind=engine.value)
-    spec = BacktestSpec(dataset="sample", universe=["AAPL", "MSFT"], start=dt.date(2024, 3, 4),
-                        end=dt.date(2024, 3, 5), engine=engine, audit=False, seed=9,
-                        limits=Limits(timeout_s=120, memory_mb=512))
-    job_id = stack.submit(spec, bundle, researcher="t")
+    job_id = stack.submit(BacktestSpec(dataset="sample", universe=["AAPL", "MSFT"],
+                                       start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 5),
+                                       engine=engine, audit=False,
+                                       limits=Limits(timeout_s=120, memory_mb=512), **spec),
+                          bundle, researcher="t")
     Worker(stack).run_one(timeout=5)
     view = stack.store.get(job_id)
     assert view.status is JobStatus.COMPLETED, view.reason
-    rows = stack.store.artifacts(job_id)
+    return view, stack.store.artifacts(job_id)
+
+
+def manifest_of(stack: Stack, source: str, engine: EngineKind) -> dict[str, Any]:
+    view, rows = run_job(stack, source, engine, seed=9)
     assert {"manifest.json", "report.html", "log.txt"} <= set(rows)
     path = Path(rows["manifest.json"]["uri"].removeprefix("file://"))
     manifest: dict[str, Any] = json.loads(path.read_text())
-    assert manifest["job_id"] == job_id and manifest["attempt"] == view.attempt == 1
+    assert manifest["job_id"] == view.id and manifest["attempt"] == view.attempt == 1
     assert manifest["bundle_sha256"] == view.bundle_sha256 and manifest["engine"] == engine.value
     assert manifest["spec"]["seed"] == 9 and manifest["data"]["version"] == 1
     assert [f["sha256"] for f in manifest["data"]["files"]] != []
@@ -85,17 +92,7 @@ def test_both_engines_apply_the_specs_fill_model_through_the_worker(stack: Stack
     execution = Execution(lot_size=10.0, min_trade_notional=1_000.0)
     for source, engine in ((VECTORIZED, EngineKind.VECTORIZED),
                            (slow_event(0.0), EngineKind.EVENT)):
-        bundle = build_bundle({"strategy.py": source}, entrypoint="strategy.py",
-                              kind=engine.value)
-        spec = BacktestSpec(dataset="sample", universe=["AAPL", "MSFT"],
-                            start=dt.date(2024, 3, 4), end=dt.date(2024, 3, 5), engine=engine,
-                            audit=False, execution=execution,
-                            limits=Limits(timeout_s=120, memory_mb=512))
-        job_id = stack.submit(spec, bundle, researcher="t")
-        Worker(stack).run_one(timeout=5)
-        view = stack.store.get(job_id)
-        assert view.status is JobStatus.COMPLETED, view.reason
-        rows = stack.store.artifacts(job_id)
+        _view, rows = run_job(stack, source, engine, execution=execution)
         trades = pl.read_parquet(Path(rows["trades.parquet"]["uri"].removeprefix("file://")))
         assert trades.height > 0, engine
         qty = trades.get_column("qty").abs().to_numpy()
