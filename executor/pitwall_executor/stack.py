@@ -93,7 +93,7 @@ class Stack:
     def _check(self, spec: BacktestSpec, bundle: bytes) -> tuple[BacktestSpec, str]:
         checked = load_bundle(bundle, max_bytes=self.config.max_bundle_mb * 2**20)
         snapshot = self.catalog.snapshot(spec.dataset, spec.version)
-        validate_request(snapshot, spec.universe, spec.start, spec.end)
+        validate_request(snapshot, with_benchmark(spec), spec.start, spec.end)
         check_data_identity(spec, snapshot)
         return spec.model_copy(update={"version": snapshot.version,
                                        "data_digest": snapshot.content_digest}), checked.sha256
@@ -104,6 +104,12 @@ class Stack:
         except Exception as exc:  # the job is committed PENDING: recovery will enqueue it
             log.warning("job %s is saved but could not be queued (%s); the recovery loop "
                         "re-enqueues it", job_id, exc)
+
+
+def with_benchmark(spec: BacktestSpec) -> list[str]:
+    """The symbols a job reads: its universe, and its benchmark when outside it."""
+    outside = spec.benchmark is not None and spec.benchmark not in spec.universe
+    return [*spec.universe, spec.benchmark] if outside and spec.benchmark else spec.universe
 
 
 def check_data_identity(spec: BacktestSpec, snapshot: Snapshot) -> None:

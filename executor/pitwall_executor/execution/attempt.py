@@ -95,6 +95,16 @@ class Staged:
     bars: pl.DataFrame
     data: dict[str, Any]
     corporate: CorporateActions | None = None
+    #: The benchmark's bars when it is outside the universe (never staged for the sandbox).
+    benchmark: pl.DataFrame | None = None
+
+    @property
+    def trusted_bars(self) -> pl.DataFrame:
+        """The bars the trusted engine's metrics and report read: the slice, and the
+        benchmark's bars when it is outside the universe."""
+        if self.benchmark is None:
+            return self.bars
+        return pl.concat([self.bars, self.benchmark], how="diagonal_relaxed")
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,8 @@ class Attempt(ABC):
         with self.timed("data"):
             bars, data = load_slice(self.stack, self.spec)
             bars, corporate = with_reference(self.stack, self.spec, data["version"], bars)
-        staged = Staged(bundle, bars, data, corporate)
+            benchmark = load_benchmark(self.stack, self.spec, data)
+        staged = Staged(bundle, bars, data, corporate, benchmark)
         with self.timed("stage"):
             runner_spec, file_bars = self.runner_inputs(staged)
             stage_inputs(self.workdir, bundle, runner_spec, file_bars)
@@ -247,7 +258,7 @@ class Attempt(ABC):
         shutil.rmtree(aside, ignore_errors=True)
         try:
             paths = write_report(aside, result=accounted.result, metrics=accounted.metrics,
-                                 manifest=manifest, bars=staged.bars,
+                                 manifest=manifest, bars=staged.trusted_bars,
                                  benchmark=self.spec.benchmark,
                                  asked=(self.spec.start, self.spec.end))
             added = []
@@ -315,6 +326,17 @@ def load_slice(stack: Stack, spec: BacktestSpec) -> tuple[pl.DataFrame, dict[str
             "digest": snapshot.content_digest,
             "files": [{"path": f.path, "sha256": f.sha256} for f in files]}
     return bars, data
+
+
+def load_benchmark(stack: Stack, spec: BacktestSpec, data: dict[str, Any]) -> pl.DataFrame | None:
+    """The bars of a benchmark outside the universe (None when it is in it, or there is
+    none), for the trusted engine only; its files join the manifest's ``data``."""
+    if spec.benchmark is None or spec.benchmark in spec.universe:
+        return None
+    bench = spec.model_copy(update={"universe": [spec.benchmark], "version": data["version"]})
+    bars, bench_data = load_slice(stack, bench)
+    data["benchmark_files"] = bench_data["files"]
+    return bars
 
 
 #: The point-in-time adjusted columns a slice gains when its version has corporate actions.

@@ -131,7 +131,7 @@ class EventAttempt(Attempt):
         with self.timed("progress"):
             self.progress(0.85, "strategy finished; computing the metrics")
         with self.timed("metrics"):
-            metrics = metrics_for_spec(result, staged.bars, self.spec)
+            metrics = metrics_for_spec(result, staged.trusted_bars, self.spec)
         return Accounted(result, metrics, {"lockstep": {
             "bars": stats.bars, "round_trips": stats.round_trips,
             "seconds": round(stats.seconds, 3)}})

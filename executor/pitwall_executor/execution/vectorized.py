@@ -139,7 +139,7 @@ class VectorizedAttempt(Attempt):
         with self.timed("progress"):
             self.progress(0.85, "accounted; computing the metrics", accounted_equity(result))
         with self.timed("metrics"):
-            return metrics_for_spec(result, staged.bars, self.spec)
+            return metrics_for_spec(result, staged.trusted_bars, self.spec)
 
     def _account_and_show(self, staged: Staged,
                           clean: pl.DataFrame) -> tuple[EngineResult, Metrics]:
