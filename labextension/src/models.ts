@@ -276,4 +276,6 @@ export interface TearSheetHeader {
   capital: number;
   dataset?: string | null;
   version?: number | null;
+  costs_preset?: string | null;
+  default_costs_preset?: string;
 }

@@ -597,6 +597,9 @@ class TearSheetHeader(_Model):
     capital: Finite
     dataset: str | None = None
     version: int | None = None
+    #: The spec's costs preset (``COSTS_PRESETS``), and the one official runs default to.
+    costs_preset: str | None = None
+    default_costs_preset: str = DEFAULT_COSTS_PRESET
 
 
 #: Round trips kept in ``tearsheet.json`` (and paged in the report); ``n_round_trips``

@@ -24,7 +24,8 @@ from pitwall.engine.charts import MAX_POINTS, chart_data, extremes
 from pitwall.engine.event_result import build_result
 from pitwall.engine.market import Market
 from pitwall.engine.metrics import benchmark_returns, metrics_for_spec, trading_days
-from pitwall.models import BacktestSpec, Costs, TearSheet
+from pitwall.engine.tearsheet_page import header_section
+from pitwall.models import BacktestSpec, Costs, TearSheet, TearSheetHeader
 from pitwall.orders import OrderType
 
 RNG = np.random.default_rng(17)
@@ -284,6 +285,8 @@ def test_the_demo_sized_report_is_under_1_5_mb_with_exact_drawdown(tmp_path: Pat
     assert "&quot;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;" in header
     assert "10 symbols: S00, S01" in header and "asked 2024-01-02 to 2024-06-28" in header
     assert "S03" in header and "commission 1 bps" in header and "borrow 50 bps/yr" in header
+    assert "frictionless (the default of official runs)" in header
+    assert "no volume cap, fractional shares, every drift rebalanced" in header
     # Each trace keeps at most MAX_POINTS points, and the drawdown's trough exactly.
     data = chart_data(result, None)
     assert all(len(c.y) <= MAX_POINTS for c in data.curves.values())
@@ -358,3 +361,16 @@ def test_an_event_runs_fills_give_its_round_trips_attribution_and_costs() -> Non
         == "engine"
     assert sheet.attribution[0].net_pnl == pytest.approx(sheet.net_pnl, rel=1e-12)
     assert sheet.costs.borrow == 0.0
+
+
+def test_the_header_states_a_presets_fill_model_and_the_official_default() -> None:
+    spec = BacktestSpec(dataset="d", universe=["A"], start=dt.date(2024, 1, 2),
+                        end=dt.date(2024, 1, 3), costs_preset="institutional")
+    # The header section reads only the sheet's header.
+    sheet = TearSheet.model_construct(header=TearSheetHeader(
+        benchmark="A", capital=1.0, costs_preset=spec.costs_preset))
+    header = header_section(sheet, spec.costs, spec.execution)
+    assert "institutional (official runs default to frictionless)" in header
+    assert "at most 5% of a bar&#x27;s volume, the rest carried" in header
+    assert "lots of 1 shares" in header and "no trade under 1000" in header
+    assert "drift under 0.005 of equity not traded" in header

@@ -258,7 +258,7 @@ def render_html(*, result: EngineResult, metrics: Metrics, manifest: dict[str, A
         f"<style>{_CSS}</style>", f"<script>{plotly_js()}</script>",
         f"<script>{page.SCRIPT}</script>", "</head><body>",
         f"<h1>Tear sheet: {html.escape(strategy)} {_badge(metrics)}</h1>",
-        page.header_section(sheet, costs),
+        page.header_section(sheet, costs, spec.execution if spec is not None else None),
         _period_banner(result, metrics, asked),
         _cost_banner(metrics, manifest),
         _audit_banner(metrics.lookahead), _leverage_banner(result),

@@ -262,6 +262,7 @@ def header(result: EngineResult, manifest: dict[str, Any], benchmark: str,
         n_days=n_days, benchmark=benchmark, capital=result.capital,
         dataset=spec.dataset if spec else None,
         version=data.get("version") if isinstance(data, dict) else None,
+        costs_preset=spec.costs_preset if spec else None,
     )
 
 

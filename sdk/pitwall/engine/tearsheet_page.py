@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from pitwall.engine.numbers import format_number
-from pitwall.models import Costs, PeriodReturn, RoundTrip, TearSheet
+from pitwall.models import Costs, Execution, PeriodReturn, RoundTrip, TearSheet
 
 #: Rows per page of the paged tables.
 PAGE_ROWS = 50
@@ -76,7 +76,8 @@ def table(head: list[str], rows: list[list[str]], numeric: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def header_section(sheet: TearSheet, costs: Costs | None) -> str:
+def header_section(sheet: TearSheet, costs: Costs | None,
+                   execution: Execution | None = None) -> str:
     """Which strategy, parameters, universe, period, benchmark and costs this run is."""
     h = sheet.header
     universe = ", ".join(h.universe[:HEADER_SYMBOLS])
@@ -95,11 +96,37 @@ def header_section(sheet: TearSheet, costs: Costs | None) -> str:
          if h.dataset else "–"),
         ("Benchmark", h.benchmark),
         ("Capital", format_number(h.capital, "money")),
+        ("Costs preset", describe_preset(h.costs_preset, h.default_costs_preset)),
         ("Costs", describe_costs(costs)),
+        ("Fills", describe_fills(execution)),
     ]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                     for k, v in rows)
     return f'<table class="header" id="header">{cells}</table>'
+
+
+def describe_preset(preset: str | None, default: str) -> str:
+    """The run's costs preset, and whether it is the one official runs default to."""
+    if preset is None:
+        return f"not recorded (official runs default to {default})"
+    if preset == default:
+        return f"{preset} (the default of official runs)"
+    return f"{preset} (official runs default to {default})"
+
+
+def describe_fills(execution: Execution | None) -> str:
+    """The fill model's settings in one line (docs/engine-conventions.md §2.3)."""
+    if execution is None:
+        return "not recorded"
+    cap = (f"at most {execution.participation:.0%} of a bar's volume, the rest carried"
+           if execution.participation else "no volume cap")
+    lots = f"lots of {execution.lot_size:g} shares" if execution.lot_size else "fractional shares"
+    parts = [f"next bar's open; {cap}", lots]
+    if execution.min_trade_notional:
+        parts.append(f"no trade under {execution.min_trade_notional:g}")
+    parts.append(f"drift under {execution.rebalance_threshold:g} of equity not traded"
+                 if execution.rebalance_threshold else "every drift rebalanced")
+    return ", ".join(parts)
 
 
 def describe_costs(costs: Costs | None) -> str:
