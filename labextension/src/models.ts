@@ -21,6 +21,7 @@ export interface BacktestSpec {
   costs?: Costs;
   execution?: Execution;
   benchmark?: string | null;
+  universe_rule?: string | null;
   risk_free?: number;
   params?: { [key: string]: string | number | boolean | Array<string | number | boolean | null> | null };
   seed?: number;
@@ -276,6 +277,10 @@ export interface TearSheetHeader {
   capital: number;
   dataset?: string | null;
   version?: number | null;
+  universe_rule?: string | null;
+  universe_evaluations?: number;
+  universe_entered?: number;
+  universe_left?: number;
   costs_preset?: string | null;
   default_costs_preset?: string;
 }

@@ -234,6 +234,11 @@ class BacktestSpec(_Model):
     # tear sheet: one of the universe, or any other (an index series imported as a symbol),
     # whose bars the trusted engine reads and the strategy never sees.
     benchmark: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    # A universe named by a rule evaluated point in time over the listed ``universe`` (the
+    # candidates), e.g. "dollar_volume_20d > 1e6 and price >= 5 at month_start"
+    # (pitwall.universe; docs/reference-data.md): the bars carry ``member``, and the
+    # engine holds nothing in a symbol while it is not a member.
+    universe_rule: Annotated[str, Field(min_length=1, max_length=500)] | None = None
     # Annual risk-free rate; the metrics use risk_free / 252 per day.
     risk_free: Annotated[float, Field(ge=-1, le=1), finite("annual rate", "0.04 (4%)")] = 0.0
     params: dict[str, ParamValue] = Field(default_factory=dict)
@@ -276,6 +281,15 @@ class BacktestSpec(_Model):
                  "first": FIRST_DATE.isoformat(), "last": LAST_DATE.isoformat()})
         return value
 
+    @field_validator("universe_rule")
+    @classmethod
+    def _parsed_rule(cls, rule: str | None) -> str | None:
+        if rule is not None:
+            from pitwall.universe import UniverseRule  # polars-heavy: only when used
+
+            UniverseRule.parse(rule)  # a ValueError says what to write
+        return rule
+
     @field_validator("params")
     @classmethod
     def _finite_params(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
@@ -301,6 +315,9 @@ class BacktestSpec(_Model):
                 raise ValueError("stepped runs are for vectorized strategies; an event-driven "
                                  "strategy already decides bar by bar")
             check_schedule(self.stepped)
+        if self.universe_rule is not None and self.engine is not EngineKind.VECTORIZED:
+            raise ValueError("a universe rule is applied by the vectorized engine; run the "
+                             "strategy vectorized, or list its universe")
         return self
 
 
@@ -597,6 +614,11 @@ class TearSheetHeader(_Model):
     capital: Finite
     dataset: str | None = None
     version: int | None = None
+    #: A universe rule's text and how its universe moved in the run (manifest ``universe``).
+    universe_rule: str | None = None
+    universe_evaluations: int = 0
+    universe_entered: int = 0
+    universe_left: int = 0
     #: The spec's costs preset (``COSTS_PRESETS``), and the one official runs default to.
     costs_preset: str | None = None
     default_costs_preset: str = DEFAULT_COSTS_PRESET

@@ -86,6 +86,12 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--stepped", default=None, metavar="SCHEDULE",
               help="Call a vectorized strategy on the bars up to each decision time only: "
                    "bar, daily, <N>min or at:HH:MM[,HH:MM] (New York time).")
+@click.option("--benchmark", default=None, metavar="SYMBOL",
+              help="Buy-and-hold benchmark for beta, alpha and the tear sheet: a symbol of "
+                   "the dataset, in --symbols or not (e.g. an index series).")
+@click.option("--universe-rule", default=None, metavar="RULE",
+              help="Trade only the symbols of --symbols that meet RULE, evaluated point in "
+                   "time, e.g. 'dollar_volume_20d > 1e6 at month_start'.")
 @click.pass_context
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
@@ -94,7 +100,8 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
         stepped: str | None = None, strategy_name: str | None = None,
         commission_per_share: float = 0.0, spread_bps: float = 0.0,
-        spread_model: str = "fixed", borrow_bps: float = 0.0) -> None:
+        spread_model: str = "fixed", borrow_bps: float = 0.0, benchmark: str | None = None,
+        universe_rule: str | None = None) -> None:
     """Run STRATEGY (a .py file or a notebook .ipynb) through the sandbox on the embedded
     stack and print its metrics.
 
@@ -122,6 +129,7 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             params={**defaults, **_parse_params(params)}, seed=seed, limits=limits,
             engine=EngineKind(kind),
             audit=not no_audit, audit_level=audit_level, stepped=stepped,
+            benchmark=benchmark, universe_rule=universe_rule,
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc

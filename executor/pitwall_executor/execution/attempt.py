@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import html
 import json
 import os
@@ -40,9 +41,10 @@ from pitwall.bundle import Bundle, load_bundle
 from pitwall.engine.corporate import CorporateActions
 from pitwall.engine.report import metrics_json, write_parquet, write_report
 from pitwall.engine.vectorized import EngineResult
-from pitwall.errors import InfrastructureError, PitwallError, StrategyOutputError
-from pitwall.models import BacktestSpec, EngineKind, JobStatus, JobView, Metrics
+from pitwall.errors import EmptyRangeError, InfrastructureError, PitwallError, StrategyOutputError
+from pitwall.models import FIRST_DATE, BacktestSpec, EngineKind, JobStatus, JobView, Metrics
 from pitwall.reference import adjusted
+from pitwall.universe import UniverseRule, evaluate, membership
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.datalake.reference import read_reference
 from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome, owner
@@ -97,6 +99,8 @@ class Staged:
     corporate: CorporateActions | None = None
     #: The benchmark's bars when it is outside the universe (never staged for the sandbox).
     benchmark: pl.DataFrame | None = None
+    #: A universe rule's members at each evaluation (``day, symbol``), when the spec has one.
+    members: pl.DataFrame | None = None
 
     @property
     def trusted_bars(self) -> pl.DataFrame:
@@ -202,7 +206,9 @@ class Attempt(ABC):
             bars, data = load_slice(self.stack, self.spec)
             bars, corporate = with_reference(self.stack, self.spec, data["version"], bars)
             benchmark = load_benchmark(self.stack, self.spec, data)
-        staged = Staged(bundle, bars, data, corporate, benchmark)
+            bars, members = with_universe(self.stack, self.spec, data["version"], bars,
+                                          corporate)
+        staged = Staged(bundle, bars, data, corporate, benchmark, members)
         with self.timed("stage"):
             runner_spec, file_bars = self.runner_inputs(staged)
             stage_inputs(self.workdir, bundle, runner_spec, file_bars)
@@ -337,6 +343,33 @@ def load_benchmark(stack: Stack, spec: BacktestSpec, data: dict[str, Any]) -> pl
     bars, bench_data = load_slice(stack, bench)
     data["benchmark_files"] = bench_data["files"]
     return bars
+
+
+def with_universe(stack: Stack, spec: BacktestSpec, version: int, bars: pl.DataFrame,
+                  corporate: CorporateActions | None,
+                  ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The slice with ``member`` (whether each bar's symbol is in the rule's universe at the
+    latest evaluation on or before its day) and the members at each evaluation, when the
+    spec names a universe rule; else as it was (docs/reference-data.md).
+
+    An evaluation uses only sessions before its day, so ``member`` is the same in every
+    prefix of the slice. The sessions before ``start`` that the rule's windows and the
+    first evaluation need are read for it here (the strategy never gets them)."""
+    if spec.universe_rule is None:
+        return bars, None
+    rule = UniverseRule.parse(spec.universe_rule)
+    longest = max((c.window for c in rule.conditions), default=0)
+    warm_start = max(spec.start - dt.timedelta(days=longest * 3 // 2 + 40), FIRST_DATE)
+    source = bars
+    if warm_start < spec.start:
+        warm = spec.model_copy(update={"start": warm_start, "version": version,
+                                       "end": spec.start - dt.timedelta(days=1)})
+        with contextlib.suppress(EmptyRangeError):  # the dataset starts with the run
+            history, _ = load_slice(stack, warm)
+            source = pl.concat([history, bars.select(history.columns)])
+    listings = corporate.listings if corporate is not None else None
+    members = evaluate(rule, source, listings)
+    return bars.with_columns(membership(bars, members)), members
 
 
 #: The point-in-time adjusted columns a slice gains when its version has corporate actions.

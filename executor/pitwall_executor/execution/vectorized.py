@@ -10,6 +10,7 @@ nothing to audit. The rest of the attempt is the template's (:mod:`.attempt`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -22,8 +23,17 @@ from pitwall.engine.decisions import decision_label, decision_times
 from pitwall.engine.metrics import metrics_for_spec
 from pitwall.engine.validate import validate_weights
 from pitwall.engine.vectorized import EngineResult, run_vectorized
-from pitwall.models import MAX_EQUITY_POINTS, EngineKind, JobStatus, LookaheadAudit, Metrics
+from pitwall.models import (
+    MAX_EQUITY_POINTS,
+    BacktestSpec,
+    EngineKind,
+    JobStatus,
+    LookaheadAudit,
+    Metrics,
+)
 from pitwall.prefix_wire import AUDIT, AUDIT_FORK
+from pitwall.reference import exchange_day
+from pitwall.universe import UniverseReport
 from pitwall_executor.execution.attempt import (
     Accounted,
     Attempt,
@@ -42,6 +52,30 @@ from pitwall_executor.execution.prefix_feed import Answer
 from pitwall_executor.keys import load_secret
 from pitwall_executor.sandbox import SandboxOutcome, runner_request
 from pitwall_executor.sandbox.results import decode_weights
+
+
+def members_only(staged: Staged, clean: pl.DataFrame, spec: BacktestSpec,
+                 ) -> tuple[pl.DataFrame, dict[str, Any] | None]:
+    """The weights the engine executes under a universe rule: 0 at every bar whose symbol
+    is not a member (so nothing is held in it), the strategy's elsewhere; and the
+    manifest's ``universe`` entry (the rule, how the universe moved, weights set to 0).
+    Without a rule, ``clean`` as it is. The audit compares the strategy's own weights."""
+    if staged.members is None or spec.universe_rule is None:
+        return clean, None
+    flags = staged.bars.select("ts", "symbol", "member")
+    outside = flags.filter(~pl.col("member")).select("ts", "symbol")
+    zeroed = clean.join(outside, on=["ts", "symbol"], how="semi").filter(
+        pl.col("weight") != 0.0).height
+    forced = pl.concat([clean.join(outside, on=["ts", "symbol"], how="anti"),
+                        outside.with_columns(weight=pl.lit(0.0))], how="vertical_relaxed")
+    traded = validate_weights(forced, staged.bars, spec.universe)
+    # How the universe moved during the run: from the evaluation in force at its start.
+    first_day = staged.bars.select(exchange_day(pl.col("ts")).min()).item()
+    start = staged.members.filter(pl.col("day") <= first_day).get_column("day").max()
+    moved = UniverseReport.of(staged.members if start is None
+                              else staged.members.filter(pl.col("day") >= start))
+    return traded, {"rule": spec.universe_rule, **dataclasses.asdict(moved),
+                    "weights_zeroed": zeroed}
 
 
 class VectorizedAttempt(Attempt):
@@ -105,13 +139,15 @@ class VectorizedAttempt(Attempt):
                 weights = decode_weights(outcome.stdout,
                                          max_bytes=spec.limits.output_mb * 2**20)
                 clean = validate_weights(weights, staged.bars, spec.universe)
+        with self.timed("validate"):
+            traded, universe = members_only(staged, clean, spec)
         if self._stepped is None and spec.audit and self.overlap_audit:
             # The audit's session waits on its sandbox most of the time, and the engine
             # (compiled, Polars) releases the GIL: account while the audit runs, and show
             # the metrics as soon as they exist, their verdict pending (docs/architecture.md
             # §2, "metrics first"); the terminal commit carries the verdict.
             with ThreadPoolExecutor(1, thread_name_prefix=f"account-{self.job.id[:8]}") as pool:
-                accounting = pool.submit(self._account_and_show, staged, clean)
+                accounting = pool.submit(self._account_and_show, staged, traded)
                 with self.timed("audit"):
                     audit, entries = self._audit(staged, clean)
                 with self.timed("wait_engine"):
@@ -120,8 +156,10 @@ class VectorizedAttempt(Attempt):
             if self._stepped is None:
                 with self.timed("audit"):
                     audit, entries = self._audit(staged, clean)
-            result = self._account(staged, clean)
+            result = self._account(staged, traded)
             metrics = self._metrics(staged, result)
+        if universe is not None:
+            entries["universe"] = universe
         if audit is not None:
             metrics = metrics.model_copy(update={"lookahead": audit})
         if result.corporate is not None:  # what the version's corporate actions did

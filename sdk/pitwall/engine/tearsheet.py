@@ -251,6 +251,8 @@ def header(result: EngineResult, manifest: dict[str, Any], benchmark: str,
     universe = list(spec.universe) if spec is not None else []
     params = spec.params if spec is not None and spec.params else manifest.get("parameters", {})
     data = manifest.get("data")
+    recorded = manifest.get("universe")
+    moved: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     return TearSheetHeader(
         strategy=_text(manifest.get("entrypoint")),
         bundle_sha256=_text(manifest.get("bundle_sha256")),
@@ -263,6 +265,9 @@ def header(result: EngineResult, manifest: dict[str, Any], benchmark: str,
         dataset=spec.dataset if spec else None,
         version=data.get("version") if isinstance(data, dict) else None,
         costs_preset=spec.costs_preset if spec else None,
+        universe_rule=_text(moved.get("rule")),
+        universe_evaluations=int(moved.get("evaluations", 0)),
+        universe_entered=int(moved.get("entered", 0)), universe_left=int(moved.get("left", 0)),
     )
 
 

@@ -83,6 +83,9 @@ def header_section(sheet: TearSheet, costs: Costs | None,
     universe = ", ".join(h.universe[:HEADER_SYMBOLS])
     if h.n_symbols > HEADER_SYMBOLS:
         universe += f" and {h.n_symbols - HEADER_SYMBOLS} more"
+    if h.universe_rule is not None:
+        universe += (f"; rule {h.universe_rule!r}: {h.universe_evaluations} evaluations, "
+                     f"{h.universe_entered} symbols entered, {h.universe_left} left")
     params = ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(h.params.items()))
     asked = f"{h.start} to {h.end}" if h.start and h.end else "–"
     data = f"{h.first_day} to {h.last_day}, {h.n_days} trading days" if h.first_day else "–"
