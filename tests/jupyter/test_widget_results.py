@@ -94,10 +94,12 @@ def test_the_magic_takes_every_cost_and_refuses_a_bad_one() -> None:
 
     base = "--symbols AAPL --start 2024-03-04 --end 2024-03-08"
     spec = parse_spec(f"{base} --commission-bps 1 --commission-per-share 0.005 "
-                      "--spread-bps 2 --spread-model range --slippage-bps 3 --borrow-bps 50")
+                      "--spread-bps 2 --spread-model range --slippage-bps 3 --borrow-bps 50 "
+                      "--impact-coefficient 0.5")
     assert spec.costs.model_dump() == {
         "commission_bps": 1.0, "commission_per_share": 0.005, "spread_bps": 2.0,
-        "spread_model": "range", "slippage_bps": 3.0, "borrow_bps": 50.0}
+        "spread_model": "range", "slippage_bps": 3.0, "borrow_bps": 50.0,
+        "impact_coefficient": 0.5}
     assert parse_spec(base).costs.model_dump() == spec.costs.__class__().model_dump()
     with pytest.raises(ValueError, match="--slippage-bps: Input should be greater"):
         parse_spec(f"{base} --slippage-bps -1")

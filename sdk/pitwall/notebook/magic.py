@@ -1,10 +1,11 @@
 """``%load_ext pitwall`` and the ``%%backtest`` cell magic.
 
 ``%%backtest --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28 [--param fast=10]
-[--commission-bps 1 --spread-bps 2 --slippage-bps 1 --borrow-bps 50]`` runs the cell
-here (so its definitions exist in the kernel), then submits it — plus the
-earlier top-level definitions it depends on (imports, functions, constants) — as a
-strategy bundle to the Backtest API, and shows a live panel. The kernel stays free.
+[--commission-bps 1 --spread-bps 2 --slippage-bps 1 --borrow-bps 50
+--impact-coefficient 1]`` runs the cell here (so its definitions exist in the kernel),
+then submits it — plus the earlier top-level definitions it depends on (imports,
+functions, constants) — as a strategy bundle to the Backtest API, and shows a live
+panel. The kernel stays free.
 A cell that only names a strategy defined in an earlier cell (its body is
 ``sma_crossover``) submits that strategy; the engine is its kind. The panel is the
 cell's value, and :func:`last_backtest` returns it: ``run = last_backtest()`` in the
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spread-model", choices=["fixed", "range"], default="fixed")
     p.add_argument("--slippage-bps", type=float, default=0.0)
     p.add_argument("--borrow-bps", type=float, default=0.0)
+    p.add_argument("--impact-coefficient", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -78,7 +80,8 @@ def parse_spec(line: str, cell: str = "", bundled: str = "") -> BacktestSpec:
         costs = Costs(commission_bps=args.commission_bps, slippage_bps=args.slippage_bps,
                       commission_per_share=args.commission_per_share,
                       spread_model=args.spread_model, spread_bps=args.spread_bps,
-                      borrow_bps=args.borrow_bps)
+                      borrow_bps=args.borrow_bps,
+                      impact_coefficient=args.impact_coefficient)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(str(e['loc'][0]).split('_'))}: {e['msg']}"
                              for e in exc.errors())
