@@ -122,7 +122,8 @@ def test_reports_flags_and_failures_in_the_lab(page: Any, lab: Lab) -> None:
     labels = report.locator(".metric .k").all_inner_texts()
     assert "Sharpe" in labels and "CAGR" in labels
     body = report.locator("body").inner_text()
-    assert "<html" not in body and "Backtest report" in body
+    assert "<html" not in body  # rendered, not shown as source
+    assert body.startswith("Tear sheet: strategy.py:peek"), body[:200]
     # No tile is wider than its box.
     overflowing = report.locator(".metric .v").evaluate_all(
         "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
