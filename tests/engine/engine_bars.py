@@ -57,3 +57,20 @@ def random_walk_bars(symbols: list[str], n: int, *, start: dt.datetime, seed: in
             "close": close, "volume": np.full(n, 1000, dtype=np.int64),
         }))
     return pl.concat(frames).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+
+
+def three_symbol_case(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Three symbols × 30 bars of random walk, one with a missing bar and one starting
+    late, and random weights every other bar: a small case the engine's paths must agree
+    on (tests of costs, thresholds and the fill model)."""
+    rng = np.random.default_rng(seed)
+    prices: dict[str, list[tuple[float, float] | None]] = {}
+    for s in ("A", "B", "C"):
+        close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, 30)))
+        opens = close * np.exp(rng.normal(0, 0.01, 30))
+        prices[s] = [(float(o), float(c)) for o, c in zip(opens, close, strict=True)]
+    prices["B"][7] = None  # a missing bar
+    prices["C"][:3] = [None] * 3  # a late start
+    rows = [(i, s, float(rng.uniform(-1, 1))) for i in range(0, 30, 2) for s in ("A", "B", "C")
+            if prices[s][i] is not None]
+    return make_bars(prices), make_weights(rows)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
-from engine_bars import make_bars, make_weights, minute
+from engine_bars import make_bars, make_weights, minute, three_symbol_case
 
 from pitwall.engine import run_vectorized
 from pitwall.errors import StrategyOutputError
@@ -125,24 +124,9 @@ def test_rebalance_threshold_skips_small_drift_by_hand() -> None:
     assert positions.get_column("value").to_list() == pytest.approx([525, 700, 600], rel=TOL)
 
 
-def _random_case(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    rng = np.random.default_rng(seed)
-    prices: dict[str, list[tuple[float, float] | None]] = {}
-    for s in ("A", "B", "C"):
-        close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, 30)))
-        opens = close * np.exp(rng.normal(0, 0.01, 30))
-        prices[s] = [(float(o), float(c)) for o, c in zip(opens, close, strict=True)]
-    prices["B"][7] = None  # a missing bar
-    prices["C"][:3] = [None] * 3  # a late start
-    bars = make_bars(prices)
-    rows = [(i, s, float(rng.uniform(-1, 1))) for i in range(0, 30, 2) for s in ("A", "B", "C")
-            if prices[s][i] is not None]
-    return bars, make_weights(rows)
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_threshold_loop_at_zero_threshold_is_the_vectorized_engine(seed: int) -> None:
-    bars, weights = _random_case(seed)
+    bars, weights = three_symbol_case(seed)
     costs = Costs(commission_bps=5, commission_per_share=0.01, spread_bps=4, borrow_bps=300)
     fast = run_vectorized(bars, weights, capital=1e4, costs=costs,
                           execution=Execution(max_gross=1.5))
@@ -160,7 +144,7 @@ def test_the_threshold_loop_at_zero_threshold_is_the_vectorized_engine(seed: int
 
 
 def test_trades_and_positions_reconcile_with_equity() -> None:
-    bars, weights = _random_case(3)
+    bars, weights = three_symbol_case(3)
     result = run_vectorized(bars, weights, capital=1e4, costs=Costs(commission_bps=10))
     positions = result.positions()
     value = positions.group_by("ts").agg(pl.col("value").sum(), pl.col("weight").sum())

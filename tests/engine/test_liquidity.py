@@ -9,7 +9,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from engine_bars import make_bars, make_weights, minute, random_walk_bars
+from engine_bars import make_weights, minute, random_walk_bars, three_symbol_case
 
 from pitwall.engine import run_vectorized
 from pitwall.engine.broker import Broker, BrokerCosts
@@ -103,18 +103,8 @@ def test_lots_and_the_minimum_notional_leave_no_tiny_trades() -> None:
 
 
 def test_rules_that_never_bind_give_the_plain_engine() -> None:
-    rng = np.random.default_rng(7)
-    prices: dict[str, list[tuple[float, float] | None]] = {}
-    for s in ("A", "B", "C"):
-        close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, 30)))
-        opens = close * np.exp(rng.normal(0, 0.01, 30))
-        prices[s] = [(float(o), float(c)) for o, c in zip(opens, close, strict=True)]
-    prices["B"][7] = None  # a missing bar
-    prices["C"][:3] = [None] * 3  # a late start
-    bars = make_bars(prices).with_columns(pl.lit(1e12).alias("volume"))
-    rows = [(i, s, float(rng.uniform(-1, 1))) for i in range(0, 30, 2) for s in ("A", "B", "C")
-            if prices[s][i] is not None]
-    weights = make_weights(rows)
+    bars, weights = three_symbol_case(7)
+    bars = bars.with_columns(pl.lit(1e12).alias("volume"))
     costs = Costs(commission_bps=5, commission_per_share=0.01, spread_bps=4, borrow_bps=300)
     for threshold in (0.0, 0.05):
         plain = run_vectorized(bars, weights, capital=1e4, costs=costs, execution=Execution(
