@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,7 +20,7 @@ from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from pitwall.errors import SandboxError
 from pitwall.models import Limits
-from pitwall_executor.sandbox.capture import HeadBuffer, StreamReader
+from pitwall_executor.sandbox.capture import HeadBuffer, HeadTailBuffer, StreamReader
 
 #: ``argv[0]`` meaning "the backend's Python interpreter" (its path differs per backend).
 PYTHON = "python"
@@ -145,6 +146,7 @@ class SessionEnd:
     _done: threading.Event
     _outcome: SandboxOutcome | None
     _what: str
+    _err: HeadTailBuffer  # the sandbox's stderr, as captured
     started: float  # time.monotonic() at start
 
     @property
@@ -165,6 +167,20 @@ class SessionEnd:
         return dataclasses.replace(
             outcome, stdout=out.getvalue(), stdout_truncated=out.truncated,
             start_s=(min(first) - self.started) if first else None,
+        )
+
+    def ended(self, *, exit_code: int | None, timed_out: bool, cancelled: bool, oom: bool | None,
+              backend_log: str = "") -> SandboxOutcome:
+        """The outcome of this session once its process ended: its stderr as captured,
+        cancelled only when it did not time out, stdout left to the reader of the pipe
+        (:meth:`collect` fills it for a one-shot run), ``start_s`` to the first stderr."""
+        first = self.first_stderr_at
+        return SandboxOutcome(
+            exit_code=exit_code, timed_out=timed_out, cancelled=cancelled and not timed_out,
+            oom=oom, stdout=b"", stdout_truncated=False,
+            stderr=self._err.getvalue(), stderr_truncated=self._err.truncated,
+            duration_s=time.monotonic() - self.started,
+            start_s=(first - self.started) if first else None, backend_log=backend_log,
         )
 
     def kill(self) -> None:

@@ -468,12 +468,6 @@ class DockerSession(SessionEnd):
                     removed = True
             if run.guard is not None and removed:  # else it stays, to remove it later
                 run.guard.release()
-            self._outcome = SandboxOutcome(
-                exit_code=run.exit_code, timed_out=timed_out,
-                cancelled=run.cancelled.is_set() and not timed_out, oom=oom,
-                stdout=b"", stdout_truncated=False,
-                stderr=self._err.getvalue(), stderr_truncated=self._err.truncated,
-                duration_s=time.monotonic() - self.started,
-                start_s=(self.first_stderr_at - self.started) if self.first_stderr_at else None,
-            )
+            self._outcome = self.ended(exit_code=run.exit_code, timed_out=timed_out,
+                                       cancelled=run.cancelled.is_set(), oom=oom)
             self._done.set()

@@ -524,12 +524,6 @@ class GVisorSession(SessionEnd):
         oom = self._cgroup.oom_killed() if self._cgroup is not None else None
         log = _tail(self._bundle / "runsc.log")
         backend._retire(run, self._cgroup, self._bundle)
-        return SandboxOutcome(
-            exit_code=exit_code, timed_out=timed_out,
-            cancelled=run.cancelled.is_set() and not timed_out, oom=oom,
-            stdout=b"", stdout_truncated=False,
-            stderr=self._err.getvalue(), stderr_truncated=self._err.truncated,
-            duration_s=time.monotonic() - self.started,
-            start_s=(self.first_stderr_at - self.started) if self.first_stderr_at else None,
-            backend_log=log if exit_code != 0 else "",
-        )
+        return self.ended(exit_code=exit_code, timed_out=timed_out,
+                          cancelled=run.cancelled.is_set(), oom=oom,
+                          backend_log=log if exit_code != 0 else "")

@@ -481,12 +481,6 @@ class KubernetesSession(SessionEnd):
                 self._ws.close()
             self._ended.wait(5)
             backend._forget(self._request.job_id, self)
-            self._outcome = SandboxOutcome(
-                exit_code=exit_code, timed_out=timed_out,
-                cancelled=self._cancelled.is_set() and not timed_out, oom=oom,
-                stdout=b"", stdout_truncated=False,
-                stderr=self._err.getvalue(), stderr_truncated=self._err.truncated,
-                duration_s=time.monotonic() - self.started,
-                start_s=(self._first_stderr - self.started) if self._first_stderr else None,
-            )
+            self._outcome = self.ended(exit_code=exit_code, timed_out=timed_out,
+                                       cancelled=self._cancelled.is_set(), oom=oom)
             self._done.set()
