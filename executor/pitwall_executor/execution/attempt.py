@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import html
 import json
 import os
@@ -102,10 +103,10 @@ class Staged:
     #: A universe rule's members at each evaluation (``day, symbol``), when the spec has one.
     members: pl.DataFrame | None = None
 
-    @property
+    @functools.cached_property
     def trusted_bars(self) -> pl.DataFrame:
         """The bars the trusted engine's metrics and report read: the slice, and the
-        benchmark's bars when it is outside the universe."""
+        benchmark's bars when it is outside the universe (joined once, for both)."""
         if self.benchmark is None:
             return self.bars
         return pl.concat([self.bars, self.benchmark], how="diagonal_relaxed")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from pitwall.models import Costs, Execution
 
 # A size within this relative distance under a whole number of lots is that number of
 # lots: weights converted to shares carry float noise (250 shares can come out 249.99…).
@@ -47,12 +48,11 @@ class FillRules:
             raise ValueError("impact_coefficient must be a non-negative number (of order 1)")
 
     @classmethod
-    def from_spec(cls, costs: Any, execution: Any) -> FillRules:
-        """From a :class:`pitwall.models.Costs` and :class:`pitwall.models.Execution`."""
-        return cls(participation=getattr(execution, "participation", None),
-                   lot_size=getattr(execution, "lot_size", None),
-                   min_trade_notional=float(getattr(execution, "min_trade_notional", 0.0)),
-                   impact_coefficient=float(getattr(costs, "impact_coefficient", 0.0)))
+    def from_spec(cls, costs: Costs, execution: Execution) -> FillRules:
+        """From a spec's :class:`~pitwall.models.Costs` and :class:`~pitwall.models.Execution`."""
+        return cls(participation=execution.participation, lot_size=execution.lot_size,
+                   min_trade_notional=execution.min_trade_notional,
+                   impact_coefficient=costs.impact_coefficient)
 
     @property
     def active(self) -> bool:

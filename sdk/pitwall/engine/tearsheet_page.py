@@ -141,9 +141,8 @@ def describe_costs(costs: Costs | None) -> str:
     parts = [f"commission {costs.commission_bps:g} bps + {costs.commission_per_share:g}/share",
              f"slippage {costs.slippage_bps:g} bps", spread,
              f"borrow {costs.borrow_bps:g} bps/yr"]
-    impact = getattr(costs, "impact_coefficient", 0.0)
-    if impact:
-        parts.append(f"impact coefficient {impact:g}")
+    if costs.impact_coefficient:
+        parts.append(f"impact coefficient {costs.impact_coefficient:g}")
     return ", ".join(parts)
 
 
