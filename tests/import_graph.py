@@ -14,6 +14,7 @@ tests/sdk/test_import_contract.py (what the sandbox side may load).
 from __future__ import annotations
 
 import ast
+import gc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -151,8 +152,34 @@ def imports_of(module: str) -> tuple[Import, ...]:
     """Every import of ``module``, in source order."""
     path = modules()[module]
     visitor = _Visitor(module)
-    visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+    visitor.visit(_parse(path))
     return tuple(visitor.edges)
+
+
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse``, safe beside other threads of the test process.
+
+    Python 3.11 keeps the counter that guards its C-to-Python AST conversion in state
+    shared by every thread (CPython issue 106905). When another thread
+    parses at the same moment -- 3.11's ``traceback`` parses the failing line of every
+    traceback it formats, so a background thread logging an exception is enough -- the
+    conversion raises ``SystemError: AST constructor recursion depth mismatch`` for a
+    file that is fine. The collector is paused so that no finalizer hands the GIL over
+    mid-conversion, and the rare clash left is parsed again.
+    """
+    source = path.read_text()
+    for attempt in range(3):
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return ast.parse(source, filename=str(path))
+        except SystemError as error:
+            if "recursion depth mismatch" not in str(error) or attempt == 2:
+                raise
+        finally:
+            if paused:
+                gc.enable()
+    raise AssertionError("unreachable")
 
 
 def internal_edges(*, type_only: bool = True) -> Iterator[Import]:
