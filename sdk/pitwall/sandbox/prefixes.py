@@ -101,9 +101,15 @@ class _Call:
         self.clock = SimulatedClock()
         self._fn: Any = None
         self._parts: dict[str, list[Any]] = {}  # the prefix, per symbol, in time order
+        # The prefix's last ``window`` distinct timestamps, kept as bars arrive: an answer's
+        # window starts at the first of them (no pass over the whole prefix per call).
+        self._recent: Any = None
         self._installed = False
+        # What _forget drops: the modules loaded from the bundle, and the entrypoint's.
+        self._bundle = str((job / "bundle").resolve())
+        self._entry_module = Path(self.entrypoint.split(":")[0]).stem
 
-    def _run(self, bars: Any, *, last_only: bool) -> bytes:
+    def _run(self, bars: Any, *, last_only: bool, window_from: Any = None) -> bytes:
         """One call on ``bars``; loads the strategy first when it is not loaded."""
         if self._fn is None:
             if not self._installed:
@@ -120,7 +126,9 @@ class _Call:
             if last_only:
                 frame = _trimmed(frame, lambda pl: pl.col("ts") == bars.get_column("ts").max())
             elif self.window is not None:
-                frame = _window_rows(frame, bars, self.window)
+                start = window_from if window_from is not None else _window_start(
+                    bars.get_column("ts"), self.window)
+                frame = _window_rows(frame, start)
         return encode_frame(FrameKind.RESULT, encode_weights(frame))
 
     def in_process(self, chunks: list[bytes], *, fresh: bool) -> bytes:
@@ -131,10 +139,11 @@ class _Call:
         if fresh:
             self._forget()
         try:
+            start = self._window_from() if fresh else None
             if self._fn is None:
-                return self._run(self._frame(None), last_only=not fresh)
+                return self._run(self._frame(None), last_only=not fresh, window_from=start)
             lookback = None if fresh else getattr(self._fn, "pitwall_lookback", None)
-            return self._run(self._frame(lookback), last_only=not fresh)
+            return self._run(self._frame(lookback), last_only=not fresh, window_from=start)
         except BaseException as exc:  # the strategy may raise anything
             return _error(exc)
 
@@ -147,6 +156,18 @@ class _Call:
             for (symbol,), part in frame.partition_by(
                     "symbol", as_dict=True, maintain_order=True).items():
                 self._parts.setdefault(str(symbol), []).append(part)
+            if self.window is not None and frame.height:
+                seen = frame.get_column("ts").unique()
+                if self._recent is not None:
+                    seen = pl.concat([self._recent, seen]).unique()
+                self._recent = seen.sort().tail(self.window)
+
+    def _window_from(self) -> Any:
+        """The first of the prefix's last ``window`` distinct timestamps (None: no window
+        or no bars)."""
+        if self.window is None or self._recent is None or not len(self._recent):
+            return None
+        return self._recent[0]
 
     def _frame(self, lookback: int | None) -> Any:
         """The prefix in a plain run's order, ``(symbol, ts)``; with a declared
@@ -168,10 +189,9 @@ class _Call:
     def _forget(self) -> None:
         """Drop the strategy's modules and empty the scratch dir, so the next call loads
         the strategy as a fresh run would."""
-        bundle = str((self.job / "bundle").resolve())
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None) or ""
-            if path.startswith(bundle) or name == Path(self.entrypoint.split(":")[0]).stem:
+            if name == self._entry_module or path.startswith(self._bundle):
                 del sys.modules[name]
         self._fn = None
         _empty_scratch()
@@ -270,14 +290,18 @@ def _trimmed(frame: Any, keep: Any) -> Any:
         return frame
 
 
-def _window_rows(frame: Any, bars: Any, window: int) -> Any:
-    """An audit answer: the rows of the last ``window`` timestamps of ``bars`` and, per
-    symbol, its last row before them (pitwall.engine.audit.window_start computes the same
-    start from the worker's side)."""
+def _window_start(ts: Any, window: int) -> Any:
+    """The first of the last ``window`` distinct values of ``ts`` (pitwall.engine.audit.
+    window_start computes the same start from the worker's side)."""
+    distinct = ts.unique().sort()
+    return distinct[max(len(distinct) - window, 0)]
+
+
+def _window_rows(frame: Any, start: Any) -> Any:
+    """An audit answer: the rows from the window's ``start`` timestamp on and, per symbol,
+    its last row before it."""
     import polars as pl
 
-    distinct = bars.get_column("ts").unique().sort()
-    start = distinct[max(len(distinct) - window, 0)]
     try:
         before = frame.filter(pl.col("ts") < start)
         carry = before.filter(pl.col("ts") == pl.col("ts").max().over("symbol"))
