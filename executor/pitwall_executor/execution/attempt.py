@@ -174,6 +174,7 @@ class Attempt(ABC):
             return self.on_complete(staged, outcome)
         finally:
             with self.timed("cleanup"):
+                self.release()
                 shutil.rmtree(self.workdir, ignore_errors=True)
                 with contextlib.suppress(OSError):  # the job's dir, once its last attempt is gone
                     self.workdir.parent.rmdir()
@@ -182,6 +183,11 @@ class Attempt(ABC):
 
     def unsupported(self) -> str | None:
         """Why this deployment cannot run the engine at all (no retry helps), else None."""
+        return None
+
+    def release(self) -> None:
+        """Stop what the engine started beside its main run and did not use (a sandbox
+        restored ahead for the lookahead audit); called once the attempt has ended."""
         return None
 
     @abstractmethod

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,26 +95,48 @@ def audit_seed(secret: bytes, bundle_sha256: str, spec: BacktestSpec) -> int:
 
 def audit_vectorized(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,
                      bars: pl.DataFrame, weights: pl.DataFrame, *, seed: int,
-                     main_seconds: float, budget_calls: float = 16.0) -> AuditRun:
+                     main_seconds: float, budget_calls: float = 16.0,
+                     session: Any = None) -> AuditRun:
     """Re-run the strategy at secret cuts in a fresh sandbox and compare with ``weights``
     (the full run's, validated). ``workdir`` holds the bundle and an input dir whose
     ``spec.json`` is :func:`prefix_spec` in ``audit`` mode, and nothing else. The audit
     feeds the strategy at most ``budget_calls`` times the run's bars in all (0: no
-    limit), as many full-data calls' worth."""
+    limit), as many full-data calls' worth. ``session``: the audit's sandbox when it was
+    started already (over ``workdir``), else it is started here."""
     plan = plan_cuts(bars, seed=seed, level=spec.audit_level)
     started = time.monotonic()
     pacer = BudgetPacer(plan, int(budget_calls * bars.height) if budget_calls else None)
     deadline = (started + max(HARD_STOP * main_seconds, HARD_STOP_MIN_S)
                 if budget_calls else None)
-    answers, problem, log = _answers(backend, f"{job_id}-audit", workdir, spec, bars,
-                                     plan.times, deadline=deadline, pacer=pacer)
-    if problem is not None:
-        answers = [problem] * len(plan.cuts)
-    verdict = audit_weights(bars, weights, plan, answers, spec.universe)
-    if problem is not None and "protocol" in problem:
-        verdict = verdict.model_copy(update={
-            "status": "flagged", "notes": [*verdict.notes, problem],
-            "statement": f"lookahead audit flagged: {problem}"})
+
+    def judge(answers: list[Answer], problem: str | None) -> LookaheadAudit:
+        if problem is not None:
+            answers = [problem] * len(plan.cuts)
+        verdict = audit_weights(bars, weights, plan, answers, spec.universe)
+        if problem is not None and "protocol" in problem:
+            verdict = verdict.model_copy(update={
+                "status": "flagged", "notes": [*verdict.notes, problem],
+                "statement": f"lookahead audit flagged: {problem}"})
+        return verdict
+
+    log = b""
+    if not plan.times:
+        if session is not None:
+            session.kill()
+            session.wait()
+        verdict = judge([], None)
+    else:
+        # The comparison runs while the sandbox shuts down.
+        _, outcome, problem, judged = _session(
+            backend, f"{job_id}-audit", workdir, spec, bars, plan.times, deadline=deadline,
+            pacer=pacer, session=session, judge=judge)
+        assert judged is not None  # judge was given
+        verdict = judged
+        if outcome is not None:
+            log = outcome.stderr
+            if problem is None and outcome.timed_out:
+                verdict = judge([], "not checked: the re-run sandbox reached the job's "
+                                    "wall-clock limit")
     return AuditRun(verdict, _record(plan, verdict, time.monotonic() - started), log)
 
 
@@ -131,47 +153,48 @@ def stepped_answers(backend: SandboxBackend, job_id: str, workdir: Path, spec: B
                     ) -> tuple[list[Answer], SandboxOutcome | None, str | None]:
     """A stepped run: one process answers at every decision time on the prefix so far
     (``workdir``'s spec.json is :func:`prefix_spec` in ``stepped`` mode)."""
-    return _session(backend, job_id, workdir, spec, bars, times, deadline=None)
-
-
-def _answers(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,
-             bars: pl.DataFrame, times: Sequence[int], *, deadline: float | None,
-             pacer: Pacer) -> tuple[list[Answer], str | None, bytes]:
-    if not times:
-        return [], None, b""
-    answers, outcome, problem = _session(backend, job_id, workdir, spec, bars, times,
-                                         deadline=deadline, pacer=pacer)
-    if problem is None and outcome is not None and outcome.timed_out:
-        problem = "not checked: the re-run sandbox reached the job's wall-clock limit"
-    return answers, problem, outcome.stderr if outcome is not None else b""
+    answers, outcome, problem, _ = _session(backend, job_id, workdir, spec, bars, times,
+                                            deadline=None)
+    return answers, outcome, problem
 
 
 def _session(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,
              bars: pl.DataFrame, times: Sequence[int], *, deadline: float | None,
-             pacer: Pacer | None = None,
-             ) -> tuple[list[Answer], SandboxOutcome | None, str | None]:
-    """Start the prefix session, feed it, wait for it: ``(answers, outcome, problem)``."""
-    start = getattr(backend, "start", None)
-    if not callable(start):
-        return [], None, (f"not checked: the {backend.name} sandbox backend has no live "
-                          "sessions to feed prefixes to; use gvisor or docker")
-    session: Any = start(runner_request(job_id, workdir, spec.limits))
+             pacer: Pacer | None = None, session: Any = None,
+             judge: Callable[[list[Answer], str | None], LookaheadAudit] | None = None,
+             ) -> tuple[list[Answer], SandboxOutcome | None, str | None,
+                        LookaheadAudit | None]:
+    """Start the prefix session (unless given one), feed it, ``judge`` the answers while
+    it ends, wait for it: ``(answers, outcome, problem, judged)``."""
+    if session is None:
+        start = getattr(backend, "start", None)
+        if not callable(start):
+            missing = (f"not checked: the {backend.name} sandbox backend has no live "
+                       "sessions to feed prefixes to; use gvisor or docker")
+            return [], None, missing, judge([], missing) if judge is not None else None
+        session = start(runner_request(job_id, workdir, spec.limits))
     answers: list[Answer] = []
     problem: str | None = None
+    judged: LookaheadAudit | None = None
     try:
-        answers = feed_prefixes(session.stdin, session.stdout, bars, times,
-                                max_answer_bytes=spec.limits.output_mb * 2**20,
-                                deadline=deadline, pacer=pacer)
-    except EOFError:
-        problem = "not checked: the re-run sandbox stopped answering"
-    except StrategyOutputError as exc:
-        session.kill()
-        problem = f"the re-run sandbox broke the prefix protocol ({exc})"
+        try:
+            answers = feed_prefixes(session.stdin, session.stdout, bars, times,
+                                    max_answer_bytes=spec.limits.output_mb * 2**20,
+                                    deadline=deadline, pacer=pacer)
+        except EOFError:
+            problem = "not checked: the re-run sandbox stopped answering"
+        except StrategyOutputError as exc:
+            session.kill()
+            problem = f"the re-run sandbox broke the prefix protocol ({exc})"
+        with contextlib.suppress(OSError):
+            session.stdin.close()
+        if judge is not None:
+            judged = judge(answers, problem)
     finally:
         with contextlib.suppress(OSError):
             session.stdin.close()
         outcome: SandboxOutcome = session.wait()
-    return answers, outcome, problem
+    return answers, outcome, problem, judged
 
 
 def _record(plan: CutPlan, verdict: LookaheadAudit, seconds: float) -> dict[str, Any]:

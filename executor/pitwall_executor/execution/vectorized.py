@@ -10,9 +10,10 @@ nothing to audit. The rest of the attempt is the template's (:mod:`.attempt`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import polars as pl
@@ -88,6 +89,8 @@ class VectorizedAttempt(Attempt):
     overlap_audit: ClassVar[bool] = True
     _main_seconds = 0.0
     _stepped: tuple[list[Answer], str | None] | None = None
+    #: The audit's sandbox, restored while the main run runs (:meth:`_prestart_audit`).
+    _audit_start: Future[Any] | None = None
 
     def unsupported(self) -> str | None:
         """A stepped run feeds a live session, which a one-shot-only backend lacks."""
@@ -116,9 +119,43 @@ class VectorizedAttempt(Attempt):
             self._stepped = (answers, problem)
             assert outcome is not None  # unsupported() refused a backend without sessions
         else:
+            self._prestart_audit(staged)
             outcome = self.stack.backend.run(request)
         self._main_seconds = time.monotonic() - started
         return outcome
+
+    def _prestart_audit(self, staged: Staged) -> None:
+        """Start restoring the audit's fresh sandbox beside the main run, so its start is
+        off the critical path (docs/lookahead-audit.md, "Independence"). It holds the
+        bundle and ``spec.json`` only and waits for its first bars, which are sent once
+        the main run has ended. Its wall clock starts now, so it covers the main run's
+        limit and then its own."""
+        start = getattr(self.stack.backend, "start", None)
+        if not self.spec.audit or not callable(start):
+            return
+        mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
+        audit_dir = self.workdir / "audit"
+        stage_inputs(audit_dir, staged.bundle,
+                     prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
+        limits = self.spec.limits.model_copy(
+            update={"timeout_s": 2 * self.spec.limits.timeout_s})
+        request = runner_request(f"{self.job.id}-audit", audit_dir, limits)
+        starter = ThreadPoolExecutor(1, thread_name_prefix=f"audit-{self.job.id[:8]}")
+        self._audit_start = starter.submit(start, request)
+        starter.shutdown(wait=False)
+
+    def _take_audit_session(self) -> Any:
+        """The pre-started audit session (None: none was started); it is the caller's."""
+        pending_start, self._audit_start = self._audit_start, None
+        return pending_start.result() if pending_start is not None else None
+
+    def release(self) -> None:
+        """Stop an audit sandbox started for a run that ended before its audit."""
+        with contextlib.suppress(Exception):  # failed to start: nothing to stop
+            session = self._take_audit_session()
+            if session is not None:
+                session.kill()
+                session.wait()
 
     def account(self, staged: Staged, outcome: SandboxOutcome) -> Accounted | AttemptResult:
         """Validate the untrusted weights, then fill and account them; the audit's verdict."""
@@ -204,17 +241,20 @@ class VectorizedAttempt(Attempt):
             return None, {}
         self.progress(0.7, "auditing for lookahead")
         audit_dir = self.workdir / "audit"
-        # The default level reloads the strategy per cut in one process; "thorough" pays
-        # a forked process per cut (docs/lookahead-audit.md, "Independence").
-        mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
-        stage_inputs(audit_dir, staged.bundle,
-                     prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
+        session = self._take_audit_session()
+        if session is None:
+            # The default level reloads the strategy per cut in one process; "thorough"
+            # pays a forked process per cut (docs/lookahead-audit.md, "Independence").
+            mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
+            stage_inputs(audit_dir, staged.bundle,
+                         prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
         secret = load_secret(self.stack.config.data_dir, SEED_SECRET)
         run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
                                staged.bars, clean,
                                seed=audit_seed(secret, self.job.bundle_sha256, self.spec),
                                main_seconds=self._main_seconds,
-                               budget_calls=self.stack.config.audit_budget)
+                               budget_calls=self.stack.config.audit_budget,
+                               session=session)
         log_path = self.out_dir / "log.txt"
         # The re-runs' output follows the main run's, within the same log cap.
         room = self.spec.limits.log_kb * 1024 - log_path.stat().st_size
