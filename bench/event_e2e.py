@@ -276,7 +276,8 @@ def pitwall_job(st: Stack, spec: BacktestSpec, bundle: bytes) -> tuple[float, Jo
 def cli_job(root: Path, strategy: Path, start: dt.date, end: dt.date) -> tuple[float, int]:
     cmd = [str(Path(sys.executable).parent / "pitwall"), "--data-dir", str(root), "run",
            str(strategy), "--engine", "event", "--symbols", SYMBOL, "--start", str(start),
-           "--end", str(end), "--capital", str(CAPITAL), "--json"]
+           "--end", str(end), "--capital", str(CAPITAL), "--costs-preset", "frictionless",
+           "--json"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITWALL_")}
     env["PITWALL_SANDBOX"] = "gvisor"
     t0 = time.perf_counter()
@@ -355,8 +356,9 @@ def prepare(root: Path, args: argparse.Namespace) -> Setup:
     if largest >= cap:
         raise SystemExit(f"orders of up to {largest:.0f} shares would meet the volume cap "
                          f"({cap:.0f} shares): lower --weight")
+    # No costs, lots or minimum: the peers have none (docs/engine-conventions.md §2.3).
     spec = BacktestSpec(dataset="sample", universe=[SYMBOL], start=start, end=end,
-                        capital=CAPITAL, engine=EngineKind.EVENT,
+                        capital=CAPITAL, engine=EngineKind.EVENT, costs_preset="frictionless",
                         limits=Limits(timeout_s=3600, memory_mb=2048))
     bundle = build_bundle({"strategy.py": strategy.read_bytes()}, entrypoint="strategy.py",
                           kind="event")

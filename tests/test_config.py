@@ -42,3 +42,12 @@ def test_a_clients_variables_are_not_settings_and_a_typo_still_is_refused(tmp_pa
     assert load_config(env).data_dir == tmp_path
     with pytest.raises(ValidationError, match="db_ulr"):
         load_config({**env, "PITWALL_DB_ULR": "sqlite:///x.db"})
+
+
+def test_official_runs_default_to_the_retail_preset_unless_configured(tmp_path: Path) -> None:
+    assert load_config({"PITWALL_DATA_DIR": str(tmp_path)}).default_costs_preset == "retail"
+    cfg = load_config({"PITWALL_DATA_DIR": str(tmp_path),
+                       "PITWALL_DEFAULT_COSTS_PRESET": "frictionless"})
+    assert cfg.default_costs_preset == "frictionless"
+    with pytest.raises(ValidationError, match="default_costs_preset"):
+        load_config({"PITWALL_DATA_DIR": str(tmp_path), "PITWALL_DEFAULT_COSTS_PRESET": "cheap"})

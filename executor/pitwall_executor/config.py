@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pitwall.models import Limits
+from pitwall.models import CostsPreset, Limits
 
 SandboxKind = Literal["gvisor", "docker", "local", "kubernetes"]
 ENV_PREFIX = "PITWALL_"
@@ -91,6 +91,10 @@ class Config(BaseModel):
     # cuts are thinned at random (the same way for the same run) and the verdict counts
     # only what was checked. 0 lifts the limit (every planned cut is checked).
     audit_budget: Annotated[float, Field(ge=0, le=1000)] = 16.0
+    # The costs preset (pitwall.models.COSTS_PRESETS) a submitted spec that names none
+    # gets, stored in the job's spec (docs/engine-conventions.md §2.3); a rerun keeps
+    # the stored one.
+    default_costs_preset: CostsPreset = "retail"
     # Orchestration (workers, recovery, quota): see pitwall_executor.orchestration.process.
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3  # deaths or outages before FAILED
     max_running_per_researcher: Annotated[int, Field(ge=1)] | None = None  # None: no quota

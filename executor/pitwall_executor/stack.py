@@ -9,7 +9,7 @@ from typing import Any
 
 from pitwall.bundle import load_bundle
 from pitwall.errors import DataMismatchError
-from pitwall.models import BacktestSpec
+from pitwall.models import BacktestSpec, resolve_costs_preset
 from pitwall_executor.config import Config
 from pitwall_executor.datalake.catalog import Catalog
 from pitwall_executor.datalake.lake_files import LakeFiles
@@ -60,13 +60,18 @@ class Stack:
                 self._backend = make_backend(self.config)
             return self._backend
 
-    def submit(self, spec: BacktestSpec, bundle: bytes, *, researcher: str) -> str:
+    def submit(self, spec: BacktestSpec, bundle: bytes, *, researcher: str,
+               stored: bool = False) -> str:
         """Validate everything that can be checked before running, then queue the job.
+
+        A spec that names no costs preset gets the deployment's ``default_costs_preset``,
+        stored in the job's spec with its values (:func:`pitwall.models.resolve_costs_preset`);
+        ``stored`` is a stored job's spec (a rerun), queued as it is.
 
         Raises :class:`pitwall.errors.BundleError` or :class:`pitwall.errors.DataError`
         and writes nothing when the bundle or the data request is bad.
         """
-        pinned, sha256 = self._check(spec, bundle)
+        pinned, sha256 = self._check(spec if stored else self.resolve(spec), bundle)
         job_id = self.store.create_job(
             spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=sha256,
             data_version=pinned.version,
@@ -82,13 +87,18 @@ class Stack:
         Raises :class:`pitwall_executor.jobs.sweeps.SweepError` for a bad grid, and the errors
         of :meth:`submit` for a bad bundle or data request; writes nothing then.
         """
-        pinned, sha256 = self._check(spec, bundle)
+        pinned, sha256 = self._check(self.resolve(spec), bundle)
         parent, children = self.store.create_sweep(
             spec=pinned, researcher=researcher, bundle=bundle, bundle_sha256=sha256,
             data_version=pinned.version, grid=grid)
         for child in children:
             self._enqueue(child, SWEEP_PRIORITY)
         return parent
+
+    def resolve(self, spec: BacktestSpec) -> BacktestSpec:
+        """``spec`` with this deployment's default costs preset applied where it names
+        none (docs/engine-conventions.md §2.3), as a new job stores it."""
+        return resolve_costs_preset(spec, self.config.default_costs_preset)
 
     def _check(self, spec: BacktestSpec, bundle: bytes) -> tuple[BacktestSpec, str]:
         checked = load_bundle(bundle, max_bytes=self.config.max_bundle_mb * 2**20)

@@ -31,6 +31,7 @@ export interface BacktestSpec {
   stepped?: string | null;
   data_digest?: string | null;
   costs_preset?: "frictionless" | "retail" | "institutional";
+  default_costs_preset?: "frictionless" | "retail" | "institutional" | null;
 }
 
 export interface CostBreakdown {
@@ -282,5 +283,5 @@ export interface TearSheetHeader {
   universe_entered?: number;
   universe_left?: number;
   costs_preset?: string | null;
-  default_costs_preset?: string;
+  default_costs_preset?: string | null;
 }

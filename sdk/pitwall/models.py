@@ -184,7 +184,10 @@ COSTS_PRESETS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
                        "rebalance_threshold": 0.005}),
 }
 CostsPreset = Literal["frictionless", "retail", "institutional"]
-#: The preset of a spec that names none (what official runs use by default).
+#: The preset of a spec that names none when it is parsed: a stored spec written before
+#: specs named their preset reads back as the zero-cost run it was. A submission never
+#: leaves a spec without one: the deployment's default is applied and stored
+#: (:func:`resolve_costs_preset`, docs/engine-conventions.md §2.3).
 DEFAULT_COSTS_PRESET: CostsPreset = "frictionless"
 
 
@@ -256,8 +259,15 @@ class BacktestSpec(_Model):
     # a rerun on a data dir whose dataset@version holds other bytes is refused.
     data_digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
     # The named costs and fill rules the costs and execution fields default to
-    # (COSTS_PRESETS); the fields a spec sets override the preset's.
+    # (COSTS_PRESETS); the fields a spec sets override the preset's. A spec submitted
+    # without one gets the deployment's default, stored here (resolve_costs_preset).
     costs_preset: CostsPreset = DEFAULT_COSTS_PRESET
+    # The deployment's default preset when the job was submitted (executor config
+    # ``default_costs_preset``), recorded by the submission so the report can say whether
+    # ``costs_preset`` is that default. None (and left out of the JSON, so a spec stored
+    # before it existed dumps as it did) in such a spec and in a spec not yet submitted.
+    default_costs_preset: CostsPreset | None = Field(default=None,
+                                                     exclude_if=lambda value: value is None)
 
     @model_validator(mode="before")
     @classmethod
@@ -319,6 +329,33 @@ class BacktestSpec(_Model):
             raise ValueError("a universe rule is applied by the vectorized engine; run the "
                              "strategy vectorized, or list its universe")
         return self
+
+    def submission_json(self) -> bytes:
+        """The spec as a client sends it to the Backtest API: only the fields it was given
+        (``exclude_unset``, nested models too), so the deployment can tell a spec that
+        names no costs preset, and which cost fields it sets, from one that asks for the
+        zero-cost defaults (:func:`resolve_costs_preset`)."""
+        return self.model_dump_json(exclude_unset=True).encode()
+
+
+def resolve_costs_preset(spec: BacktestSpec, default: CostsPreset) -> BacktestSpec:
+    """``spec`` as a deployment whose default preset is ``default`` stores a new job
+    (docs/engine-conventions.md §2.3).
+
+    A spec that does not set ``costs_preset`` gets ``default``: its fields fill what
+    ``spec.costs`` and ``spec.execution`` do not set themselves (``model_fields_set``),
+    and the preset's name is stored, so a rerun reads the same numbers whatever the
+    deployment's default is by then. A spec that names a preset keeps it and its values.
+    Either way ``default_costs_preset`` records ``default``. A stored job's spec is not
+    passed here again (a rerun submits it as it is).
+    """
+    recorded = {"default_costs_preset": default}
+    if "costs_preset" in spec.model_fields_set:
+        return spec.model_copy(update=recorded)
+    return BacktestSpec.model_validate({
+        **spec.model_dump(), "costs": spec.costs.model_dump(exclude_unset=True),
+        "execution": spec.execution.model_dump(exclude_unset=True),
+        "costs_preset": default, **recorded})
 
 
 class AuditFinding(_Model):
@@ -619,9 +656,10 @@ class TearSheetHeader(_Model):
     universe_evaluations: int = 0
     universe_entered: int = 0
     universe_left: int = 0
-    #: The spec's costs preset (``COSTS_PRESETS``), and the one official runs default to.
+    #: The spec's costs preset (``COSTS_PRESETS``), and the deployment's default when the
+    #: job was submitted (the spec's ``default_costs_preset``; None when not recorded).
     costs_preset: str | None = None
-    default_costs_preset: str = DEFAULT_COSTS_PRESET
+    default_costs_preset: str | None = None
 
 
 #: Round trips kept in ``tearsheet.json`` (and paged in the report); ``n_round_trips``

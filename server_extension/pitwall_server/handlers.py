@@ -147,7 +147,7 @@ class SubmitHandler(PitwallHandler):
         payload = io.BytesIO()
         for name, filename, ctype, data in (
             ("bundle", "bundle.zip", "application/zip", built.data),
-            ("spec", "spec.json", "application/json", spec.model_dump_json().encode()),
+            ("spec", "spec.json", "application/json", spec.submission_json()),
         ):
             payload.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
                           f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n".encode())

@@ -42,6 +42,9 @@ def test_a_notebook_is_bundled_by_the_buttons_rule(live_api: StartApi) -> None:
         view = client.get(job_id)
         assert view.spec.engine.value == "vectorized"
         assert view.spec.params == {"level": 0.5, "extra": 1}
+        # The spec named no preset and the notebook part kept it unnamed: the default.
+        assert (view.spec.costs_preset, view.spec.default_costs_preset) == ("retail",
+                                                                            "retail")
         stored = api.stack.store.bundle(view.bundle_sha256)
         # The server's bundle is the SDK's bundle of the same notebook (outputs dropped).
         assert stored == bundle_notebook(NOTEBOOK).data

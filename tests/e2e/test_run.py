@@ -73,12 +73,18 @@ def test_sma_crossover_completes_with_a_report_and_reruns_identically(data_dir: 
 
 
 def test_cli_prints_a_metrics_table_and_the_report_path(data_dir: Path) -> None:
-    res = pitwall(data_dir, "run", str(SMA), *ARGS, "--param", "fast=5", "--param", "slow=60")
+    res = pitwall(data_dir, "run", str(SMA), *ARGS, "--param", "fast=5", "--param", "slow=60",
+                  "--costs-preset", "frictionless", "--commission-bps", "2")
     assert res.exit_code == 0, res.output
     assert "COMPLETED" in res.output and "Sharpe" in res.output and "Max drawdown" in res.output
     assert "\nperiod: 2024-03-04 to 2024-03-15, 10 trading days\n" in res.output
+    assert ("\ncosts preset: frictionless (asked for; the deployment's default was retail)\n"
+            in res.output)
     report = Path(res.output.strip().splitlines()[-1].removeprefix("report: "))
     assert report.name == "report.html" and report.is_file()
+    spec = json.loads((report.parent / "manifest.json").read_text())["spec"]
+    assert spec["costs_preset"] == "frictionless" and spec["execution"]["lot_size"] is None
+    assert spec["costs"]["commission_bps"] == 2 and spec["costs"]["spread_bps"] == 0
 
 
 def test_a_range_reaching_past_the_data_runs_on_what_exists_and_says_so(
@@ -89,9 +95,15 @@ def test_a_range_reaching_past_the_data_runs_on_what_exists_and_says_so(
                   "range", "--commission-per-share", "0.001", "--borrow-bps", "50")
     assert res.exit_code == 0, res.output
     out_dir = Path(res.output.strip().splitlines()[-1].removeprefix("report: ")).parent
-    costs = json.loads((out_dir / "manifest.json").read_text())["spec"]["costs"]
+    spec = json.loads((out_dir / "manifest.json").read_text())["spec"]
+    costs = spec["costs"]
     assert (costs["spread_bps"], costs["spread_model"], costs["commission_per_share"],
             costs["borrow_bps"]) == (2, "range", 0.001, 50)  # every cost reaches the run
+    # No preset named: the deployment's default gives what the options leave unset.
+    assert (spec["costs_preset"], spec["default_costs_preset"]) == ("retail", "retail")
+    assert costs["impact_coefficient"] == 1 and costs["commission_bps"] == 0
+    assert spec["execution"]["participation"] == 0.1 and spec["execution"]["lot_size"] == 1
+    assert "\ncosts preset: retail (the deployment's default)\n" in res.output
     assert ("warning: period 2024-03-01 to 2024-03-08, 6 trading days; asked 2023-01-02 to "
             "2024-03-08: the data has no bars of these symbols outside this period") in res.output
     report = Path(res.output.strip().splitlines()[-1].removeprefix("report: ")).read_text()

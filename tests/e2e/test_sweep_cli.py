@@ -41,6 +41,8 @@ def test_a_2x2_grid_runs_every_point_and_prints_the_table(data_dir: Path) -> Non
     points = [line.split()[:3] for line in lines[2:6]]
     assert points == [["5", "60", "COMPLETED"], ["5", "120", "COMPLETED"],
                       ["10", "60", "COMPLETED"], ["10", "120", "COMPLETED"]], res.output
+    # No preset named: every run got the deployment's default, and the summary says so.
+    assert lines[6] == "costs preset: retail (the deployment's default)", res.output
 
 
 def test_a_bad_grid_is_refused_before_anything_runs(data_dir: Path) -> None:

@@ -4,6 +4,7 @@ minimum notional, presets, and the same fills in the vectorized and the event en
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,14 @@ from pitwall.engine.event_result import build_result
 from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import Market
 from pitwall.errors import DataError
-from pitwall.models import COSTS_PRESETS, DEFAULT_COSTS_PRESET, BacktestSpec, Costs, Execution
+from pitwall.models import (
+    COSTS_PRESETS,
+    DEFAULT_COSTS_PRESET,
+    BacktestSpec,
+    Costs,
+    Execution,
+    resolve_costs_preset,
+)
 from pitwall.orders import OrderType
 
 MARKET = int(OrderType.MARKET)
@@ -162,6 +170,76 @@ def test_presets_fill_what_the_spec_leaves_unset_and_the_default_is_stated() -> 
     assert BacktestSpec.model_validate_json(spec.model_dump_json()) == spec
     with pytest.raises(ValueError, match="costs_preset"):
         BacktestSpec(**base, costs_preset="cheap")
+
+
+#: A spec as stored before submissions resolved the preset: no ``costs_preset`` key,
+#: every cost written out (a commission of 3 bps, the rest zero).
+OLD_STORED_SPEC = json.dumps({
+    "dataset": "d", "version": 1, "universe": ["A"], "start": "2024-01-02",
+    "end": "2024-01-03", "bar_size": "1min", "engine": "vectorized", "capital": 1e6,
+    "costs": {"commission_bps": 3.0, "slippage_bps": 0.0, "commission_per_share": 0.0,
+              "spread_model": "fixed", "spread_bps": 0.0, "borrow_bps": 0.0,
+              "impact_coefficient": 0.0},
+    "execution": {"max_gross": None, "max_net": None, "leverage_policy": "clip",
+                  "rebalance_threshold": 0.0, "participation": None, "lot_size": None,
+                  "min_trade_notional": 0.0},
+    "benchmark": None, "universe_rule": None, "risk_free": 0.0, "params": {}, "seed": 0,
+    "audit": True, "audit_level": "default", "stepped": None, "data_digest": None})
+
+
+def test_a_spec_stored_without_a_preset_reads_back_as_the_zero_cost_run_it_was() -> None:
+    spec = BacktestSpec.model_validate_json(OLD_STORED_SPEC)
+    assert spec.costs_preset == "frictionless" and spec.default_costs_preset is None
+    assert spec.costs == Costs(commission_bps=3.0)  # its own numbers, nothing from a preset
+    assert spec.execution == Execution()
+    # It dumps as it did (plus the preset's name): no deployment default appears in it,
+    # so what is derived from its JSON (the audit's seed, the manifest) does not move.
+    dumped = json.loads(spec.model_dump_json())
+    assert "default_costs_preset" not in dumped
+    assert dumped == {**json.loads(OLD_STORED_SPEC), "costs_preset": "frictionless",
+                      "limits": dumped["limits"]}
+    assert BacktestSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_a_submission_gives_a_spec_without_a_preset_the_deployments_default() -> None:
+    base = {"dataset": "d", "universe": ["A"], "start": dt.date(2024, 1, 2),
+            "end": dt.date(2024, 1, 3)}
+    costs, execution = COSTS_PRESETS["retail"]
+    resolved = resolve_costs_preset(BacktestSpec(**base), "retail")
+    assert (resolved.costs_preset, resolved.default_costs_preset) == ("retail", "retail")
+    assert resolved.costs == Costs(**costs) and resolved.execution == Execution(**execution)
+    # What the spec sets wins over the preset, zeros included.
+    own = resolve_costs_preset(BacktestSpec(
+        **base, costs=Costs(spread_bps=0.0, commission_bps=2.0),
+        execution=Execution(participation=0.5, max_gross=1.0)), "retail")
+    assert own.costs == Costs(commission_bps=2.0, spread_bps=0.0,
+                              impact_coefficient=costs["impact_coefficient"])
+    assert own.execution == Execution(**{**execution, "participation": 0.5, "max_gross": 1.0})
+    # A named preset is kept, frictionless too; the default is recorded beside it.
+    named = resolve_costs_preset(BacktestSpec(**base, costs_preset="frictionless"), "retail")
+    assert (named.costs_preset, named.default_costs_preset) == ("frictionless", "retail")
+    assert named.costs == Costs() and named.execution == Execution()
+    # Stored and read back: the same numbers, whatever the default is later.
+    stored = BacktestSpec.model_validate_json(own.model_dump_json())
+    assert stored == own and resolve_costs_preset(stored, "frictionless").costs == own.costs
+
+
+def test_a_client_sends_no_preset_when_the_spec_names_none() -> None:
+    base = {"dataset": "d", "universe": ["A"], "start": dt.date(2024, 1, 2),
+            "end": dt.date(2024, 1, 3)}
+    spec = BacktestSpec(**base, costs=Costs(spread_bps=0.0), audit=False)
+    sent = json.loads(spec.submission_json())
+    assert "costs_preset" not in sent and sent["costs"] == {"spread_bps": 0.0}
+    assert sent["execution"] == {} and sent["audit"] is False
+    received = BacktestSpec.model_validate_json(spec.submission_json())
+    assert received == spec and "costs_preset" not in received.model_fields_set
+    assert resolve_costs_preset(received, "retail").costs.spread_bps == 0.0
+    assert resolve_costs_preset(received, "retail").costs.impact_coefficient == 1.0
+    # A dump of every field names frictionless and its zeros: that is asking for them.
+    full = BacktestSpec.model_validate_json(spec.model_dump_json())
+    assert resolve_costs_preset(full, "retail").costs == Costs()
+    named = BacktestSpec(**base, costs_preset="institutional")
+    assert json.loads(named.submission_json())["costs_preset"] == "institutional"
 
 
 def test_the_fill_model_needs_volume_and_says_so() -> None:

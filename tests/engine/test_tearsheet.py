@@ -25,7 +25,13 @@ from pitwall.engine.event_result import build_result
 from pitwall.engine.market import Market
 from pitwall.engine.metrics import benchmark_returns, metrics_for_spec, trading_days
 from pitwall.engine.tearsheet_page import header_section
-from pitwall.models import BacktestSpec, Costs, TearSheet, TearSheetHeader
+from pitwall.engine.vectorized import EngineResult
+from pitwall.models import (
+    BacktestSpec,
+    Costs,
+    TearSheet,
+    resolve_costs_preset,
+)
 from pitwall.orders import OrderType
 
 RNG = np.random.default_rng(17)
@@ -285,7 +291,8 @@ def test_the_demo_sized_report_is_under_1_5_mb_with_exact_drawdown(tmp_path: Pat
     assert "&quot;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;" in header
     assert "10 symbols: S00, S01" in header and "asked 2024-01-02 to 2024-06-28" in header
     assert "S03" in header and "commission 1 bps" in header and "borrow 50 bps/yr" in header
-    assert "frictionless (the default of official runs)" in header
+    # A spec not submitted through a deployment: no default recorded beside its preset.
+    assert "frictionless (no deployment default recorded with the run)" in header
     assert "no volume cap, fractional shares, every drift rebalanced" in header
     # Each trace keeps at most MAX_POINTS points, and the drawdown's trough exactly.
     data = chart_data(result, None)
@@ -363,14 +370,42 @@ def test_an_event_runs_fills_give_its_round_trips_attribution_and_costs() -> Non
     assert sheet.costs.borrow == 0.0
 
 
-def test_the_header_states_a_presets_fill_model_and_the_official_default() -> None:
-    spec = BacktestSpec(dataset="d", universe=["A"], start=dt.date(2024, 1, 2),
-                        end=dt.date(2024, 1, 3), costs_preset="institutional")
+def test_the_header_states_a_presets_fill_model_and_the_deployments_default() -> None:
+    spec = resolve_costs_preset(BacktestSpec(
+        dataset="d", universe=["A"], start=dt.date(2024, 1, 2), end=dt.date(2024, 1, 3),
+        costs_preset="institutional"), "retail")
+    # The header reads the preset and the default the submission recorded in the spec.
+    built = ts.header(_small_run(),
+                      {"spec": spec.model_dump(mode="json")}, "A", 1)
+    assert (built.costs_preset, built.default_costs_preset) == ("institutional", "retail")
     # The header section reads only the sheet's header.
-    sheet = TearSheet.model_construct(header=TearSheetHeader(
-        benchmark="A", capital=1.0, costs_preset=spec.costs_preset))
+    sheet = TearSheet.model_construct(header=built)
     header = header_section(sheet, spec.costs, spec.execution)
-    assert "institutional (official runs default to frictionless)" in header
+    assert "institutional (asked for; the deployment&#x27;s default was retail)" in header
     assert "at most 5% of a bar&#x27;s volume, the rest carried" in header
     assert "lots of 1 shares" in header and "no trade under 1000" in header
     assert "drift under 0.005 of equity not traded" in header
+
+
+def test_the_header_says_when_the_preset_is_the_deployments_default_or_unrecorded() -> None:
+    defaulted = resolve_costs_preset(BacktestSpec(
+        dataset="d", universe=["A"], start=dt.date(2024, 1, 2), end=dt.date(2024, 1, 3)),
+        "institutional")
+    result = _small_run()
+    sheet = TearSheet.model_construct(header=ts.header(
+        result, {"spec": defaulted.model_dump(mode="json")}, "A", 1))
+    assert "institutional (the deployment&#x27;s default)" in header_section(sheet, None)
+    # A spec stored before the default was recorded (no key): its preset, said plainly.
+    old = {k: v for k, v in defaulted.model_dump(mode="json").items()
+           if k not in ("costs_preset", "default_costs_preset")}
+    sheet = TearSheet.model_construct(header=ts.header(result, {"spec": old}, "A", 1))
+    assert sheet.header.default_costs_preset is None
+    shown = header_section(sheet, None)
+    assert "frictionless (no deployment default recorded with the run)" in shown
+    sheet = TearSheet.model_construct(header=ts.header(result, {}, "A", 1))
+    assert "<th>Costs preset</th><td>not recorded</td>" in header_section(sheet, None)
+
+
+def _small_run() -> EngineResult:
+    bars = make_bars({"A": [(10.0, 10.0), (10.0, 11.0), (11.0, 11.0)]})
+    return run_vectorized(bars, make_weights([(0, "A", 0.5)]), capital=1e5, costs=Costs())

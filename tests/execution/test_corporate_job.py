@@ -74,7 +74,9 @@ def test_a_dividend_is_paid_by_the_engine_and_recorded_and_the_event_engine_refu
     spec = BacktestSpec(dataset="ev", universe=[symbol, "GOOG" if symbol != "GOOG" else "MSFT"],
                         start=ex_day - dt.timedelta(days=4), end=ex_day + dt.timedelta(days=2),
                         params={"symbol": symbol}, audit=False,
-                        limits=Limits(timeout_s=120, memory_mb=512))
+                        limits=Limits(timeout_s=120, memory_mb=512),
+                        # compared below with the engine run in-process on the spec's costs
+                        costs_preset="frictionless")
     job_id = run(stack, spec, HOLD, "vectorized")
     view = stack.store.get(job_id)
     assert view.status is JobStatus.COMPLETED and view.metrics is not None, view.reason

@@ -67,7 +67,9 @@ def test_a_rule_named_universe_trades_members_only_and_reports_its_moves(
     rule = splitting_rule(stack)
     spec = BacktestSpec(dataset="m", universe=SYMBOLS, start=dt.date(2024, 3, 1),
                         end=dt.date(2024, 4, 30), universe_rule=rule, audit=False,
-                        limits=Limits(timeout_s=120, memory_mb=1024))
+                        limits=Limits(timeout_s=120, memory_mb=1024),
+                        # compared below with the engine run in-process on the spec's costs
+                        costs_preset="frictionless")
     bundle = build_bundle({"strategy.py": ALL_CANDIDATES}, entrypoint="strategy.py")
     job_id = stack.submit(spec, bundle, researcher="t")
     assert Worker(stack).run_one(timeout=5) == job_id

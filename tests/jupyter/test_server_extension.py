@@ -111,6 +111,11 @@ async def test_submit_runs_in_the_sandbox_and_the_results_come_back(jp_fetch: An
     job = await finished(jp_fetch, job_id)
     assert job["status"] == "COMPLETED", job["reason"]
     assert job["spec"]["params"] == {"fast": 5, "slow": 60}
+    # The dialog's spec names no preset, and the extension forwards it as unnamed: the
+    # deployment's default preset is applied and stored (docs/engine-conventions.md §2.3).
+    assert (job["spec"]["costs_preset"], job["spec"]["default_costs_preset"]) == ("retail",
+                                                                                  "retail")
+    assert job["spec"]["costs"]["spread_bps"] > 0 and job["spec"]["execution"]["lot_size"] == 1
     points = json.loads((await jp_fetch("pitwall", "equity", job_id)).body)
     minutes = trading_minutes(dt.date.fromisoformat(SPEC["start"]),
                               dt.date.fromisoformat(SPEC["end"]))

@@ -6,6 +6,7 @@ live run is tests/jupyter/test_magic_kernel.py."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -103,3 +104,20 @@ def test_the_magic_takes_every_cost_and_refuses_a_bad_one() -> None:
     assert parse_spec(base).costs.model_dump() == spec.costs.__class__().model_dump()
     with pytest.raises(ValueError, match="--slippage-bps: Input should be greater"):
         parse_spec(f"{base} --slippage-bps -1")
+
+
+def test_the_magic_sends_only_the_costs_given_and_a_preset_when_named() -> None:
+    from pitwall.notebook.magic import parse_spec
+
+    base = "--symbols AAPL --start 2024-03-04 --end 2024-03-08"
+    # No preset and no cost named: the deployment's default preset gives them all.
+    sent = json.loads(parse_spec(base).submission_json())
+    assert "costs_preset" not in sent and sent["costs"] == {}
+    sent = json.loads(parse_spec(f"{base} --spread-bps 0").submission_json())
+    assert "costs_preset" not in sent and sent["costs"] == {"spread_bps": 0.0}
+    named = parse_spec(f"{base} --costs-preset institutional --commission-bps 3")
+    assert json.loads(named.submission_json())["costs_preset"] == "institutional"
+    assert named.costs.commission_bps == 3.0 and named.costs.spread_bps == 2.0
+    assert named.execution.participation == 0.05
+    with pytest.raises(ValueError, match="--costs-preset"):
+        parse_spec(f"{base} --costs-preset cheap")

@@ -50,6 +50,9 @@ def submit(page: Any, lab: Lab, name: str) -> str:
     page.locator(f"{NOTEBOOK} .pitwall-run-button").click()
     dialog = page.locator(".jp-Dialog")
     dialog.locator("input[name=symbols]").fill("AAPL,MSFT")
+    # No costs: the flagged run below is the one whose zero costs the panel warns about
+    # (the deployment's default preset would charge some; docs/engine-conventions.md §2.3).
+    dialog.locator("select[name=costs_preset]").select_option("frictionless")
     dialog.get_by_role("button", name="Run").click()
     row = page.locator(".pitwall-job.pitwall-selected")
     row.wait_for()

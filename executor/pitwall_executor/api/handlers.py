@@ -354,7 +354,8 @@ class RerunHandler(ApiHandler):
     """``POST /v1/backtests/{id}/rerun``: a new job from the manifest of this one.
 
     Same bundle, same spec with the data version it pinned: the rerun reads the bytes
-    the first run read, whatever was ingested since.
+    the first run read, whatever was ingested since, with the costs the stored spec
+    holds (its preset is not resolved again: docs/engine-conventions.md §2.3).
     """
 
     route = "/v1/backtests/{id}/rerun"
@@ -363,7 +364,7 @@ class RerunHandler(ApiHandler):
         view = await self.visible_job(job_id)
         bundle = await self.ctx.run(self.ctx.stack.store.bundle, view.bundle_sha256)
         new_id = await self.ctx.run(self.ctx.stack.submit, view.spec, bundle,
-                                    researcher=self.researcher.name)
+                                    researcher=self.researcher.name, stored=True)
         self.set_header("Location", f"/v1/backtests/{new_id}")
         self.write_json(CreateBacktestResponse(id=new_id, status=JobStatus.PENDING), 202)
 

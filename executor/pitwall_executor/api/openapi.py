@@ -44,6 +44,13 @@ def _json(ref: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
+#: How a submitted spec's costs are settled (docs/engine-conventions.md §2.3).
+COSTS_NOTE = ("A spec that leaves out `costs_preset` gets the deployment's default preset "
+              "(`default_costs_preset`, retail unless configured), stored in the job's spec "
+              "with its values under the cost and execution fields the spec sets; send "
+              "only the fields you set. `costs_preset: frictionless` asks for no costs.")
+
+
 def _op(summary: str, ok: dict[str, Any], errors: tuple[int, ...], *, auth: bool = True,
         **extra: Any) -> dict[str, Any]:
     err = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -131,7 +138,7 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "/v1/sweeps": {"post": _op(
             "Submit a parameter sweep: one child backtest per point of the grid",
             {"202": _json(refs["CreateSweepResponse"], "Accepted; every child is queued")},
-            (400, 401, 413, 415, 503), requestBody=sweep_body)},
+            (400, 401, 413, 415, 503), requestBody=sweep_body, description=COSTS_NOTE)},
         "/v1/sweeps/{id}": {"get": _op(
             "A sweep's aggregate status and progress, and its results table (one row per "
             "child: parameters, status, metrics)",
@@ -140,7 +147,8 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "/v1/backtests": {
             "post": _op("Submit a backtest", {"202": _json(refs["CreateBacktestResponse"],
                                                           "Accepted and queued")},
-                        (400, 401, 413, 415, 503), requestBody=submit_body),
+                        (400, 401, 413, 415, 503), requestBody=submit_body,
+                        description=COSTS_NOTE),
             "get": _op("List backtests, newest first",
                        {"200": _json(refs["ListBacktestsResponse"], "One page of jobs")},
                        (400, 401, 403, 503), parameters=list_params),
@@ -167,7 +175,9 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "/v1/backtests/{id}/rerun": {"post": _op(
             "Run the job again from its manifest (same bundle, pinned data version)",
             {"202": _json(refs["CreateBacktestResponse"], "Accepted and queued")},
-            (400, 401, 404, 503), parameters=[JOB_ID])},
+            (400, 401, 404, 503), parameters=[JOB_ID],
+            description="The stored spec runs as it is: its costs preset and costs are not "
+                        "resolved again.")},
         "/v1/backtests/{id}/events": {"get": _op(
             "WebSocket of the job's events (ProgressEvent JSON messages)",
             {"101": {"description": "Switching to the WebSocket protocol"}},

@@ -17,8 +17,17 @@ from pydantic import ValidationError
 from pitwall.bundle import build_bundle
 from pitwall.engine.audit import describe
 from pitwall.engine.report import cost_warning, format_metrics, format_number, period, verdict
+from pitwall.engine.tearsheet_page import describe_preset
 from pitwall.errors import BundleError, PitwallError
-from pitwall.models import BacktestSpec, Costs, EngineKind, JobStatus, JobView, Limits
+from pitwall.models import (
+    COSTS_PRESETS,
+    BacktestSpec,
+    Costs,
+    EngineKind,
+    JobStatus,
+    JobView,
+    Limits,
+)
 from pitwall.notebook_bundle import (
     NoStrategyError,
     bundle_notebook,
@@ -60,16 +69,23 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--grid", "grid", multiple=True,
               help="Sweep axis name=v1,v2 (repeat): one run per combination, then a table.")
 @click.option("--capital", type=float, default=1_000_000.0, show_default=True)
-@click.option("--commission-bps", type=float, default=0.0, show_default=True)
-@click.option("--slippage-bps", type=float, default=0.0, show_default=True)
-@click.option("--commission-per-share", type=float, default=0.0, show_default=True,
-              help="Currency per share traded.")
-@click.option("--spread-bps", type=float, default=0.0, show_default=True)
-@click.option("--spread-model", type=click.Choice(["fixed", "range"]), default="fixed",
-              show_default=True, help="fixed: pay half of --spread-bps; range: half the fill "
-                                      "bar's high - low.")
-@click.option("--borrow-bps", type=float, default=0.0, show_default=True,
-              help="Annual rate on short notional.")
+@click.option("--costs-preset", type=click.Choice(list(COSTS_PRESETS)), default=None,
+              help="Named costs and fill rules (docs/engine-conventions.md §2.3); default: "
+                   "the deployment's default_costs_preset (retail unless configured). "
+                   "frictionless: no costs at all. The cost options below override it.")
+@click.option("--commission-bps", type=float, default=None,
+              help="Default: the preset's (0 in every preset but institutional's 1).")
+@click.option("--slippage-bps", type=float, default=None, help="Default: the preset's (0).")
+@click.option("--commission-per-share", type=float, default=None,
+              help="Currency per share traded. Default: the preset's (0).")
+@click.option("--spread-bps", type=float, default=None, help="Default: the preset's.")
+@click.option("--spread-model", type=click.Choice(["fixed", "range"]), default=None,
+              help="fixed (the presets'): pay half of --spread-bps; range: half the fill "
+                   "bar's high - low.")
+@click.option("--borrow-bps", type=float, default=None,
+              help="Annual rate on short notional. Default: the preset's (0).")
+@click.option("--impact-coefficient", type=float, default=None,
+              help="Y of the square-root market impact. Default: the preset's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
 @click.option("--memory-mb", type=int, default=None, help="Memory limit of the sandbox.")
@@ -95,13 +111,14 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, end: dt.datetime,
         dataset: str, data_version: int | None, params: tuple[str, ...], capital: float,
-        commission_bps: float, slippage_bps: float, seed: int, timeout: float | None,
-        memory_mb: int | None, as_json: bool, engine: str | None = None,
+        commission_bps: float | None, slippage_bps: float | None, seed: int,
+        timeout: float | None, memory_mb: int | None, as_json: bool, engine: str | None = None,
         grid: tuple[str, ...] = (), no_audit: bool = False, audit_level: str = "default",
         stepped: str | None = None, strategy_name: str | None = None,
-        commission_per_share: float = 0.0, spread_bps: float = 0.0,
-        spread_model: str = "fixed", borrow_bps: float = 0.0, benchmark: str | None = None,
-        universe_rule: str | None = None) -> None:
+        commission_per_share: float | None = None, spread_bps: float | None = None,
+        spread_model: str | None = None, borrow_bps: float | None = None,
+        benchmark: str | None = None, universe_rule: str | None = None,
+        costs_preset: str | None = None, impact_coefficient: float | None = None) -> None:
     """Run STRATEGY (a .py file or a notebook .ipynb) through the sandbox on the embedded
     stack and print its metrics.
 
@@ -111,10 +128,17 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
 
     When a Pitwall server (``pitwall serve``, JupyterLab) runs the jobs of this data dir,
     the job is submitted to it (it shows in the lab's panel); otherwise this process runs
-    it, and Ctrl-C cancels it."""
+    it, and Ctrl-C cancels it.
+
+    Costs: the preset --costs-preset names, else the deployment's default preset
+    (retail unless configured); each cost option given overrides the preset's value."""
     cfg = config_of(ctx)
     bundle, kind, defaults = _bundle_of(strategy, strategy_name, engine)
     overrides = {"timeout_s": timeout, "memory_mb": memory_mb}
+    given_costs = {"commission_bps": commission_bps, "slippage_bps": slippage_bps,
+                   "commission_per_share": commission_per_share, "spread_bps": spread_bps,
+                   "spread_model": spread_model, "borrow_bps": borrow_bps,
+                   "impact_coefficient": impact_coefficient}
     try:
         limits = Limits.model_validate(
             {**cfg.limits.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
@@ -123,13 +147,15 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
             dataset=dataset, version=data_version,
             universe=[s.strip() for s in symbols.split(",") if s.strip()],
             start=start.date(), end=end.date(), capital=capital,
-            costs=Costs(commission_bps=commission_bps, slippage_bps=slippage_bps,
-                        commission_per_share=commission_per_share, spread_bps=spread_bps,
-                        spread_model=spread_model, borrow_bps=borrow_bps),
+            # Only the costs given: the rest come from the preset (a Costs field set to
+            # its zero default here would override the preset's value).
+            costs=Costs.model_validate({k: v for k, v in given_costs.items() if v is not None}),
             params={**defaults, **_parse_params(params)}, seed=seed, limits=limits,
             engine=EngineKind(kind),
             audit=not no_audit, audit_level=audit_level, stepped=stepped,
             benchmark=benchmark, universe_rule=universe_rule,
+            # Unset unless asked for: the deployment's default preset applies.
+            **({} if costs_preset is None else {"costs_preset": costs_preset}),
         )
     except ValidationError as exc:
         raise click.ClickException(_validation_message(exc)) from exc
@@ -209,6 +235,8 @@ def _state(view: JobView) -> str:
 def _print_job(view: JobView, stack: Stack) -> None:
     click.echo(f"job {view.id}: {_state(view)}"
                + (f" — {_reason(view)}" if view.reason else ""))
+    click.echo("costs preset: " + describe_preset(view.spec.costs_preset,
+                                                  view.spec.default_costs_preset))
     if view.metrics is not None:
         rows = format_metrics(view.metrics)
         width = max(len(label) for label, _ in rows)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from pitwall.engine.tearsheet_page import describe_preset
 from pitwall.models import JobView, ParamValue
 from pitwall_executor.execution.overfitting import sweep_overfitting
 from pitwall_executor.jobs.sweeps import Overfitting, SweepRow
@@ -42,8 +43,9 @@ def _value(raw: str) -> Any:
 
 
 def print_results(view: JobView, rows: list[SweepRow], stack: Stack | None = None) -> None:
-    """The sweep's status line and one table row per child; with ``stack``, the sweep's
-    overfitting statistics under the table (:func:`print_overfitting`)."""
+    """The sweep's status line, one table row per child and the costs preset of its runs;
+    with ``stack``, the sweep's overfitting statistics under the table
+    (:func:`print_overfitting`)."""
     click.echo(f"sweep {view.id}: {view.status.value}"
                + (f" — {view.reason}" if view.reason else ""))
     names = list(rows[0].params) if rows else []
@@ -60,6 +62,9 @@ def print_results(view: JobView, rows: list[SweepRow], stack: Stack | None = Non
     for row in rows:  # why a run did not complete, under the table
         if row.reason:
             click.echo(f"{row.job_id}: {row.status.value} — {row.reason}")
+    # Every run's spec is the sweep's with its grid point: one preset for all.
+    click.echo("costs preset: " + describe_preset(view.spec.costs_preset,
+                                                  view.spec.default_costs_preset))
     if stack is not None:
         print_overfitting(*sweep_overfitting(stack, view, rows))
 

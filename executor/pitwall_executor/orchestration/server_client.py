@@ -36,7 +36,7 @@ def submit(server: ServerInfo, spec: BacktestSpec, bundle: bytes,
     """Submit a job (or a sweep, with ``grid``) to ``server``; its id."""
     files: dict[str, tuple[str, bytes, str]] = {
         "bundle": ("bundle.zip", bundle, "application/zip"),
-        "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+        "spec": ("spec.json", spec.submission_json(), "application/json"),
     }
     if grid is not None:
         files["grid"] = ("grid.json", json.dumps(grid).encode(), "application/json")

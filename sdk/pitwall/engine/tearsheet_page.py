@@ -108,13 +108,17 @@ def header_section(sheet: TearSheet, costs: Costs | None,
     return f'<table class="header" id="header">{cells}</table>'
 
 
-def describe_preset(preset: str | None, default: str) -> str:
-    """The run's costs preset, and whether it is the one official runs default to."""
+def describe_preset(preset: str | None, default: str | None) -> str:
+    """The run's costs preset, and whether it is the deployment's default: ``default`` is
+    the default the job's spec recorded at submission (``default_costs_preset``,
+    docs/engine-conventions.md §2.3), None when it recorded none."""
     if preset is None:
-        return f"not recorded (official runs default to {default})"
+        return "not recorded"
+    if default is None:
+        return f"{preset} (no deployment default recorded with the run)"
     if preset == default:
-        return f"{preset} (the default of official runs)"
-    return f"{preset} (official runs default to {default})"
+        return f"{preset} (the deployment's default)"
+    return f"{preset} (asked for; the deployment's default was {default})"
 
 
 def describe_fills(execution: Execution | None) -> str:

@@ -106,10 +106,15 @@ class Client:
         return resp.json() if "json" in resp.headers.get("content-type", "") else resp.content
 
     def submit(self, bundle: bytes, spec: BacktestSpec) -> str:
-        """Submit a bundle with its spec; return the job id."""
+        """Submit a bundle with its spec; return the job id.
+
+        Every ``submit*`` sends only the fields ``spec`` was given
+        (:meth:`BacktestSpec.submission_json`): a spec that names no ``costs_preset`` gets
+        the deployment's default preset, under the cost fields it sets
+        (docs/engine-conventions.md §2.3)."""
         resp = self._http.post("/v1/backtests", files={
             "bundle": ("bundle.zip", bundle, "application/zip"),
-            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+            "spec": ("spec.json", spec.submission_json(), "application/json"),
         })
         return str(self._check(resp)["id"])
 
@@ -132,7 +137,7 @@ class Client:
         data = json.dumps({**book, "cells": cells}).encode()
         files: dict[str, Any] = {
             "notebook": ("notebook.ipynb", data, "application/x-ipynb+json"),
-            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+            "spec": ("spec.json", spec.submission_json(), "application/json"),
         }
         if strategy is not None:
             files["strategy"] = (None, strategy.encode())
@@ -144,7 +149,7 @@ class Client:
         ``spec.params``); return the sweep's id. ``get``/``wait`` show its aggregate state."""
         resp = self._http.post("/v1/sweeps", files={
             "bundle": ("bundle.zip", bundle, "application/zip"),
-            "spec": ("spec.json", spec.model_dump_json().encode(), "application/json"),
+            "spec": ("spec.json", spec.submission_json(), "application/json"),
             "grid": ("grid.json", json.dumps(grid).encode(), "application/json"),
         })
         return str(self._check(resp)["id"])

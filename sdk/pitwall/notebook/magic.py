@@ -1,7 +1,7 @@
 """``%load_ext pitwall`` and the ``%%backtest`` cell magic.
 
 ``%%backtest --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28 [--param fast=10]
-[--commission-bps 1 --spread-bps 2 --slippage-bps 1 --borrow-bps 50
+[--costs-preset retail] [--commission-bps 1 --spread-bps 2 --slippage-bps 1 --borrow-bps 50
 --impact-coefficient 1]`` runs the cell here (so its definitions exist in the kernel),
 then submits it — plus the earlier top-level definitions it depends on (imports,
 functions, constants) — as a strategy bundle to the Backtest API, and shows a live
@@ -10,8 +10,9 @@ A cell that only names a strategy defined in an earlier cell (its body is
 ``sma_crossover``) submits that strategy; the engine is its kind. The panel is the
 cell's value, and :func:`last_backtest` returns it: ``run = last_backtest()`` in the
 next cell, then ``run.job_id``.
-Costs default to zero, as in every spec; the panel and the report warn when a run trades
-so much that zero costs make its result meaningless.
+Costs: the preset ``--costs-preset`` names, else the deployment's default preset
+(``retail`` unless configured; ``--costs-preset frictionless`` for no costs at all), with
+each cost option given overriding the preset's value (docs/engine-conventions.md §2.3).
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ from pydantic import ValidationError
 
 from pitwall.bundle import build_bundle
 from pitwall.errors import BundleError
-from pitwall.models import BacktestSpec, Costs, EngineKind
+from pitwall.models import COSTS_PRESETS, BacktestSpec, Costs, EngineKind
 from pitwall.notebook_bundle import detect_strategy, free_names
 from pitwall.tracebacks import CellSpan
 
 if TYPE_CHECKING:
     from pitwall.notebook.widget import BacktestPanel
+
+
+#: The ``Costs`` fields ``%%backtest`` takes as numeric options (``--commission-bps`` …).
+COST_OPTIONS = ("commission_bps", "commission_per_share", "spread_bps", "slippage_bps",
+                "borrow_bps", "impact_coefficient")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,13 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=[e.value for e in EngineKind], default=None)
     p.add_argument("--param", action="append", default=[])
     p.add_argument("--capital", type=float, default=1_000_000.0)
-    p.add_argument("--commission-bps", type=float, default=0.0)
-    p.add_argument("--commission-per-share", type=float, default=0.0)
-    p.add_argument("--spread-bps", type=float, default=0.0)
-    p.add_argument("--spread-model", choices=["fixed", "range"], default="fixed")
-    p.add_argument("--slippage-bps", type=float, default=0.0)
-    p.add_argument("--borrow-bps", type=float, default=0.0)
-    p.add_argument("--impact-coefficient", type=float, default=0.0)
+    # None: not given, the preset's value (the deployment's default preset's, unless
+    # --costs-preset names one).
+    p.add_argument("--costs-preset", choices=list(COSTS_PRESETS), default=None)
+    for name in COST_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+    p.add_argument("--spread-model", choices=["fixed", "range"], default=None)
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -76,12 +81,10 @@ def parse_spec(line: str, cell: str = "", bundled: str = "") -> BacktestSpec:
             params[key] = json.loads(raw)
         except ValueError:
             params[key] = raw
+    given = {name: getattr(args, name) for name in (*COST_OPTIONS, "spread_model")}
     try:
-        costs = Costs(commission_bps=args.commission_bps, slippage_bps=args.slippage_bps,
-                      commission_per_share=args.commission_per_share,
-                      spread_model=args.spread_model, spread_bps=args.spread_bps,
-                      borrow_bps=args.borrow_bps,
-                      impact_coefficient=args.impact_coefficient)
+        # Only the costs given: a field set here overrides the preset's value.
+        costs = Costs.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(str(e['loc'][0]).split('_'))}: {e['msg']}"
                              for e in exc.errors())
@@ -92,6 +95,7 @@ def parse_spec(line: str, cell: str = "", bundled: str = "") -> BacktestSpec:
         start=args.start, end=args.end, engine=EngineKind(args.engine or _kind_of(cell, bundled)),
         capital=args.capital,
         costs=costs, params=params, seed=args.seed,
+        **({} if args.costs_preset is None else {"costs_preset": args.costs_preset}),
     )
 
 
