@@ -90,7 +90,7 @@ class Config(BaseModel):
     # strategy over all its re-runs, as a multiple of the run's bars): past it, random
     # cuts are thinned at random (the same way for the same run) and the verdict counts
     # only what was checked. 0 lifts the limit (every planned cut is checked).
-    audit_budget: Annotated[float, Field(ge=0, le=1000)] = 16.0
+    audit_budget: Annotated[float, Field(ge=0, le=1000)] = 8.0
     # The costs preset (pitwall.models.COSTS_PRESETS) a submitted spec that names none
     # gets, stored in the job's spec (docs/engine-conventions.md §2.3); a rerun keeps
     # the stored one.

@@ -95,7 +95,7 @@ def audit_seed(secret: bytes, bundle_sha256: str, spec: BacktestSpec) -> int:
 
 def audit_vectorized(backend: SandboxBackend, job_id: str, workdir: Path, spec: BacktestSpec,
                      bars: pl.DataFrame, weights: pl.DataFrame, *, seed: int,
-                     main_seconds: float, budget_calls: float = 16.0,
+                     main_seconds: float, budget_calls: float = 8.0,
                      session: Any = None) -> AuditRun:
     """Re-run the strategy at secret cuts in a fresh sandbox and compare with ``weights``
     (the full run's, validated). ``workdir`` holds the bundle and an input dir whose
