@@ -220,3 +220,18 @@ def test_job_statuses_are_recorded(data_dir: Path) -> None:
     store = MetadataStore(load_config(data_dir=data_dir).database_url)
     statuses = {v.status for v in store.list_jobs(limit=100)}
     assert JobStatus.PENDING not in statuses and JobStatus.RUNNING not in statuses
+
+
+def test_cli_shows_the_metrics_before_the_audits_verdict(data_dir: Path) -> None:
+    # Metrics first (docs/architecture.md §2): the table is printed (stderr) as soon as the
+    # metrics are committed, while the audit still runs; the final view follows on stdout.
+    res = pitwall(data_dir, "run", str(SMA), *ARGS, "--param", "fast=5", "--param", "slow=60")
+    assert res.exit_code == 0, res.output
+    early = res.stderr.index("metrics ready after ")
+    assert "the lookahead audit is still running" in res.stderr[early:]
+    assert res.output.index("metrics ready after ") < res.output.index(": COMPLETED")
+    table = [line for line in res.stderr[early:].splitlines() if line.startswith("  ")]
+    final = [line for line in res.stdout.splitlines() if line.startswith("  ")]
+    assert any(line.strip().startswith("Sharpe") for line in table)
+    assert table == final[: len(table)]  # the same figures, before the verdict line
+    assert "no lookahead found" in res.stdout and "no lookahead found" not in res.stderr

@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -171,8 +172,19 @@ def run(ctx: click.Context, strategy: Path, symbols: str, start: dt.datetime, en
         print_results(sweep, rows, Stack.from_config(cfg))
         sys.exit(0 if all(r.status is JobStatus.COMPLETED for r in rows) else 1)
     stack = Stack.from_config(cfg)
+    submitted = time.monotonic()
+
+    def early(view: JobView) -> None:
+        """The metrics as soon as they are committed, while the audit still runs (on
+        stderr: stdout carries the final view, verdict included)."""
+        click.echo(f"metrics ready after {time.monotonic() - submitted:.1f} s; the lookahead "
+                   "audit is still running:", err=True)
+        for label, text in _metric_rows(view):
+            click.echo(f"  {label}  {text}", err=True)
+
     try:
-        view = run_embedded(stack, spec, bundle, notify=notify)
+        view = run_embedded(stack, spec, bundle, notify=notify,
+                            on_metrics=None if as_json else early)
     except PitwallError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -238,10 +250,8 @@ def _print_job(view: JobView, stack: Stack) -> None:
     click.echo("costs preset: " + describe_preset(view.spec.costs_preset,
                                                   view.spec.default_costs_preset))
     if view.metrics is not None:
-        rows = format_metrics(view.metrics)
-        width = max(len(label) for label, _ in rows)
-        for label, text in rows:
-            click.echo(f"  {label:<{width}}  {text}")
+        for label, text in _metric_rows(view):
+            click.echo(f"  {label}  {text}")
         if view.metrics.lookahead is not None:  # the audit's verdict, one sentence
             flagged = view.metrics.lookahead.status == "flagged"
             click.echo(("WARNING: " if flagged else "") + describe(view.metrics.lookahead))
@@ -256,6 +266,13 @@ def _print_job(view: JobView, stack: Stack) -> None:
         if name in artifacts:
             click.echo(f"{label}: {_location(artifacts[name]['uri'])}")
             break
+
+
+def _metric_rows(view: JobView) -> list[tuple[str, str]]:
+    """The metrics table's rows, labels padded to one width."""
+    rows = format_metrics(view.metrics) if view.metrics is not None else []
+    width = max((len(label) for label, _ in rows), default=0)
+    return [(f"{label:<{width}}", text) for label, text in rows]
 
 
 def _print_period(view: JobView, equity: dict[str, Any], cfg: Config) -> None:

@@ -211,19 +211,24 @@ Notify = Callable[[str], None]
 
 
 def run_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,
-                 notify: Notify = log.info) -> JobView:
+                 notify: Notify = log.info,
+                 on_metrics: Callable[[JobView], None] | None = None) -> JobView:
     """Run a job until it ends, on the stack ``where`` names (a configuration, as notebooks
     call it, or a stack already built): through the data dir's embedded server when one
-    runs (``notify`` is told so), else with a worker in this process."""
+    runs (``notify`` is told so), else with a worker in this process. ``on_metrics`` is
+    given the job's view once its metrics are committed while its audit still runs
+    (:func:`local_run.metrics_first`)."""
     stack = where if isinstance(where, Stack) else Stack.from_config(where)
     server = running_server(stack.config.data_dir)
     if server is not None:
         job_id = server_client.submit(server, spec, bundle)
         notify(f"job {job_id} submitted to the Pitwall server of this data dir "
                f"({server.url}); waiting for it to end")
-        return local_run.wait_for(stack, server, job_id, [job_id])
+        with local_run.metrics_first(stack, job_id, on_metrics):
+            return local_run.wait_for(stack, server, job_id, [job_id])
     job_id = stack.submit(spec, bundle, researcher=_researcher())
-    return local_run.run_here(stack, job_id, [job_id])
+    with local_run.metrics_first(stack, job_id, on_metrics):
+        return local_run.run_here(stack, job_id, [job_id])
 
 
 def run_sweep_embedded(where: Config | Stack, spec: BacktestSpec, bundle: bytes,

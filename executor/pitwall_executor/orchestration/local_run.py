@@ -9,9 +9,11 @@ this process is interrupted, the job is cancelled rather than left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from pitwall.models import JobStatus, JobView
 from pitwall_executor.orchestration import server_client
@@ -25,6 +27,7 @@ from pitwall_executor.stack import Stack
 log = logging.getLogger(__name__)
 REPORT_WAIT_S = 10.0  # the report is written right after the commit; a dead worker's never
 REPORT_POLL_S = 0.05
+METRICS_POLL_S = 0.1
 INTERRUPTED = "cancelled: `pitwall run` was interrupted before the job ended; run it again"
 
 
@@ -98,3 +101,36 @@ def _adopt(stack: Stack, runs: Sequence[str]) -> None:
     cfg = stack.config
     recover_dead(stack.store, stale_after_s=cfg.stale_after_s, max_attempts=cfg.max_attempts,
                  artifacts=stack.artifacts, only=set(runs))
+
+
+@contextlib.contextmanager
+def metrics_first(stack: Stack, job_id: str,
+                  on_metrics: Callable[[JobView], None] | None) -> Iterator[None]:
+    """While the body waits for ``job_id`` to end, tell ``on_metrics`` once, from another
+    thread, the view of the job when its metrics are committed before its end (the
+    lookahead audit still running: docs/architecture.md §2, "metrics first"). Nothing
+    when the job ends first or ``on_metrics`` is None."""
+    if on_metrics is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(METRICS_POLL_S):
+            try:
+                view = stack.store.get(job_id)
+            except Exception:  # the database is down: the waiting side deals with it
+                continue
+            if view.status.terminal:
+                return
+            if view.metrics is not None:
+                on_metrics(view)
+                return
+
+    watcher = threading.Thread(target=watch, name=f"metrics-{job_id[:8]}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
