@@ -4,8 +4,9 @@ import Plotly from 'plotly.js-dist-min';
 import { compareHead, compareTable, compareTraces, EquityPoints } from './compare';
 import { costWarning, formatNumber, METRICS } from './format';
 import { openEvents, requestAPI } from './handler';
-import { JobView, Metrics, ProgressEvent } from './models';
+import { JobView, Metrics, ProgressEvent, TearSheet } from './models';
 import { choose, controlsHtml, gridParams, sweepChart, SweepChoice, sweepHead, SweepResults, sweepTable } from './sweep';
+import { tearSheetHtml } from './tearsheet';
 import { escape, paramsText } from './text';
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT']);
@@ -96,6 +97,8 @@ export class BacktestsPanel extends Widget {
   private jobs: JobRow[] = [];
   private selected: string | null = null;
   private plotted: string | null = null;
+  /** Rendered tear sheets of completed runs, by job id (a run's tear sheet never changes). */
+  private readonly sheets = new Map<string, string>();
   private timer: number | null = null;
   private live: LiveStream | null = null;
   /** Chart updates, one after the other (Plotly calls are asynchronous). */
@@ -343,10 +346,21 @@ export class BacktestsPanel extends Widget {
       (job.parent_id
         ? `<button data-action="select" data-id="${job.parent_id}" title="back to its sweep">Sweep ${job.parent_id.slice(0, 8)}</button>`
         : '');
+    // A tear sheet the researcher unfolded stays unfolded across the list's refreshes.
+    const unfolded =
+      this.detail.querySelector('h4')?.textContent === job.id &&
+      !!this.detail.querySelector('details.pitwall-tearsheet[open]');
     this.detail.innerHTML =
       `<h4>${job.id}</h4><p class="pitwall-detail-status" data-status="${job.status}" data-audit="${auditOf(job)}">` +
       `${job.status}${job.notebook ? ' · ' + escape(job.notebook) : ''}</p>${reason}${verdict}${costs}` +
-      `<div class="pitwall-detail-actions">${buttons}</div>${metrics}`;
+      `<div class="pitwall-detail-actions">${buttons}</div>${metrics}` +
+      `<div class="pitwall-tearsheet-slot">${this.sheets.get(job.id) ?? ''}</div>`;
+    if (unfolded) {
+      this.detail.querySelector('details.pitwall-tearsheet')?.setAttribute('open', '');
+    }
+    if (job.status === 'COMPLETED' && !this.sheets.has(job.id)) {
+      void this.loadTearSheet(job.id);
+    }
     if (failed && this.logShown !== job.id) {
       void this.showLog(job.id); // a failure is explained where it is shown
     } else if (!failed && this.logShown !== null && this.logShown !== job.id) {
@@ -371,6 +385,24 @@ export class BacktestsPanel extends Widget {
         this.plotted = null;
         await this.draw(() => this.clearChart());
       }
+    }
+  }
+
+  /** Fetch a completed run's tear sheet (written with its report, just after the commit) and
+   * show it under the metrics while the run is still the one shown. */
+  private async loadTearSheet(id: string): Promise<void> {
+    this.sheets.set(id, '');
+    let shown: string;
+    try {
+      shown = tearSheetHtml(await requestAPI<TearSheet>(`artifacts/${id}/tearsheet.json`));
+    } catch {
+      this.sheets.delete(id); // not there yet (the report follows the commit): asked again
+      return;
+    }
+    this.sheets.set(id, shown);
+    const slot = this.detail.querySelector('.pitwall-tearsheet-slot');
+    if (this.selected === id && slot) {
+      slot.innerHTML = shown;
     }
   }
 

@@ -4,6 +4,7 @@ live embedded API (one worker thread, real gVisor sandbox)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import time
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pitwall.bundle import build_bundle
-from pitwall.models import BacktestSpec, JobStatus
+from pitwall.engine.tearsheet_page import panel_html
+from pitwall.models import BacktestSpec, JobStatus, TearSheet
 from pitwall.notebook.client import Client
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake.catalog import Catalog, generate_dataset
@@ -85,7 +87,9 @@ MAGIC_CELLS = [
     "print('metrics', panel.metrics.value)\n"
     "print('points', len(panel.figure.data[0].x))\n"
     "print('last_equity', panel.figure.data[0].y[-1])\n"
-    "print('report', panel.report.value)",
+    "print('report', panel.report.value)\n"
+    "import hashlib\n"
+    "print('tearsheet', hashlib.sha256(panel.tearsheet.value.encode()).hexdigest())",
     # the Client works inside a cell too (the kernel's own event loop is running there)
     "events = pitwall.Client().events(panel.job_id)\n"
     # the last status event (an ``artifacts`` event may follow it: the report is written
@@ -116,6 +120,13 @@ def test_backtest_magic_panel_in_a_real_kernel(api: tuple[str, str],
     assert int(printed["points"]) == equity.height > 0
     assert float(printed["last_equity"]) == equity["equity"][-1]
     assert "report" in printed["report"] and "sig=" in printed["report"]
+    # The tear sheet under the metrics is the run's tearsheet.json, rendered as the report's
+    # static sections (benchmark-relative statistics, drawdowns, costs, round trips, ...).
+    with Client(url, token) as client:
+        sheet = TearSheet.model_validate_json(client.artifact(view.id, "tearsheet.json"))
+    shown = panel_html(sheet, view.spec.costs, view.spec.execution)
+    assert "Drawdown periods" in shown and "Round trips" in shown and "Costs preset" in shown
+    assert printed["tearsheet"] == hashlib.sha256(shown.encode()).hexdigest()
     n_events, last_status = printed["events"].split()
     assert int(n_events) >= 2 and last_status == "COMPLETED"
 

@@ -9,6 +9,7 @@ that raises. Screenshots of each step go to test-artifacts/ui/.
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 from tests.ui.conftest import ARTIFACTS, Lab
@@ -107,6 +108,33 @@ def test_reports_flags_and_failures_in_the_lab(page: Any, lab: Lab) -> None:
         shown = page.locator(f".pitwall-detail [data-metric='{key}']").inner_text()
         assert len(shown) <= 12, (key, shown)  # an absurd number is a bound, not digits
     page.screenshot(path=str(ARTIFACTS / "results-flagged-panel.png"))
+
+    # Its tear sheet folds out under the metrics, from the run's tearsheet.json.
+    with urllib.request.urlopen(f"{lab.url}/pitwall/artifacts/{flagged_id}/tearsheet.json"
+                                f"?token={lab.token}", timeout=30) as resp:
+        sheet = json.loads(resp.read())
+    folded = page.locator(".pitwall-detail details.pitwall-tearsheet")
+    folded.wait_for(timeout=60_000)
+    summary = folded.locator("summary")
+    assert summary.inner_text() == f"Tear sheet (against {sheet['header']['benchmark']})"
+    # A fresh lab asks about Jupyter news in a toast over the panel's corner: say no.
+    news = page.locator(".Toastify__toast").get_by_role("button", name="No")
+    if news.count():
+        news.first.click()
+    summary.click()
+    stats = folded.locator(".pitwall-tearsheet-stats")
+    stats.wait_for()
+    text = stats.inner_text()
+    assert "Costs preset\tfrictionless" in text and "Value at risk (5%, 1 day)" in text
+    trips = folded.locator(".pitwall-tearsheet-trips").inner_text()
+    summary_of = sheet["round_trip_summary"]
+    assert f"Round trips (closed)\t{summary_of['n']} ({summary_of['n_closed']})" in trips
+    deepest = min(len(sheet["drawdowns"]), 5)  # this run may never close below its peak
+    assert folded.locator(".pitwall-drawdowns tr").count() == (deepest + 1 if deepest else 0)
+    assert ("No day closed below its peak." in folded.inner_text()) == (deepest == 0)
+    page.wait_for_timeout(2_500)  # the list refreshes: what was unfolded stays unfolded
+    assert page.locator(".pitwall-detail details.pitwall-tearsheet[open]").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "results-tearsheet.png"))
 
     # Its report opens in a lab tab, rendered: plotly drew the charts, the tiles are there.
     flagged.locator("button[data-action=report]").click()

@@ -278,9 +278,10 @@ def trip_rows(trips: list[RoundTrip]) -> list[list[str]]:
              format_number(t.net_pnl, "money"), format_number(t.ret, "spct")] for t in trips]
 
 
-def trips_section(sheet: TearSheet) -> list[str]:
+def trips_summary(sheet: TearSheet) -> str:
+    """The round trips in aggregate, one static table."""
     s = sheet.round_trip_summary
-    summary = table(["", "value"], [
+    return table(["", "value"], [
         ["Round trips (closed)", f"{s.n} ({s.n_closed})"],
         ["Long / short", f"{s.n_long} / {s.n_short}"],
         ["Win rate (closed)", format_number(s.win_rate, "pct")],
@@ -291,6 +292,10 @@ def trips_section(sheet: TearSheet) -> list[str]:
         ["Profit factor", format_number(s.profit_factor)],
         ["Average hours held", format_number(s.avg_hours)],
         ["Net P&L of all trips", format_number(s.net_pnl, "money")]])
+
+
+def trips_section(sheet: TearSheet) -> list[str]:
+    summary = trips_summary(sheet)
     shown = len(sheet.round_trips)
     note = (f"{sheet.n_round_trips} round trips"
             + (f"; the first {shown} are listed (tearsheet.json holds the same)"
@@ -323,3 +328,17 @@ def _cell(value: Any) -> str:
     if hasattr(value, "strftime"):
         return str(value.strftime("%Y-%m-%d %H:%M:%S"))
     return str(value)
+
+
+def panel_html(sheet: TearSheet, costs: Costs | None, execution: Execution | None) -> str:
+    """The tear sheet as the lab's backtest panel shows it under the metrics: the report's
+    static sections (header, statistics, drawdown periods, best and worst days, costs,
+    round trips in aggregate, attribution), folded in a ``<details>``; no scripts."""
+    parts = [header_section(sheet, costs, execution), *stats_section(sheet),
+             *drawdown_section(sheet), days_section(sheet),
+             *costs_section(sheet, sheet.header.capital),
+             "<h2>Round trips</h2>", trips_summary(sheet),
+             "<h2>Attribution</h2>", attribution_table(sheet)]
+    body = "".join(parts).replace("<h2>", "<h4>").replace("</h2>", "</h4>")
+    return ("<details class='pitwall-tearsheet'><summary><b>Tear sheet</b> "
+            f"(against {html.escape(sheet.header.benchmark)})</summary>{body}</details>")

@@ -6,7 +6,8 @@ equity curve grows from the progress events' points (titled "equity (running)"),
 completion the full curve of the equity artifact replaces it. A lost stream is resumed
 after the last event seen; without one the panel falls back to polling the job.
 
-The audit's verdict is part of the status line (a flagged run is never a plain success),
+Once the run is complete, its tear sheet (``tearsheet.json``) folds out under the
+metrics. The audit's verdict is part of the status line (a flagged run is never a plain success),
 and a run that trades a lot without any costs says so. A failed run shows its failure in
 place of the chart: the traceback of its log, the frames named by cell (``In [n]`` or
 "this cell", from the cell map of :func:`pitwall.notebook.magic.dependency_bundle`).
@@ -61,13 +62,15 @@ class BacktestPanel:
                                               "title": {"text": EQUITY_TITLE}})
         self.figure.add_scatter(x=[], y=[], mode="lines", name="equity")
         self.metrics = widgets.HTML("")
+        self.tearsheet = widgets.HTML("")
         self.report = widgets.HTML("")
         self.warning = widgets.HTML("")
         self.log = widgets.HTML("")
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning")
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.box = widgets.VBox([self.status, self.progress, self.warning, self.figure,
-                                 self.metrics, self.report, self.log, self.cancel_button])
+                                 self.metrics, self.tearsheet, self.report, self.log,
+                                 self.cancel_button])
         self.done = threading.Event()
         self.view: JobView | None = None
         self.after = 0  # the last event seq seen
@@ -169,9 +172,25 @@ class BacktestPanel:
                 self.figure.data[0].x = equity.get_column("ts").to_list()
                 self.figure.data[0].y = equity.get_column("equity").to_list()
             self.report.value = self._link("report", view.id)
+            self.show_tearsheet(view)
         else:
             self.show_failure(view)
         self.done.set()
+
+    def show_tearsheet(self, view: JobView) -> None:
+        """The run's tear sheet (``tearsheet.json``, written with the report just after the
+        commit) under the metrics, folded; a note when it cannot be read."""
+        from pitwall.engine.tearsheet_page import panel_html
+        from pitwall.models import TearSheet
+
+        try:
+            sheet = TearSheet.model_validate_json(self.client.artifact(view.id,
+                                                                       "tearsheet.json"))
+        except Exception as exc:  # no tear sheet (an outage, an old run): the rest stands
+            self.tearsheet.value = (f"<p class='pitwall-tearsheet-missing'>No tear sheet: "
+                                    f"{html.escape(str(exc))}</p>")
+            return
+        self.tearsheet.value = panel_html(sheet, view.spec.costs, view.spec.execution)
 
     def _link(self, what: str, job_id: str) -> str:
         """A link to the report (or the log) through Jupyter when it runs the lab's server
