@@ -346,18 +346,13 @@ export class BacktestsPanel extends Widget {
       (job.parent_id
         ? `<button data-action="select" data-id="${job.parent_id}" title="back to its sweep">Sweep ${job.parent_id.slice(0, 8)}</button>`
         : '');
-    // A tear sheet the researcher unfolded stays unfolded across the list's refreshes.
-    const unfolded =
-      this.detail.querySelector('h4')?.textContent === job.id &&
-      !!this.detail.querySelector('details.pitwall-tearsheet[open]');
+    const unfolded = this.unfolded(job.id);
     this.detail.innerHTML =
       `<h4>${job.id}</h4><p class="pitwall-detail-status" data-status="${job.status}" data-audit="${auditOf(job)}">` +
       `${job.status}${job.notebook ? ' · ' + escape(job.notebook) : ''}</p>${reason}${verdict}${costs}` +
       `<div class="pitwall-detail-actions">${buttons}</div>${metrics}` +
       `<div class="pitwall-tearsheet-slot">${this.sheets.get(job.id) ?? ''}</div>`;
-    if (unfolded) {
-      this.detail.querySelector('details.pitwall-tearsheet')?.setAttribute('open', '');
-    }
+    this.unfold(unfolded);
     if (job.status === 'COMPLETED' && !this.sheets.has(job.id)) {
       void this.loadTearSheet(job.id);
     }
@@ -385,6 +380,21 @@ export class BacktestsPanel extends Widget {
         this.plotted = null;
         await this.draw(() => this.clearChart());
       }
+    }
+  }
+
+  /** The folded sections (a tear sheet, a walk-forward) the researcher opened in the detail
+   * while it shows `id`: they stay open when the list's refresh renders it again. */
+  private unfolded(id: string): string[] {
+    if (this.detail.querySelector('h4')?.textContent !== id) {
+      return [];
+    }
+    return Array.from(this.detail.querySelectorAll('details[open]')).map(d => d.classList[0]);
+  }
+
+  private unfold(classes: string[]): void {
+    for (const name of classes) {
+      this.detail.querySelector(`details.${name}`)?.setAttribute('open', '');
     }
   }
 
@@ -459,8 +469,10 @@ export class BacktestsPanel extends Widget {
     const params = gridParams(results.rows);
     this.sweepChoice = choose(params, this.sweepChoice);
     this.showControls(params, this.sweepChoice);
+    const unfolded = this.unfolded(job.id);
     this.detail.innerHTML =
       sweepHead(results) + '<p class="pitwall-note">Click a cell of the chart or a row to open that run.</p>' + sweepTable(results, params);
+    this.unfold(unfolded);
     const chart = sweepChart(results.rows, this.sweepChoice);
     const key = `sweep:${job.id}:${JSON.stringify(chart)}`;
     if (this.plotted !== key) {

@@ -234,6 +234,34 @@ export function overfittingBlock(results: SweepResults): string {
   return (
     `<div class="pitwall-overfit" data-overfit="${o.overfit}">` +
     `<p class="${o.overfit ? 'pitwall-reason' : 'pitwall-note'} pitwall-overfit-verdict">${escape(o.verdict)}</p>` +
-    `<table class="pitwall-overfit-stats"><tr>${cells}</tr></table>${problems}</div>`
+    `<table class="pitwall-overfit-stats"><tr>${cells}</tr></table>${problems}${walkForwardFolds(o)}</div>`
+  );
+}
+
+/**
+ * The walk-forward, fold by fold (folded): the training window, the parameters chosen on
+ * it and their Sharpe there, then the next window and that run's Sharpe on it.
+ */
+export function walkForwardFolds(o: Overfitting): string {
+  const folds = o.walk_forward ?? [];
+  if (!folds.length) {
+    return '';
+  }
+  const params = (p: { [name: string]: unknown }) =>
+    Object.entries(p)
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .join(' ');
+  const rows = folds
+    .map(
+      (f, i) =>
+        `<tr class="pitwall-fold"><td>${i + 1}</td><td>${escape(f.train_start)} → ${escape(f.train_end)}</td>` +
+        `<td data-fold="params">${escape(params(f.params))}</td><td data-fold="train">${figure(f.train_sharpe, 2)}</td>` +
+        `<td>${escape(f.test_start)} → ${escape(f.test_end)}</td><td data-fold="test">${figure(f.test_sharpe, 2)}</td></tr>`
+    )
+    .join('');
+  return (
+    `<details class="pitwall-walk-forward"><summary>Walk-forward: ${folds.length} folds</summary>` +
+    '<table><tr><th>#</th><th>Train</th><th>Chosen</th><th>Sharpe (train)</th><th>Test</th><th>Sharpe (test)</th></tr>' +
+    `${rows}</table></details>`
   );
 }

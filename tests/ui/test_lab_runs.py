@@ -170,6 +170,19 @@ def test_a_sweep_as_a_heatmap_and_a_table(page: Any, lab: Lab) -> None:
     assert block.locator("td[data-stat='oos_sharpe']").inner_text() == \
         f"{over['oos_sharpe']:.2f}"
     assert block.locator(".pitwall-overfit-verdict").inner_text() == over["verdict"]
+    # Its walk-forward folds out, fold by fold: the parameters chosen on each training
+    # window and their Sharpe on the next window, as the API computed them.
+    folds = over["walk_forward"] or []
+    assert folds  # the sweep's days allow a walk-forward
+    block.locator(".pitwall-walk-forward summary").click()
+    shown = block.locator("tr.pitwall-fold")
+    assert shown.count() == len(folds)
+    for i, fold in enumerate(folds):
+        line = shown.nth(i)
+        chosen = " ".join(f"{k}={json.dumps(v)}" for k, v in fold["params"].items())
+        assert line.locator("td[data-fold='params']").inner_text() == chosen
+        assert line.locator("td[data-fold='train']").inner_text() == f"{fold['train_sharpe']:.2f}"
+        assert line.locator("td[data-fold='test']").inner_text() == f"{fold['test_sharpe']:.2f}"
     page.screenshot(path=str(ARTIFACTS / "runs-sweep.png"))
 
     # Another metric redraws the heatmap with its values.
