@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv || echo /opt/pitwall-tools/bin/uv)
 # No PITWALL_DATA_DIR here: `make demo`, `make lab` and `.venv/bin/pitwall` all use the
-# one default data dir (~/.local/share/pitwall, or $PITWALL_DATA_DIR when set), so
+# one default data dir (~/.local/share/pitwall, /var/lib/pitwall for root, or
+# $PITWALL_DATA_DIR when set), so
 # every local run shows in `pitwall jobs list` and in the lab's Backtests panel.
 DEMO_SYMBOLS ?= AAPL,MSFT,AMZN,GOOG,META,NVDA,JPM,XOM,JNJ,PG
 DEMO_START ?= 2024-01-02

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pitwall.errors import SandboxError
 from pitwall_executor.config import load_config
 
 
@@ -51,3 +52,25 @@ def test_official_runs_default_to_the_retail_preset_unless_configured(tmp_path: 
     assert cfg.default_costs_preset == "frictionless"
     with pytest.raises(ValidationError, match="default_costs_preset"):
         load_config({"PITWALL_DATA_DIR": str(tmp_path), "PITWALL_DEFAULT_COSTS_PRESET": "cheap"})
+
+
+def test_the_default_data_dir_is_one_the_sandbox_may_mount(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    from pitwall_executor.sandbox import oci
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("PITWALL_DATA_DIR", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    root_dir = load_config(environ={}).data_dir
+    # Root's home is a host system path no sandbox mounts from (make demo ran as root
+    # failed every attempt on it): root's data dir is the system one.
+    assert root_dir == Path("/var/lib/pitwall")
+    with pytest.raises(SandboxError, match="host system path"):
+        oci.check_source(Path("/root"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_config(environ={}).data_dir == tmp_path / ".local" / "share" / "pitwall"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert load_config(environ={}).data_dir == tmp_path / "xdg" / "pitwall"

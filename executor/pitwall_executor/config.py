@@ -33,9 +33,16 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 def _default_data_dir() -> Path:
     """The one default of every local entry point (``pitwall``, ``make demo``, ``make
-    lab``, the lab's kernels): ``$XDG_DATA_HOME/pitwall``, else ``~/.local/share/pitwall``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "pitwall"
+    lab``, the lab's kernels): ``$XDG_DATA_HOME/pitwall``, else ``~/.local/share/pitwall``;
+    for root, ``/var/lib/pitwall``: the sandbox never mounts anything from under /root (a
+    host system path, sandbox/oci.py ``check_source``), and root's home is not readable
+    by the sandbox's user either."""
+    base = os.environ.get("XDG_DATA_HOME")
+    if base:
+        return Path(base) / "pitwall"
+    if os.geteuid() == 0:
+        return Path("/var/lib/pitwall")
+    return Path.home() / ".local" / "share" / "pitwall"
 
 
 def researcher_name(environ: dict[str, str] | None = None) -> str:
