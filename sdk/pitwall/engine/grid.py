@@ -150,8 +150,9 @@ def _forget_layout(ref: weakref.ref[pl.DataFrame]) -> None:
 
 def build_grid(bars: pl.DataFrame) -> BarGrid:
     """Lay ``bars`` (sorted by ``symbol, ts``) out on the grid; see the module docstring."""
+    schema = bars.schema  # built anew on each access: read once
     for name, dtype in BAR_COLUMNS.items():
-        if name not in bars.columns or bars.schema[name] != dtype:
+        if schema.get(name) != dtype:
             raise DataError(f"bars need a column {name!r} of type {dtype}; check the dataset")
     if bars.height == 0:
         raise DataError("there are no bars to trade on; widen the date range or universe")

@@ -26,6 +26,9 @@ class Ledger:
     path: Path
     rate: Rate
     capital: float
+    #: The fill model's lot (shares) when every trade is a whole number of lots; None:
+    #: fractional shares (or a run whose corporate actions rescale its shares).
+    lot: float | None = None
 
 
 def trade_weights(ledger: Ledger) -> FloatGrid:
@@ -68,8 +71,16 @@ def trades(ledger: Ledger) -> pl.DataFrame:
         rate = ledger.rate
         cell_rate = np.full(len(rows), rate) if isinstance(rate, float) else rate[rows, cols + 1]
         cost = cell_rate * np.abs(notional)
+    qty = notional / price
+    if ledger.lot:
+        # The engine traded whole lots; the weight round trip leaves float noise
+        # (760.0000000000001 shares): within 1e-9 of a lot count, the count.
+        lots = qty / ledger.lot
+        whole = np.round(lots)
+        qty = np.where(np.abs(lots - whole) <= 1e-9 * np.maximum(1.0, np.abs(whole)),
+                       whole * ledger.lot, qty)
     return _frame(grid, rows, cols + 1, {
-        "qty": notional / price, "price": price, "notional": notional, "cost": cost,
+        "qty": qty, "price": price, "notional": notional, "cost": cost,
     })
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pitwall.engine.fills import _numba
 from pitwall.engine.grid import micros
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import DataError
@@ -233,8 +235,78 @@ _US_PER_DAY = 86_400_000_000
 def _day_ends(result: EngineResult) -> npt.NDArray[np.intp]:
     """Row of the last bar of each UTC date (the engine's timestamps are sorted, unique)."""
     ts = micros(result.equity.get_column("ts"))
+    kernels = _compiled()
+    if len(ts) and kernels is not None:
+        ends = np.empty(len(ts), dtype=np.intp)
+        return ends[: kernels[1](np.ascontiguousarray(ts), ends)].copy()
     day = ts // _US_PER_DAY  # floor division: the UTC date, also before 1970
     return np.flatnonzero(np.concatenate((day[1:] != day[:-1], [True])))
+
+
+def _lowest_ratio_loop(equity: Any, capital: float) -> float:
+    """``min(equity / max(running peak of equity, capital))`` in one pass; NaN if a ratio is.
+
+    The same divisions as ``np.maximum.accumulate`` then ``np.maximum`` then ``/``; compiled
+    by Numba (see :func:`_compiled`).
+    """
+    peak, lowest = equity[0], np.inf
+    for value in equity:
+        peak = value if value > peak else peak
+        ratio = value / (peak if peak > capital else capital)
+        if np.isnan(ratio):  # a NaN equity, or +inf / +inf
+            return np.nan
+        lowest = ratio if ratio < lowest else lowest
+    return float(lowest)
+
+
+def _day_ends_loop(ts: Any, ends: Any) -> int:
+    """Write into ``ends`` the rows where the UTC date (``ts // day``) changes next; their count.
+
+    ``ts // day`` is recomputed only when a timestamp leaves the current date, so the
+    answer is that of the floor division per row, for any order of timestamps.
+    """
+    n, count = len(ts), 0
+    day = ts[0] // _US_PER_DAY
+    start = day * _US_PER_DAY
+    for t in range(1, n):
+        value = ts[t]
+        if value < start or value - start >= _US_PER_DAY:
+            next_day = value // _US_PER_DAY
+            if next_day != day:
+                ends[count] = t - 1
+                count += 1
+            day, start = next_day, next_day * _US_PER_DAY
+    ends[count] = n - 1
+    return count + 1
+
+
+_kernels: list[tuple[Any, Any]] = []
+
+
+def _compiled() -> tuple[Any, Any] | None:
+    """The compiled metric passes (loaded from Numba's cache), or None without Numba."""
+    if _numba is None:
+        return None
+    if not _kernels:
+        types: Any = _numba.types
+        f8, i8 = types.Array(types.float64, 1, "C", readonly=True), types.int64
+        ts = types.Array(i8, 1, "C", readonly=True)
+        jit = _numba.njit
+        _kernels.append((
+            jit(types.float64(f8, types.float64), cache=True, nogil=True,
+                error_model="numpy")(_lowest_ratio_loop),
+            jit(i8(ts, types.Array(types.intp, 1, "C")), cache=True, nogil=True,
+                error_model="numpy")(_day_ends_loop),
+        ))
+    return _kernels[0]
+
+
+def _lowest_ratio(equity: Returns, capital: float) -> float:
+    kernels = _compiled()
+    if kernels is None:
+        peak = np.maximum(np.maximum.accumulate(equity), capital)
+        return float(np.divide(equity, peak, out=peak).min())
+    return float(kernels[0](np.ascontiguousarray(equity, dtype=np.float64), capital))
 
 
 def bar_drawdown(result: EngineResult) -> float:
@@ -245,7 +317,15 @@ def bar_drawdown(result: EngineResult) -> float:
     equity = result.equity.get_column("equity").to_numpy()
     if len(equity) == 0:
         return 0.0
-    peak = np.maximum(np.maximum.accumulate(equity), result.capital)
+    capital = float(result.capital)
+    if capital > 0:
+        # Every peak is then > 0: the lowest equity / peak in one pass (NaN if any equity
+        # is NaN, then the general formula below). x ↦ x − 1 is monotonic in floating
+        # point, so min(r) − 1 = min(r − 1) exactly: the same number as below.
+        lowest = _lowest_ratio(equity, capital)
+        if not math.isnan(lowest):
+            return _finite(min(lowest - 1.0, 0.0))
+    peak = np.maximum(np.maximum.accumulate(equity), capital)
     with np.errstate(divide="ignore", invalid="ignore"):
         drawdown = np.where(peak > 0, equity / peak - 1.0, -1.0)
     return _finite(min(float(drawdown.min()), 0.0))

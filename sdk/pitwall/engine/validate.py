@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import polars as pl
 import pyarrow as pa
 
-from pitwall.engine.validate_fast import check_sorted_rows
+from pitwall.engine.validate_fast import aligned_arrow, check_sorted_rows
 from pitwall.engine.weight_rules import (
     BIG,
     DUPLICATE,
@@ -54,6 +54,16 @@ def validate_weights(
     pitwall.errors.StrategyOutputError: row 0: weight is NaN for AAPL at \
 2024-01-02 14:31:00+00:00; return finite weights
     """
+    if isinstance(weights, pa.Table):
+        universe = set(universe)
+        try:
+            aligned = aligned_arrow(weights, bars, universe)
+        except (ValueError, IndexError, pa.ArrowException):
+            # An untrusted table whose buffers do not read as they claim: the general
+            # path below checks it and names what is wrong.
+            aligned = None
+        if aligned is not None:  # one weight per bar, checked on the table's buffers
+            return aligned
     frame = _as_frame(weights)
     if frame.height > bars.height:
         raise StrategyOutputError(

@@ -10,12 +10,16 @@ the general path's; anything else (nulls, another order) goes to the general pat
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
 
 from pitwall.engine import weight_rules as rules
 from pitwall.engine.grid import (
+    BarsLayout,
     bars_layout,
     is_grouped_sorted,
     mark_aligned,
@@ -25,6 +29,7 @@ from pitwall.engine.grid import (
 from pitwall.errors import StrategyOutputError
 
 BoolArray = npt.NDArray[np.bool_]
+_Word = TypeVar("_Word", bound=np.generic)
 
 
 def check_sorted_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str]) -> bool:
@@ -71,6 +76,100 @@ def check_sorted_rows(frame: pl.DataFrame, bars: pl.DataFrame, universe: set[str
     index, code = min(first)
     row = {**frame.row(index, named=True), "_row": index, "_problem": code}
     raise StrategyOutputError(rules.message(row, frame, universe))
+
+
+_WEIGHT_FIELDS = ("ts", "symbol", "weight")
+_ARROW_TS = pa.timestamp("us", tz="UTC")
+
+
+def aligned_arrow(table: pa.Table, bars: pl.DataFrame, universe: set[str]) -> pl.DataFrame | None:
+    """The validated weights of an Arrow ``table`` holding one weight per bar, in the bars' order.
+
+    The common answer of a sandbox, checked on the table's buffers without converting it:
+    its ``ts`` (µs, UTC) and ``symbol`` (strings) equal the bars' ones row by row, every
+    weight is a finite float64 within the bound, no value is null. The frame returned
+    shares the bars' ``ts`` and ``symbol`` columns; it equals what the general path
+    returns. ``None`` (nothing checked) when any of this does not hold: the general path
+    then checks the table and names the first bad row.
+    """
+    if not _plain_table(table, bars):
+        return None
+    ts, symbol, weight = (table.column(name).chunk(0) for name in _WEIGHT_FIELDS)
+    layout = bars_layout(bars)
+    aligned = (
+        layout.sorted and set(layout.values) <= universe
+        and np.array_equal(_values(ts, np.int64), layout.ts)
+        and _all_small(_values(weight, np.float64), rules.MAX_ABS_WEIGHT)
+        and _same_symbols(symbol, layout)
+    )
+    if not aligned:
+        return None
+    frame = pl.DataFrame([bars.get_column("ts"), bars.get_column("symbol"),
+                          pl.Series("weight", weight)])
+    mark_aligned(frame, bars)
+    return frame
+
+
+def _plain_table(table: pa.Table, bars: pl.DataFrame) -> bool:
+    """One row per bar, exactly the weight columns in the bars' own types, one chunk each,
+    no null."""
+    if (table.num_rows == 0 or table.num_rows != bars.height
+            or sorted(table.column_names) != sorted(_WEIGHT_FIELDS)):
+        return False
+    types = table.schema
+    if (types.field("ts").type != _ARROW_TS or types.field("weight").type != pa.float64()
+            or types.field("symbol").type not in (pa.large_string(), pa.string())):
+        return False
+    schema = bars.schema
+    if schema.get("ts") != pl.Datetime("us", "UTC") or schema.get("symbol") != pl.String:
+        return False
+    return all(c.num_chunks == 1 and c.null_count == 0
+               for c in (table.column(name) for name in _WEIGHT_FIELDS))
+
+
+def _values(array: pa.Array, dtype: type[_Word]) -> npt.NDArray[_Word]:
+    """The values of a fixed-width Arrow array without nulls, as a view of its buffer."""
+    buffer = array.buffers()[1]
+    assert buffer is not None
+    return np.frombuffer(buffer, dtype=dtype, count=array.offset + len(array))[array.offset:]
+
+
+def _same_symbols(array: pa.Array, layout: BarsLayout) -> bool:
+    """Whether a string array holds the bars' symbols, compared block by block on its buffers."""
+    offsets_buffer, data_buffer = array.buffers()[1:3]
+    if offsets_buffer is None or data_buffer is None:
+        return False
+    wide = array.type == pa.large_string()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32,
+                            count=array.offset + len(array) + 1)[array.offset:]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    start = 0
+    for symbol, length in zip(layout.values, layout.lengths.tolist(), strict=True):
+        name = np.frombuffer(symbol.encode(), dtype=np.uint8)
+        size = len(name)
+        ends = offsets[start : start + length + 1]
+        # Each row's string is exactly `size` bytes, one after the other...
+        if size == 0 or not bool((np.diff(ends) == size).all()):
+            return False
+        first, last = int(ends[0]), int(ends[-1])
+        if first < 0 or last > len(data):
+            return False
+        # ...and those bytes spell the symbol on every row.
+        if not _repeats(data[first:last], name, length):
+            return False
+        start += length
+    return True
+
+
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _repeats(data: npt.NDArray[np.uint8], name: npt.NDArray[np.uint8], times: int) -> bool:
+    """Whether ``data`` is ``name`` repeated ``times`` times (``len(data)`` already matches)."""
+    word = _WORDS.get(len(name))
+    if word is not None:  # one word per row: a comparison with a scalar
+        return bool((data.view(word) == name.view(word)[0]).all())
+    return bool(np.array_equal(data, np.tile(name, times)))
 
 
 def _all_small(weight: npt.NDArray[np.float64], bound: float) -> bool:

@@ -152,7 +152,9 @@ def run_vectorized(
         path = actions.with_trades(path, limited.target[:, :-1], rate)
         grid = actions.raw
     ledger = Ledger(grid=grid, executed=limited.target[:, :-1], path=path, rate=rate,
-                    capital=capital)
+                    capital=capital,
+                    lot=execution.lot_size if path.trades is not None and actions is None
+                    else None)
     result = _result(ledger, clipped=limited.clipped_bars, liquidity=stats)
     if actions is None:
         return result
@@ -174,17 +176,17 @@ def _check_prices(grid: BarGrid) -> None:
 def _result(ledger: Ledger, *, clipped: int, liquidity: LiquidityStats | None) -> EngineResult:
     """Scale the unit path by the capital and label it with the bars' timestamps."""
     grid, path, capital = ledger.grid, ledger.path, ledger.capital
-    cost = capital * path.pre * (path.fee if path.fee is not None else 0.0)
-    equity = pl.DataFrame(
-        {
-            "ts": pl.Series("ts", grid.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
-            "equity": capital * path.close,
-            "gross_exposure": path.gross,
-            "net_exposure": path.net,
-            "turnover": path.turnover,
-            "cost": cost,
-        }
-    )
+    cost = np.multiply(capital, path.pre)  # × the fee in place: one temporary, same numbers
+    np.multiply(cost, path.fee if path.fee is not None else 0.0, out=cost)
+    # A list of Series (each a view of its array) builds faster than a dict of arrays.
+    equity = pl.DataFrame([
+        pl.Series("ts", grid.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        pl.Series("equity", capital * path.close),
+        pl.Series("gross_exposure", path.gross),
+        pl.Series("net_exposure", path.net),
+        pl.Series("turnover", path.turnover),
+        pl.Series("cost", cost),
+    ])
     return EngineResult(
         equity=equity, capital=capital, n_trades=path.n_trades, total_cost=float(cost.sum()),
         leverage_clipped_bars=clipped, ledger=ledger, liquidity=liquidity,
