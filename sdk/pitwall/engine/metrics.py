@@ -301,14 +301,6 @@ def _compiled() -> tuple[Any, Any] | None:
     return _kernels[0]
 
 
-def _lowest_ratio(equity: Returns, capital: float) -> float:
-    kernels = _compiled()
-    if kernels is None:
-        peak = np.maximum(np.maximum.accumulate(equity), capital)
-        return float(np.divide(equity, peak, out=peak).min())
-    return float(kernels[0](np.ascontiguousarray(equity, dtype=np.float64), capital))
-
-
 def bar_drawdown(result: EngineResult) -> float:
     """:func:`max_drawdown` of the equity marked at every close, the curve a report plots.
 
@@ -318,11 +310,12 @@ def bar_drawdown(result: EngineResult) -> float:
     if len(equity) == 0:
         return 0.0
     capital = float(result.capital)
-    if capital > 0:
-        # Every peak is then > 0: the lowest equity / peak in one pass (NaN if any equity
-        # is NaN, then the general formula below). x ↦ x − 1 is monotonic in floating
-        # point, so min(r) − 1 = min(r − 1) exactly: the same number as below.
-        lowest = _lowest_ratio(equity, capital)
+    kernels = _compiled()
+    if capital > 0 and kernels is not None:
+        # Every peak is then > 0: the lowest equity / peak in one compiled pass (NaN if
+        # any equity is NaN, then the general formula below). x ↦ x − 1 is monotonic in
+        # floating point, so min(r) − 1 = min(r − 1) exactly: the same number as below.
+        lowest = float(kernels[0](np.ascontiguousarray(equity, dtype=np.float64), capital))
         if not math.isnan(lowest):
             return _finite(min(lowest - 1.0, 0.0))
     peak = np.maximum(np.maximum.accumulate(equity), capital)
