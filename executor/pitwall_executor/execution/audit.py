@@ -83,6 +83,11 @@ SEED_SECRET = "audit-secret"
 ANSWER_WINDOW: int | None = COMPARE_WINDOW
 
 
+def audit_id(job_id: str) -> str:
+    """The id of a job's audit sandbox (its sandbox request, its container's name)."""
+    return f"{job_id}-audit"
+
+
 def audit_seed(secret: bytes, bundle_sha256: str, spec: BacktestSpec) -> int:
     """The audit's secret seed of a run: HMAC of the deployment's secret over what the
     run is (bundle, spec with its parameters, data digest). The same run draws the same
@@ -128,7 +133,7 @@ def audit_vectorized(backend: SandboxBackend, job_id: str, workdir: Path, spec: 
     else:
         # The comparison runs while the sandbox shuts down.
         _, outcome, problem, judged = _session(
-            backend, f"{job_id}-audit", workdir, spec, bars, plan.times, deadline=deadline,
+            backend, audit_id(job_id), workdir, spec, bars, plan.times, deadline=deadline,
             pacer=pacer, session=session, judge=judge)
         assert judged is not None  # judge was given
         verdict = judged

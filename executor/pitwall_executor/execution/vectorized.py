@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
@@ -44,6 +45,7 @@ from pitwall_executor.execution.attempt import (
 )
 from pitwall_executor.execution.audit import (
     SEED_SECRET,
+    audit_id,
     audit_seed,
     audit_vectorized,
     prefix_spec,
@@ -133,16 +135,22 @@ class VectorizedAttempt(Attempt):
         start = getattr(self.stack.backend, "start", None)
         if not self.spec.audit or not callable(start):
             return
+        limits = self.spec.limits.model_copy(
+            update={"timeout_s": 2 * self.spec.limits.timeout_s})
+        request = runner_request(audit_id(self.job.id), self._stage_audit(staged), limits)
+        starter = ThreadPoolExecutor(1, thread_name_prefix=f"audit-{self.job.id[:8]}")
+        self._audit_start = starter.submit(start, request)
+        starter.shutdown(wait=False)
+
+    def _stage_audit(self, staged: Staged) -> Path:
+        """The audit sandbox's input dir: the bundle and its ``spec.json``, nothing else.
+        The default level reloads the strategy per cut in one process; "thorough" pays a
+        forked process per cut (docs/lookahead-audit.md, "Independence")."""
         mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
         audit_dir = self.workdir / "audit"
         stage_inputs(audit_dir, staged.bundle,
                      prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
-        limits = self.spec.limits.model_copy(
-            update={"timeout_s": 2 * self.spec.limits.timeout_s})
-        request = runner_request(f"{self.job.id}-audit", audit_dir, limits)
-        starter = ThreadPoolExecutor(1, thread_name_prefix=f"audit-{self.job.id[:8]}")
-        self._audit_start = starter.submit(start, request)
-        starter.shutdown(wait=False)
+        return audit_dir
 
     def _take_audit_session(self) -> Any:
         """The pre-started audit session (None: none was started); it is the caller's."""
@@ -240,14 +248,8 @@ class VectorizedAttempt(Attempt):
         if not self.spec.audit:
             return None, {}
         self.progress(0.7, "auditing for lookahead")
-        audit_dir = self.workdir / "audit"
         session = self._take_audit_session()
-        if session is None:
-            # The default level reloads the strategy per cut in one process; "thorough"
-            # pays a forked process per cut (docs/lookahead-audit.md, "Independence").
-            mode = AUDIT_FORK if self.spec.audit_level == "thorough" else AUDIT
-            stage_inputs(audit_dir, staged.bundle,
-                         prefix_spec(mode, staged.bundle.entrypoint, self.spec), None)
+        audit_dir = self._stage_audit(staged) if session is None else self.workdir / "audit"
         secret = load_secret(self.stack.config.data_dir, SEED_SECRET)
         run = audit_vectorized(self.stack.backend, self.job.id, audit_dir, self.spec,
                                staged.bars, clean,
