@@ -5,7 +5,7 @@
  */
 import { formatNumber, Kind, METRICS } from './format';
 import { JobStatus, JobView, Metrics } from './models';
-import { escape } from './text';
+import { escape, paramPairs } from './text';
 
 /** One line of the results table: a child's grid point, status and metrics. */
 export interface SweepRow {
@@ -247,15 +247,11 @@ export function walkForwardFolds(o: Overfitting): string {
   if (!folds.length) {
     return '';
   }
-  const params = (p: { [name: string]: unknown }) =>
-    Object.entries(p)
-      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
-      .join(' ');
   const rows = folds
     .map(
       (f, i) =>
         `<tr class="pitwall-fold"><td>${i + 1}</td><td>${escape(f.train_start)} → ${escape(f.train_end)}</td>` +
-        `<td data-fold="params">${escape(params(f.params))}</td><td data-fold="train">${figure(f.train_sharpe, 2)}</td>` +
+        `<td data-fold="params">${escape(paramPairs(f.params))}</td><td data-fold="train">${figure(f.train_sharpe, 2)}</td>` +
         `<td>${escape(f.test_start)} → ${escape(f.test_end)}</td><td data-fold="test">${figure(f.test_sharpe, 2)}</td></tr>`
     )
     .join('');

@@ -7,7 +7,11 @@ export function escape(text: string): string {
 
 /** A job's parameters as `name=value` pairs (JSON values), in the spec's order. */
 export function paramsText(job: JobView): string {
-  const params = job.spec.params ?? {};
+  return paramPairs(job.spec.params ?? {});
+}
+
+/** Parameters as `name=value` pairs (JSON values), in their order. */
+export function paramPairs(params: { [name: string]: unknown }): string {
   return Object.entries(params)
     .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
     .join(' ');
