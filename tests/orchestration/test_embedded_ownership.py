@@ -66,7 +66,10 @@ class DataDir:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                # Up for local clients once it answers and has published itself (the
+                # server writes embedded.json just after it starts listening).
+                if (requests.get(f"{url}/healthz", timeout=2).status_code == 200
+                        and (self.path / "embedded.json").exists()):
                     return proc, url
             except requests.ConnectionError:
                 pass
