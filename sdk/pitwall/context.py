@@ -20,8 +20,7 @@ import numpy.typing as npt
 from pitwall.orders import Fill, FillTuple, Order, OrderTuple, OrderType
 
 FIELDS = ("open", "high", "low", "close", "volume")
-_FIELD = {name: i for i, name in enumerate(FIELDS)}
-_CLOSE = _FIELD["close"]
+_CLOSE = FIELDS.index("close")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 FloatArray = npt.NDArray[np.float64]
 
@@ -50,8 +49,12 @@ class Context:
     """The strategy's view of the run at ``now``; see the module docstring."""
 
     def __init__(self, symbols: Sequence[str], *, capital: float, lookback: int,
-                 data: FloatArray) -> None:
+                 data: FloatArray, fields: Sequence[str] = FIELDS) -> None:
         self.symbols: tuple[str, ...] = tuple(symbols)
+        #: What ``history`` can return: OHLCV, and on a dataset with corporate actions the
+        #: point-in-time adjusted ``adj_open … adj_volume`` (docs/reference-data.md §5).
+        self.fields: tuple[str, ...] = tuple(fields)
+        self._field = {name: i for i, name in enumerate(self.fields)}
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.portfolio = Portfolio(self, float(capital), len(self.symbols))
         self.lookback = int(lookback)
@@ -89,9 +92,7 @@ class Context:
         for one ``symbol``. A read-only view: copy it before keeping it past the callback.
         ``NaN`` marks a symbol without a bar at a timestamp.
         """
-        f = _FIELD.get(field)
-        if f is None:
-            raise KeyError(f"field {field!r} does not exist; use one of {FIELDS}")
+        f = self._field_at(field)
         end = self._row + 1
         if n > end + self._dropped or n > self.lookback or n < 1:
             raise ValueError(f"history({field!r}, {n}) asks for more than the "
@@ -101,9 +102,16 @@ class Context:
                            else self._data[end - n:end, f, self.index(symbol)])
         return out
 
+    def _field_at(self, field: str) -> int:
+        f = self._field.get(field)
+        if f is None:
+            raise KeyError(f"field {field!r} does not exist in this run; use one of "
+                           f"{self.fields}")
+        return f
+
     def current(self, field: str, symbol: str | None = None) -> Any:
         """The current bar's ``field``: a float for ``symbol``, else one per symbol."""
-        row = self._data[self._row, _FIELD[field]]
+        row = self._data[self._row, self._field_at(field)]
         return row if symbol is None else float(row[self.index(symbol)])
 
     def last_close(self) -> FloatArray:

@@ -9,9 +9,10 @@ engine), so a step costs the sandbox exactly two.
 
 * feeder → strategy ``STEP``: ``<q d I I B 2x`` (now µs, cash, rows, fills, flags; 27
   bytes, so the rows start 8-byte aligned at offset 40 of the frame), then
-  ``rows × 5 × symbols`` float64 (the bars since the last step, oldest first, fixed
-  symbol order; never a bar after ``now``), the fills (:data:`FILL_DTYPE`), and with
-  :data:`PORTFOLIO` the positions (float64 × symbols).
+  ``rows × fields × symbols`` float64 (the bars since the last step, oldest first, fixed
+  symbol order; never a bar after ``now``; ``fields`` is OHLCV, then the run's extra
+  fields named in the sandbox's ``spec.json``, e.g. the adjusted prices), the fills
+  (:data:`FILL_DTYPE`), and with :data:`PORTFOLIO` the positions (float64 × symbols).
 * strategy → feeder ``READY`` (JSON schedule, once) and ``ORDERS``: ``<I I`` (orders,
   cancels), the orders (:data:`ORDER_DTYPE`), the cancelled ids (int64). ``ERROR`` is the
   runner's JSON error frame.
@@ -137,21 +138,21 @@ class StepWriter:
     with one ``writev`` straight from the market cube instead of being copied.
     """
 
-    def __init__(self, fd: int, n_symbols: int, max_rows: int) -> None:
+    def __init__(self, fd: int, n_symbols: int, max_rows: int, n_fields: int = 5) -> None:
         self.fd = fd
-        self._row_floats = 5 * n_symbols
+        self._row_floats = n_fields * n_symbols
         cap = max(1, min(max_rows, STEP_BUFFER_BYTES // (self._row_floats * 8)))
         self._cap_rows = cap
         self._buf = bytearray(ROWS_AT + cap * self._row_floats * 8)
         self._view = memoryview(self._buf)
         self._rows = np.frombuffer(self._buf, np.float64, cap * self._row_floats, ROWS_AT).reshape(
-            cap, 5, n_symbols)
+            cap, n_fields, n_symbols)
         self._ends = [memoryview(self._buf)[:ROWS_AT + k * self._row_floats * 8]
                       for k in range(min(cap, 64) + 1)]  # the frames of 0..64 rows
 
     def send(self, now: int, rows: npt.NDArray[np.float64], fills: list[FillTuple], *,
              cash: float, positions: npt.NDArray[np.float64] | None, flags: int) -> None:
-        """One STEP frame of ``rows`` (``k × 5 × symbols``, C-contiguous), the fills and,
+        """One STEP frame of ``rows`` (``k × fields × symbols``, C-contiguous), the fills and,
         when given, the positions (which set :data:`PORTFOLIO`)."""
         k = len(rows)
         if not fills and positions is None and k <= 64 and k <= self._cap_rows:  # usual
@@ -248,17 +249,17 @@ def send_orders(fd: int, orders: list[OrderTuple], cancels: list[int]) -> None:
     write_all(fd, HEADER.pack(MAGIC, ORDERS, len(body)) + body)
 
 
-def decode_step(payload: memoryview, n_symbols: int) -> tuple[
+def decode_step(payload: memoryview, n_symbols: int, n_fields: int = 5) -> tuple[
         int, float, int, npt.NDArray[np.float64], list[FillTuple],
         npt.NDArray[np.float64] | None]:
     """``(now, cash, flags, rows, fills, positions)`` of a STEP frame (views of payload)."""
     now, cash, n_rows, n_fills, flags = STEP_HEAD.unpack_from(payload)
     at = STEP_HEAD.size
-    size = n_rows * 5 * n_symbols
+    size = n_rows * n_fields * n_symbols
     if len(payload) != at + size * 8 + n_fills * FILL_DTYPE.itemsize + (
             n_symbols * 8 if flags & PORTFOLIO else 0):
         raise ValueError("a STEP frame has the wrong size for its counts")
-    rows = np.frombuffer(payload, np.float64, size, at).reshape(n_rows, 5, n_symbols)
+    rows = np.frombuffer(payload, np.float64, size, at).reshape(n_rows, n_fields, n_symbols)
     at += size * 8
     fills = np.frombuffer(payload, FILL_DTYPE, n_fills, at).tolist() if n_fills else []
     at += n_fills * FILL_DTYPE.itemsize

@@ -1,7 +1,8 @@
 """A dataset version with corporate actions (docs/reference-data.md) run as jobs through a
 real worker and the gVisor sandbox: the strategy sees point-in-time adjusted prices, the
 trusted engine pays the dividend, the manifest says what the actions did, and the event
-engine, which does not apply them yet, refuses with what to do instead."""
+engine applies the same actions while its strategy reads adjusted prices that are never
+revised."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pitwall.engine.corporate import CorporateActions
 from pitwall.engine.validate import validate_weights
 from pitwall.engine.vectorized import run_vectorized
 from pitwall.models import BacktestSpec, EngineKind, JobStatus, Limits
+from pitwall.notebook.event_quick_run import run_local
 from pitwall_executor.config import load_config
 from pitwall_executor.datalake import Catalog, generate_dataset, sample_symbols
 from pitwall_executor.datalake.reference import read_reference
@@ -39,10 +41,28 @@ def hold(bars, symbol):
 """
 
 EVENT = """
+import math
 import pitwall
 
 class Hold(pitwall.Strategy):
-    def on_bar(self, ctx):
+    seen = None
+
+    def on_start(self, ctx):
+        self.seen = {}
+        self.bars = 0
+
+    def on_bar(self, ctx):  # due at every bar
+        # Point in time: what an adjusted bar showed is never revised by a later step.
+        self.bars += 1
+        n = min(ctx.available, 50)
+        adj = ctx.history("adj_close", n, ctx.symbols[0])
+        k = self.bars - n
+        for i, value in enumerate(adj):
+            before = self.seen.get(k + i)
+            if before is not None and not (before == value or
+                                           (math.isnan(before) and math.isnan(value))):
+                raise RuntimeError(f"adjusted bar {k + i} changed from {before} to {value}")
+            self.seen[k + i] = float(value)
         ctx.order_target_percent(ctx.symbols[0], 0.5)
 """
 
@@ -64,7 +84,7 @@ def run(stack: Stack, spec: BacktestSpec, source: str, kind: str) -> str:
     return job_id
 
 
-def test_a_dividend_is_paid_by_the_engine_and_recorded_and_the_event_engine_refuses(
+def test_a_dividend_is_paid_by_both_engines_and_recorded(
         stack: Stack) -> None:
     snapshot = stack.catalog.snapshot("ev")
     actions = read_reference(stack.catalog, snapshot).actions
@@ -98,8 +118,22 @@ def test_a_dividend_is_paid_by_the_engine_and_recorded_and_the_event_engine_refu
     assert view.metrics.final_equity == pytest.approx(paid, rel=1e-12)
     assert paid != pytest.approx(unpaid, rel=1e-9)
 
+    # The event engine applies the same actions: its broker pays the dividend into the
+    # book and the equity is that of an in-process run on the same bars and actions.
     event = spec.model_copy(update={"engine": EngineKind.EVENT, "params": {}})
-    refused = stack.store.get(run(stack, event, EVENT, "event"))
-    assert refused.status is JobStatus.FAILED
-    assert refused.reason is not None and "corporate actions" in refused.reason
-    assert "vectorized engine" in refused.reason
+    event_view = stack.store.get(run(stack, event, EVENT, "event"))
+    assert event_view.status is JobStatus.COMPLETED, event_view.reason
+    assert event_view.metrics is not None
+    rows = stack.store.artifacts(event_view.id)
+    manifest = json.loads(Path(rows["manifest.json"]["uri"].removeprefix("file://")).read_text())
+    corporate = manifest["corporate_actions"]
+    assert (corporate["splits"], corporate["dividends"]) == (0, 1), corporate
+    assert corporate["dividend_cash"] > 0
+    namespace: dict[str, object] = {}
+    exec(compile(EVENT, "strategy.py", "exec"), namespace)  # the test's own strategy
+    local = run_local(namespace["Hold"], bars.filter(pl.col("symbol").is_in(spec.universe)),
+                      capital=spec.capital, costs=spec.costs, symbols=spec.universe,
+                      corporate=actions_used)
+    assert local.corporate is not None
+    assert local.corporate.dividend_cash == pytest.approx(corporate["dividend_cash"], rel=1e-12)
+    assert event_view.metrics.final_equity == pytest.approx(local.final_equity, rel=1e-12)

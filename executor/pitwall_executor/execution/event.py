@@ -19,11 +19,11 @@ from typing import Any
 import polars as pl
 
 from pitwall.engine.broker import BrokerCosts
+from pitwall.engine.event_corporate import EventActions, event_market
 from pitwall.engine.event_result import EventResult
 from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import Market
 from pitwall.engine.metrics import metrics_for_spec
-from pitwall.errors import DataError
 from pitwall.models import BacktestSpec, EngineKind, JobStatus
 from pitwall_executor.execution.attempt import Accounted, Attempt, AttemptResult, Staged
 from pitwall_executor.execution.feeder import FeedStats, StrategyStopped, run_lockstep
@@ -65,6 +65,7 @@ class EventAttempt(Attempt):
     engine = EngineKind.EVENT
     _result: EventResult | None = None
     _stats: FeedStats | None = None
+    _market: tuple[Market, list[str], EventActions | None] | None = None
 
     def unsupported(self) -> str | None:
         """A backend without live sessions cannot run the lock-step."""
@@ -74,24 +75,26 @@ class EventAttempt(Attempt):
                 "strategies (no live session); use gvisor")
 
     def runner_inputs(self, staged: Staged) -> tuple[dict[str, Any], pl.DataFrame | None]:
-        """``spec.json`` only: the bars stay in the worker, the feeder sends them bar by bar."""
+        """``spec.json`` only: the bars stay in the worker, the feeder sends them bar by bar.
+
+        On a version with corporate actions (docs/reference-data.md §7) the market holds
+        one column per security and the point-in-time adjusted prices as extra fields,
+        and the broker applies the actions; ``symbols`` are the strategy's names of the
+        columns (:func:`~pitwall.engine.event_corporate.event_universe`)."""
         spec = self.spec
+        self._market = event_market(staged.bars, spec.universe, staged.corporate)
+        market, names, _ = self._market
         return {"kind": "event", "entrypoint": staged.bundle.entrypoint, "params": spec.params,
-                "seed": spec.seed, "symbols": list(spec.universe),
+                "seed": spec.seed, "symbols": names, "extra_fields": list(market.fields[5:]),
                 "capital": spec.capital}, None
 
     def execute(self, staged: Staged) -> SandboxOutcome:
         """Start the sandbox, feed it, and wait for it. The feeder's result stays None
         when the strategy stopped (raised, timed out, was cancelled): the outcome says why."""
         spec = self.spec
-        if staged.corporate is not None:
-            # The broker does not apply splits, dividends or delistings yet: a split would
-            # show as a crash of the unadjusted price (docs/reference-data.md).
-            raise DataError(
-                f"{spec.dataset}@v{staged.data['version']} has corporate actions, which the "
-                "event engine does not apply yet; run the strategy on the vectorized engine, "
-                "or on a dataset version without reference data")
-        market = Market.from_bars(staged.bars, spec.universe)
+        if self._market is None:
+            self._market = event_market(staged.bars, spec.universe, staged.corporate)
+        market, _, actions = self._market
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
         with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
             session = backend.start(runner_request(self.job.id, self.workdir, spec.limits))
@@ -104,7 +107,7 @@ class EventAttempt(Attempt):
                 self._result, self._stats = run_lockstep(
                     session.stdin, session.stdout, market, capital=spec.capital,
                     costs=BrokerCosts.from_costs(spec.costs), rules=event_fill_rules(spec),
-                    progress=ticks)
+                    progress=ticks, actions=actions)
             ts_ms, equity = self._result.equity.select(
                 pl.col("ts").dt.epoch("ms"), "equity").row(-1)
             ticks.fraction = 1.0
@@ -132,9 +135,12 @@ class EventAttempt(Attempt):
             self.progress(0.85, "strategy finished; computing the metrics")
         with self.timed("metrics"):
             metrics = metrics_for_spec(result, staged.trusted_bars, self.spec)
-        return Accounted(result, metrics, {"lockstep": {
+        entries: dict[str, Any] = {"lockstep": {
             "bars": stats.bars, "round_trips": stats.round_trips,
-            "seconds": round(stats.seconds, 3)}})
+            "seconds": round(stats.seconds, 3)}}
+        if result.corporate is not None:  # what the version's corporate actions did
+            entries["corporate_actions"] = result.corporate.summary()
+        return Accounted(result, metrics, entries)
 
 
 #: The volume cap of an event run whose spec sets none (the broker's documented default).

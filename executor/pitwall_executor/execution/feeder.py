@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pitwall.engine.broker import Broker, BrokerCosts
+from pitwall.engine.event_corporate import EventActions
 from pitwall.engine.event_result import EventResult, build_result
 from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import CLOSE, Market
@@ -64,6 +65,7 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
                  costs: BrokerCosts, max_participation: float | None = 0.1,
                  rules: FillRules | None = None, max_orders: int | None = None,
                  progress: Callable[[float, int, float], None] | None = None,
+                 actions: EventActions | None = None,
                  ) -> tuple[EventResult, FeedStats]:
     """Feed ``market`` to the strategy process behind the pipes; return the broker's result.
 
@@ -72,7 +74,9 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
     :class:`StrategyOutputError` when it broke the protocol. ``progress(fraction, ts_ms,
     equity)`` is called about :data:`PROGRESS_TICKS` times with the equity at that bar.
     ``rules``: the spec's fill model (docs/engine-conventions.md §2.3), which replaces
-    ``max_participation`` with its own cap.
+    ``max_participation`` with its own cap. ``actions``: the corporate actions laid on
+    ``market`` (:mod:`pitwall.engine.event_corporate`), applied to the book as their
+    bars come; the strategy gets its new positions and cash with its next step.
     """
     reader = FrameReader(stdout.fileno(), max_payload=MAX_ANSWER_BYTES)
     out = stdin.fileno()
@@ -85,7 +89,7 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
         except ValueError as exc:
             raise StrategyOutputError(f"the strategy's schedule is invalid: {exc}") from None
         lookback = min(sched["lookback"], len(market))
-        if lookback * 5 * n_sym * 8 > MAX_STEP_BYTES:
+        if lookback * len(market.fields) * n_sym * 8 > MAX_STEP_BYTES:
             raise StrategyOutputError(f"lookback={lookback} × {n_sym} symbols is too much "
                                       "history per step; lower the strategy's lookback")
         due = due_mask(market.ts, every=sched["every"], at=sched["at"],
@@ -96,11 +100,11 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
         started = time.perf_counter()
         tick = _ticker(market, broker, progress) if progress is not None else None
         trips = _feed(reader, out, market, broker, due.tolist(), next_due(due), lookback, limit,
-                      tick)
+                      tick, actions)
         stats = FeedStats(len(market), trips, time.perf_counter() - started)
     except (EOFError, BrokenPipeError) as exc:
         raise StrategyStopped(f"the strategy process went away ({exc})") from None
-    return build_result(market, broker), stats
+    return build_result(market, broker, actions.report() if actions else None), stats
 
 
 def _check_error(kind: int, payload: memoryview) -> None:
@@ -115,10 +119,12 @@ def _check_error(kind: int, payload: memoryview) -> None:
 
 def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: list[bool],
           nxt: list[int], lookback: int, max_orders: int,
-          progress: Callable[[int], None] | None) -> int:
+          progress: Callable[[int], None] | None, actions: EventActions | None) -> int:
     """The lock-step loop; returns the number of round trips."""
     data, ts, n = market.data, market.ts.tolist(), len(market)
-    send_step = StepWriter(out, len(market.symbols), lookback).send  # one write per step
+    send_step = StepWriter(out, len(market.symbols), lookback,  # one write per step
+                           len(market.fields)).send
+    upcoming = actions.next if actions is not None else n  # the next corporate action
     read = reader.read
     sent = 0  # rows [0, sent) are with the strategy
     trips = 0
@@ -126,12 +132,16 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
     next_report = report_every
     t = nxt[0]
     while t < n:
+        if t >= upcoming and actions is not None:
+            actions.catch_up(broker, t)
+            upcoming = actions.next
         fills = broker.execute(t, data[t]) if broker.open else []
         if fills or due[t]:
             rows = data[max(sent, t + 1 - lookback):t + 1]
             send_step(ts[t], rows, fills, cash=broker.cash,
-                      positions=broker.positions if fills else None,
+                      positions=broker.positions if fills or broker.changed else None,
                       flags=DUE if due[t] else 0)
+            broker.changed = False
             sent = t + 1
             trips += 1
             kind, payload = read()
@@ -144,6 +154,8 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
             progress(t)
             next_report = t + report_every
         t = t + 1 if broker.open else nxt[t + 1]
+    if actions is not None:
+        actions.catch_up(broker, n - 1)
     rows = data[max(sent, n - lookback):n]
     send_step(ts[-1], rows, [], cash=broker.cash, positions=broker.positions, flags=END)
     kind, payload = read()

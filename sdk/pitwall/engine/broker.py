@@ -24,6 +24,13 @@ Each fill pays ``|q|·price·commission_bps/1e4 + |q|·commission_per_share``, a
 market impact ``Y·σ·√(|q|/volume)·|q|·ref`` (``ref`` the matched price before slippage),
 recorded with the slippage. Cash moves by ``−q·price − commission − impact``; equity is
 cash plus positions marked at the last known close. Cash may go negative (no margin model).
+
+Corporate actions (:mod:`pitwall.engine.event_corporate`, docs/reference-data.md §4) reach
+the book before the bar they take effect on is matched: a split multiplies the position
+and the open orders' quantities by its ratio and divides their limit and stop prices by
+it; a dividend pays ``position × amount`` in cash (a short pays it); a delisting sells
+what is left at the last close as a market sell (commission and slippage) and drops the
+symbol's open orders, and the broker drops any later order for it.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ FloatArray = npt.NDArray[np.float64]
 # Row order of the fields in a bar cross-section (see pitwall.engine.market).
 OPEN, HIGH, LOW, CLOSE, VOLUME = range(5)
 _TYPES = frozenset(int(t) for t in OrderType)
+#: The order type of the broker's own sale of a delisted position (order id 0).
+DELISTING = -1
 _NUMBER = (int, float)
 _NEEDS_LIMIT = frozenset((int(OrderType.LIMIT), int(OrderType.STOP_LIMIT)))
 _NEEDS_STOP = frozenset((int(OrderType.STOP), int(OrderType.STOP_LIMIT)))
@@ -177,6 +186,9 @@ class Broker:
         self.snap_notional: list[float] = []
         self.snap_cost: list[float] = []
         self.trades: list[tuple[int, int, int, int, float, float, float, float]] = []
+        #: Set when a corporate action changed cash or positions: the strategy is owed them.
+        self.changed = False
+        self.delisted: set[int] = set()
 
     def submit(self, orders: list[OrderTuple], cancels: list[int]) -> list[int]:
         """Cancel, then accept new orders (validated); returns the ids actually cancelled.
@@ -188,7 +200,8 @@ class Broker:
         if orders:
             validate_orders(orders, self.n_symbols, self.last_id)
             for oid, sym, otype, qty, limit, stop in orders:
-                self.open[oid] = _Open(oid, sym, otype, qty, limit, stop)
+                if sym not in self.delisted:  # a delisted symbol never trades again
+                    self.open[oid] = _Open(oid, sym, otype, qty, limit, stop)
             self.last_id = orders[-1][0]
         return done
 
@@ -231,12 +244,65 @@ class Broker:
                                 slippage))
         self.liquidity.carried_bars += int(self.liquidity.capped_fills > carried)
         if fills:
-            self.snap_steps.append(step)
-            self.snap_cash.append(self.cash)
-            self.snap_positions.append(self.positions.copy())
-            self.snap_notional.append(notional)
-            self.snap_cost.append(cost)
+            self._record(step, notional, cost)
         return fills
+
+    def _record(self, step: int, notional: float, cost: float) -> None:
+        """Snapshot the book at ``step``, merged with a snapshot already taken there (a
+        corporate action before the same bar's fills)."""
+        if self.snap_steps and self.snap_steps[-1] == step:
+            self.snap_cash[-1] = self.cash
+            self.snap_positions[-1] = self.positions.copy()
+            self.snap_notional[-1] += notional
+            self.snap_cost[-1] += cost
+            return
+        self.snap_steps.append(step)
+        self.snap_cash.append(self.cash)
+        self.snap_positions.append(self.positions.copy())
+        self.snap_notional.append(notional)
+        self.snap_cost.append(cost)
+
+    # -- corporate actions (docs/reference-data.md §4) ---------------------------------
+    def split(self, step: int, sym: int, ratio: float) -> None:
+        """``ratio`` new shares per old one from ``step`` on: positions and open orders."""
+        self.positions[sym] *= ratio
+        for order in self.open.values():
+            if order.sym == sym:
+                order.qty *= ratio
+                order.limit /= ratio  # NaN stays NaN
+                order.stop /= ratio
+        self.changed = True
+        self._record(step, 0.0, 0.0)
+
+    def dividend(self, step: int, sym: int, amount: float) -> float:
+        """Pay ``amount`` per share held into the ex-date (a short pays); the cash moved."""
+        cash = float(self.positions[sym]) * amount
+        if cash:
+            self.cash += cash
+            self.changed = True
+            self._record(step, 0.0, 0.0)
+        return cash
+
+    def delist(self, step: int, sym: int, price: float) -> float:
+        """Sell what is left of ``sym`` at ``price`` (its last close) as a market order,
+        drop its open orders and refuse later ones; returns the cash received."""
+        self.delisted.add(sym)
+        for oid in [o.id for o in self.open.values() if o.sym == sym]:
+            del self.open[oid]
+        qty = -float(self.positions[sym])
+        if qty == 0.0:
+            return 0.0
+        a = abs(qty)
+        filled = price * (1.0 + self._slip if qty > 0 else 1.0 - self._slip)
+        commission = a * filled * self._comm + a * self._per_share
+        slippage = a * abs(filled - price)
+        received = -qty * filled - commission
+        self.cash += received
+        self.positions[sym] = 0.0
+        self.trades.append((step, 0, sym, DELISTING, qty, filled, commission, slippage))
+        self.changed = True
+        self._record(step, a * filled, commission + slippage)
+        return received
 
     def _sized(self, order: _Open, fields: FloatArray, price: float,
                used: dict[int, float]) -> float:

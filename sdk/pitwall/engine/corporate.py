@@ -85,6 +85,13 @@ def _renames(actions: pl.DataFrame) -> pl.DataFrame:
         "security_id", "symbol", pl.col("effective_date").alias("until"), "key")
 
 
+def latest_symbols(corporate: CorporateActions) -> dict[str, str]:
+    """Every symbol a renamed security traded under before its last one, mapped to that
+    last symbol (the key :func:`relabel` gives its rows)."""
+    periods = _renames(corporate.actions)
+    return dict(zip(periods["symbol"].to_list(), periods["key"].to_list(), strict=True))
+
+
 def relabel(frame: pl.DataFrame, corporate: CorporateActions) -> pl.DataFrame:
     """``frame`` (bars or weights: ``ts, symbol, …``) keyed by each security's latest symbol.
 

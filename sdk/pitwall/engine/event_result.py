@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pitwall.engine.broker import Broker
+from pitwall.engine.broker import DELISTING, Broker
+from pitwall.engine.corporate import CorporateReport
 from pitwall.engine.market import Market
 from pitwall.engine.vectorized import EngineResult
 from pitwall.orders import OrderType
@@ -25,7 +26,8 @@ class EventResult(EngineResult):
     """An :class:`EngineResult` (metrics and report work unchanged) with the broker's fills.
 
     ``fills``: ``ts, symbol, qty, price, notional, cost, order_id, type, commission,
-    slippage``, one row per fill (a partial fill is a row).
+    slippage``, one row per fill (a partial fill is a row; the broker's sale of a delisted
+    position is order 0 of type ``delisting``).
     """
 
     fills: pl.DataFrame | None = None
@@ -41,8 +43,10 @@ class EventResult(EngineResult):
         raise ValueError("event-driven results do not carry a positions frame")
 
 
-def build_result(market: Market, broker: Broker) -> EventResult:
-    """Mark the broker's positions at every close and label trades with time and symbol."""
+def build_result(market: Market, broker: Broker,
+                 corporate: CorporateReport | None = None) -> EventResult:
+    """Mark the broker's positions at every close and label trades with time and symbol;
+    ``corporate`` is what the run's corporate actions did (None: none were given)."""
     n = len(market)
     steps = np.asarray(broker.snap_steps, dtype=np.int64)
     k = np.searchsorted(steps, np.arange(n), side="right")  # 0: before the first fill
@@ -67,7 +71,8 @@ def build_result(market: Market, broker: Broker) -> EventResult:
     })
     return EventResult(equity=frame, capital=broker.capital, n_trades=len(broker.trades),
                        total_cost=float(cost.sum()), fills=trades_frame(market, broker),
-                       liquidity=broker.liquidity if broker.rules.active else None)
+                       liquidity=broker.liquidity if broker.rules.active else None,
+                       corporate=corporate)
 
 
 def trades_frame(market: Market, broker: Broker) -> pl.DataFrame:
@@ -75,7 +80,7 @@ def trades_frame(market: Market, broker: Broker) -> pl.DataFrame:
     rows = broker.trades
     cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[]] * 8
     step, oid, sym, otype, qty, price, comm, slip = cols
-    names = [OrderType(int(t)).name.lower() for t in otype]
+    names = ["delisting" if t == DELISTING else OrderType(int(t)).name.lower() for t in otype]
     q, px = np.asarray(qty, dtype=np.float64), np.asarray(price, dtype=np.float64)
     total = np.asarray(comm, dtype=np.float64) + np.asarray(slip, dtype=np.float64)
     return pl.DataFrame({

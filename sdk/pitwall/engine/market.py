@@ -1,6 +1,7 @@
 """Bars as a dense cube for the event-driven engine (trusted side).
 
-``data[t, f, s]`` is field ``f`` (:data:`FIELDS`) of symbol ``s`` at timestamp ``t``;
+``data[t, f, s]`` is field ``f`` (:data:`FIELDS`, then any extra fields of the run, e.g.
+the point-in-time adjusted :data:`ADJUSTED_FIELDS`) of symbol ``s`` at timestamp ``t``;
 ``NaN`` where a symbol has no bar. One C-contiguous float64 block, so the cross-section
 at ``t`` (and a run of timestamps ``a:b``) is one slice: the feeder writes it to the
 channel without copying, and a local run hands the strategy views of it.
@@ -19,6 +20,8 @@ from pitwall.errors import DataError
 
 FIELDS = ("open", "high", "low", "close", "volume")
 CLOSE = FIELDS.index("close")
+#: The adjusted prices a run on reference data adds (docs/reference-data.md §5, §7).
+ADJUSTED_FIELDS = tuple(f"adj_{f}" for f in FIELDS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,14 +31,18 @@ class Market:
     ts: npt.NDArray[np.int64]
     symbols: tuple[str, ...]
     data: npt.NDArray[np.float64]
+    fields: tuple[str, ...] = FIELDS  # the cube's field axis: FIELDS first, then extras
 
     @classmethod
-    def from_bars(cls, bars: pl.DataFrame, symbols: Sequence[str] | None = None) -> Market:
+    def from_bars(cls, bars: pl.DataFrame, symbols: Sequence[str] | None = None, *,
+                  extra: Sequence[str] = ()) -> Market:
         """Pivot long bars (``ts, symbol, open, high, low, close, volume``) into a cube.
 
-        ``symbols`` fixes the symbol order (default: sorted names found in ``bars``).
+        ``symbols`` fixes the symbol order (default: sorted names found in ``bars``);
+        ``extra`` names further numeric columns of ``bars`` that follow :data:`FIELDS`.
         """
-        missing = [c for c in ("ts", "symbol", *FIELDS) if c not in bars.columns]
+        fields = (*FIELDS, *extra)
+        missing = [c for c in ("ts", "symbol", *fields) if c not in bars.columns]
         if missing:
             raise DataError(f"bars lack the columns {missing}; pass ts, symbol and OHLCV")
         if bars.height == 0:
@@ -49,10 +56,10 @@ class Market:
         ts_all = bars.get_column("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
         ts = np.unique(ts_all)
         ti = np.searchsorted(ts, ts_all)
-        data = np.full((len(ts), len(FIELDS), len(names)), np.nan)
-        for f, name in enumerate(FIELDS):
+        data = np.full((len(ts), len(fields), len(names)), np.nan)
+        for f, name in enumerate(fields):
             data[ti, f, si] = bars.get_column(name).cast(pl.Float64).to_numpy()
-        return cls(ts=ts, symbols=names, data=data)
+        return cls(ts=ts, symbols=names, data=data, fields=fields)
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -15,19 +15,26 @@ import polars as pl
 
 from pitwall.context import Context
 from pitwall.engine.broker import Broker, BrokerCosts
+from pitwall.engine.corporate import CorporateActions
+from pitwall.engine.event_corporate import EventActions, event_market
 from pitwall.engine.event_result import EventResult, build_result
-from pitwall.engine.market import Market
+from pitwall.engine.market import FIELDS, Market
 from pitwall.event_strategy import Strategy
+from pitwall.reference import adjusted
 from pitwall.schedule import check_schedule, due_mask, next_due
 
 
 def run_local(strategy_cls: type[Strategy], bars: pl.DataFrame | Market,
               params: Mapping[str, Any] | None = None, *, capital: float = 1_000_000.0,
               costs: Any = None, max_participation: float | None = 0.1,
-              symbols: Sequence[str] | None = None) -> EventResult:
+              symbols: Sequence[str] | None = None,
+              corporate: CorporateActions | None = None) -> EventResult:
     """Run ``strategy_cls(**params)`` over ``bars`` with the trusted broker, in-process.
 
     ``costs`` is a :class:`pitwall.models.Costs` or :class:`BrokerCosts` (default none).
+    ``corporate`` (bars as a frame) applies splits, dividends, delistings and renames as
+    an official run does, and gives the strategy the point-in-time ``adj_*`` fields
+    (docs/reference-data.md §5).
 
     Example
     -------
@@ -42,22 +49,37 @@ def run_local(strategy_cls: type[Strategy], bars: pl.DataFrame | Market,
     >>> run_local(Buy, bars, capital=1000.0).final_equity
     1010.0
     """
-    market = bars if isinstance(bars, Market) else Market.from_bars(bars, symbols)
+    actions: EventActions | None = None
+    if isinstance(bars, Market):
+        if corporate is not None:
+            raise ValueError("pass the bars as a frame to apply corporate actions")
+        market, names = bars, list(bars.symbols)
+    else:
+        if corporate is not None and "adj_close" not in bars.columns:
+            adj = adjusted(bars, corporate.actions)
+            bars = bars.with_columns(adj.get_column(f).alias(f"adj_{f}") for f in FIELDS)
+        universe = (list(symbols) if symbols is not None
+                    else sorted(bars.get_column("symbol").unique().to_list()))
+        market, names, actions = event_market(bars, universe, corporate)
     strategy = strategy_cls(**dict(params or {}))
     sched = check_schedule(strategy.schedule())
     broker = Broker(len(market.symbols), capital=capital, costs=_costs(costs),
                     max_participation=max_participation)
-    ctx = Context(market.symbols, capital=capital, lookback=sched["lookback"], data=market.data)
+    ctx = Context(names, capital=capital, lookback=sched["lookback"], data=market.data,
+                  fields=market.fields)
     strategy.on_start(ctx)
     if ctx._pending:
         raise RuntimeError("on_start placed orders; place orders in on_bar (no bar is known "
                            "in on_start)")
     due = due_mask(market.ts, every=sched["every"], at=sched["at"], timezone=sched["timezone"])
-    _loop(strategy, ctx, broker, market, due.tolist(), next_due(due))
+    _loop(strategy, ctx, broker, market, due.tolist(), next_due(due), actions)
     ctx._row = len(market) - 1
     ctx.ts = int(market.ts[-1])
+    if actions is not None:
+        actions.catch_up(broker, len(market) - 1)
+        _sync(ctx, broker)
     strategy.on_end(ctx)
-    return build_result(market, broker)
+    return build_result(market, broker, actions.report() if actions else None)
 
 
 def _costs(costs: Any) -> BrokerCosts:
@@ -66,17 +88,29 @@ def _costs(costs: Any) -> BrokerCosts:
     return costs if isinstance(costs, BrokerCosts) else BrokerCosts.from_costs(costs)
 
 
+def _sync(ctx: Context, broker: Broker) -> None:
+    """The book's cash and positions into the strategy's portfolio."""
+    ctx.portfolio.cash = broker.cash
+    ctx.portfolio.positions = broker.positions.copy()
+    broker.changed = False
+
+
 def _loop(strategy: Strategy, ctx: Context, broker: Broker, market: Market,
-          due: list[bool], nxt: list[int]) -> None:
+          due: list[bool], nxt: list[int], actions: EventActions | None) -> None:
     """The hot loop: only due bars and bars with open orders are visited."""
     data, ts, n = market.data, market.ts.tolist(), len(market)
     on_bar, on_fill = strategy.on_bar, strategy.on_fill
     pending, cancels, book = ctx._pending, ctx._cancels, broker.open
     portfolio = ctx.portfolio
+    upcoming = actions.next if actions is not None else n  # the next corporate action
     t = nxt[0]
     while t < n:
         ctx._row = t
         ctx.ts = ts[t]
+        if t >= upcoming and actions is not None:
+            actions.catch_up(broker, t)
+            upcoming = actions.next
+            _sync(ctx, broker)
         if book:
             fills = broker.execute(t, data[t])
             if fills:

@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from pitwall.context import Context
+from pitwall.context import FIELDS, Context
 from pitwall.event_strategy import Strategy
 from pitwall.lockstep import (
     DUE,
@@ -93,10 +93,13 @@ def serve(job: Path, channel: IO[bytes], *, in_fd: int = 0) -> None:
     strategy = cls(**dict(spec.get("params") or {}))
     schedule = strategy.schedule()
     symbols = [str(s) for s in spec["symbols"]]
+    # OHLCV, then the run's extra fields (the adjusted prices on reference data).
+    fields = (*FIELDS, *(str(f) for f in spec.get("extra_fields", ())))
     lookback = int(schedule["lookback"])
     # np.full touches every page now: a page fault inside gVisor (ptrace) is expensive.
-    buf = np.full((lookback + max(lookback, 1024), 5, len(symbols)), np.nan)
-    ctx = Context(symbols, capital=float(spec["capital"]), lookback=lookback, data=buf)
+    buf = np.full((lookback + max(lookback, 1024), len(fields), len(symbols)), np.nan)
+    ctx = Context(symbols, capital=float(spec["capital"]), lookback=lookback, data=buf,
+                  fields=fields)
     strategy.on_start(ctx)
     if ctx._pending:
         raise RuntimeError("on_start placed orders; place orders in on_bar")
@@ -113,7 +116,7 @@ def _loop(strategy: Strategy, ctx: Context, reader: FrameReader, out: int,
     No other syscall per step: the simulated clock is a number set here, nothing is
     allocated beyond small views, and a step without orders writes a constant frame.
     """
-    n = len(ctx.symbols)
+    n, n_fields = len(ctx.symbols), len(ctx.fields)
     portfolio = ctx.portfolio
     on_bar, on_fill = strategy.on_bar, strategy.on_fill
     read = reader.read
@@ -121,7 +124,7 @@ def _loop(strategy: Strategy, ctx: Context, reader: FrameReader, out: int,
         kind, payload = read()
         if kind != STEP:
             raise RuntimeError(f"unexpected frame kind {kind} from the feeder")
-        now, cash, flags, rows, fills, positions = decode_step(payload, n)
+        now, cash, flags, rows, fills, positions = decode_step(payload, n, n_fields)
         append_rows(ctx, rows)
         ctx.ts = now
         clock._now_ns = now * 1000  # time.time()/datetime.now() = this bar's ts
