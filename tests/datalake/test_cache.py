@@ -227,3 +227,22 @@ def test_load_bars_from_s3_equals_the_local_read(tmp_path: Path, lake: tuple[Any
     assert files.cache is not None and files.cache.metrics()["hits"] == 4
     with pytest.raises(DataError, match="read-only here"):
         remote.commit("sample", [], message="x")
+
+
+def test_a_push_sends_reference_files_before_the_version_that_names_them(
+        tmp_path: Path, s3: S3ObjectStore, proxy: FaultProxy) -> None:
+    from pitwall_executor.datalake import Catalog, generate_dataset
+    from pitwall_executor.datalake.lake_files import push_dataset
+
+    catalog = Catalog(tmp_path / "lake")
+    generate_dataset(catalog, "ref", symbols=["AAPL", "MSFT"], start=dt.date(2024, 1, 1),
+                     end=dt.date(2024, 1, 31), seed=3, corporate_events=True)
+    proxy.reset()
+    push_dataset(catalog, "ref", s3)
+    puts = [r.path for r in proxy.seen if r.method == "PUT"]
+    order = [("_versions/" in p, "/reference/" in p, "/data/" in p) for p in puts]
+    versions = [i for i, (v, _, _) in enumerate(order) if v]
+    others = [i for i, (v, r, d) in enumerate(order) if r or d]
+    assert versions and any(r for _, r, _ in order), puts  # both kinds were sent
+    # A mirror syncing mid-push never lists a version whose files are not there yet.
+    assert max(others) < min(versions), puts

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["LakeFiles", "MirroredCatalog", "PushReport", "push_dataset", "sync_metadata"]
 
 _DATA_DIR = "data/"
+_VERSIONS_DIR = "_versions/"  # what names a version: uploaded after everything it names
 _FETCH_THREADS = 8
 
 _Tag = tuple[str, int | None]  # (file sha256, row group or None for the whole file)
@@ -327,14 +328,16 @@ class PushReport:
 def push_dataset(catalog: Catalog, dataset: str, store: ObjectStore) -> PushReport:
     """Copy every version of ``dataset`` from a local ``catalog`` to ``store``.
 
-    Data files go first and version files last, so a reader of the store never sees a
-    version whose files are missing; files already there (same key, same size) are skipped.
+    Data files go first, then reference files, and version files last, so a reader of
+    the store never sees a version whose files (bars or reference data) are missing;
+    files already there (same key, same size) are skipped.
     """
     infos = catalog.versions(dataset)  # raises a clear error for an unknown dataset
     entries = {e.path: e for i in infos for e in catalog.snapshot(dataset, i.version).files}
     root = catalog.root / dataset
-    meta = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and not p.relative_to(root).as_posix().startswith(_DATA_DIR))
+    meta = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not p.relative_to(root).as_posix().startswith(_DATA_DIR)),
+                  key=lambda p: (p.relative_to(root).as_posix().startswith(_VERSIONS_DIR), p))
     there = {k: None for k in store.list_keys(f"{dataset}/")}
     uploads: list[tuple[str, Path, str | None]] = [
         (f"{dataset}/{e.path}", catalog.file_path(dataset, e), e.sha256)
