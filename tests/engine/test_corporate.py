@@ -199,3 +199,49 @@ def test_the_sequential_pass_applies_the_split_too() -> None:
                             corporate=corporate(action("A", "split", 3, ratio=2.0)))
     assert equity(result) == [1000.0, 1100.0, 1200.0, 1320.0]
     assert result.trades().height == 1
+
+
+def test_the_fill_model_counts_real_shares_against_real_volume_across_a_split() -> None:
+    # 15 shares trade per bar. Before the 2:1 split the recursion runs on halved prices
+    # (50 for 100): sized at those, the 10 shares bought on day 2 would read as 20 and
+    # the cap would cut them to 7.5 real shares. The fill model sizes at the raw open.
+    data = SPLIT_BARS.with_columns(volume=pl.lit(15.0), high=pl.col("open") * 1.01,
+                                   low=pl.col("open") * 0.99)
+    capped = Execution(participation=1.0, lot_size=1.0)
+    result = run_vectorized(data, weights([(1, "A", 1.0)]), capital=CAPITAL, costs=Costs(),
+                            execution=capped,
+                            corporate=corporate(action("A", "split", 3, ratio=2.0)))
+    assert equity(result) == [1000.0, 1100.0, 1200.0, 1320.0]
+    assert result.liquidity is not None and result.liquidity.capped_fills == 0
+    assert result.trades()["qty"].to_list() == [10.0]
+    # With 8 shares a bar the cap binds, in real shares: 8 on day 2 (cash 200 left); on
+    # day 3 the 16 new shares are worth 880 and the rest of the target, 200 at 55, is
+    # 3 whole new shares.
+    tight = run_vectorized(data.with_columns(volume=pl.lit(8.0)), weights([(1, "A", 1.0)]),
+                           capital=CAPITAL, costs=Costs(), execution=capped,
+                           corporate=corporate(action("A", "split", 3, ratio=2.0)))
+    assert tight.trades()["qty"].to_list() == [8.0, 3.0]
+
+
+def test_a_delisted_position_is_sold_whatever_the_fill_model_says() -> None:
+    # No bar follows the last one, so no volume: a participation cap, lots or a minimum
+    # must not keep the dead position on the books.
+    w = weights([(1, "A", 0.5), (1, "B", 0.5)])
+    data = DELIST_BARS.with_columns(volume=pl.lit(1e6), high=pl.col("open") * 1.01,
+                                    low=pl.col("open") * 0.99)
+    result = run_vectorized(data, w, capital=CAPITAL, costs=Costs(),
+                            execution=Execution(participation=0.1, lot_size=1.0),
+                            corporate=corporate(listings=DELISTED))
+    report = result.corporate
+    assert report is not None and report.delisted["proceeds"][0] == pytest.approx(450.0)
+    held = result.positions().filter(pl.col("ts") >= ts(4))
+    assert held["symbol"].unique().to_list() == ["B"]
+    # A minimum notional of 460 lets the purchases of 500 through, and would stop the
+    # sale of the 450 left: the sale goes through all the same.
+    floor = run_vectorized(data, w, capital=CAPITAL, costs=Costs(),
+                           execution=Execution(lot_size=1.0, min_trade_notional=460.0),
+                           corporate=corporate(listings=DELISTED))
+    sale = floor.trades().filter(pl.col("symbol") == "A", pl.col("qty") < 0)
+    assert sale.select("ts", "qty", "price").row(0) == (ts(4), -5.0, 90.0)
+    held = floor.positions().filter(pl.col("ts") >= ts(4))
+    assert held["symbol"].unique().to_list() == ["B"]

@@ -31,6 +31,7 @@ import polars as pl
 from pitwall.engine.fills import Path, Rate
 from pitwall.engine.grid import BarGrid, FloatGrid
 from pitwall.engine.ledger import Ledger, trade_weights
+from pitwall.engine.liquidity import Liquidity
 from pitwall.reference import ACTIONS_SCHEMA, LISTINGS_SCHEMA, exchange_day
 
 
@@ -159,6 +160,17 @@ class CorporatePlan:
         for row, last in self.delist:
             out[row, last:] = 0.0
         return out
+
+    def liquidity(self, inputs: Liquidity) -> Liquidity:
+        """The fill model's inputs for the adjusted recursion: shares counted at the raw
+        opens (lots, the participation cap and the minimum see real shares against real
+        volume) and each delisted position's sale forced through whatever the rules say
+        (infinite volume on its settlement bar)."""
+        volume = inputs.volume.copy()
+        for row, last in self.delist:
+            volume[row, last + 1] = np.inf
+        return dataclasses.replace(inputs, volume=volume, share_price=np.where(
+            self.raw.present, self.raw.open, np.nan))
 
     def with_trades(self, path: Path, executed: FloatGrid, rate: Rate) -> Path:
         """``path`` with its trades computed on the adjusted prices (the ledger's raw

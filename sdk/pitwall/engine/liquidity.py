@@ -66,8 +66,12 @@ class Liquidity:
 
     rules: FillRules
     capital: float
-    volume: FloatGrid  # 0 where a symbol has no bar
+    volume: FloatGrid  # 0 where a symbol has no bar; inf: a forced sale, no rule applies
     sigma: FloatGrid  # the bar's Parkinson σ; 0 without impact
+    #: What one share costs at each open when the recursion runs on adjusted prices
+    #: (corporate actions): the raw open, so that lots, the cap and the minimum count real
+    #: shares against real volume. None: the grid's own opens.
+    share_price: FloatGrid | None = None
 
 
 def liquidity_inputs(grid: BarGrid, bars: pl.DataFrame, rules: FillRules,
@@ -109,16 +113,17 @@ def _liquidity_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop
 ) -> int:
     """The pass of the module docstring over every bar (compiled by Numba).
 
-    ``market`` is (opens, closes, present, volume, sigma), ``(N, T)`` each, NaN prices
-    replaced by 1; ``rates`` is ``(0, 0)`` when the rate is the number ``rate``; ``borrow``
-    is empty without borrow; ``rules`` is (capital, threshold, participation, lot,
-    minimum, coefficient, needs_volume) with 0 for "off". ``out`` rows are pre, post,
-    close, turnover, gross, net, fee, book_gap (length ``T − 1``); ``grids`` are held,
-    trades and costs ``(N, T − 1)``; ``stats`` gets capped fills, carried notional,
-    carried bars, skipped trades and impact cost. Returns the number of trades. It stops
-    at a non-positive equity (ruin; the caller zeroes what follows).
+    ``market`` is (opens, closes, present, volume, sigma, share price), ``(N, T)`` each,
+    NaN prices replaced by 1; a cell of infinite volume is a forced sale (a delisting):
+    the whole wanted trade, no rule applied; ``rates`` is ``(0, 0)`` when the rate is the
+    number ``rate``; ``borrow`` is empty without borrow; ``rules`` is (capital, threshold,
+    participation, lot, minimum, coefficient, needs_volume) with 0 for "off". ``out``
+    rows are pre, post, close, turnover, gross, net, fee, book_gap (length ``T − 1``);
+    ``grids`` are held, trades and costs ``(N, T − 1)``; ``stats`` gets capped fills,
+    carried notional, carried bars, skipped trades and impact cost. Returns the number of
+    trades. It stops at a non-positive equity (ruin; the caller zeroes what follows).
     """
-    opens, closes, present, volume, sigma = market
+    opens, closes, present, volume, sigma, shares = market
     capital, threshold, participation, lot, minimum, coefficient, needs_volume = rules
     held, trades, costs = grids
     n, t_len = opens.shape
@@ -178,10 +183,12 @@ def _liquidity_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop
             for i in range(n):
                 if not move[i]:
                     continue
-                price = opens[i, t]
+                price = shares[i, t]
                 want = (target[i, t - 1] * keep - d[i]) * scale / price
-                room = _room(volume[i, t], participation, needs_volume)
-                size = _size(want, room, price, lot, minimum)
+                forced = volume[i, t] == np.inf  # a forced sale: everything, at once
+                room = abs(want) if forced else _room(volume[i, t], participation,
+                                                      needs_volume)
+                size = room if forced else _size(want, room, price, lot, minimum)
                 carried[i] = False
                 if abs(want) > room:
                     stats[0] += 1.0
@@ -191,7 +198,8 @@ def _liquidity_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop
                     stats[1] += left * price
                 elif size == 0.0:
                     stats[3] += 1.0
-                y = (size if want > 0 else -size) * price / scale
+                y = (target[i, t - 1] * keep - d[i] if forced  # exactly what is held
+                     else (size if want > 0 else -size) * price / scale)
                 impact = _impact(size, volume[i, t], sigma[i, t], coefficient)
                 cost = ((rates[i, t] if per_cell else rate) + impact) * abs(y)
                 trades[i, j], costs[i, j] = y, cost
@@ -265,8 +273,10 @@ def simulate_liquidity(
     grids = (np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, m)))
     stats = np.zeros(5)
     participation, lot, minimum, coefficient, needs_volume = liquidity.rules.scalars()
+    shares = opens if liquidity.share_price is None else c(
+        np.where(np.isfinite(liquidity.share_price), liquidity.share_price, opens))
     n_trades = _loop()(
-        (opens, closes, c(grid.present), c(liquidity.volume), c(liquidity.sigma)),
+        (opens, closes, c(grid.present), c(liquidity.volume), c(liquidity.sigma), shares),
         c(target, dtype=np.float64),
         np.zeros((0, 0)) if isinstance(rate, float) else c(rate),
         float(rate) if isinstance(rate, float) else 0.0,

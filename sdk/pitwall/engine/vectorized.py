@@ -142,7 +142,8 @@ def run_vectorized(
         path, stats = simulate_liquidity(
             grid, limited.target, rate=rate, borrow=borrow,
             threshold=execution.rebalance_threshold,
-            liquidity=liquidity_inputs(grid, bars, rules, capital))
+            liquidity=(actions.liquidity(liquidity_inputs(grid, bars, rules, capital))
+                       if actions is not None else liquidity_inputs(grid, bars, rules, capital)))
     elif sequential:
         path = simulate_threshold(grid, limited.target, rate=rate, borrow=borrow,
                                   threshold=execution.rebalance_threshold)
