@@ -137,6 +137,17 @@ class Context:
         out[idx] = self._base_close[idx]
         return out
 
+    def is_member(self, symbol: str) -> bool:
+        """Whether ``symbol`` is in the run's universe now: its ``member`` flag at its last
+        bar (always True for a run without a universe rule). The broker drops orders for
+        a symbol that is not, and closes what is held of a symbol when it leaves."""
+        f = self._field.get("member")
+        if f is None:
+            return True
+        column = self._data[:self._row + 1, f, self.index(symbol)]
+        seen = np.flatnonzero(~np.isnan(column))
+        return bool(column[seen[-1]] != 0.0) if seen.size else True
+
     def price(self, symbol: str) -> float:
         """The last known close of ``symbol``."""
         return float(self.last_close()[self.index(symbol)])
@@ -151,6 +162,9 @@ class Context:
         q = float(quantity)
         if not math.isfinite(q) or q == 0.0:
             raise ValueError(f"order quantity {quantity!r} must be a finite non-zero number")
+        if "member" in self._field and not self.is_member(symbol):
+            raise ValueError(f"{symbol} is not in the run's universe at {self.now:%Y-%m-%d}; "
+                             "check ctx.is_member(symbol) before ordering it")
         for name, p in (("limit", limit), ("stop", stop)):
             if p is not None and not (math.isfinite(p) and p > 0):
                 raise ValueError(f"{name} price {p!r} must be a finite positive number")

@@ -325,9 +325,6 @@ class BacktestSpec(_Model):
                 raise ValueError("stepped runs are for vectorized strategies; an event-driven "
                                  "strategy already decides bar by bar")
             check_schedule(self.stepped)
-        if self.universe_rule is not None and self.engine is not EngineKind.VECTORIZED:
-            raise ValueError("a universe rule is applied by the vectorized engine; run the "
-                             "strategy vectorized, or list its universe")
         return self
 
     def submission_json(self) -> bytes:

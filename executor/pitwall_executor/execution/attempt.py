@@ -44,8 +44,8 @@ from pitwall.engine.report import metrics_json, write_parquet, write_report
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import EmptyRangeError, InfrastructureError, PitwallError, StrategyOutputError
 from pitwall.models import FIRST_DATE, BacktestSpec, EngineKind, JobStatus, JobView, Metrics
-from pitwall.reference import adjusted
-from pitwall.universe import UniverseRule, evaluate, membership
+from pitwall.reference import adjusted, exchange_day
+from pitwall.universe import UniverseReport, UniverseRule, evaluate, membership
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.datalake.reference import read_reference
 from pitwall_executor.sandbox import SandboxBackend, SandboxOutcome, owner
@@ -377,6 +377,17 @@ def with_universe(stack: Stack, spec: BacktestSpec, version: int, bars: pl.DataF
     listings = corporate.listings if corporate is not None else None
     members = evaluate(rule, source, listings)
     return bars.with_columns(membership(bars, members)), members
+
+
+def universe_moved(staged: Staged, spec: BacktestSpec) -> dict[str, Any]:
+    """The manifest's ``universe`` entry of a run with a rule: the rule and how the
+    universe moved during the run, from the evaluation in force at its start."""
+    members = staged.members
+    assert members is not None  # a run with a rule has its members
+    first_day = staged.bars.select(exchange_day(pl.col("ts")).min()).item()
+    start = members.filter(pl.col("day") <= first_day).get_column("day").max()
+    moved = UniverseReport.of(members if start is None else members.filter(pl.col("day") >= start))
+    return {"rule": spec.universe_rule, **dataclasses.asdict(moved)}
 
 
 #: The point-in-time adjusted columns a slice gains when its version has corporate actions.

@@ -19,13 +19,18 @@ from typing import Any
 import polars as pl
 
 from pitwall.engine.broker import BrokerCosts
-from pitwall.engine.event_corporate import EventActions, event_market
+from pitwall.engine.event_corporate import EventSetup, event_market
 from pitwall.engine.event_result import EventResult
 from pitwall.engine.fill_rules import FillRules
-from pitwall.engine.market import Market
 from pitwall.engine.metrics import metrics_for_spec
 from pitwall.models import BacktestSpec, EngineKind, JobStatus
-from pitwall_executor.execution.attempt import Accounted, Attempt, AttemptResult, Staged
+from pitwall_executor.execution.attempt import (
+    Accounted,
+    Attempt,
+    AttemptResult,
+    Staged,
+    universe_moved,
+)
 from pitwall_executor.execution.feeder import FeedStats, StrategyStopped, run_lockstep
 from pitwall_executor.sandbox import SandboxOutcome, affinity, runner_request
 
@@ -65,7 +70,7 @@ class EventAttempt(Attempt):
     engine = EngineKind.EVENT
     _result: EventResult | None = None
     _stats: FeedStats | None = None
-    _market: tuple[Market, list[str], EventActions | None] | None = None
+    _setup: EventSetup | None = None
 
     def unsupported(self) -> str | None:
         """A backend without live sessions cannot run the lock-step."""
@@ -82,19 +87,19 @@ class EventAttempt(Attempt):
         and the broker applies the actions; ``symbols`` are the strategy's names of the
         columns (:func:`~pitwall.engine.event_corporate.event_universe`)."""
         spec = self.spec
-        self._market = event_market(staged.bars, spec.universe, staged.corporate)
-        market, names, _ = self._market
+        self._setup = setup = event_market(staged.bars, spec.universe, staged.corporate)
         return {"kind": "event", "entrypoint": staged.bundle.entrypoint, "params": spec.params,
-                "seed": spec.seed, "symbols": names, "extra_fields": list(market.fields[5:]),
-                "capital": spec.capital}, None
+                "seed": spec.seed, "symbols": setup.names,
+                "extra_fields": list(setup.market.fields[5:]), "capital": spec.capital}, None
 
     def execute(self, staged: Staged) -> SandboxOutcome:
         """Start the sandbox, feed it, and wait for it. The feeder's result stays None
         when the strategy stopped (raised, timed out, was cancelled): the outcome says why."""
         spec = self.spec
-        if self._market is None:
-            self._market = event_market(staged.bars, spec.universe, staged.corporate)
-        market, _, actions = self._market
+        if self._setup is None:
+            self._setup = event_market(staged.bars, spec.universe, staged.corporate)
+        setup = self._setup
+        market = setup.market
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
         with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
             session = backend.start(runner_request(self.job.id, self.workdir, spec.limits))
@@ -107,7 +112,7 @@ class EventAttempt(Attempt):
                 self._result, self._stats = run_lockstep(
                     session.stdin, session.stdout, market, capital=spec.capital,
                     costs=BrokerCosts.from_costs(spec.costs), rules=event_fill_rules(spec),
-                    progress=ticks, actions=actions)
+                    progress=ticks, actions=setup.actions, members=setup.members)
             ts_ms, equity = self._result.equity.select(
                 pl.col("ts").dt.epoch("ms"), "equity").row(-1)
             ticks.fraction = 1.0
@@ -140,6 +145,11 @@ class EventAttempt(Attempt):
             "seconds": round(stats.seconds, 3)}}
         if result.corporate is not None:  # what the version's corporate actions did
             entries["corporate_actions"] = result.corporate.summary()
+        members = self._setup.members if self._setup is not None else None
+        if members is not None:  # how the rule's universe moved, and what the broker did
+            entries["universe"] = {**universe_moved(staged, self.spec),
+                                   "orders_refused": stats.refused,
+                                   "positions_closed": members.closed}
         return Accounted(result, metrics, entries)
 
 

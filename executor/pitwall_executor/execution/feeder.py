@@ -24,6 +24,7 @@ import numpy as np
 
 from pitwall.engine.broker import Broker, BrokerCosts
 from pitwall.engine.event_corporate import EventActions
+from pitwall.engine.event_members import Members
 from pitwall.engine.event_result import EventResult, build_result
 from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import CLOSE, Market
@@ -59,13 +60,14 @@ class FeedStats:
     bars: int  # timestamps in the run
     round_trips: int  # STEP frames answered (READY excluded)
     seconds: float  # from READY to the END answer
+    refused: int = 0  # orders the broker dropped (delisted, or outside the universe)
 
 
 def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: float,
                  costs: BrokerCosts, max_participation: float | None = 0.1,
                  rules: FillRules | None = None, max_orders: int | None = None,
                  progress: Callable[[float, int, float], None] | None = None,
-                 actions: EventActions | None = None,
+                 actions: EventActions | None = None, members: Members | None = None,
                  ) -> tuple[EventResult, FeedStats]:
     """Feed ``market`` to the strategy process behind the pipes; return the broker's result.
 
@@ -77,6 +79,8 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
     ``max_participation`` with its own cap. ``actions``: the corporate actions laid on
     ``market`` (:mod:`pitwall.engine.event_corporate`), applied to the book as their
     bars come; the strategy gets its new positions and cash with its next step.
+    ``members``: a universe rule's members (:mod:`pitwall.engine.event_members`): orders
+    for other symbols are dropped, and a symbol that leaves is closed by the broker.
     """
     reader = FrameReader(stdout.fileno(), max_payload=MAX_ANSWER_BYTES)
     out = stdin.fileno()
@@ -100,8 +104,8 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
         started = time.perf_counter()
         tick = _ticker(market, broker, progress) if progress is not None else None
         trips = _feed(reader, out, market, broker, due.tolist(), next_due(due), lookback, limit,
-                      tick, actions)
-        stats = FeedStats(len(market), trips, time.perf_counter() - started)
+                      tick, actions, members)
+        stats = FeedStats(len(market), trips, time.perf_counter() - started, broker.refused)
     except (EOFError, BrokenPipeError) as exc:
         raise StrategyStopped(f"the strategy process went away ({exc})") from None
     return build_result(market, broker, actions.report() if actions else None), stats
@@ -119,12 +123,15 @@ def _check_error(kind: int, payload: memoryview) -> None:
 
 def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: list[bool],
           nxt: list[int], lookback: int, max_orders: int,
-          progress: Callable[[int], None] | None, actions: EventActions | None) -> int:
+          progress: Callable[[int], None] | None, actions: EventActions | None,
+          members: Members | None) -> int:
     """The lock-step loop; returns the number of round trips."""
     data, ts, n = market.data, market.ts.tolist(), len(market)
     send_step = StepWriter(out, len(market.symbols), lookback,  # one write per step
                            len(market.fields)).send
     upcoming = actions.next if actions is not None else n  # the next corporate action
+    leaving = members.next if members is not None else n  # the next universe exit
+    outside = members.outside if members is not None else None
     read = reader.read
     sent = 0  # rows [0, sent) are with the strategy
     trips = 0
@@ -136,6 +143,9 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
             actions.catch_up(broker, t)
             upcoming = actions.next
         fills = broker.execute(t, data[t]) if broker.open else []
+        if t >= leaving and members is not None:
+            members.leave(broker, t)
+            leaving = members.next
         if fills or due[t]:
             rows = data[max(sent, t + 1 - lookback):t + 1]
             send_step(ts[t], rows, fills, cash=broker.cash,
@@ -149,11 +159,11 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
             _check_turn(reader)
             orders, cancels = decode_orders(kind, payload, max_orders=max_orders)
             if orders or cancels:
-                broker.submit(orders, cancels)
+                broker.submit(orders, cancels, outside[t] if outside is not None else None)
         if progress is not None and t >= next_report:
             progress(t)
             next_report = t + report_every
-        t = t + 1 if broker.open else nxt[t + 1]
+        t = t + 1 if broker.open else min(nxt[t + 1], upcoming, leaving)
     if actions is not None:
         actions.catch_up(broker, n - 1)
     rows = data[max(sent, n - lookback):n]

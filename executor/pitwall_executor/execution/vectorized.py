@@ -11,7 +11,6 @@ nothing to audit. The rest of the attempt is the template's (:mod:`.attempt`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -34,14 +33,13 @@ from pitwall.models import (
     Metrics,
 )
 from pitwall.prefix_wire import AUDIT, AUDIT_FORK
-from pitwall.reference import exchange_day
-from pitwall.universe import UniverseReport
 from pitwall_executor.execution.attempt import (
     Accounted,
     Attempt,
     AttemptResult,
     Staged,
     stage_inputs,
+    universe_moved,
 )
 from pitwall_executor.execution.audit import (
     SEED_SECRET,
@@ -72,13 +70,7 @@ def members_only(staged: Staged, clean: pl.DataFrame, spec: BacktestSpec,
     forced = pl.concat([clean.join(outside, on=["ts", "symbol"], how="anti"),
                         outside.with_columns(weight=pl.lit(0.0))], how="vertical_relaxed")
     traded = validate_weights(forced, staged.bars, spec.universe)
-    # How the universe moved during the run: from the evaluation in force at its start.
-    first_day = staged.bars.select(exchange_day(pl.col("ts")).min()).item()
-    start = staged.members.filter(pl.col("day") <= first_day).get_column("day").max()
-    moved = UniverseReport.of(staged.members if start is None
-                              else staged.members.filter(pl.col("day") >= start))
-    return traded, {"rule": spec.universe_rule, **dataclasses.asdict(moved),
-                    "weights_zeroed": zeroed}
+    return traded, {**universe_moved(staged, spec), "weights_zeroed": zeroed}
 
 
 class VectorizedAttempt(Attempt):

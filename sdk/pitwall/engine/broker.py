@@ -189,21 +189,42 @@ class Broker:
         #: Set when a corporate action changed cash or positions: the strategy is owed them.
         self.changed = False
         self.delisted: set[int] = set()
+        self.refused = 0  # orders dropped: delisted symbol, or outside the universe
+        self._own_id = 0  # the broker's own orders count down from -1
 
-    def submit(self, orders: list[OrderTuple], cancels: list[int]) -> list[int]:
+    def submit(self, orders: list[OrderTuple], cancels: list[int],
+               outside: npt.NDArray[np.bool_] | None = None) -> list[int]:
         """Cancel, then accept new orders (validated); returns the ids actually cancelled.
 
         New orders are first checked on the next bar given to :meth:`execute`. Cancelling
-        an id that is not open (already filled) is a no-op.
+        an id that is not open (already filled) is a no-op. An order for a delisted
+        symbol, or one flagged in ``outside`` (not a member of the run's universe now,
+        :mod:`pitwall.engine.event_members`), is dropped and counted in ``refused``.
         """
-        done = [i for i in cancels if self.open.pop(i, None) is not None]
+        # The broker's own orders (ids below 1) are not the strategy's to cancel.
+        done = [i for i in cancels if i > 0 and self.open.pop(i, None) is not None]
         if orders:
             validate_orders(orders, self.n_symbols, self.last_id)
             for oid, sym, otype, qty, limit, stop in orders:
-                if sym not in self.delisted:  # a delisted symbol never trades again
-                    self.open[oid] = _Open(oid, sym, otype, qty, limit, stop)
+                if sym in self.delisted or (outside is not None and outside[sym]):
+                    self.refused += 1
+                    continue
+                self.open[oid] = _Open(oid, sym, otype, qty, limit, stop)
             self.last_id = orders[-1][0]
         return done
+
+    def close_out(self, sym: int) -> int:
+        """Drop ``sym``'s open orders and, when something is held, place the broker's own
+        market order closing it (a negative id); returns 1 if it placed one, else 0."""
+        for oid in [o.id for o in self.open.values() if o.sym == sym]:
+            del self.open[oid]
+        held = float(self.positions[sym])
+        if held == 0.0:
+            return 0
+        self._own_id -= 1
+        self.open[self._own_id] = _Open(self._own_id, sym, int(OrderType.MARKET), -held,
+                                        math.nan, math.nan)
+        return 1
 
     def execute(self, step: int, bar: FloatArray) -> list[FillTuple]:
         """Check every open order against ``bar`` (fields × symbols); apply the fills."""

@@ -12,12 +12,14 @@ extra fields (:data:`pitwall.engine.market.ADJUSTED_FIELDS`).
 
 Renames key a security by its latest symbol (:func:`event_universe`), as in the
 vectorized engine; the strategy names each security as the run's universe first lists
-it, so it never learns a later ticker before the rename.
+it, so it never learns a later ticker before the rename. A universe rule's ``member``
+flags travel the same way (:mod:`pitwall.engine.event_members`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -31,6 +33,7 @@ from pitwall.engine.corporate import (
     relabel,
     relabel_actions,
 )
+from pitwall.engine.event_members import MEMBER, Members
 from pitwall.engine.grid import BarGrid
 from pitwall.engine.market import ADJUSTED_FIELDS, CLOSE, FIELDS, Market
 
@@ -53,19 +56,34 @@ def event_universe(universe: Sequence[str],
     return keys, names
 
 
+@dataclass(frozen=True, eq=False)
+class EventSetup:
+    """What an event run needs of its bars and reference data: the market cube (with the
+    adjusted fields and ``member`` when the bars carry them), the strategy's names of its
+    columns, the corporate actions laid on it and the universe rule's members (None when
+    the run has none)."""
+
+    market: Market
+    names: list[str]
+    actions: EventActions | None
+    members: Members | None
+
+
 def event_market(bars: pl.DataFrame, universe: Sequence[str],
-                 corporate: CorporateActions | None) -> tuple[Market, list[str],
-                                                              EventActions | None]:
-    """The run's market cube (with the adjusted fields when the bars carry them), the
-    strategy's names of its columns, and the actions laid on it (None without reference
-    data)."""
+                 corporate: CorporateActions | None) -> EventSetup:
+    """Lay out an event run's bars (see :class:`EventSetup`)."""
     keys, names = event_universe(universe, corporate)
-    if corporate is None:
-        return Market.from_bars(bars, keys), names, None
-    corporate = relabel_actions(corporate)
-    extra = [f for f in ADJUSTED_FIELDS if f in bars.columns]
-    market = Market.from_bars(relabel(bars, corporate), keys, extra=extra)
-    return market, names, plan_events(market, corporate)
+    extra = [f for f in (*ADJUSTED_FIELDS, MEMBER) if f in bars.columns]
+    if MEMBER in extra:
+        bars = bars.with_columns(pl.col(MEMBER).cast(pl.Float64))
+    if corporate is not None:
+        corporate = relabel_actions(corporate)
+        bars = relabel(bars, corporate)
+    market = Market.from_bars(bars, keys, extra=extra)
+    members = (Members(market.data[:, market.fields.index(MEMBER), :]) if MEMBER in extra
+               else None)
+    actions = plan_events(market, corporate) if corporate is not None else None
+    return EventSetup(market, names, actions, members)
 
 
 class EventActions:

@@ -27,7 +27,8 @@ class EventResult(EngineResult):
 
     ``fills``: ``ts, symbol, qty, price, notional, cost, order_id, type, commission,
     slippage``, one row per fill (a partial fill is a row; the broker's sale of a delisted
-    position is order 0 of type ``delisting``).
+    position is order 0 of type ``delisting``, its closing of a symbol that left the
+    universe a negative order id of type ``universe_exit``).
     """
 
     fills: pl.DataFrame | None = None
@@ -80,7 +81,8 @@ def trades_frame(market: Market, broker: Broker) -> pl.DataFrame:
     rows = broker.trades
     cols: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[]] * 8
     step, oid, sym, otype, qty, price, comm, slip = cols
-    names = ["delisting" if t == DELISTING else OrderType(int(t)).name.lower() for t in otype]
+    names = ["delisting" if t == DELISTING else "universe_exit" if o < 0
+             else OrderType(int(t)).name.lower() for o, t in zip(oid, otype, strict=True)]
     q, px = np.asarray(qty, dtype=np.float64), np.asarray(price, dtype=np.float64)
     total = np.asarray(comm, dtype=np.float64) + np.asarray(slip, dtype=np.float64)
     return pl.DataFrame({

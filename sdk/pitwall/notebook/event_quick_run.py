@@ -16,7 +16,7 @@ import polars as pl
 from pitwall.context import Context
 from pitwall.engine.broker import Broker, BrokerCosts
 from pitwall.engine.corporate import CorporateActions
-from pitwall.engine.event_corporate import EventActions, event_market
+from pitwall.engine.event_corporate import EventSetup, event_market
 from pitwall.engine.event_result import EventResult, build_result
 from pitwall.engine.market import FIELDS, Market
 from pitwall.event_strategy import Strategy
@@ -49,30 +49,30 @@ def run_local(strategy_cls: type[Strategy], bars: pl.DataFrame | Market,
     >>> run_local(Buy, bars, capital=1000.0).final_equity
     1010.0
     """
-    actions: EventActions | None = None
     if isinstance(bars, Market):
         if corporate is not None:
             raise ValueError("pass the bars as a frame to apply corporate actions")
-        market, names = bars, list(bars.symbols)
+        setup = EventSetup(bars, list(bars.symbols), None, None)
     else:
         if corporate is not None and "adj_close" not in bars.columns:
             adj = adjusted(bars, corporate.actions)
             bars = bars.with_columns(adj.get_column(f).alias(f"adj_{f}") for f in FIELDS)
         universe = (list(symbols) if symbols is not None
                     else sorted(bars.get_column("symbol").unique().to_list()))
-        market, names, actions = event_market(bars, universe, corporate)
+        setup = event_market(bars, universe, corporate)
+    market, actions = setup.market, setup.actions
     strategy = strategy_cls(**dict(params or {}))
     sched = check_schedule(strategy.schedule())
     broker = Broker(len(market.symbols), capital=capital, costs=_costs(costs),
                     max_participation=max_participation)
-    ctx = Context(names, capital=capital, lookback=sched["lookback"], data=market.data,
+    ctx = Context(setup.names, capital=capital, lookback=sched["lookback"], data=market.data,
                   fields=market.fields)
     strategy.on_start(ctx)
     if ctx._pending:
         raise RuntimeError("on_start placed orders; place orders in on_bar (no bar is known "
                            "in on_start)")
     due = due_mask(market.ts, every=sched["every"], at=sched["at"], timezone=sched["timezone"])
-    _loop(strategy, ctx, broker, market, due.tolist(), next_due(due), actions)
+    _loop(strategy, ctx, broker, setup, due.tolist(), next_due(due))
     ctx._row = len(market) - 1
     ctx.ts = int(market.ts[-1])
     if actions is not None:
@@ -95,14 +95,18 @@ def _sync(ctx: Context, broker: Broker) -> None:
     broker.changed = False
 
 
-def _loop(strategy: Strategy, ctx: Context, broker: Broker, market: Market,
-          due: list[bool], nxt: list[int], actions: EventActions | None) -> None:
-    """The hot loop: only due bars and bars with open orders are visited."""
+def _loop(strategy: Strategy, ctx: Context, broker: Broker, setup: EventSetup,
+          due: list[bool], nxt: list[int]) -> None:
+    """The hot loop: only due bars, bars with open orders and bars where an action or a
+    universe exit is due are visited."""
+    market, actions, members = setup.market, setup.actions, setup.members
     data, ts, n = market.data, market.ts.tolist(), len(market)
     on_bar, on_fill = strategy.on_bar, strategy.on_fill
     pending, cancels, book = ctx._pending, ctx._cancels, broker.open
     portfolio = ctx.portfolio
     upcoming = actions.next if actions is not None else n  # the next corporate action
+    leaving = members.next if members is not None else n  # the next universe exit
+    outside = members.outside if members is not None else None
     t = nxt[0]
     while t < n:
         ctx._row = t
@@ -118,8 +122,11 @@ def _loop(strategy: Strategy, ctx: Context, broker: Broker, market: Market,
                 portfolio.positions = broker.positions.copy()
                 for fill in ctx._fills(fills):
                     on_fill(ctx, fill)
+        if t >= leaving and members is not None:
+            members.leave(broker, t)
+            leaving = members.next
         if due[t]:
             on_bar(ctx)
         if pending or cancels:
-            broker.submit(*ctx._take_orders())
-        t = t + 1 if book else nxt[t + 1]
+            broker.submit(*ctx._take_orders(), outside[t] if outside is not None else None)
+        t = t + 1 if book else min(nxt[t + 1], upcoming, leaving)
