@@ -135,3 +135,62 @@ def test_an_oversized_request_says_to_narrow_the_range(
         assert err.value.status == 400
         monkeypatch.setattr(BarsHandler, "max_rows", rows)  # exactly at the limit: served
         assert client.bars("sample", "AAPL,MSFT", START, END).height == rows
+
+
+def test_a_quick_run_on_reference_data_applies_the_jobs_corporate_actions(
+        tmp_path: Path) -> None:
+    import pitwall
+    from pitwall.engine import run_vectorized
+    from pitwall.engine.validate import validate_weights
+    from pitwall.models import Costs
+    from pitwall_executor.datalake import generate_dataset
+    from pitwall_executor.datalake.reference import read_reference
+    from pitwall_executor.execution.attempt import with_reference
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    lake.chmod(0o755)
+    catalog = Catalog(lake)
+    generate_dataset(catalog, "ev", symbols=["AAPL", "MSFT", "GOOG", "AMZN"],
+                     start=dt.date(2024, 1, 1), end=dt.date(2024, 3, 31), seed=11,
+                     corporate_events=True)
+    reference = read_reference(catalog, catalog.snapshot("ev"))
+    dividend = reference.actions.filter(pl.col("kind") == "dividend").row(0, named=True)
+    symbol, ex_day = dividend["symbol"], dividend["effective_date"]
+    start, end = ex_day - dt.timedelta(days=6), ex_day + dt.timedelta(days=3)
+    api = start_api(tmp_path, lake, f"sqlite:///{tmp_path}/pitwall.db")
+    try:
+        with Client(api.url, api.tokens["bob"]) as client:
+            bars = client.bars("ev", [symbol], start, end)
+            corporate = client.reference("ev", client.last_bars_version)
+            # The bars a job's strategy gets, adjusted columns included.
+            spec = BacktestSpec(dataset="ev", universe=[symbol], start=start, end=end)
+            job_bars, data = load_slice(api.stack, spec)
+            job_bars, _ = with_reference(api.stack, spec, data["version"], job_bars)
+            assert bars.equals(job_bars) and "adj_close" in bars.columns
+            assert corporate is not None
+            assert corporate.actions.equals(reference.actions)
+            assert corporate.listings.equals(reference.listings)
+        wrong = api.get("/v1/datasets/ev/reference/prices")
+        assert wrong.status_code == 404 and "corporate_actions" in wrong.json()["message"]
+
+        def hold(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.select("ts", "symbol", weight=pl.lit(1.0))
+
+        quick = pitwall.backtest(hold, bars, costs=Costs(), audit=False, corporate=corporate)
+        weights = validate_weights(hold(bars), bars, [symbol])
+        paid = run_vectorized(bars, weights, capital=1_000_000.0, costs=Costs(),
+                              corporate=corporate)
+        unpaid = run_vectorized(bars, weights, capital=1_000_000.0, costs=Costs())
+        assert quick.metrics.final_equity == pytest.approx(paid.final_equity, rel=1e-12)
+        assert paid.final_equity != pytest.approx(unpaid.final_equity, rel=1e-9)
+    finally:
+        api.server.stop()
+
+
+def test_a_version_without_reference_data_has_none(sqlite_api: Api) -> None:
+    with Client(sqlite_api.url, sqlite_api.tokens["alice"]) as client:
+        assert client.reference("sample") is None
+        with pytest.raises(ApiError) as err:
+            client.reference("no-such-dataset")
+        assert err.value.status == 404

@@ -14,7 +14,7 @@ import tornado.web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from tornado.httpserver import HTTPServer
 
-from pitwall_executor.api.bars import BarsHandler
+from pitwall_executor.api.bars import BarsHandler, ReferenceHandler
 from pitwall_executor.api.context import ApiContext
 from pitwall_executor.api.errors import ApiError
 from pitwall_executor.api.events import EventsSocket
@@ -113,6 +113,7 @@ HANDLERS: list[tuple[str, type[tornado.web.RequestHandler]]] = [
     (rf"/v1/backtests/{_ID}/rerun", RerunHandler),
     (rf"/v1/backtests/{_ID}/events", EventsSocket),
     (r"/v1/datasets/([A-Za-z0-9_.-]{1,128})/bars", BarsHandler),
+    (r"/v1/datasets/([A-Za-z0-9_.-]{1,128})/reference/([a-z_]{1,32})", ReferenceHandler),
     (r"/v1/sweeps", SweepsHandler),
     (rf"/v1/sweeps/{_ID}", SweepHandler),
     (rf"/v1/artifacts/{_ID}/{_ID}", ArtifactHandler),

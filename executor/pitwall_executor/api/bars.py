@@ -4,8 +4,13 @@ For a notebook's quick local check (``pitwall.Client.bars`` → ``pitwall.backte
 same slice of the same pinned version that a job with this dataset, symbols and range
 reads, loaded by the job's own code (``execution/attempt.py: load_slice``), so a quick run
 and the sandboxed run see identical bars (docs/architecture.md §2, step 1; §6). The answer
-is Parquet with exactly the columns a strategy receives; the version read and its content
-digest come back as headers, so a notebook can pin them.
+is Parquet with exactly the columns a strategy receives (on a version with reference
+data, the point-in-time ``adj_*`` columns too); the version read and its content digest
+come back as headers, so a notebook can pin them.
+
+``GET /v1/datasets/{dataset}/reference/{listings|corporate_actions}`` gives the version's
+reference tables (docs/reference-data.md) as Parquet, empty when it has none, so a quick
+run applies the same corporate actions as the job (``pitwall.Client.reference``).
 
 Errors follow the API's style (``api/errors.py``): 400 naming the query field (bad
 symbols, absurd dates, a range holding too many bars), 404 for an unknown dataset or
@@ -25,8 +30,9 @@ from pitwall_executor.api.errors import ApiError, bad_request
 from pitwall_executor.api.handlers import ApiHandler
 from pitwall_executor.api.models import FieldError
 from pitwall_executor.datalake.planner import validate_request
+from pitwall_executor.datalake.reference import ACTIONS, LISTINGS, read_reference
 from pitwall_executor.datalake.snapshot import Snapshot
-from pitwall_executor.execution.attempt import load_slice
+from pitwall_executor.execution.attempt import load_slice, with_reference
 from pitwall_executor.stack import Stack
 
 PARQUET = "application/vnd.apache.parquet"
@@ -88,7 +94,9 @@ def read_bars(stack: Stack, spec: BacktestSpec, limit: int) -> tuple[bytes, Snap
         if estimate > limit:
             raise _too_many(estimate, limit)
         # Pinned to the version just resolved: a commit in between cannot mix two versions.
-        bars, _data = load_slice(stack, spec.model_copy(update={"version": snapshot.version}))
+        pinned = spec.model_copy(update={"version": snapshot.version})
+        bars, _data = load_slice(stack, pinned)
+        bars, _ = with_reference(stack, pinned, snapshot.version, bars)  # adj_* if any
     except UnknownDatasetError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except UnknownSymbolError as exc:
@@ -119,3 +127,37 @@ class BarsHandler(ApiHandler):
         self.set_header("Pitwall-Data-Digest", snapshot.content_digest)
         self.finish(data)
 
+
+
+def read_table(stack: Stack, dataset: str, table: str, version: str | None) -> tuple[
+        bytes, Snapshot]:
+    """The Parquet bytes of one reference table of the version (latest unless given)."""
+    if table not in (LISTINGS, ACTIONS):
+        raise ApiError(404, "not_found", f"no reference table {table!r}; ask for "
+                       f"{LISTINGS} or {ACTIONS}")
+    try:
+        number = int(version) if version is not None else None
+    except ValueError:
+        raise bad_request("version", f"{version!r} is not a version number") from None
+    try:
+        snapshot = stack.catalog.snapshot(dataset, number)
+    except UnknownDatasetError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    reference = read_reference(stack.catalog, snapshot)
+    out = io.BytesIO()
+    (reference.listings if table == LISTINGS else reference.actions).write_parquet(out)
+    return out.getvalue(), snapshot
+
+
+class ReferenceHandler(ApiHandler):
+    """``GET /v1/datasets/{dataset}/reference/{table}[?version=]``: Parquet."""
+
+    route = "/v1/datasets/{dataset}/reference/{table}"
+
+    async def get(self, dataset: str, table: str) -> None:
+        data, snapshot = await self.ctx.run(read_table, self.ctx.stack, dataset, table,
+                                            self.get_query_argument("version", None))
+        self.set_header("Content-Type", PARQUET)
+        self.set_header("Pitwall-Data-Version", str(snapshot.version))
+        self.set_header("Pitwall-Data-Digest", snapshot.content_digest)
+        self.finish(data)

@@ -131,10 +131,24 @@ def _paths(refs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "(for a quick local check; pitwall.Client.bars). The version read and its "
             "content digest are the Pitwall-Data-Version and Pitwall-Data-Digest headers",
             {"200": {"description": "Parquet: ts (timestamp µs, UTC), symbol, open, high, "
-                                    "low, close, volume, sorted by (symbol, ts)",
+                                    "low, close, volume (and adj_open … adj_volume on a "
+                                    "version with reference data), sorted by (symbol, ts)",
                      "content": {PARQUET: {"schema": {"type": "string",
                                                       "format": "binary"}}}}},
             (400, 401, 404, 503), parameters=bars_params)},
+        "/v1/datasets/{dataset}/reference/{table}": {"get": _op(
+            "A reference table of the version (listings or corporate_actions; "
+            "docs/reference-data.md), as Parquet, empty when the version has none (for a "
+            "quick local check with the job's corporate actions; pitwall.Client.reference)",
+            {"200": {"description": "Parquet with the table's columns",
+                     "content": {PARQUET: {"schema": {"type": "string",
+                                                      "format": "binary"}}}}},
+            (400, 401, 404, 503), parameters=[
+                bars_params[0],
+                _param("table", "path", {"type": "string",
+                                         "enum": ["listings", "corporate_actions"]},
+                       "Which table."),
+                bars_params[-1]])},
         "/v1/sweeps": {"post": _op(
             "Submit a parameter sweep: one child backtest per point of the grid",
             {"202": _json(refs["CreateSweepResponse"], "Accepted; every child is queued")},

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import polars as pl
     from tornado.websocket import WebSocketClientConnection
 
+    from pitwall.engine.corporate import CorporateActions
+
 
 #: Statuses that mean "not now" rather than "no": the API's database is restarting (503),
 #: a proxy in front of it cannot reach it (502, 504), or tornado's client lost the
@@ -389,6 +391,29 @@ class Client:
         version_read = resp.headers.get("Pitwall-Data-Version")
         self.last_bars_version = int(version_read) if version_read else None
         return pl.read_parquet(io.BytesIO(resp.content))
+
+    def reference(self, dataset: str, version: int | None = None) -> CorporateActions | None:
+        """The version's corporate actions and listings (docs/reference-data.md), for a
+        quick run that applies them as the job does: ``pitwall.backtest(strategy, bars,
+        corporate=client.reference(...))``; None when the version has no reference data.
+        Pass the version ``client.bars`` read (``client.last_bars_version``)."""
+        import io
+
+        import polars as pl
+
+        from pitwall.engine.corporate import CorporateActions
+
+        params = {"version": version} if version is not None else {}
+        tables = []
+        for table in ("listings", "corporate_actions"):
+            resp = self._http.get(f"/v1/datasets/{dataset}/reference/{table}", params=params)
+            if resp.status_code >= 400:
+                self._check(resp)
+            tables.append(pl.read_parquet(io.BytesIO(resp.content)))
+        listings, actions = tables
+        if listings.is_empty() and actions.is_empty():
+            return None
+        return CorporateActions(actions, listings)
 
     def rerun(self, job_id: str) -> str:
         """Run a job again from its manifest (same bundle, pinned data); the new job id."""

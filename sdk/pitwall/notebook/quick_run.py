@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from pitwall.engine.corporate import CorporateActions
     from pitwall.event_strategy import Strategy
 
 
@@ -54,7 +55,7 @@ class LocalResult:
 def backtest(
     strategy: Callable[..., pl.DataFrame] | type[Strategy], bars: pl.DataFrame, *,
     capital: float = 1_000_000.0, costs: Costs | None = None, audit: bool = True,
-    seed: int = 0, **params: Any,
+    seed: int = 0, corporate: CorporateActions | None = None, **params: Any,
 ) -> LocalResult:
     """Run a vectorized strategy on ``bars`` here, with the trusted engine's conventions.
 
@@ -62,6 +63,10 @@ def backtest(
     broker instead (:func:`pitwall.events.run_local`, symbols in sorted order: list the
     official run's universe sorted too). Its result has ``trades`` and no weights, and no
     audit: an official event run is point-in-time by construction.
+
+    ``corporate`` (``client.reference(dataset, version)``) applies the version's splits,
+    dividends, delistings and renames as the job does, and gives the strategy the
+    point-in-time ``adj_*`` columns when ``bars`` lack them (docs/reference-data.md).
 
     With ``audit`` (the default) the strategy is also re-run on the bars cut at a few
     timestamps and its weights compared (:func:`pitwall.engine.audit.audit_weights`); the
@@ -86,9 +91,17 @@ def backtest(
     from pitwall.engine.vectorized import run_vectorized
     from pitwall.sandbox.loader import seed_everything
 
+    if corporate is not None and "adj_close" not in bars.columns:
+        from pitwall.reference import adjusted
+
+        adj = adjusted(bars, corporate.actions)
+        bars = bars.with_columns(adj.get_column(c).alias(f"adj_{c}")
+                                 for c in ("open", "high", "low", "close", "volume")
+                                 if c in bars.columns)
     if isinstance(strategy, type):
         seed_everything(seed)  # as the sandbox seeds before it starts the strategy
-        return _event_backtest(strategy, bars, capital=capital, costs=costs, params=params)
+        return _event_backtest(strategy, bars, capital=capital, costs=costs, params=params,
+                               corporate=corporate)
 
     def call(frame: pl.DataFrame) -> Any:
         seed_everything(seed)
@@ -96,7 +109,8 @@ def backtest(
 
     universe = _symbols(bars)
     weights = validate_weights(call(bars), bars, universe)
-    result = run_vectorized(bars, weights, capital=capital, costs=costs or Costs())
+    result = run_vectorized(bars, weights, capital=capital, costs=costs or Costs(),
+                            corporate=corporate)
     metrics = compute_metrics(result)
     verdict = _audit(call, bars, weights, universe) if audit else None
     if verdict is not None:
@@ -105,12 +119,14 @@ def backtest(
 
 
 def _event_backtest(strategy: type[Strategy], bars: pl.DataFrame, *, capital: float,
-                    costs: Costs | None, params: dict[str, Any]) -> LocalResult:
+                    costs: Costs | None, params: dict[str, Any],
+                    corporate: CorporateActions | None) -> LocalResult:
     """An event-driven strategy's quick run: the event engine's own local runner."""
     from pitwall.engine.metrics import compute_metrics
     from pitwall.notebook.event_quick_run import run_local
 
-    result = run_local(strategy, bars, params, capital=capital, costs=costs)
+    result = run_local(strategy, bars, params, capital=capital, costs=costs,
+                       corporate=corporate)
     return LocalResult(weights=None, equity=result.equity, metrics=compute_metrics(result),
                        trades=result.trades())
 
