@@ -46,14 +46,10 @@ def event_universe(universe: Sequence[str],
     symbol (the trusted side's name, in trades and positions) and named for the strategy
     by the first of its symbols the universe lists."""
     latest = latest_symbols(corporate) if corporate is not None else {}
-    keys: list[str] = []
-    names: list[str] = []
+    named: dict[str, str] = {}  # key → the strategy's name, in the universe's order
     for symbol in universe:
-        key = latest.get(symbol, symbol)
-        if key not in keys:
-            keys.append(key)
-            names.append(symbol)
-    return keys, names
+        named.setdefault(latest.get(symbol, symbol), symbol)
+    return list(named), list(named.values())
 
 
 @dataclass(frozen=True, eq=False)
