@@ -447,16 +447,101 @@ def _recursion_loop(  # noqa: C901, PLR0912, PLR0915 - one compiled loop, see be
     return n_trades, ok, ruined
 
 
-_kernel: list[Any] = []
+def _single_loop(  # noqa: C901, PLR0915 - the loop above for one symbol, see below
+    grid: Any, rate: float, borrow: Any, out: Any, held: Any, book_gap: Any,
+) -> tuple[int, bool, bool]:
+    """:func:`_recursion_loop` for one symbol (a dense grid): the same operations in the
+    same order, so the same numbers bit for bit, without the loops over symbols.
+
+    Those one-pass loops, and the branches for missing bars, cost more than the
+    arithmetic when there is one symbol (a sweep's common case). Sums keep their ``0.0 +``
+    start: it turns a −0.0 into 0.0 as the general loop does. ``held`` is not written.
+    The gross exposure is ``|net|`` where that is the same number; where the two could
+    differ (an infinite mark, a NaN's sign) the close is not finite and ruin zeroes them.
+    """
+    opens, closes, _, target, rates = grid
+    t_len = opens.shape[1]
+    per_cell, has_borrow = rates.shape[0] > 0, borrow.shape[0] > 0
+    o, c = opens[0, 0], closes[0, 0]
+    ok = 0.0 < o < np.inf and 0.0 < c < np.inf
+    out[:3, 0] = 1.0
+    out[3:, 0] = 0.0
+    post, n_trades, ruined = 1.0, 0, False
+    reach, growth = 0.0, 1.0
+    for t in range(1, t_len):
+        pre = post
+        if t > 1:
+            h = target[0, t - 2]  # held since the last open: the target traded there
+            gain = opens[0, t] / opens[0, t - 1]
+            gap = 0.0
+            gap += h * gain - h
+            if has_borrow:
+                short = 0.0
+                if h < 0.0:
+                    short -= h
+                gap -= borrow[t - 1] * short
+            book_gap[t - 2] = gap
+            growth = 1.0 + gap
+            pre = post * growth
+            reach = h * gain / growth
+        a = target[0, t - 1]
+        keep = 1.0
+        if per_cell or rate != 0.0:
+            r_i = rates[0, t] if per_cell else rate
+            for _ in range(_MAX_NEWTON_STEPS + 1):
+                x = a * keep - reach
+                excess, slope = keep - 1.0, 1.0
+                excess += r_i * abs(x)
+                slope += r_i * a * np.sign(x)
+                if not excess > _TOLERANCE:
+                    break
+                step = min(excess / slope if slope > 0.0 else keep, keep)
+                if not step > 0.0:
+                    break
+                keep -= step
+        o, c = opens[0, t], closes[0, t]
+        if not (0.0 < o < np.inf and 0.0 < c < np.inf):
+            ok = False
+        size = abs(a * keep - reach)
+        turnover, fee, marked, marked_abs, hsum = 0.0, 0.0, 0.0, 0.0, 0.0
+        turnover += size
+        if per_cell:
+            fee += rates[0, t] * size
+        if size > TRADE_EPSILON:
+            n_trades += 1
+        ratio = c / o
+        marked += a * ratio
+        marked_abs += abs(a) * ratio
+        hsum += a
+        post = post * (growth * keep if t > 1 else keep)
+        book_bar = marked - hsum
+        close = post * (1.0 + book_bar)
+        out[0, t], out[1, t], out[2, t] = pre, post, close
+        out[3, t] = turnover
+        scale = 1.0 + book_bar
+        net = marked / scale
+        # One symbol: marked_abs is |marked| exactly, so over a positive scale the gross
+        # exposure is |net| (a division spared; signs are exact in floating point).
+        out[4, t] = abs(net) if scale > 0.0 else marked_abs / scale
+        out[5, t] = net
+        out[6, t] = fee if per_cell else rate * turnover
+        if not (pre > 0.0 and post > 0.0 and 0.0 < close < np.inf):
+            ruined = True
+    return n_trades, ok, ruined
 
 
-def _recursion() -> Any:
-    """The compiled :func:`_recursion_loop`, built (or loaded from Numba's cache) on first use.
+_kernels: dict[bool, Any] = {}
+
+
+def _recursion(single: bool = False) -> Any:
+    """The compiled :func:`_recursion_loop` (``single``: :func:`_single_loop`), built (or
+    loaded from Numba's cache) on first use, each only when a run needs it.
 
     One signature, inputs read-only, so writable and read-only arrays (Polars hands out
     read-only views) share one compilation.
     """
-    if not _kernel:
+    kernel = _kernels.get(single)
+    if kernel is None:
         types: Any = _numba.types
         ro2, ro1 = (types.Array(types.float64, d, "C", readonly=True) for d in (2, 1))
         mask = types.Array(types.bool_, 2, "C", readonly=True)
@@ -464,9 +549,10 @@ def _recursion() -> Any:
         grid = types.Tuple((ro2, ro2, mask, ro2, ro2))
         signature = types.Tuple((types.int64, types.boolean, types.boolean))(
             grid, types.float64, ro1, rw2, rw2, rw1)
-        _kernel.append(_numba.njit(signature, cache=True, nogil=True,
-                                   error_model="numpy")(_recursion_loop))
-    return _kernel[0]
+        kernel = _numba.njit(signature, cache=True, nogil=True, error_model="numpy")(
+            _single_loop if single else _recursion_loop)
+        _kernels[single] = kernel
+    return kernel
 
 
 _NONE_GRID = np.zeros((0, 0))
@@ -480,12 +566,19 @@ def simulate_compiled(
 
     Raises :class:`~pitwall.errors.DataError` when a bar's price is not positive and finite.
     """
-    kernel = _recursion() if _numba is not None else _recursion_loop
     n, t_len = grid.shape
     dense = grid.cells is None
+    single = dense and n == 1
+    if _numba is not None:
+        kernel = _recursion(single)
+    else:
+        kernel = _single_loop if single else _recursion_loop
     out = np.empty((7, t_len))
     held = _NONE_GRID if dense else np.zeros((n, t_len - 1))
-    book_gap = np.zeros(t_len - 1)
+    # The loop writes every entry but the last (no open follows the last bar): not
+    # zeroing the rest spares a pass over a fresh array.
+    book_gap = np.empty(t_len - 1)
+    book_gap[-1:] = 0.0
     rates = _NONE_GRID if isinstance(rate, float) else np.ascontiguousarray(rate)
     c = np.ascontiguousarray
     n_trades, ok, ruined = kernel(

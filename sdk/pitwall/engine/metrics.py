@@ -17,7 +17,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pitwall.engine.fills import _numba
-from pitwall.engine.grid import micros
+from pitwall.engine.grid import _address, micros
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import DataError
 from pitwall.models import BacktestSpec, Metrics
@@ -232,31 +232,58 @@ def _daily_returns(result: EngineResult, ends: npt.NDArray[np.intp]) -> Returns:
 _US_PER_DAY = 86_400_000_000
 
 
+# The day ends of the last timestamps seen, with those timestamps. The runs on one bars
+# frame share one ts column (vectorized._ts_column); the array kept here keeps its memory
+# from being reused, so the same address and layout mean the same timestamps.
+_LAST_ENDS: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]] = []
+
+
 def _day_ends(result: EngineResult) -> npt.NDArray[np.intp]:
-    """Row of the last bar of each UTC date (the engine's timestamps are sorted, unique)."""
+    """Row of the last bar of each UTC date (the engine's timestamps are sorted, unique).
+
+    Read-only: it may be shared with the next run on the same timestamps.
+    """
     ts = micros(result.equity.get_column("ts"))
+    for known, ends in list(_LAST_ENDS):  # a copy: another thread may replace it
+        if (known.shape == ts.shape and known.strides == ts.strides
+                and _address(known) == _address(ts)):
+            return ends
     kernels = _compiled()
     if len(ts) and kernels is not None:
         ends = np.empty(len(ts), dtype=np.intp)
-        return ends[: kernels[1](np.ascontiguousarray(ts), ends)].copy()
-    day = ts // _US_PER_DAY  # floor division: the UTC date, also before 1970
-    return np.flatnonzero(np.concatenate((day[1:] != day[:-1], [True])))
+        ends = ends[: kernels[1](np.ascontiguousarray(ts), ends)].copy()
+    else:
+        day = ts // _US_PER_DAY  # floor division: the UTC date, also before 1970
+        ends = np.flatnonzero(np.concatenate((day[1:] != day[:-1], [True])))
+    ends.flags.writeable = False
+    _LAST_ENDS[:] = [(ts, ends)]
+    return ends
 
 
 def _lowest_ratio_loop(equity: Any, capital: float) -> float:
     """``min(equity / max(running peak of equity, capital))`` in one pass; NaN if a ratio is.
 
-    The same divisions as ``np.maximum.accumulate`` then ``np.maximum`` then ``/``; compiled
-    by Numba (see :func:`_compiled`).
+    The same divisions as ``np.maximum.accumulate`` then ``np.maximum`` then ``/``, but
+    only one per peak: while the peak holds, the divisor is one positive finite number,
+    and a correctly rounded division by it is monotonic, so the stretch's lowest ratio is
+    its lowest equity divided once. A ratio is NaN exactly when an equity is NaN or +inf
+    (then the peak is +inf too). Compiled by Numba (see :func:`_compiled`).
     """
-    peak, lowest = equity[0], np.inf
+    peak = equity[0]
+    divisor = peak if peak > capital else capital
+    low, lowest = np.inf, np.inf  # low: the lowest equity since the peak last rose
     for value in equity:
-        peak = value if value > peak else peak
-        ratio = value / (peak if peak > capital else capital)
-        if np.isnan(ratio):  # a NaN equity, or +inf / +inf
+        if not value < np.inf:  # NaN, or +inf: its ratio is +inf / +inf
             return np.nan
-        lowest = ratio if ratio < lowest else lowest
-    return float(lowest)
+        if value > peak:
+            ratio = low / divisor
+            lowest = ratio if ratio < lowest else lowest
+            peak, low = value, value
+            divisor = peak if peak > capital else capital
+        elif value < low:
+            low = value
+    ratio = low / divisor
+    return float(ratio if ratio < lowest else lowest)
 
 
 def _day_ends_loop(ts: Any, ends: Any) -> int:

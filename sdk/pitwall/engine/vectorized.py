@@ -19,6 +19,7 @@ fraction of equity kept at the open, post-trade equity ``P`` follows
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,7 +182,7 @@ def _result(ledger: Ledger, *, clipped: int, liquidity: LiquidityStats | None) -
     np.multiply(cost, path.fee if path.fee is not None else 0.0, out=cost)
     # A list of Series (each a view of its array) builds faster than a dict of arrays.
     equity = pl.DataFrame([
-        pl.Series("ts", grid.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        _ts_column(grid),
         pl.Series("equity", capital * path.close),
         pl.Series("gross_exposure", path.gross),
         pl.Series("net_exposure", path.net),
@@ -192,3 +193,26 @@ def _result(ledger: Ledger, *, clipped: int, liquidity: LiquidityStats | None) -
         equity=equity, capital=capital, n_trades=path.n_trades, total_cost=float(cost.sum()),
         leverage_clipped_bars=clipped, ledger=ledger, liquidity=liquidity,
     )
+
+
+# The ts column of the last grid labelled: the grid is kept per bars frame
+# (grid.bars_layout), so the runs of a sweep, or a job's repeated runs, share one column
+# instead of copying the timestamps each time. Polars columns are immutable (shared
+# buffers are copied on write), so sharing it between results is safe.
+_LAST_TS: list[tuple[weakref.ref[BarGrid], pl.Series]] = []
+
+
+def _ts_column(grid: BarGrid) -> pl.Series:
+    """``grid.ts`` as the ``ts`` column of a result, ``Datetime("us", "UTC")``."""
+    for ref, column in list(_LAST_TS):  # a copy: another thread may replace it
+        if ref() is grid:
+            return column
+    column = pl.Series("ts", grid.ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+    _LAST_TS[:] = [(weakref.ref(grid, _forget_ts), column)]
+    return column
+
+
+def _forget_ts(ref: weakref.ref[BarGrid]) -> None:
+    """The grid is gone: drop its column."""
+    if _LAST_TS and _LAST_TS[0][0] is ref:
+        _LAST_TS.clear()
