@@ -191,15 +191,15 @@ class BacktestsHandler(ApiHandler):
         self._chunks.clear()
         notebook = part("notebook")
         if notebook is not None and part("bundle") is None:
-            bundle, spec = await self.ctx.run(_from_notebook, notebook, part("spec"),
-                                              part("strategy"))
+            bundle, spec = await self.ctx.run_submit(_from_notebook, notebook, part("spec"),
+                                                     part("strategy"))
         else:
             bundle, spec_raw = self._required(part)
             spec = BacktestSpec.model_validate_json(spec_raw)
         if len(bundle) > self.ctx.max_bundle_bytes:
             raise self._too_large(len(bundle))
-        job_id = await self.ctx.run(self.ctx.stack.submit, spec, bundle,
-                                    researcher=self.researcher.name)
+        job_id = await self.ctx.run_submit(self.ctx.stack.submit, spec, bundle,
+                                           researcher=self.researcher.name)
         self.set_header("Location", f"/v1/backtests/{job_id}")
         self.write_json(CreateBacktestResponse(id=job_id, status=JobStatus.PENDING), 202)
 
@@ -363,8 +363,8 @@ class RerunHandler(ApiHandler):
     async def post(self, job_id: str) -> None:
         view = await self.visible_job(job_id)
         bundle = await self.ctx.run(self.ctx.stack.store.bundle, view.bundle_sha256)
-        new_id = await self.ctx.run(self.ctx.stack.submit, view.spec, bundle,
-                                    researcher=self.researcher.name, stored=True)
+        new_id = await self.ctx.run_submit(self.ctx.stack.submit, view.spec, bundle,
+                                           researcher=self.researcher.name, stored=True)
         self.set_header("Location", f"/v1/backtests/{new_id}")
         self.write_json(CreateBacktestResponse(id=new_id, status=JobStatus.PENDING), 202)
 

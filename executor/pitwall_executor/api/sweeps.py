@@ -60,8 +60,8 @@ class SweepsHandler(BacktestsHandler):
         spec = BacktestSpec.model_validate_json(spec_raw)
         grid = parse_grid(part("grid"))
         stack = self.ctx.stack
-        parent = await self.ctx.run(stack.submit_sweep, spec, bundle, grid,
-                                    researcher=self.researcher.name)
+        parent = await self.ctx.run_submit(stack.submit_sweep, spec, bundle, grid,
+                                           researcher=self.researcher.name)
         children = [row.job_id for row in await self.ctx.run(stack.store.sweep_results, parent)]
         self.set_header("Location", f"/v1/sweeps/{parent}")
         self.write_json(CreateSweepResponse(id=parent, status=JobStatus.PENDING,

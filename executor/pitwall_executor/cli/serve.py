@@ -7,6 +7,7 @@ runs the API alone, for deployments whose workers run as ``pitwall worker`` proc
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -18,6 +19,19 @@ from pitwall_executor.jobs.researchers import ResearcherExistsError, create_rese
 from pitwall_executor.orchestration.embedded import DataDirInUseError, EmbeddedServer
 from pitwall_executor.orchestration.process import DEFAULT_NICE
 from pitwall_executor.stack import Stack
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up built (modules, models, the app) out of the collector's scans.
+
+    The imports leave a large heap of long-lived objects; every full collection walked
+    all of it while holding the GIL, and those pauses were the tail of the status reads
+    (docs/benchmarks.md, "API status reads"). Frozen, they are never collected (they
+    live as long as the process anyway) and a full collection walks only what was made
+    since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _wait_for_signal() -> None:
@@ -48,6 +62,7 @@ def serve(ctx: click.Context, port: int, host: str, workers: int | None, nice: i
         server.start()
     except DataDirInUseError as exc:  # another serve or lab runs this data dir's jobs
         raise click.ClickException(str(exc)) from exc
+    freeze_startup_heap()
     try:
         click.echo(f"pitwall API on {server.url} with {n} worker thread(s); Ctrl-C stops")
         _wait_for_signal()
@@ -65,6 +80,7 @@ def api(ctx: click.Context, port: int, host: str) -> None:
     cfg = config_of(ctx)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with EmbeddedServer(Stack.from_config(cfg), port=port, host=host, workers=0) as server:
+        freeze_startup_heap()
         click.echo(f"pitwall API on {server.url}; Ctrl-C stops")
         _wait_for_signal()
 

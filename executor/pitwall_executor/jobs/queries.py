@@ -54,22 +54,22 @@ class OpenAttempt(NamedTuple):
 _WITH_METRICS = (sa.select(jobs, job_metrics.c.metrics)
                  .select_from(jobs.outerjoin(job_metrics, job_metrics.c.job_id == jobs.c.id)))
 # Built once: the API's status read is the hottest statement of the store.
-_GET_VIEW = _WITH_METRICS.where(jobs.c.id == sa.bindparam("job_id"))
+GET_VIEW = _WITH_METRICS.where(jobs.c.id == sa.bindparam("job_id"))
 
 
 def job_view(conn: Connection, job_id: str) -> JobView:
     """One job with its metrics."""
-    row = conn.execute(_GET_VIEW, {"job_id": job_id}).mappings().first()
+    row = conn.execute(GET_VIEW, {"job_id": job_id}).mappings().first()
     if row is None:
         raise JobNotFoundError(f"no job {job_id!r}")
-    return _view(row)
+    return view_of(row)
 
 
 def list_jobs(conn: Connection, *, researcher: str | None, status: JobStatus | None,
               limit: int) -> list[JobView]:
     """Jobs newest first (ties by id)."""
     query = _filtered(researcher, status).order_by(jobs.c.created_at.desc(), jobs.c.id)
-    return [_view(r) for r in conn.execute(query.limit(limit)).mappings()]
+    return [view_of(r) for r in conn.execute(query.limit(limit)).mappings()]
 
 
 def query_jobs(
@@ -88,7 +88,7 @@ def query_jobs(
         at, job_id = before
         query = query.where(sa.or_(jobs.c.created_at < at,
                                    sa.and_(jobs.c.created_at == at, jobs.c.id < job_id)))
-    return [_view(r) for r in conn.execute(query).mappings()]
+    return [view_of(r) for r in conn.execute(query).mappings()]
 
 
 def _filtered(researcher: str | None, status: JobStatus | None) -> sa.Select[Any]:
@@ -173,7 +173,7 @@ def data_versions(conn: Connection, dataset: str) -> set[int]:
             if json.loads(spec).get("dataset") == dataset}
 
 
-def _view(row: Any) -> JobView:
+def view_of(row: Any) -> JobView:
     metrics = row["metrics"]
     return JobView(
         id=row["id"], status=JobStatus(row["status"]),

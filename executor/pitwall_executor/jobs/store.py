@@ -13,13 +13,16 @@ autocommit read) over the modules below it:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Engine
 
 from pitwall.models import BacktestSpec, JobStatus, JobView, Metrics, ProgressEvent
@@ -33,8 +36,8 @@ from pitwall_executor.jobs.sweeps import SweepRow
 _T = TypeVar("_T")
 
 # The errors the store raises, and what it returns, are importable beside it.
-__all__ = ["AttemptOwner", "JobNotFoundError", "MetadataStore", "OpenAttempt",
-           "ResearcherAtQuotaError", "StaleAttempt", "database_unreachable"]
+__all__ = ["AsyncStatusReader", "AttemptOwner", "JobNotFoundError", "MetadataStore",
+           "OpenAttempt", "ResearcherAtQuotaError", "StaleAttempt", "database_unreachable"]
 CONNECT_TIMEOUT_S = 10  # a server that accepts but never answers (stopped, hung) fails here
 
 
@@ -239,6 +242,17 @@ class MetadataStore:
         """One job with its metrics: one statement, built once, run in autocommit."""
         return self._read(queries.job_view, job_id)
 
+    def status_reader(self, *, max_connections: int = 8) -> AsyncStatusReader | None:
+        """:meth:`get` for an asyncio event loop, on PostgreSQL; None on SQLite (no async
+        driver there: call :meth:`get` on a thread)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        # The statement and row mapping of queries.job_view, rendered for psycopg.
+        sql = str(queries.GET_VIEW.compile(dialect=self.engine.dialect))
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        return AsyncStatusReader(conninfo, sql, max_connections=max_connections)
+
     def list_jobs(
         self, *, researcher: str | None = None, status: JobStatus | None = None, limit: int = 50,
     ) -> list[JobView]:
@@ -297,6 +311,73 @@ class MetadataStore:
     def data_versions(self, dataset: str) -> set[int]:
         """Versions of ``dataset`` referenced by any stored job, whatever its status."""
         return self._read(queries.data_versions, dataset)
+
+
+class AsyncStatusReader:
+    """The status read (:meth:`MetadataStore.get`) awaited on the event loop, for the API.
+
+    PostgreSQL through psycopg's async mode on a few autocommit connections of its own: a
+    read costs no thread hop (no pool thread to wake, no GIL hand-off back to the loop),
+    each of which is a wait for a CPU on a loaded host (docs/benchmarks.md, "API status
+    reads"). Every call reads the row: nothing is cached, so any number of API processes
+    answer alike. Use it from one event loop at a time. A read that meets a dead
+    connection (PostgreSQL restarted, an idle connection cut) drops the idle ones and runs
+    once more on a fresh one, like :meth:`MetadataStore._read`; errors are raised as
+    SQLAlchemy's, so :func:`database_unreachable` tells an outage from a bug either way.
+    """
+
+    def __init__(self, conninfo: str, sql: str, *, max_connections: int = 8) -> None:
+        self._conninfo = conninfo
+        self._sql = sql
+        self._idle: list[psycopg.AsyncConnection[dict[str, Any]]] = []
+        self._slots = asyncio.Semaphore(max_connections)  # bound to a loop on first wait
+
+    async def get(self, job_id: str) -> JobView:
+        """One job with its metrics; :class:`JobNotFoundError` if there is none."""
+        params = {"job_id": job_id}
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            try:
+                try:
+                    row = await self._fetch(conn, params)
+                except psycopg.OperationalError:
+                    if conn is None:
+                        raise
+                    self.close()  # its idle siblings died with the server too
+                    row = await self._fetch(None, params)
+            except psycopg.Error as exc:
+                raise _sa_error(self._sql, params, exc) from exc
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return queries.view_of(row)
+
+    async def _fetch(self, conn: psycopg.AsyncConnection[dict[str, Any]] | None,
+                     params: dict[str, str]) -> dict[str, Any] | None:
+        """Run the read on ``conn`` (None: a new connection), which goes back to the idle
+        list after a success and is closed after any failure."""
+        if conn is None:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, row_factory=dict_row,
+                connect_timeout=CONNECT_TIMEOUT_S)
+        try:
+            cur = await conn.execute(self._sql, params)
+            row = await cur.fetchone()
+        except BaseException:  # also a cancelled read: its connection is mid-statement
+            conn.pgconn.finish()
+            raise
+        self._idle.append(conn)
+        return row
+
+    def close(self) -> None:
+        """Close the idle connections (synchronous: libpq's close does not wait)."""
+        while self._idle:
+            self._idle.pop().pgconn.finish()
+
+
+def _sa_error(sql: str, params: dict[str, str], exc: psycopg.Error) -> sa.exc.DBAPIError:
+    err = sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error)
+    assert isinstance(err, sa.exc.DBAPIError)
+    return err
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
