@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from pitwall.models import BacktestSpec, JobStatus, Metrics
@@ -56,10 +57,12 @@ def create(conn: Connection, job_id: str, *, spec: BacktestSpec, researcher: str
 
 
 def put_bundle(conn: Connection, sha256: str, data: bytes) -> None:
-    """Store a bundle once (content-addressed)."""
-    exists = conn.execute(sa.select(bundles.c.sha256).where(bundles.c.sha256 == sha256)).first()
-    if exists is None:
-        conn.execute(bundles.insert().values(sha256=sha256, data=data, created_at=utcnow()))
+    """Store a bundle once (content-addressed). Two first submissions of one bundle at
+    once both succeed: the insert does nothing where the other's row is already there
+    (a check, then an insert, let the second fail on the unique key)."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        bundles).values(sha256=sha256, data=data, created_at=utcnow())
+    conn.execute(insert.on_conflict_do_nothing(index_elements=[bundles.c.sha256]))
 
 
 def start(conn: Connection, job_id: str, worker: str, max_running: int | None,
