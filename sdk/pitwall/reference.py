@@ -156,6 +156,18 @@ def check_reference(listings: pl.DataFrame, actions: pl.DataFrame, *, source: st
                         f"import again:\n  {shown}{more}")
 
 
+#: The bar columns that get a point-in-time adjusted twin ``adj_<column>``.
+ADJUSTED_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def with_adjusted(bars: pl.DataFrame, actions: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` with ``adj_open … adj_volume`` (those of :data:`ADJUSTED_COLUMNS` it has):
+    :func:`adjusted` without ``as_of``, what a job's strategy gets on reference data."""
+    adj = adjusted(bars, actions)
+    return bars.with_columns(adj.get_column(c).alias(f"adj_{c}") for c in ADJUSTED_COLUMNS
+                             if c in bars.columns)
+
+
 def adjusted(bars: pl.DataFrame, actions: pl.DataFrame,
              as_of: dt.date | dt.datetime | None = None, *, dividends: bool = True,
              tz: str = EXCHANGE_TZ) -> pl.DataFrame:

@@ -44,7 +44,7 @@ from pitwall.engine.report import metrics_json, write_parquet, write_report
 from pitwall.engine.vectorized import EngineResult
 from pitwall.errors import EmptyRangeError, InfrastructureError, PitwallError, StrategyOutputError
 from pitwall.models import FIRST_DATE, BacktestSpec, EngineKind, JobStatus, JobView, Metrics
-from pitwall.reference import adjusted, exchange_day
+from pitwall.reference import exchange_day, with_adjusted
 from pitwall.universe import UniverseReport, UniverseRule, evaluate, membership
 from pitwall_executor.datalake.planner import load_bars, validate_request
 from pitwall_executor.datalake.reference import read_reference
@@ -390,10 +390,6 @@ def universe_moved(staged: Staged, spec: BacktestSpec) -> dict[str, Any]:
     return {"rule": spec.universe_rule, **dataclasses.asdict(moved)}
 
 
-#: The point-in-time adjusted columns a slice gains when its version has corporate actions.
-ADJUSTED = ("open", "high", "low", "close", "volume")
-
-
 def with_reference(stack: Stack, spec: BacktestSpec, version: int,
                    bars: pl.DataFrame) -> tuple[pl.DataFrame, CorporateActions | None]:
     """The slice with ``adj_open … adj_volume`` and the corporate actions the engine applies,
@@ -407,10 +403,8 @@ def with_reference(stack: Stack, spec: BacktestSpec, version: int,
     reference = read_reference(stack.catalog, stack.catalog.snapshot(spec.dataset, version))
     if reference.is_empty:
         return bars, None
-    adjusted_bars = adjusted(bars, reference.actions)
-    extra = [adjusted_bars.get_column(c).alias(f"adj_{c}") for c in ADJUSTED
-             if c in bars.columns]
-    return bars.with_columns(extra), CorporateActions(reference.actions, reference.listings)
+    return (with_adjusted(bars, reference.actions),
+            CorporateActions(reference.actions, reference.listings))
 
 
 def stage_inputs(workdir: Path, bundle: Bundle, runner_spec: dict[str, Any],

@@ -96,9 +96,8 @@ class EventAttempt(Attempt):
         """Start the sandbox, feed it, and wait for it. The feeder's result stays None
         when the strategy stopped (raised, timed out, was cancelled): the outcome says why."""
         spec = self.spec
-        if self._setup is None:
-            self._setup = event_market(staged.bars, spec.universe, staged.corporate)
         setup = self._setup
+        assert setup is not None  # runner_inputs, at staging, laid out the market
         market = setup.market
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
         with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step

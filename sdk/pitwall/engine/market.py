@@ -17,11 +17,12 @@ import numpy.typing as npt
 import polars as pl
 
 from pitwall.errors import DataError
+from pitwall.reference import ADJUSTED_COLUMNS
 
 FIELDS = ("open", "high", "low", "close", "volume")
 CLOSE = FIELDS.index("close")
 #: The adjusted prices a run on reference data adds (docs/reference-data.md §5, §7).
-ADJUSTED_FIELDS = tuple(f"adj_{f}" for f in FIELDS)
+ADJUSTED_FIELDS = tuple(f"adj_{c}" for c in ADJUSTED_COLUMNS)
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,9 +18,9 @@ from pitwall.engine.broker import Broker, BrokerCosts
 from pitwall.engine.corporate import CorporateActions
 from pitwall.engine.event_corporate import EventSetup, event_market
 from pitwall.engine.event_result import EventResult, build_result
-from pitwall.engine.market import FIELDS, Market
+from pitwall.engine.market import Market
 from pitwall.event_strategy import Strategy
-from pitwall.reference import adjusted
+from pitwall.reference import with_adjusted
 from pitwall.schedule import check_schedule, due_mask, next_due
 
 
@@ -55,8 +55,7 @@ def run_local(strategy_cls: type[Strategy], bars: pl.DataFrame | Market,
         setup = EventSetup(bars, list(bars.symbols), None, None)
     else:
         if corporate is not None and "adj_close" not in bars.columns:
-            adj = adjusted(bars, corporate.actions)
-            bars = bars.with_columns(adj.get_column(f).alias(f"adj_{f}") for f in FIELDS)
+            bars = with_adjusted(bars, corporate.actions)
         universe = (list(symbols) if symbols is not None
                     else sorted(bars.get_column("symbol").unique().to_list()))
         setup = event_market(bars, universe, corporate)

@@ -92,12 +92,9 @@ def backtest(
     from pitwall.sandbox.loader import seed_everything
 
     if corporate is not None and "adj_close" not in bars.columns:
-        from pitwall.reference import adjusted
+        from pitwall.reference import with_adjusted
 
-        adj = adjusted(bars, corporate.actions)
-        bars = bars.with_columns(adj.get_column(c).alias(f"adj_{c}")
-                                 for c in ("open", "high", "low", "close", "volume")
-                                 if c in bars.columns)
+        bars = with_adjusted(bars, corporate.actions)
     if isinstance(strategy, type):
         seed_everything(seed)  # as the sandbox seeds before it starts the strategy
         return _event_backtest(strategy, bars, capital=capital, costs=costs, params=params,
