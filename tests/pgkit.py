@@ -1,6 +1,6 @@
 """A private PostgreSQL cluster and a free loopback port, for tests that stop the database
 (``initdb`` + ``pg_ctl`` in a temp dir, on a free port, as the postgres user), so stopping
-it never touches the machine's server.
+it never touches the machine's server; and what a restart does to a database's clients.
 """
 
 from __future__ import annotations
@@ -11,9 +11,32 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+_OTHERS = "datname = current_database() AND pid <> pg_backend_pid()"
+
+
+def terminate_other_connections(url: str) -> int:
+    """What a PostgreSQL restart does to every client of ``url``'s database: their server
+    processes end (waited for, at most 10 s). Returns how many were ended."""
+    killer = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with killer.connect() as conn:
+            killed = conn.execute(sa.text(
+                f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                f"FROM pg_stat_activity WHERE {_OTHERS}")).scalar_one()
+            deadline = time.monotonic() + 10
+            while conn.execute(sa.text(
+                    f"SELECT count(*) FROM pg_stat_activity WHERE {_OTHERS}")).scalar_one():
+                assert time.monotonic() < deadline, "terminated backends did not exit in 10 s"
+                time.sleep(0.05)
+    finally:
+        killer.dispose()
+    return int(killed)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from apikit import STRATEGY, Api, bundle_bytes
+from tests.pgkit import terminate_other_connections
 
 from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.cli.serve import freeze_startup_heap
@@ -25,7 +25,6 @@ from pitwall_executor.jobs.store import AsyncStatusReader, MetadataStore
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5))
-_OTHERS = "datname = current_database() AND pid <> pg_backend_pid()"
 
 
 def _job(store: MetadataStore) -> str:
@@ -37,22 +36,6 @@ def _reader(store: MetadataStore, **kwargs: int) -> AsyncStatusReader:
     reader = store.status_reader(**kwargs)
     assert reader is not None
     return reader
-
-
-def _terminate_other_connections(url: str) -> None:
-    """What a PostgreSQL restart does to every client: their server processes end."""
-    killer = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with killer.connect() as conn:
-            conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 f"WHERE {_OTHERS}"))
-            deadline = time.monotonic() + 10
-            while conn.execute(sa.text(
-                    f"SELECT count(*) FROM pg_stat_activity WHERE {_OTHERS}")).scalar_one():
-                assert time.monotonic() < deadline, "terminated backends did not exit in 10 s"
-                time.sleep(0.05)
-    finally:
-        killer.dispose()
 
 
 @pytest.mark.postgres
@@ -97,7 +80,7 @@ def test_the_reader_replaces_connections_postgresql_dropped(pg_url: str) -> None
     try:
         assert asyncio.run(status()) is JobStatus.PENDING  # leaves an idle connection
         [dead] = reader._idle
-        _terminate_other_connections(pg_url)
+        terminate_other_connections(pg_url)
         assert asyncio.run(status()) is JobStatus.PENDING
         assert dead.closed and dead not in reader._idle  # met, dropped, read again
     finally:

@@ -7,25 +7,14 @@ A weight set at the close of day 1 is traded at the open of day 2.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
 import polars as pl
 import pytest
+from corporate_kit import CAPITAL, DAYS, action, corporate, ts
 
 from pitwall.engine import run_vectorized
-from pitwall.engine.corporate import CorporateActions
 from pitwall.engine.vectorized import EngineResult
 from pitwall.models import Costs, Execution
-from pitwall.reference import ACTIONS_SCHEMA, LISTINGS_SCHEMA
-
-DAYS = [dt.date(2024, 1, d) for d in (2, 3, 4, 5, 8)]
-CAPITAL = 1000.0
-
-
-def ts(day: int) -> dt.datetime:
-    """The bar time of day ``day`` (1-based)."""
-    d = DAYS[day - 1]
-    return dt.datetime(d.year, d.month, d.day, 15, tzinfo=dt.UTC)
 
 
 def bars(rows: dict[str, list[tuple[int, float, float]]]) -> pl.DataFrame:
@@ -40,20 +29,6 @@ def weights(rows: list[tuple[int, str, float]]) -> pl.DataFrame:
     return pl.DataFrame([(ts(d), s, w) for d, s, w in rows],
                         schema={"ts": pl.Datetime("us", "UTC"), "symbol": pl.String,
                                 "weight": pl.Float64}, orient="row").sort("symbol", "ts")
-
-
-def action(symbol: str, kind: str, day: int, *, ratio: float | None = None,
-           amount: float | None = None, new_symbol: str | None = None) -> dict[str, object]:
-    return {"security_id": f"id-{symbol}", "symbol": symbol, "kind": kind,
-            "announce_date": DAYS[0] - dt.timedelta(days=10), "effective_date": DAYS[day - 1],
-            "ratio": ratio, "amount": amount, "new_symbol": new_symbol}
-
-
-def corporate(*acts: dict[str, object],
-              listings: Sequence[tuple[str, str, int, int, bool]] = ()) -> CorporateActions:
-    frame = pl.DataFrame(list(acts), schema=ACTIONS_SCHEMA)
-    rows = [(sid, sym, DAYS[a - 1], DAYS[b - 1], gone) for sid, sym, a, b, gone in listings]
-    return CorporateActions(frame, pl.DataFrame(rows, schema=LISTINGS_SCHEMA, orient="row"))
 
 
 def equity(result: EngineResult) -> list[float]:

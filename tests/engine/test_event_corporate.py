@@ -7,31 +7,20 @@ An order placed at the close of day 1 fills at the open of day 2.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 import pytest
+from corporate_kit import CAPITAL, action, corporate, ts
 
 import pitwall
 from pitwall.engine import run_vectorized
 from pitwall.engine.broker import Broker
-from pitwall.engine.corporate import CorporateActions
 from pitwall.models import Costs
 from pitwall.notebook.event_quick_run import run_local
-from pitwall.reference import ACTIONS_SCHEMA, LISTINGS_SCHEMA
-
-DAYS = [dt.date(2024, 1, d) for d in (2, 3, 4, 5, 8)]
-CAPITAL = 1000.0
-
-
-def ts(day: int) -> dt.datetime:
-    d = DAYS[day - 1]
-    return dt.datetime(d.year, d.month, d.day, 15, tzinfo=dt.UTC)
 
 
 def bars(rows: dict[str, list[tuple[int, float, float]]]) -> pl.DataFrame:
@@ -42,22 +31,6 @@ def bars(rows: dict[str, list[tuple[int, float, float]]]) -> pl.DataFrame:
                                      "open": pl.Float64, "high": pl.Float64,
                                      "low": pl.Float64, "close": pl.Float64,
                                      "volume": pl.Float64}, orient="row").sort("symbol", "ts")
-
-
-def action(symbol: str, kind: str, day: int, *, announce: int | None = None,
-           ratio: float | None = None, amount: float | None = None,
-           new_symbol: str | None = None) -> dict[str, object]:
-    told = DAYS[announce - 1] if announce else DAYS[0] - dt.timedelta(days=10)
-    return {"security_id": f"id-{symbol}", "symbol": symbol, "kind": kind,
-            "announce_date": told, "effective_date": DAYS[day - 1], "ratio": ratio,
-            "amount": amount, "new_symbol": new_symbol}
-
-
-def corporate(*acts: dict[str, object],
-              listings: Sequence[tuple[str, str, int, int, bool]] = ()) -> CorporateActions:
-    rows = [(sid, sym, DAYS[a - 1], DAYS[b - 1], gone) for sid, sym, a, b, gone in listings]
-    return CorporateActions(pl.DataFrame(list(acts), schema=ACTIONS_SCHEMA),
-                            pl.DataFrame(rows, schema=LISTINGS_SCHEMA, orient="row"))
 
 
 class Buy(pitwall.Strategy):

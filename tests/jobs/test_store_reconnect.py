@@ -4,35 +4,16 @@ an idle cut), the next call works instead of failing on a dead pooled connection
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 import sqlalchemy as sa
+from tests.pgkit import terminate_other_connections
 
 from pitwall.models import BacktestSpec, JobStatus
 from pitwall_executor.jobs.store import MetadataStore
 
 SPEC = BacktestSpec(dataset="sample", universe=["AAPL"], start=dt.date(2024, 1, 2),
                     end=dt.date(2024, 1, 5))
-_OTHERS = "datname = current_database() AND pid <> pg_backend_pid()"
-
-
-def _terminate_other_connections(url: str) -> int:
-    """What a PostgreSQL restart does to every client: their server processes end."""
-    killer = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with killer.connect() as conn:
-            killed = conn.execute(sa.text(
-                f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
-                f"FROM pg_stat_activity WHERE {_OTHERS}")).scalar_one()
-            deadline = time.monotonic() + 10
-            while conn.execute(sa.text(
-                    f"SELECT count(*) FROM pg_stat_activity WHERE {_OTHERS}")).scalar_one():
-                assert time.monotonic() < deadline, "terminated backends did not exit in 10 s"
-                time.sleep(0.05)
-    finally:
-        killer.dispose()
-    return int(killed)
 
 
 def test_the_store_replaces_connections_postgresql_dropped(pg_url: str) -> None:
@@ -45,7 +26,7 @@ def test_the_store_replaces_connections_postgresql_dropped(pg_url: str) -> None:
     with plain.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
 
-    assert _terminate_other_connections(pg_url) >= 3
+    assert terminate_other_connections(pg_url) >= 3
 
     # The control: a pool that hands out what it holds fails on the dead connection,
     # so the store's calls below really meet dead connections in their pools.
