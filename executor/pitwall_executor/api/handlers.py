@@ -331,12 +331,15 @@ class JobArtifactHandler(ApiHandler):
     async def get(self, job_id: str, name: str = "report.html") -> None:
         view = await self.visible_job(job_id)
         rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
-        if name not in rows:
-            if name in LATER_FILES and await self.ctx.run(_still_writing,
-                                                          self.ctx.stack.store, view):
+        if name not in rows and name in LATER_FILES:
+            if await self.ctx.run(_still_writing, self.ctx.stack.store, view):
                 raise ApiError(503, "artifacts_pending", f"job {job_id} is COMPLETED and its "
                                f"{name} is still being written (the report follows the "
                                "metrics): retry in a second", retry_after=1)
+            # Recorded since the first read? The rows and their event commit together,
+            # so once the event is there a second read has the rows.
+            rows = await self.ctx.run(self.ctx.stack.store.artifacts, job_id)
+        if name not in rows:
             have = ", ".join(sorted(rows)) or "none yet"
             raise ApiError(404, "not_found", f"job {job_id} has no {name} (it is "
                            f"{view.status.value}; its artifacts: {have})")
