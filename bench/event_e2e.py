@@ -192,6 +192,7 @@ class Steps:
         self.current: dict[str, float] = {}
         self.feed_seconds = 0.0
         self.feed_bars = 0
+        self.lane = (0, 0)  # the last job's answers through the lane, of all answers
 
     def wrap(self, owner: Any, name: str, label: str) -> None:
         inner = getattr(owner, name, None)
@@ -217,6 +218,7 @@ class Steps:
             result, stats = inner(*args, **kwargs)
             wall = time.perf_counter() - t0
             steps.feed_seconds, steps.feed_bars = stats.seconds, stats.bars
+            steps.lane = (stats.lane_answers, stats.round_trips + 1)  # + the END answer
             steps.current["feed: to READY (boot + imports if not restored)"] = wall - stats.seconds
             steps.current["feed: lock-step READY -> END"] = stats.seconds
             return result, stats
@@ -445,7 +447,7 @@ def cross_check(s: Setup, m: Measured) -> None:
           f"{s.expected:,}: " + "; ".join(f"{k} {sorted(v)}" for k, v in m.fills.items()))
 
 
-def report(s: Setup, m: Measured, args: argparse.Namespace) -> None:
+def report(s: Setup, m: Measured, args: argparse.Namespace, steps: Steps) -> None:
     med = {k: statistics.median(v) for k, v in m.times.items()}
     print(f"\nend to end, median of {args.repeat}:")
     for key, value in med.items():
@@ -455,6 +457,9 @@ def report(s: Setup, m: Measured, args: argparse.Namespace) -> None:
     rate = statistics.median(m.rates)
     print(f"steady-state lock-step rate (the same jobs, READY -> END): {rate:,.0f} bars/s "
           f"= {1e6 / rate:.0f} µs per bar")
+    lane, answers = steps.lane
+    print(f"  answers through the shared-memory lane (the last job): {lane:,} of {answers:,}"
+          f"{'' if lane else ' (pipes only: no two CPUs were free)'}")
     if m.other_rates:
         other = statistics.median(m.other_rates)
         print(f"  with sandbox cpu.shares {args.compare_shares}: {other:,.0f} bars/s = "
@@ -532,7 +537,7 @@ def main() -> int:
               f"cpu.shares {oci.SANDBOX_CPU_SHARES}; load {_loadavg()}")
         m = measure(s, steps, args)
         cross_check(s, m)
-        report(s, m, args)
+        report(s, m, args, steps)
         print(f"load after: {_loadavg()}")
     return 0
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,12 @@ DUE, PORTFOLIO, END = 1, 2, 4  # STEP flags
 MAX_READY = 64 * 1024
 #: The most bytes of rows a :class:`StepWriter` copies into its buffer.
 STEP_BUFFER_BYTES = 1 << 20
+
+
+class Lane(Protocol):
+    """Where a :class:`StepWriter` publishes a frame first (:class:`pitwall.lane.FeederLane`)."""
+
+    def send(self, frame: memoryview | bytes) -> bool: ...
 
 
 class FrameReader:
@@ -78,6 +84,16 @@ class FrameReader:
 
     def pending(self) -> int:
         """Bytes of a next frame already received (a lock-step peer never sends any)."""
+        return self._have
+
+    def drop_leading(self, frame: bytes) -> int:
+        """Drop copies of ``frame`` (a whole frame) at the front of what was received;
+        the bytes left (the lane's stale wake-ups, :mod:`pitwall.lane`)."""
+        n = len(frame)
+        while self._have >= n and self._view[:n] == frame:
+            rest = bytes(self._view[n:self._have])
+            self._view[:len(rest)] = rest
+            self._have = len(rest)
         return self._have
 
     def read(self) -> tuple[int, memoryview]:
@@ -138,8 +154,10 @@ class StepWriter:
     with one ``writev`` straight from the market cube instead of being copied.
     """
 
-    def __init__(self, fd: int, n_symbols: int, max_rows: int, n_fields: int = 5) -> None:
+    def __init__(self, fd: int, n_symbols: int, max_rows: int, n_fields: int = 5,
+                 lane: Lane | None = None) -> None:
         self.fd = fd
+        self._lane = lane
         self._row_floats = n_fields * n_symbols
         cap = max(1, min(max_rows, STEP_BUFFER_BYTES // (self._row_floats * 8)))
         self._cap_rows = cap
@@ -161,6 +179,8 @@ class StepWriter:
             STEP_HEAD.pack_into(buf, HEADER.size, now, cash, k, 0, flags)
             self._rows[:k] = rows
             frame = self._ends[k]
+            if self._lane is not None and self._lane.send(frame):
+                return
             done = os.write(self.fd, frame)
             if done < len(frame):  # a pipe may take a frame above PIPE_BUF in pieces
                 write_all(self.fd, frame[done:])
@@ -191,10 +211,9 @@ class StepWriter:
             return
         self._rows[:k] = rows
         end = ROWS_AT + size * 8
-        if tail:
-            write_all(self.fd, bytes(self._view[:end]) + tail)
-        else:
-            write_all(self.fd, self._view[:end])
+        frame = bytes(self._view[:end]) + tail if tail else self._view[:end]
+        if self._lane is None or not self._lane.send(frame):
+            write_all(self.fd, frame)
 
 
 NO_ORDERS: tuple[list[OrderTuple], list[int]] = ([], [])
@@ -238,15 +257,19 @@ EMPTY_ORDERS = ORDERS_HEAD.pack(0, 0)
 EMPTY_ORDERS_FRAME = HEADER.pack(MAGIC, ORDERS, ORDERS_HEAD.size) + EMPTY_ORDERS
 
 
-def send_orders(fd: int, orders: list[OrderTuple], cancels: list[int]) -> None:
-    """One ORDERS frame, one ``write`` (a constant frame when there is nothing to send)."""
+def orders_frame(orders: list[OrderTuple], cancels: list[int]) -> bytes:
+    """One whole ORDERS frame (the constant one when there is nothing to send)."""
     if not orders and not cancels:
-        write_all(fd, EMPTY_ORDERS_FRAME)
-        return
+        return EMPTY_ORDERS_FRAME
     body = (ORDERS_HEAD.pack(len(orders), len(cancels))
             + np.array(orders, dtype=ORDER_DTYPE).tobytes()
             + np.array(cancels, dtype=np.int64).tobytes())
-    write_all(fd, HEADER.pack(MAGIC, ORDERS, len(body)) + body)
+    return HEADER.pack(MAGIC, ORDERS, len(body)) + body
+
+
+def send_orders(fd: int, orders: list[OrderTuple], cancels: list[int]) -> None:
+    """One ORDERS frame, one ``write``."""
+    write_all(fd, orders_frame(orders, cancels))
 
 
 def decode_step(payload: memoryview, n_symbols: int, n_fields: int = 5) -> tuple[

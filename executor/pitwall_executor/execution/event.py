@@ -14,10 +14,12 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pitwall import lane
 from pitwall.engine.broker import BrokerCosts
 from pitwall.engine.event_corporate import EventSetup, event_market
 from pitwall.engine.event_result import EventResult
@@ -98,20 +100,48 @@ class EventAttempt(Attempt):
         spec = self.spec
         setup = self._setup
         assert setup is not None  # runner_inputs, at staging, laid out the market
-        market = setup.market
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
-        with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
-            session = backend.start(runner_request(self.job.id, self.workdir, spec.limits))
+        with contextlib.ExitStack() as hold:
+            # Two CPUs of its own: the pair watches the shared-memory lane (pitwall.lane);
+            # else they share one over the pipes (affinity.py).
+            pair = (hold.enter_context(affinity.cpu_pair())
+                    if spec.limits.cpus <= 1 and getattr(backend, "lanes", False) else None)
+            channel = self._channel(spins=lane.STRATEGY_SPINS_DEFAULT if pair else 0)
+            with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
+                session = backend.start(runner_request(self.job.id, self.workdir,
+                                                       spec.limits, channel=channel))
+            return self._feed(session, setup, pair,
+                              channel / lane.FILE_NAME if pair and channel else None)
+
+    def _channel(self, *, spins: int) -> Path | None:
+        """The lane's dir (root's, 0755) with its file, on a backend that maps it."""
+        if not getattr(self.stack.backend, "lanes", False):
+            return None
+        channel = self.workdir / "channel"
+        channel.mkdir(exist_ok=True)
+        channel.chmod(0o755)
+        lane.create(channel, spins=spins)
+        return channel
+
+    def _feed(self, session: Any, setup: EventSetup, pair: tuple[int, int] | None,
+              lane_file: Path | None) -> SandboxOutcome:
+        """Feed the started ``session`` on the CPUs it was given, then wait for it."""
+        spec = self.spec
+        market = setup.market
         ticks = EquityProgress(self.progress)
-        # Lock-step is sequential: the feeder and a one-CPU sandbox share a core (affinity.py).
-        pinned = (affinity.shared_cpu(session) if spec.limits.cpus <= 1
-                  else contextlib.nullcontext())
+        # Lock-step is sequential: without a CPU pair the feeder and a one-CPU sandbox
+        # share a core (affinity.py).
+        pinned: contextlib.AbstractContextManager[Any] = (
+            affinity.split_cpus(session, pair) if pair is not None
+            else affinity.shared_cpu(session) if spec.limits.cpus <= 1
+            else contextlib.nullcontext())
         try:
             with pinned:
                 self._result, self._stats = run_lockstep(
                     session.stdin, session.stdout, market, capital=spec.capital,
                     costs=BrokerCosts.from_costs(spec.costs), rules=event_fill_rules(spec),
-                    progress=ticks, actions=setup.actions, members=setup.members)
+                    progress=ticks, actions=setup.actions, members=setup.members,
+                    lane=lane_file)
             ts_ms, equity = self._result.equity.select(
                 pl.col("ts").dt.epoch("ms"), "equity").row(-1)
             ticks.fraction = 1.0
@@ -141,7 +171,7 @@ class EventAttempt(Attempt):
             metrics = metrics_for_spec(result, staged.trusted_bars, self.spec)
         entries: dict[str, Any] = {"lockstep": {
             "bars": stats.bars, "round_trips": stats.round_trips,
-            "seconds": round(stats.seconds, 3)}}
+            "lane_answers": stats.lane_answers, "seconds": round(stats.seconds, 3)}}
         if result.corporate is not None:  # what the version's corporate actions did
             entries["corporate_actions"] = result.corporate.summary()
         members = self._setup.members if self._setup is not None else None

@@ -18,6 +18,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -30,6 +31,7 @@ from pitwall.engine.fill_rules import FillRules
 from pitwall.engine.market import CLOSE, Market
 from pitwall.errors import StrategyOutputError
 from pitwall.frames import decode_error
+from pitwall.lane import NUDGE_FRAME, FeederLane
 from pitwall.lockstep import (
     DUE,
     END,
@@ -61,6 +63,7 @@ class FeedStats:
     round_trips: int  # STEP frames answered (READY excluded)
     seconds: float  # from READY to the END answer
     refused: int = 0  # orders the broker dropped (delisted, or outside the universe)
+    lane_answers: int = 0  # answers that came through the shared-memory lane
 
 
 def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: float,
@@ -68,7 +71,7 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
                  rules: FillRules | None = None, max_orders: int | None = None,
                  progress: Callable[[float, int, float], None] | None = None,
                  actions: EventActions | None = None, members: Members | None = None,
-                 ) -> tuple[EventResult, FeedStats]:
+                 lane: Path | None = None) -> tuple[EventResult, FeedStats]:
     """Feed ``market`` to the strategy process behind the pipes; return the broker's result.
 
     ``stdin``/``stdout`` are the strategy process's pipes (a sandbox session's). Raises
@@ -81,9 +84,13 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
     bars come; the strategy gets its new positions and cash with its next step.
     ``members``: a universe rule's members (:mod:`pitwall.engine.event_members`): orders
     for other symbols are dropped, and a symbol that leaves is closed by the broker.
+    ``lane``: the shared-memory lane's file (:mod:`pitwall.lane`, made with spins > 0):
+    the steps and answers go through it, the pipes carry the rest.
     """
     reader = FrameReader(stdout.fileno(), max_payload=MAX_ANSWER_BYTES)
     out = stdin.fileno()
+    channel: FeederLane | FramePipe = (FeederLane(lane, reader, out) if lane is not None
+                                       else FramePipe(reader))
     n_sym = len(market.symbols)
     try:
         kind, payload = reader.read()
@@ -103,11 +110,15 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
         limit = max_orders or max(1000, 10 * n_sym)
         started = time.perf_counter()
         tick = _ticker(market, broker, progress) if progress is not None else None
-        trips = _feed(reader, out, market, broker, due.tolist(), next_due(due), lookback, limit,
-                      tick, actions, members)
-        stats = FeedStats(len(market), trips, time.perf_counter() - started, broker.refused)
+        trips = _feed(channel, out, market, broker, due.tolist(), next_due(due), lookback,
+                      limit, tick, actions, members)
+        stats = FeedStats(len(market), trips, time.perf_counter() - started, broker.refused,
+                          getattr(channel, "lane_answers", 0))
     except (EOFError, BrokenPipeError) as exc:
         raise StrategyStopped(f"the strategy process went away ({exc})") from None
+    finally:
+        if isinstance(channel, FeederLane):
+            channel.close()
     return build_result(market, broker, actions.report() if actions else None), stats
 
 
@@ -121,18 +132,29 @@ def _check_error(kind: int, payload: memoryview) -> None:
         raise StrategyStopped(f"the strategy raised {what[:500]}")
 
 
-def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: list[bool],
+class FramePipe:
+    """The strategy's answers over its stdout alone (no lane)."""
+
+    def __init__(self, reader: FrameReader) -> None:
+        self.reader = reader
+        self.read = reader.read
+        self.pending = reader.pending
+
+
+def _feed(channel: FeederLane | FramePipe, out: int, market: Market, broker: Broker,
+          due: list[bool],
           nxt: list[int], lookback: int, max_orders: int,
           progress: Callable[[int], None] | None, actions: EventActions | None,
           members: Members | None) -> int:
     """The lock-step loop; returns the number of round trips."""
     data, ts, n = market.data, market.ts.tolist(), len(market)
     send_step = StepWriter(out, len(market.symbols), lookback,  # one write per step
-                           len(market.fields)).send
+                           len(market.fields),
+                           channel if isinstance(channel, FeederLane) else None).send
     upcoming = actions.next if actions is not None else n  # the next corporate action
     leaving = members.next if members is not None else n  # the next universe exit
     outside = members.outside if members is not None else None
-    read = reader.read
+    read = channel.read
     sent = 0  # rows [0, sent) are with the strategy
     trips = 0
     report_every = max(n // PROGRESS_TICKS, 1)
@@ -156,7 +178,7 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
             trips += 1
             kind, payload = read()
             _check_error(kind, payload)
-            _check_turn(reader)
+            _check_turn(channel)
             orders, cancels = decode_orders(kind, payload, max_orders=max_orders)
             if orders or cancels:
                 broker.submit(orders, cancels, outside[t] if outside is not None else None)
@@ -171,7 +193,7 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
     kind, payload = read()
     _check_error(kind, payload)
     decode_orders(kind, payload, max_orders=max_orders)  # on_end's orders are never filled
-    _check_turn(reader, drain_s=END_DRAIN_S)
+    _check_turn(channel, drain_s=END_DRAIN_S)
     return trips
 
 
@@ -180,19 +202,21 @@ def _feed(reader: FrameReader, out: int, market: Market, broker: Broker, due: li
 END_DRAIN_S = 2.0
 
 
-def _check_turn(reader: FrameReader, *, drain_s: float = 0.0) -> None:
+def _check_turn(channel: FeederLane | FramePipe, *, drain_s: float = 0.0) -> None:
     """One answer per step: a byte of another frame already here (or, at the end, before
-    the channel closes within ``drain_s``) is an answer out of turn, a protocol violation."""
-    extra = reader.pending()
+    the channel closes within ``drain_s``) is an answer out of turn, a protocol violation.
+    The lane's stale wake-ups (:data:`~pitwall.lane.NUDGE_FRAME`) are not answers."""
+    extra = channel.pending()
+    fd = channel.reader.fd
     deadline = time.monotonic() + drain_s
     while not extra and drain_s:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([reader.fd], [], [], left)[0]:
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
-        chunk = os.read(reader.fd, 1 << 16)
+        chunk = os.read(fd, 1 << 16)
         if not chunk:
             break  # the channel closed: nothing was sent out of turn
-        extra = len(chunk)
+        extra = len(chunk.replace(NUDGE_FRAME, b""))
     if extra:
         raise StrategyOutputError("the strategy answered out of turn (a frame it was not "
                                   "asked for); answer each bar exactly once")

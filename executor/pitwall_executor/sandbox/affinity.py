@@ -1,12 +1,18 @@
-"""One CPU for a lock-step pair: the feeder thread and its sandbox share a core.
+"""CPUs for a lock-step pair: two of its own (the lane), else one shared core.
+
+With two free CPUs (:func:`cpu_pair`) an event job's sandbox and feeder each get one and
+watch the shared-memory lane (``pitwall.lane``, docs/architecture.md §5 "The lane"):
+no system call and no wake-up per step while both are watching. Without two, the pair
+shares one core over the pipes, as follows.
 
 Strict lock-step is sequential by construction: the feeder waits for the strategy's
 answer, the strategy waits for the next bar, so the pair never needs two CPUs at once.
 Spread over two CPUs, every step pays two cross-CPU wake-ups (one per direction), and in
 a VM waking an idle vCPU is the most expensive thing on the path: unpinned, a bare echo
 through gVisor is slower and bimodal (by where the scheduler put the threads); on one
-CPU it is steady. Polling instead of blocking was tried: on one CPU it starves the peer;
-on two it is no better than pinning while it burns both cores. The figures:
+CPU it is steady. Polling the pipes instead of blocking was tried: on one CPU it starves
+the peer; on two it is no better than pinning while it burns both cores (each poll is
+still a trapped system call; watching the lane's memory is not). The figures:
 docs/benchmarks.md, "One CPU for the lock-step pair".
 
 Each lock-step job claims a CPU machine-wide with an ``flock`` on ``<dir>/cpu-<k>.lock``
@@ -141,3 +147,33 @@ def shared_cpu(session: object, lock_dir: Path = LOCK_DIR) -> Iterator[int | Non
             yield cpu
         finally:
             os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def cpu_pair(lock_dir: Path = LOCK_DIR) -> Iterator[tuple[int, int] | None]:
+    """Two CPUs claimed for a lock-step job over the shared-memory lane (``pitwall.lane``):
+    its sandbox and its feeder each watch the lane on a core of their own, where on one
+    shared core watching would starve the peer. Yields ``(sandbox_cpu, feeder_cpu)``, or
+    None when two are not free (the job then shares one CPU over the pipes)."""
+    first = CpuClaim.take(lock_dir)
+    second = CpuClaim.take(lock_dir) if first is not None else None
+    try:
+        yield (first.cpu, second.cpu) if first is not None and second is not None else None
+    finally:
+        for claim in (first, second):
+            if claim is not None:
+                claim.release()
+
+
+@contextlib.contextmanager
+def split_cpus(session: object, cpus: tuple[int, int]) -> Iterator[None]:
+    """Run ``session``'s sandbox on ``cpus[0]`` and the body (the feeder) on ``cpus[1]``."""
+    pin = getattr(session, "pin_cpu", None)
+    if pin is not None:
+        pin(cpus[0])
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[1]})  # pid 0: this thread only
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -220,24 +220,31 @@ def runner_request(
     bundle_dir: Path | None = None,
     input_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    channel: Path | None = None,
 ) -> SandboxRequest:
     """The request that runs ``pitwall.sandbox.runner`` over a job's host directories.
 
     ``bundle_dir`` (default ``job_dir/bundle``) holds the strategy files; ``input_dir``
     (default ``job_dir/input``) holds ``spec.json`` and ``bars.arrow``. Both are mounted
     read-only at ``/job/bundle`` and ``/job/input``; nothing else of ``job_dir`` is.
+    ``channel``: a live session's lane dir (``pitwall.lane``), mounted read-write at
+    ``/job/channel``; it must be root's with mode 0755 so the sandbox's user can only
+    write the lane file the worker put there, never add one.
     """
     bundle_dir = bundle_dir or job_dir / "bundle"
     input_dir = input_dir or job_dir / "input"
     for label, path in (("bundle", bundle_dir), ("input", input_dir)):
         if not path.is_dir():
             raise SandboxError(f"the job's {label} dir {path} does not exist; write it first")
+    lane = () if channel is None else (
+        Mount(channel.resolve(), f"{JOB_ROOT}/channel", readonly=False),)
     return SandboxRequest(
         job_id=job_id,
         argv=(PYTHON, "-S", "-m", "pitwall.sandbox.runner", JOB_ROOT),
         mounts=(
             Mount(bundle_dir.resolve(), f"{JOB_ROOT}/bundle"),
             Mount(input_dir.resolve(), f"{JOB_ROOT}/input"),
+            *lane,
         ),
         env=dict(env or {}),
         limits=limits,

@@ -77,6 +77,11 @@ RUNNER_ARGV = (PYTHON, "-S", "-m", "pitwall.sandbox.runner", JOB_ROOT)
 WARM_ARGV = (PYTHON, "-S", "-m", "pitwall.sandbox.runner", WARM_FLAG, JOB_ROOT)
 #: The job's directories a runner reads, mounted read-only under ``/job``.
 JOB_DIRS = ("bundle", "input")
+#: A live session's lane dir (``pitwall.lane``), mounted read-write; its images are
+#: kept apart from the others' (their names start with :data:`LANE_PREFIX`).
+CHANNEL_DIR = "channel"
+LANE_DIRS = ("bundle", "channel", "input")
+LANE_PREFIX = "lane-"
 #: The limits fixed inside a running sandbox (a warm or restored one serves only these).
 BAKED_LIMITS = ("memory_mb", "pids", "cpus", "scratch_mb")
 _BUILD_TIMEOUT_S = 120.0
@@ -88,14 +93,28 @@ _CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 _QUOTA_WAIT_S = 1.0
 
 
-def empty_job_mounts(root: Path) -> tuple[Mount, ...]:
+def empty_job_mounts(root: Path, dirs: tuple[str, ...] = JOB_DIRS) -> tuple[Mount, ...]:
     """Empty ``root/bundle`` and ``root/input`` (readable by the sandbox's user), mounted
-    read-only at ``/job/…``: a warm runner's mounts before any job exists."""
-    for name in JOB_DIRS:
+    read-only at ``/job/…``: a warm runner's mounts before any job exists; with
+    :data:`LANE_DIRS`, also an empty ``channel`` dir mounted read-write (only root may
+    create a file in it)."""
+    for name in dirs:
         (root / name).mkdir(parents=True)
         (root / name).chmod(0o755)
     root.chmod(0o755)
-    return tuple(Mount(root / name, f"{JOB_ROOT}/{name}") for name in JOB_DIRS)
+    return tuple(Mount(root / name, f"{JOB_ROOT}/{name}", readonly=name != CHANNEL_DIR)
+                 for name in dirs)
+
+
+def job_dirs(request: SandboxRequest) -> tuple[str, ...] | None:
+    """The runner dirs ``request`` mounts (:data:`JOB_DIRS` or :data:`LANE_DIRS`), or None
+    when it mounts anything else, or writable anything but the lane dir."""
+    targets = sorted(m.target for m in request.mounts)
+    for dirs in (JOB_DIRS, LANE_DIRS):
+        if targets == [f"{JOB_ROOT}/{d}" for d in dirs] and all(
+                m.readonly == (m.target != f"{JOB_ROOT}/{CHANNEL_DIR}") for m in request.mounts):
+            return dirs
+    return None
 
 
 def _read_exactly(fd: int, n: int, timeout: float | None = None) -> bytes:
@@ -188,29 +207,30 @@ class SnapshotStore:
         return self._failures < _MAX_FAILURES
 
     def fits(self, request: SandboxRequest) -> bool:
-        """A runner request over ``/job/bundle`` and ``/job/input`` with no extra env."""
-        targets = sorted(m.target for m in request.mounts)
+        """A runner request over ``/job/bundle`` and ``/job/input`` (and a live session's
+        lane dir) with no extra env."""
         return (request.argv == RUNNER_ARGV and not request.env and request.cwd == SCRATCH
-                and targets == [f"{JOB_ROOT}/{d}" for d in JOB_DIRS]
-                and all(m.readonly for m in request.mounts))
+                and job_dirs(request) is not None)
 
-    def key(self, limits: Limits) -> str:
+    def key(self, limits: Limits, dirs: tuple[str, ...] = JOB_DIRS) -> str:
         """The image's name: baked limits, then a digest of what the sandbox holds (the
         root file system's digest: a new sandbox image never restores an old checkpoint)
-        and of what restores it (runsc, its flags)."""
+        and of what restores it (runsc, its flags); :data:`LANE_PREFIX` first for the
+        images with the lane dir."""
         backend = self._backend
         parts = [backend.image, backend.runsc_version, *backend.flags,
                  *backend.checkpoint_flags, *WARM_ARGV]
         digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
         baked = "-".join(f"{getattr(limits, k)}" for k in BAKED_LIMITS)
-        return f"{baked}-{digest}"
+        return f"{LANE_PREFIX if dirs == LANE_DIRS else ''}{baked}-{digest}"
 
-    def image(self, limits: Limits, *, build: bool = True) -> Path | None:
+    def image(self, limits: Limits, *, build: bool = True,
+              dirs: tuple[str, ...] = JOB_DIRS) -> Path | None:
         """The image dir for ``limits``, built now if missing and ``build``; None when
         unavailable (disabled, or another thread of this process is building it)."""
         if not self.enabled:
             return None
-        key = self.key(limits)
+        key = self.key(limits, dirs)
         path = self._root / key
         if (path / "checkpoint.img").is_file():
             return path
@@ -218,7 +238,7 @@ class SnapshotStore:
             return None
         try:
             if not (path / "checkpoint.img").is_file():
-                self._build(limits, path)
+                self._build(limits, path, dirs)
         except Exception:  # the runtime failed: log it, count it, run cold
             log.exception("sandbox snapshot: building the checkpoint image failed")
             self._failures += 1
@@ -272,16 +292,17 @@ class SnapshotStore:
     def _restored(self, request: SandboxRequest) -> GVisorSession | None:
         """A sandbox restored for ``request``, ready and under the job's CPU quota, before
         "go"; None (counted as a fallback) when the request does not fit or it failed."""
-        if not self.fits(request):
+        dirs = job_dirs(request)
+        if dirs is None or not self.fits(request):
             return None
-        image = self.image(request.limits)
+        image = self.image(request.limits, dirs=dirs)
         if image is None:
             with self._count:
                 self.fallbacks += 1
             return None
         # The job's own dirs, in the order the image was made with (mounts pair by target).
         by_target = {m.target: m for m in request.mounts}
-        mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in JOB_DIRS)
+        mounts = tuple(by_target[f"{JOB_ROOT}/{d}"] for d in dirs)
         restoring = self.restore(dataclasses.replace(request, argv=WARM_ARGV, mounts=mounts),
                                  image, arm=True)
         session = restoring.session
@@ -303,11 +324,11 @@ class SnapshotStore:
             session.stdin.write(GO_LINE)
             session.stdin.flush()
 
-    def _build(self, limits: Limits, dest: Path) -> None:
+    def _build(self, limits: Limits, dest: Path, dirs: tuple[str, ...] = JOB_DIRS) -> None:
         """Start a warm runner with empty mounts, wait for "ready", checkpoint it."""
         work = self._root / f"{orphans.BUILD_PREFIX}{owner.current().token}-{uuid.uuid4().hex[:8]}"
         try:
-            mounts = empty_job_mounts(work)
+            mounts = empty_job_mounts(work, dirs)
             clock = limits.model_copy(update={"timeout_s": _BUILD_TIMEOUT_S})
             request = SandboxRequest(f"snapshot-{work.name[7:]}", WARM_ARGV, mounts, {}, clock)
             with self._backend.launch(request, arm=True) as session:

@@ -126,6 +126,9 @@ class GVisorBackend:
     """
 
     name = "gvisor"
+    #: Live sessions may map a shared-memory lane (``pitwall.lane``): gVisor maps a bind
+    #: mounted host file's pages into the sandbox, so both sides see the same memory.
+    lanes = True
 
     def __init__(self, state_dir: Path, *, runsc: str = RUNSC,
                  layout: oci.PythonLayout | None = None, images: Path | None = None,

@@ -306,6 +306,11 @@ class PooledBackend:
     def image(self) -> str:
         return self.inner.image
 
+    @property
+    def lanes(self) -> bool:
+        """Whether live sessions may map a lane: the wrapped backend's (``gvisor.py``)."""
+        return bool(getattr(self.inner, "lanes", False))
+
     def start(self, request: SandboxRequest) -> GVisorSession:
         return self.inner.start(request)
 
