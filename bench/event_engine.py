@@ -27,11 +27,12 @@ What bounds lock-step speed: one round trip per due timestamp. Inside gVisor (pt
 platform) each syscall of the strategy process is trapped and served by the Sentry
 (~20 µs); a step costs the strategy exactly two (one ``readv`` of the STEP frame, one
 ``write`` of its answer) plus the wake-up of a blocked read through the Sentry's host-fd
-notifier. The empty strategy measures that floor; a raw echo loop measures it without
-any Pitwall code on either side. Both sides run on one claimed CPU, as the worker runs
-them (``sandbox/affinity.py``): lock-step never needs two CPUs at once, and a wake-up of
-an idle vCPU costs more than the rest of the step. The trivial run is repeated unpinned
-to show what that buys.
+notifier. The raw echo loop measures that floor without any Pitwall code on either
+side. An event job with two free CPUs skips it: its frames go through the shared-memory
+lane (``pitwall.lane``), each side watching on a CPU of its own, as the rows marked
+"lane" run; the empty strategy then measures what is left of the channel. The trivial
+run is repeated over the pipes on one claimed CPU (the fallback without two free CPUs)
+and unpinned.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pitwall import lane
 from pitwall.events import BrokerCosts, Market, run_local
 from pitwall.models import Limits
 from pitwall_executor.datalake.generate import generate_bars, sample_symbols
 from pitwall_executor.execution.feeder import run_lockstep
 from pitwall_executor.sandbox import runner_request
-from pitwall_executor.sandbox.affinity import shared_cpu
+from pitwall_executor.sandbox.affinity import cpu_pair, shared_cpu, split_cpus
 from pitwall_executor.sandbox.gvisor import GVisorBackend
 
 STRATEGIES = '''
@@ -245,23 +247,39 @@ def raw_floor(backend: GVisorBackend, steps: int, pin: bool = True) -> float:
 
 
 def lockstep(backend: GVisorBackend, root: Path, market: Market, name: str,
-             pin: bool = True) -> tuple[float, int]:
-    """Bars/s of one lock-step run through a fresh gVisor session (start-up excluded)."""
+             mode: str = "lane") -> tuple[float, int]:
+    """Bars/s of one lock-step run through a fresh gVisor session (start-up excluded).
+
+    ``mode``: "lane" as an event job runs with two free CPUs (the shared-memory lane, the
+    sandbox and the feeder on a CPU each); "pipes" as it runs without (the pipes, both on
+    one claimed CPU); "unpinned" the pipes where the scheduler puts the threads."""
     import json
     import shutil
 
     job = root / f"job-{name}-{len(market.symbols)}"
     (job / "bundle").mkdir(parents=True)
     (job / "input").mkdir()
+    (job / "channel").mkdir()
+    for d in (job, job / "bundle", job / "input", job / "channel"):
+        d.chmod(0o755)
     (job / "bundle" / "strategy.py").write_text(STRATEGIES)
     (job / "input" / "spec.json").write_text(json.dumps({
         "kind": "event", "entrypoint": f"strategy.py:{name}", "params": {}, "seed": 0,
         "symbols": list(market.symbols), "capital": 1e9}))
     limits = Limits(timeout_s=900, memory_mb=1024)
-    with backend.start(runner_request(f"bench-{name}", job, limits)) as session, \
-            pinned(session, pin):  # as the worker runs it (event_execution.feed_session)
+    with contextlib.ExitStack() as hold:
+        pair = hold.enter_context(cpu_pair()) if mode == "lane" else None
+        if mode == "lane" and pair is None:
+            raise RuntimeError("the lane needs two free CPUs (another job holds one)")
+        path = lane.create(job / "channel", spins=lane.STRATEGY_SPINS_DEFAULT if pair else 0)
+        session = hold.enter_context(backend.start(
+            runner_request(f"bench-{name}", job, limits, channel=job / "channel")))
+        # as the worker runs it (execution/event.py: EventAttempt._feed)
+        hold.enter_context(split_cpus(session, pair) if pair is not None
+                           else pinned(session, mode == "pipes"))
         _, stats = run_lockstep(session.stdin, session.stdout, market, capital=1e9,
-                                costs=BrokerCosts(), max_participation=None)
+                                costs=BrokerCosts(), max_participation=None,
+                                lane=path if pair else None)
         outcome = session.wait()
     shutil.rmtree(job)
     if not outcome.ok:
@@ -317,8 +335,10 @@ def main() -> None:
                     rate, trips[key] = lockstep(backend, root, market, name)
                     return rate
                 runs[f"{name}/{label}"] = run
-        # The same trivial run without the shared CPU: what pinning buys (affinity.py).
-        runs["unpinned"] = lambda: lockstep(backend, root, m1, "Sma", pin=False)[0]
+        # The same trivial run over the pipes, on one shared CPU (the fallback without two
+        # free CPUs) and unpinned (what pinning buys; affinity.py).
+        runs["pipes"] = lambda: lockstep(backend, root, m1, "Sma", "pipes")[0]
+        runs["unpinned"] = lambda: lockstep(backend, root, m1, "Sma", "unpinned")[0]
         for _ in range(args.repeat):  # interleaved: a burst of load hits every contender
             for key, fn in runs.items():
                 rates[key] = max(rates.get(key, 0.0), fn())
@@ -337,13 +357,14 @@ def main() -> None:
                 name, label = key.split("/")
                 market = m1 if label == "1" else m100
                 step_us = len(market) * len(market.symbols) / rates[key] / trips[key] * 1e6
-                print(f"lock-step gVisor {label} symbol(s), {name} (READY -> END): "
+                print(f"lock-step gVisor {label} symbol(s), {name}, lane (READY -> END): "
                       f"{rates[key]:,.0f} bars/s "
                       f"({trips[key]:,} round trips, {step_us:.0f} µs each)")
-        free = rates["unpinned"]
-        print(f"lock-step gVisor 1 symbol, Sma, unpinned: {free:,.0f} bars/s "
-              f"({len(m1) / free / trips['Sma/1'] * 1e6:.0f} µs each); pinned = "
-              f"{rates['Sma/1'] / free:.2f}x unpinned")
+        piped, free = rates["pipes"], rates["unpinned"]
+        print(f"lock-step gVisor 1 symbol, Sma, pipes on one CPU: {piped:,.0f} bars/s "
+              f"({len(m1) / piped / trips['Sma/1'] * 1e6:.0f} µs each); unpinned: "
+              f"{free:,.0f} ({len(m1) / free / trips['Sma/1'] * 1e6:.0f} µs); "
+              f"the lane = {rates['Sma/1'] / piped:.2f}x the pipes")
         limit1, sma1 = rates["Empty/1"], rates["Sma/1"]
         print(f"1 symbol: channel limit / trivial = {limit1 / sma1:.2f}x (target <= 1.3x); "
               f"trivial = {sma1 / btr:.2f}x backtrader (target >= 1.5x)")

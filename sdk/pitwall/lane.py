@@ -118,8 +118,15 @@ class FeederLane:
         os.pwrite(self.fd, WORD.pack(self.sent), FEEDER_SEQ)
         fence()
         if os.pread(self.fd, 8, STRATEGY_WAITS) != ZERO:
-            write_all(self.out, NUDGE_FRAME)
+            self._nudge()
         return True
+
+    def _nudge(self) -> None:
+        """Wake the strategy's side: a NUDGE on its pipe, unless the pipe is full (of
+        wake-ups it has not read: a strategy that claims to sleep while it watches must
+        not block the worker on a full pipe)."""
+        if select.select([], [self.out], [], 0)[1]:  # writable: room for PIPE_BUF bytes
+            write_all(self.out, NUDGE_FRAME)
 
     def _arrived(self) -> bool:
         """Whether the next answer is in the lane; a number that is neither the last one
@@ -148,7 +155,7 @@ class FeederLane:
                     if kind != NUDGE:
                         return kind, payload
                 elif os.pread(self.fd, 8, STRATEGY_WAITS) != ZERO:
-                    write_all(self.out, NUDGE_FRAME)  # it sleeps with our frame published
+                    self._nudge()  # it sleeps with our frame published
         finally:
             os.pwrite(self.fd, ZERO, FEEDER_WAITS)
 

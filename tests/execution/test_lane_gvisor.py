@@ -154,3 +154,38 @@ def test_a_strategy_that_forges_or_cuts_the_lane_stops_its_own_job(
         session.kill()
         session.wait()
     assert threading.active_count() <= before + 1  # the worker's process goes on
+
+
+# Claims to sleep on every bar while it watches the lane (its own side made to watch for
+# ever): the worker writes a wake-up to its pipe each step, which it never reads; 8,000
+# steps of 13 bytes overfill a 64 KiB pipe.
+SLEEPER = r'''
+import mmap, struct
+import pitwall
+
+class Sleeper(pitwall.Strategy):
+    lookback = 1
+    def on_start(self, ctx):
+        f = open("/job/channel/lane", "r+b")
+        self.lane = mmap.mmap(f.fileno(), 0)
+        self.n = 0
+    def on_bar(self, ctx):
+        if self.n == 0:  # its own side of the lane never sleeps, so never reads its pipe
+            import gc
+            side = next(o for o in gc.get_objects() if type(o).__name__ == "StrategyLane")
+            side.spins = 10**12
+        struct.pack_into("<q", self.lane, 192, 1)  # "I am asleep on my pipe"
+        self.n += 1
+        if self.n == 100:
+            ctx.order("AAPL", 1)
+'''
+
+
+def test_a_strategy_that_claims_to_sleep_cannot_block_the_worker_on_a_full_pipe(
+        gvisor: GVisorBackend, tmp_path: Path) -> None:
+    market = Market.from_bars(minute_bars(["AAPL"], days=30))
+    assert len(market) > 8000
+    job = make_job(tmp_path, SLEEPER, ["AAPL"])
+    _, stats, _ = _run(gvisor, job, market, spins=lane.STRATEGY_SPINS_DEFAULT)
+    assert stats.round_trips == len(market)
+    assert stats.lane_answers == stats.round_trips + 1
