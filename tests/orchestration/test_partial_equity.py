@@ -100,8 +100,9 @@ def test_an_event_job_reports_its_equity_while_it_runs(stack: Stack) -> None:
 
 
 def test_an_event_job_feeds_on_one_cpu_then_gives_the_thread_back(stack: Stack) -> None:
-    """The feeder thread runs the lock-step on the CPU it claimed (its sandbox is pinned
-    there too: tests/sandbox/test_affinity.py), and the worker thread's CPUs come back."""
+    """The feeder thread runs the lock-step on one CPU it claimed (its sandbox on the
+    pair's other one with the lane, on the same one without: tests/sandbox/
+    test_affinity.py), and the worker thread's CPUs come back."""
     before = os.sched_getaffinity(0)
     feeding: list[set[int]] = []
 

@@ -1,5 +1,6 @@
-"""Lock-step on one CPU (executor/pitwall_executor/sandbox/affinity.py): the feeder thread
-and every thread of its sandbox share a core, claimed machine-wide, on both backends."""
+"""CPUs for lock-step (executor/pitwall_executor/sandbox/affinity.py): on one CPU the feeder
+thread and every thread of its sandbox share a core; with a pair (the lane) each gets one;
+claimed machine-wide, on both backends."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from sandbox_helpers import Backend
 
 from pitwall.models import Limits
-from pitwall_executor.sandbox.affinity import CpuClaim, shared_cpu
+from pitwall_executor.sandbox.affinity import CpuClaim, cpu_pair, shared_cpu, split_cpus
 from pitwall_executor.sandbox.base import PYTHON, SandboxRequest
 from pitwall_executor.sandbox.docker import DockerSession
 from pitwall_executor.sandbox.gvisor import GVisorSession
@@ -73,6 +74,33 @@ def test_the_feeder_thread_and_every_sandbox_thread_share_one_cpu(
         assert os.sched_getaffinity(0) == before  # restored for the worker's next job
         session.stdin.close()
         assert session.wait().ok
+
+
+def test_with_a_pair_the_sandbox_and_the_feeder_each_get_one_cpu(
+        sandbox: Backend, tmp_path: Path) -> None:
+    limits = Limits(timeout_s=30, memory_mb=256, pids=64, scratch_mb=8, output_mb=4, log_kb=4)
+    request = SandboxRequest("pair", (PYTHON, "-S", "-c", ECHO), (), {}, limits)
+    before = os.sched_getaffinity(0)
+    assert len(before) >= 2, "the lane's pair needs two CPUs; this host has one"
+    with cpu_pair(tmp_path) as pair:
+        assert pair is not None and pair[0] != pair[1] and set(pair) <= before
+        with cpu_pair(tmp_path) as second:  # both held: another job gets none
+            assert second is None or not set(second) & set(pair)
+        with sandbox.start(request) as session:
+            with split_cpus(session, pair):
+                assert os.sched_getaffinity(0) == {pair[1]}  # the feeder's thread
+                session.stdin.write(b"bar")
+                session.stdin.flush()
+                assert session.stdout.read1(64) == b"BAR"
+                group = cpuset_dir(session)
+                assert (group / "cpuset.cpus").read_text().strip() == str(pair[0])
+                tids = [int(t) for t in (group / "tasks").read_text().split()]
+                assert {allowed(t) for t in tids} == {str(pair[0])}
+            assert os.sched_getaffinity(0) == before
+            session.stdin.close()
+            assert session.wait().ok
+    with cpu_pair(tmp_path) as again:  # released: free for the next job
+        assert again == pair
 
 
 def test_each_job_claims_its_own_cpu_and_a_dead_holder_frees_it(tmp_path: Path) -> None:
