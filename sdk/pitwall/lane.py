@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from pitwall.errors import StrategyOutputError
-from pitwall.lockstep import HEADER, MAGIC, FrameReader, write_all
+from pitwall.lockstep import HEADER, MAGIC, ORDERS, FrameReader, write_all
 
 FEEDER_SEQ, STRATEGY_SEQ, FEEDER_WAITS, STRATEGY_WAITS, STRATEGY_SPINS = (
     0, 64, 128, 192, 256)
@@ -152,6 +152,12 @@ class FeederLane:
                 if self.reader.drop_leading(NUDGE_FRAME) or select.select(
                         [self.reader.fd], [], [], RECHECK_S)[0]:
                     kind, payload = self.reader.read()
+                    if kind == ORDERS and HEADER.size + len(payload) <= ANSWER_CAP:
+                        # The runner sends an answer that fits through the lane, never
+                        # the pipe: this one was written beside it, out of turn.
+                        raise StrategyOutputError(
+                            "the strategy answered out of turn (a frame it was not asked "
+                            "for, on its pipe); answer each bar exactly once")
                     if kind != NUDGE:
                         return kind, payload
                 elif os.pread(self.fd, 8, STRATEGY_WAITS) != ZERO:

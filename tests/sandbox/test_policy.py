@@ -66,9 +66,9 @@ def test_filesystem_is_read_only_except_scratch(sandbox: Backend, tmp_path: Path
     code = """
 import json, os
 res = {}
-for p in ["/x", "/job/bundle/x", "/job/bundle/f", "/job/input/x", "/usr/x", "/tmp/x",
-          "/opt/python/x", "/opt/pitwall/sdk/x", "/opt/pitwall/pycache/x", "/etc/x", "/proc/x",
-          "/dev/shm/x", "/dev/x"]:
+for p in ["/x", "/job/bundle/x", "/job/bundle/f", "/job/input/x", "/job/channel/x", "/usr/x",
+          "/tmp/x", "/opt/python/x", "/opt/pitwall/sdk/x", "/opt/pitwall/pycache/x", "/etc/x",
+          "/proc/x", "/dev/shm/x", "/dev/x"]:
     try:
         open(p, "w").write("x")
         res[p] = "written"

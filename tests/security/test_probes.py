@@ -172,6 +172,7 @@ def s(bars, repo_file, lake_dir, jobs_dir, artifacts_dir):
     probe("other_jobs", lambda: os.listdir(jobs_dir))
     probe("artifacts", lambda: os.listdir(artifacts_dir))
     probe("job_root", lambda: sorted(os.listdir("/job")))
+    probe("job_channel", lambda: sorted(os.listdir("/job/channel")))
     probe("job_input", lambda: sorted(os.listdir("/job/input")))
     probe("env", lambda: sorted(os.environ))
     probe("proc_pids", lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
@@ -220,7 +221,9 @@ def test_lake_other_jobs_and_artifacts_are_not_there(host: Attack, name: str) ->
 
 
 def test_the_job_sees_only_its_bundle_and_its_slice(host: Attack) -> None:
-    assert host.probe("job_root") == "OK ['bundle', 'input']"
+    # channel: the image's empty mount point of an event job's lane dir (read-only here)
+    assert host.probe("job_root") == "OK ['bundle', 'channel', 'input']"
+    assert host.probe("job_channel") == "OK []"
     assert host.probe("job_input") == "OK ['bars.arrow', 'spec.json']"
 
 

@@ -32,8 +32,10 @@ PYCACHE = "/opt/pitwall/pycache"
 _PY_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 _SKELETON_DIRS = (
     "usr/bin", "usr/lib", "usr/lib64", "proc", "dev", "etc", "tmp", "job/bundle",
-    "job/input", SCRATCH.lstrip("/"), PY_PREFIX.lstrip("/"), SITE_PACKAGES.lstrip("/"),
-    SDK.lstrip("/"), PYCACHE.lstrip("/"),
+    # job/channel: an event job's lane dir (pitwall.lane); empty and read-only otherwise.
+    # Every mount point is in the image: runsc would otherwise create it in the image.
+    "job/channel", "job/input", SCRATCH.lstrip("/"), PY_PREFIX.lstrip("/"),
+    SITE_PACKAGES.lstrip("/"), SDK.lstrip("/"), PYCACHE.lstrip("/"),
 )
 _SYMLINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64",
              # What ``docker run IMAGE python ...`` finds on PATH.
