@@ -104,7 +104,7 @@ def test_the_lane_carries_every_answer_and_keeps_the_books_of_the_pipes(
 # At the 20th bar: publish a forged answer in the lane (garbage, or a header claiming
 # more than the region holds), or cut the lane's file to nothing.
 HOSTILE = r'''
-import mmap, os, struct
+import mmap, os, struct, time
 import pitwall
 
 class Hostile(pitwall.Strategy):
@@ -128,6 +128,7 @@ class Hostile(pitwall.Strategy):
             m[answer_at:answer_at + 13] = struct.pack(">4sBQ", b"PWL1", 18, 1 << 40)
         seq = struct.unpack_from("<q", m, 64)[0]
         struct.pack_into("<q", m, 64, seq + 1)
+        time.sleep(1)  # the worker reads the forgery before the runner's answer replaces it
 '''
 
 
