@@ -267,10 +267,6 @@ def orders_frame(orders: list[OrderTuple], cancels: list[int]) -> bytes:
     return HEADER.pack(MAGIC, ORDERS, len(body)) + body
 
 
-def send_orders(fd: int, orders: list[OrderTuple], cancels: list[int]) -> None:
-    """One ORDERS frame, one ``write``."""
-    write_all(fd, orders_frame(orders, cancels))
-
 
 def decode_step(payload: memoryview, n_symbols: int, n_fields: int = 5) -> tuple[
         int, float, int, npt.NDArray[np.float64], list[FillTuple],

@@ -24,7 +24,8 @@ from pitwall.lockstep import (
     StepWriter,
     decode_orders,
     decode_step,
-    send_orders,
+    orders_frame,
+    write_all,
 )
 from pitwall.sandbox.event_loop import append_rows
 
@@ -33,9 +34,9 @@ def test_rows_start_aligned_and_an_empty_answer_is_one_constant_frame() -> None:
     assert ROWS_AT % 8 == 0
     r, w = os.pipe()
     try:
-        send_orders(w, [], [])
+        write_all(w, orders_frame([], []))
         assert os.read(r, 1024) == EMPTY_ORDERS_FRAME
-        send_orders(w, [(1, 0, 0, 5.0, float("nan"), float("nan"))], [7])
+        write_all(w, orders_frame([(1, 0, 0, 5.0, float("nan"), float("nan"))], [7]))
         kind, payload = FrameReader(r, max_payload=1 << 20).read()
         orders, cancels = decode_orders(kind, payload, max_orders=10)
         assert kind == ORDERS and orders[0][:4] == (1, 0, 0, 5.0) and cancels == [7]

@@ -101,27 +101,26 @@ class EventAttempt(Attempt):
         setup = self._setup
         assert setup is not None  # runner_inputs, at staging, laid out the market
         backend: Any = self.stack.backend  # an InteractiveBackend (checked by unsupported())
+        lanes = bool(getattr(backend, "lanes", False))  # a backend that maps the lane
         with contextlib.ExitStack() as hold:
             # Two CPUs of its own: the pair watches the shared-memory lane (pitwall.lane);
             # else they share one over the pipes (affinity.py).
             pair = (hold.enter_context(affinity.cpu_pair())
-                    if spec.limits.cpus <= 1 and getattr(backend, "lanes", False) else None)
-            channel = self._channel(spins=lane.STRATEGY_SPINS_DEFAULT if pair else 0)
+                    if spec.limits.cpus <= 1 and lanes else None)
+            lane_file = (self._lane_file(spins=lane.STRATEGY_SPINS_DEFAULT if pair else 0)
+                         if lanes else None)
             with self.timed("sandbox_start"):  # a part of "sandbox", the whole execute step
-                session = backend.start(runner_request(self.job.id, self.workdir,
-                                                       spec.limits, channel=channel))
-            return self._feed(session, setup, pair,
-                              channel / lane.FILE_NAME if pair and channel else None)
+                session = backend.start(runner_request(
+                    self.job.id, self.workdir, spec.limits,
+                    channel=lane_file.parent if lane_file is not None else None))
+            return self._feed(session, setup, pair, lane_file if pair else None)
 
-    def _channel(self, *, spins: int) -> Path | None:
-        """The lane's dir (root's, 0755) with its file, on a backend that maps it."""
-        if not getattr(self.stack.backend, "lanes", False):
-            return None
+    def _lane_file(self, *, spins: int) -> Path:
+        """The lane's file, in its dir (root's, 0755: the sandbox cannot add a file)."""
         channel = self.workdir / "channel"
         channel.mkdir(exist_ok=True)
         channel.chmod(0o755)
-        lane.create(channel, spins=spins)
-        return channel
+        return lane.create(channel, spins=spins)
 
     def _feed(self, session: Any, setup: EventSetup, pair: tuple[int, int] | None,
               lane_file: Path | None) -> SandboxOutcome:

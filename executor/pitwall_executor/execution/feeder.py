@@ -113,12 +113,11 @@ def run_lockstep(stdin: BinaryIO, stdout: BinaryIO, market: Market, *, capital: 
         trips = _feed(channel, out, market, broker, due.tolist(), next_due(due), lookback,
                       limit, tick, actions, members)
         stats = FeedStats(len(market), trips, time.perf_counter() - started, broker.refused,
-                          getattr(channel, "lane_answers", 0))
+                          channel.lane_answers)
     except (EOFError, BrokenPipeError) as exc:
         raise StrategyStopped(f"the strategy process went away ({exc})") from None
     finally:
-        if isinstance(channel, FeederLane):
-            channel.close()
+        channel.close()
     return build_result(market, broker, actions.report() if actions else None), stats
 
 
@@ -135,10 +134,15 @@ def _check_error(kind: int, payload: memoryview) -> None:
 class FramePipe:
     """The strategy's answers over its stdout alone (no lane)."""
 
+    lane_answers = 0
+
     def __init__(self, reader: FrameReader) -> None:
         self.reader = reader
         self.read = reader.read
         self.pending = reader.pending
+
+    def close(self) -> None:
+        """Nothing to release: the pipes are the session's."""
 
 
 def _feed(channel: FeederLane | FramePipe, out: int, market: Market, broker: Broker,
